@@ -1,0 +1,76 @@
+"""Every default Balancer uses, in one place.
+
+These are the values an operator gets by "leaving all other settings at their default value"
+(the guide's words). The model takes its field defaults from here, and the README's table of
+defaults is tested against ``DEFAULTS`` so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HOUR = 3600.0
+
+PROTOCOL = "tcp"
+BALANCING = "round_robin"
+# RDP sessions idle for hours; Loadbalancer.org's Layer 7 default is 12 hours both ways.
+CLIENT_TIMEOUT = 12 * HOUR
+SERVER_TIMEOUT = 12 * HOUR
+CONNECT_TIMEOUT = 4.0
+RETRIES = 3
+
+PERSISTENCE_MODE = "source_ip"
+PERSISTENCE_TIMEOUT = 30 * 60.0
+PERSISTENCE_TABLE_SIZE = 1_000_000
+
+CHECK_TYPE = "connect"
+CHECK_METHOD = "GET"
+CHECK_INTERVAL = 4.0
+CHECK_TIMEOUT = 4.0
+CHECK_RISE = 2
+CHECK_FALL = 3
+
+WEIGHT = 100
+WEIGHT_MAX = 256
+REAL_SERVER_STATE = "online"
+MAX_CONNECTIONS = 0
+
+ENGINE = "builtin"
+HTTPS_PORT = 9443
+HTTP_PORT: int | None = None
+DATA_DIR = "/var/lib/balancer"
+
+
+@dataclass(frozen=True, slots=True)
+class Default:
+    setting: str
+    value: object
+    meaning: str
+
+
+DEFAULTS: tuple[Default, ...] = (
+    Default("virtual service: protocol", PROTOCOL, "Layer 7 TCP mode, bytes relayed unchanged"),
+    Default("virtual service: balancing", BALANCING, "weighted; or least_connections"),
+    Default("virtual service: client_timeout", CLIENT_TIMEOUT, "seconds a client may be silent"),
+    Default("virtual service: server_timeout", SERVER_TIMEOUT, "seconds a server may be silent"),
+    Default("virtual service: connect_timeout", CONNECT_TIMEOUT, "seconds to reach a server"),
+    Default("virtual service: retries", RETRIES, "servers tried for one client (redispatch)"),
+    Default("virtual service: fallback", None, "none: refused at once when all are down"),
+    Default("persistence: mode", PERSISTENCE_MODE, "a client's source IP keeps its server"),
+    Default("persistence: timeout", PERSISTENCE_TIMEOUT, "seconds remembered after last use"),
+    Default("persistence: table_size", PERSISTENCE_TABLE_SIZE, "clients remembered per service"),
+    Default("health check: type", CHECK_TYPE, "TCP connect to the check port"),
+    Default("health check: method", CHECK_METHOD, "for negotiate HTTP/HTTPS checks"),
+    Default("health check: port", None, "none: the real server's own port"),
+    Default("health check: interval", CHECK_INTERVAL, "seconds between checks"),
+    Default("health check: timeout", CHECK_TIMEOUT, "seconds one check may take"),
+    Default("health check: rise", CHECK_RISE, "passes in a row to come back"),
+    Default("health check: fall", CHECK_FALL, "failures in a row to be taken out"),
+    Default("real server: port", None, "none: the port the client connected to"),
+    Default("real server: weight", WEIGHT, f"0..{WEIGHT_MAX}; 0 takes no new clients"),
+    Default("real server: state", REAL_SERVER_STATE, "online, drain or halt"),
+    Default("real server: max_connections", MAX_CONNECTIONS, "0 is no limit"),
+    Default("node: engine", ENGINE, "the data plane"),
+    Default("node: https_port", HTTPS_PORT, "WebUI and API over HTTPS"),
+    Default("node: http_port", HTTP_PORT, "plain HTTP WebUI, off (the guide's 9080)"),
+)

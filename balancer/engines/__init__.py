@@ -1,0 +1,45 @@
+"""The Engine protocol: the only door into a data plane, and a registry of engines by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from balancer.model import Config
+from balancer.state import EngineStatus
+
+
+class EngineError(Exception):
+    """The data plane could not be reached or could not do what was asked."""
+
+
+class EngineRejected(EngineError):
+    """The engine refused a configuration; the one it was running still runs."""
+
+
+class Engine(Protocol):
+    name: str
+
+    async def attach(self) -> int | None:
+        """Find the running data plane or start one; return the revision it runs, if any."""
+
+    async def apply(self, config: Config, revision: int) -> None:
+        """Make the data plane run ``config``; established connections are never dropped."""
+
+    async def status(self) -> EngineStatus:
+        """What the data plane is doing now."""
+
+    async def detach(self) -> None:
+        """Let go of the data plane and leave it running (the daemon is restarting)."""
+
+    async def stop(self) -> None:
+        """Stop the data plane."""
+
+
+def engine(name: str, data_dir: Path) -> Engine:
+    """Engines by name, imported only when chosen."""
+    if name == "builtin":
+        from balancer.engines.builtin import BuiltinEngine
+
+        return BuiltinEngine(data_dir)
+    raise EngineError(f"engine: {name!r} is not a known engine (builtin)")

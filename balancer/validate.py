@@ -1,0 +1,157 @@
+"""Configuration in, problems out: each names the field and the reason. Pure.
+
+Field paths name objects by label where one is known, so an operator reads
+``virtual_services[CyberArk-PSM].real_servers[PSM1].port`` rather than a list index.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from balancer.model import Config, VirtualService
+from balancer.model.types import each_port
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}" if self.field else self.reason
+
+
+class Invalid(ValueError):
+    """Raised with every problem found; nothing is saved when it is raised."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+
+_FIELD_PREFIX = re.compile(r"^(?:Value error, )?([a-z_]+): (.*)$", re.S)
+
+
+def _labelled(loc: Sequence[int | str], data: Any) -> str:
+    """Turn pydantic's location into a dotted path, lists indexed by label where there is one."""
+    parts: list[str] = []
+    node = data
+    for step in loc:
+        if isinstance(step, int):
+            label = None
+            if isinstance(node, list | tuple) and 0 <= step < len(node):
+                item = node[step]
+                node = item
+                if isinstance(item, dict) and isinstance(item.get("label"), str):
+                    label = item["label"]
+            else:
+                node = None
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{label if label else step}]"]
+        else:
+            node = node.get(step) if isinstance(node, dict) else None
+            parts.append(step)
+    return ".".join(parts)
+
+
+def problems_of(error: ValidationError, data: Any, prefix: str = "") -> list[Problem]:
+    found: list[Problem] = []
+    for item in error.errors(include_url=False):
+        loc = [step for step in item["loc"] if not str(step).startswith("function-")]
+        message = str(item["msg"])
+        matched = _FIELD_PREFIX.match(message)
+        if matched and item["type"] == "value_error":
+            # A model-level rule names its own field as "field: reason".
+            loc.append(matched.group(1))
+            message = matched.group(2)
+        elif message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "is not a known setting"
+        path = _labelled(loc, data)
+        found.append(Problem(".".join(p for p in (prefix, path) if p), message))
+    return found
+
+
+def parse_as(model: type[M], data: Any, prefix: str = "") -> M:
+    """Build one model object from untrusted data, raising Invalid with field paths."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise Invalid(problems_of(error, data, prefix)) from None
+
+
+def parse(data: Any) -> Config:
+    """Untrusted data (an API body, a backup document) to a checked Config, or Invalid."""
+    config = parse_as(Config, data)
+    found = check(config)
+    if found:
+        raise Invalid(found)
+    return config
+
+
+def checked(config: Config) -> Config:
+    found = check(config)
+    if found:
+        raise Invalid(found)
+    return config
+
+
+def check(config: Config) -> list[Problem]:
+    """Problems that span objects: duplicates and clashes the model alone cannot see."""
+    found: list[Problem] = []
+    found += _duplicates((vs.label for vs in config.virtual_services), "virtual_services", "label")
+    bound: dict[tuple[str, int], str] = {}
+    for vs in config.virtual_services:
+        where = f"virtual_services[{vs.label}]"
+        found += _clashes(vs, bound, where)
+        found += _duplicates((rs.label for rs in vs.real_servers), f"{where}.real_servers", "label")
+        found += _duplicate_targets(vs, where)
+    return found
+
+
+def _duplicates(labels: Iterable[str], where: str, field: str) -> list[Problem]:
+    seen: set[str] = set()
+    found = []
+    for label in labels:
+        if label in seen:
+            found.append(Problem(f"{where}[{label}].{field}", f"{label!r} is used twice"))
+        seen.add(label)
+    return found
+
+
+def _clashes(vs: VirtualService, bound: dict[tuple[str, int], str], where: str) -> list[Problem]:
+    """Two services may not listen on the same IP and port."""
+    found = []
+    for port in each_port(vs.ports):
+        key = (str(vs.ip), port)
+        other = bound.setdefault(key, vs.label)
+        if other != vs.label:
+            found.append(
+                Problem(f"{where}.ports", f"{vs.ip}:{port} is already used by {other!r}")
+            )
+            break
+    return found
+
+
+def _duplicate_targets(vs: VirtualService, where: str) -> list[Problem]:
+    seen: dict[tuple[str, int | None], str] = {}
+    found = []
+    for rs in vs.real_servers:
+        key = (str(rs.ip), rs.port)
+        if key in seen:
+            target = f"{rs.ip}:{rs.port}" if rs.port else str(rs.ip)
+            found.append(
+                Problem(
+                    f"{where}.real_servers[{rs.label}].ip",
+                    f"{target} is already real server {seen[key]!r} of this service",
+                )
+            )
+        seen.setdefault(key, rs.label)
+    return found
