@@ -1,0 +1,125 @@
+"""The built-in engine, as the management daemon sees it: a process it starts once and then
+talks to over the control socket. The process is in its own session, so stopping or restarting
+the daemon leaves it, and every connection it relays, running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from balancer import control
+from balancer.engines import EngineError, EngineRejected
+from balancer.engines.builtin.process import paths
+from balancer.model import Config
+from balancer.state import EngineStatus
+
+START_TIMEOUT = 15.0
+
+
+class BuiltinEngine:
+    name = "builtin"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.socket, self.pid_file, self.log_file = paths(data_dir)
+        self._child: subprocess.Popen[bytes] | None = None
+
+    async def attach(self) -> int | None:
+        with contextlib.suppress(EngineError):
+            return (await self.status()).revision
+        self._spawn()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        while True:
+            try:
+                return (await self.status()).revision
+            except EngineError:
+                if self._child is not None and self._child.poll() is not None:
+                    raise EngineError(
+                        f"the engine exited with status {self._child.returncode}; "
+                        f"see {self.log_file.parent / 'engine.out'}"
+                    ) from None
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    def _spawn(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with (self.log_file.parent / "engine.out").open("ab") as out:
+            self._child = subprocess.Popen(
+                [sys.executable, "-m", "balancer.engines.builtin", "--dir", str(self.data_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+
+    async def _request(
+        self, message: dict[str, Any], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        try:
+            return await control.request(self.socket, message, timeout)
+        except control.ControlError as error:
+            raise EngineError(str(error)) from None
+
+    async def apply(self, config: Config, revision: int) -> None:
+        message = {"op": "apply", "revision": revision, "config": config.model_dump(mode="json")}
+        try:
+            await control.request(self.socket, message, timeout=60.0)
+        except control.ControlError as error:
+            if not self.socket.exists():
+                raise EngineError(str(error)) from None
+            raise EngineRejected(str(error)) from None
+
+    async def status(self) -> EngineStatus:
+        reply = await self._request({"op": "status"}, timeout=5.0)
+        return EngineStatus.model_validate(reply["status"])
+
+    async def persistence(self, service: str) -> list[dict[str, Any]]:
+        reply = await self._request({"op": "persistence", "service": service})
+        return list(reply["entries"])
+
+    async def clear_persistence(self, service: str) -> int:
+        reply = await self._request({"op": "clear_persistence", "service": service})
+        return int(reply["cleared"])
+
+    async def detach(self) -> None:
+        self._child = None
+
+    async def stop(self) -> None:
+        with contextlib.suppress(EngineError):
+            await self._request({"op": "stop"})
+        pid = self._pid()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10.0
+        while pid is not None and _alive(pid) and loop.time() < deadline:
+            if self._child is not None:
+                self._child.poll()
+            await asyncio.sleep(0.05)
+        if pid is not None and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        self._child = None
+
+    def _pid(self) -> int | None:
+        if self._child is not None:
+            return self._child.pid
+        try:
+            return int(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

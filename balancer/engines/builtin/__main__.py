@@ -1,0 +1,3 @@
+from balancer.engines.builtin.process import main
+
+main()

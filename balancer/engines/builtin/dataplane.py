@@ -1,0 +1,210 @@
+"""The built-in data plane: listeners, running services and health monitors, and how a new
+configuration replaces the old one without dropping a connection."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from balancer.engines.builtin.listeners import listen
+from balancer.engines.builtin.relay import ClientSide
+from balancer.engines.builtin.service import RunningServer, RunningService
+from balancer.health.monitor import Monitor
+from balancer.health.probes import Outcome
+from balancer.health.verdict import Verdict
+from balancer.model import Config, VirtualService
+from balancer.model.types import each_port
+from balancer.state import EngineStatus, Health
+
+log = logging.getLogger("balancer.engine")
+
+SWEEP_INTERVAL = 10.0
+
+
+class ApplyError(Exception):
+    """A configuration the data plane cannot run; what runs is unchanged."""
+
+
+@dataclass(slots=True)
+class Listener:
+    """One listening socket; ``service`` is swapped by a commit, the socket is kept."""
+
+    service: RunningService
+    server: asyncio.Server | None = None
+
+
+class DataPlane:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.clock = clock
+        self.services: dict[str, RunningService] = {}
+        self.listeners: dict[tuple[str, int], Listener] = {}
+        self.monitors: dict[tuple[str, str], Monitor] = {}
+        self.revision: int | None = None
+        self.started = time.time()
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    async def apply(self, config: Config, revision: int) -> None:
+        """Run ``config``. New sockets are bound first, so a port that cannot be had rejects
+        the whole revision before anything that runs is touched."""
+        wanted = {
+            (str(vs.ip), port): vs for vs in config.virtual_services for port in each_port(vs.ports)
+        }
+        bound = self._bind([key for key in wanted if key not in self.listeners], wanted)
+        previous, self.services = self.services, {}
+        for vs in config.virtual_services:
+            running = previous.pop(vs.label, None)
+            if running is None:
+                running = RunningService(vs, self.clock)
+                fresh = [rs.label for rs in vs.real_servers]
+            else:
+                fresh = running.reconfigure(vs, self.clock)
+            self.services[vs.label] = running
+            await self._watch(running, fresh)
+        for gone in previous.values():
+            await self._unwatch(gone.label, set())
+        for key, vs in wanted.items():
+            listener = self.listeners.get(key)
+            if listener is None:
+                listener = self.listeners[key] = Listener(self.services[vs.label])
+                listener.server = await self.loop.create_server(
+                    lambda listener=listener: ClientSide(listener.service, self.loop),  # type: ignore[misc]
+                    sock=bound[key],
+                )
+            listener.service = self.services[vs.label]
+        for key in [key for key in self.listeners if key not in wanted]:
+            server = self.listeners.pop(key).server
+            if server is not None:
+                # Stops accepting; connections already relayed are separate and carry on.
+                server.close()
+        self.revision = revision
+        log.info("revision %s applied", revision, extra={"event": "apply", "revision": revision})
+
+    def _bind(
+        self, keys: list[tuple[str, int]], wanted: dict[Any, VirtualService]
+    ) -> dict[tuple[str, int], Any]:
+        bound = {}
+        try:
+            for ip, port in keys:
+                bound[(ip, port)] = listen(ip, port)
+        except OSError as error:
+            for sock in bound.values():
+                sock.close()
+            vs = wanted[(ip, port)]
+            why = os.strerror(error.errno) if error.errno else str(error)
+            if error.errno == errno.EACCES and port < 1024:
+                why += " (ports below 1024 need root)"
+            raise ApplyError(
+                f"virtual_services[{vs.label}].ports: cannot listen on {ip}:{port}: {why}"
+            ) from None
+        return bound
+
+    async def _watch(self, service: RunningService, fresh: list[str]) -> None:
+        """Start health monitors for new or changed real servers; stop those of removed ones."""
+        await self._unwatch(service.label, set(service.servers) - set(fresh))
+        vs = service.config
+        vip_port = vs.ports[0][0]
+        for label in fresh:
+            running = service.servers[label]
+            running.health, running.reason, running.since = (
+                Health.UP,
+                "not checked yet",
+                time.time(),
+            )
+            monitor = Monitor(
+                vs.health_check,
+                str(running.config.ip),
+                running.config.target_port(vip_port),
+                self._on_change(service, running),
+                vip_ip=str(vs.ip),
+                vip_port=vip_port,
+            )
+            self.monitors[(service.label, label)] = monitor
+            monitor.start()
+
+    async def _unwatch(self, service: str, keep: set[str]) -> None:
+        for key in [k for k in self.monitors if k[0] == service and k[1] not in keep]:
+            await self.monitors.pop(key).stop()
+
+    def _on_change(
+        self, service: RunningService, running: RunningServer
+    ) -> Callable[[Verdict, Outcome], None]:
+        def changed(verdict: Verdict, outcome: Outcome) -> None:
+            running.health = Health.UP if verdict.up else Health.DOWN
+            running.reason = outcome.reason
+            running.since = time.time()
+            log.log(
+                logging.INFO if verdict.up else logging.WARNING,
+                "%s: real server %s is %s: %s",
+                service.label,
+                running.label,
+                running.health.value.upper(),
+                outcome.reason,
+                extra={
+                    "event": "health",
+                    "service": service.label,
+                    "server": running.label,
+                    "health": running.health.value,
+                    "reason": outcome.reason,
+                },
+            )
+
+        return changed
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            for service in self.services.values():
+                if service.table is not None:
+                    service.table.sweep()
+
+    def status(self) -> EngineStatus:
+        services = []
+        for service in self.services.values():
+            for label, running in service.servers.items():
+                monitor = self.monitors.get((service.label, label))
+                if monitor is not None and monitor.last is not None:
+                    running.reason = monitor.last.reason
+            services.append(service.status())
+        return EngineStatus(
+            engine="builtin",
+            pid=os.getpid(),
+            started=self.started,
+            revision=self.revision,
+            virtual_services=tuple(services),
+        )
+
+    def persistence(self, service: str) -> list[dict[str, Any]]:
+        table = self._service(service).table
+        if table is None:
+            return []
+        return [
+            {"client": client, "server": server, "expires_in": round(left, 1)}
+            for client, server, left in table.entries()
+        ]
+
+    def clear_persistence(self, service: str) -> int:
+        table = self._service(service).table
+        return table.forget() if table is not None else 0
+
+    def _service(self, label: str) -> RunningService:
+        try:
+            return self.services[label]
+        except KeyError:
+            raise ApplyError(f"virtual service {label!r} is not running") from None
+
+    async def close(self) -> None:
+        self._sweeper.cancel()
+        for listener in self.listeners.values():
+            if listener.server is not None:
+                listener.server.close()
+        self.listeners.clear()
+        for monitor in self.monitors.values():
+            await monitor.stop()
+        self.monitors.clear()

@@ -1,0 +1,82 @@
+"""The built-in engine's process: a data plane that outlives the management daemon.
+
+It answers on ``engine.sock`` in the data directory (see ``balancer.control``) and keeps
+relaying and checking whatever happens to the daemon that started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from balancer import control, logs
+from balancer.engines.builtin.dataplane import ApplyError, DataPlane
+from balancer.validate import Invalid, parse
+
+log = logging.getLogger("balancer.engine")
+
+
+def paths(data_dir: Path) -> tuple[Path, Path, Path]:
+    """The engine's control socket, pid file and log in ``data_dir``."""
+    return data_dir / "engine.sock", data_dir / "engine.pid", data_dir / "logs" / "engine.log"
+
+
+async def run(data_dir: Path) -> None:
+    socket_path, pid_path, _ = paths(data_dir)
+    plane = DataPlane()
+    stopping = asyncio.Event()
+
+    async def handle(request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "status":
+            return {"ok": True, "status": plane.status().model_dump(mode="json")}
+        if op == "apply":
+            try:
+                config = parse(request["config"])
+                await plane.apply(config, int(request["revision"]))
+            except (ApplyError, Invalid) as error:
+                log.warning("revision %s rejected: %s", request.get("revision"), error)
+                return {"ok": False, "error": str(error)}
+            return {"ok": True}
+        if op == "persistence":
+            return {"ok": True, "entries": plane.persistence(str(request["service"]))}
+        if op == "clear_persistence":
+            return {"ok": True, "cleared": plane.clear_persistence(str(request["service"]))}
+        if op == "stop":
+            stopping.set()
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    server = await control.serve(socket_path, handle)
+    pid_path.write_text(f"{os.getpid()}\n")
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    # What start-up allocated lives as long as the process: keep the collector off it.
+    gc.freeze()
+    log.info("engine started", extra={"event": "start", "pid": os.getpid()})
+    await stopping.wait()
+    log.info("engine stopping", extra={"event": "stop"})
+    server.close()
+    await plane.close()
+    with contextlib.suppress(FileNotFoundError):
+        pid_path.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="balancer-engine", description=__doc__)
+    parser.add_argument("--dir", type=Path, required=True, help="the appliance's data directory")
+    args = parser.parse_args(argv)
+    logs.setup(paths(args.dir)[2], "engine")
+    uvloop.run(run(args.dir))

@@ -1,0 +1,293 @@
+"""Layer 7 SNAT TCP relaying: a client's bytes to its real server and back, unchanged.
+
+Built on ``asyncio.Protocol`` rather than streams (streams relays measured 2-4x slower here).
+Flow control: when one side's write buffer passes the high-water mark, reading from the other
+side pauses until it drains, so a slow peer never makes the engine buffer without bound.
+Half-close: an EOF from one side is passed on as an EOF to the other, and the pair closes when
+both have ended. The two protocol objects refer to each other; the cycle is broken when the
+relay finishes, so the garbage collector never has to find it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from typing import cast
+
+from balancer.engines.builtin.service import RunningServer, RunningService
+
+log = logging.getLogger(__name__)
+
+HIGH_WATER = 512 * 1024
+LOW_WATER = 128 * 1024
+# Client bytes held while the real server connection is being made (RDP clients speak first).
+PENDING_LIMIT = 256 * 1024
+# Long idle RDP sessions need keepalive to notice a vanished peer; these find one in ~7 minutes.
+KEEPALIVE = (
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 300),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 30),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4),
+)
+_RESET = struct.pack("ii", 1, 0)
+
+
+def keepalive(sock: socket.socket) -> None:
+    for level, option, value in KEEPALIVE:
+        sock.setsockopt(level, option, value)
+
+
+class ClientSide(asyncio.Protocol):
+    """The client's connection to the virtual service; it owns the relay."""
+
+    __slots__ = (
+        "client",
+        "client_eof",
+        "closed",
+        "loop",
+        "pending",
+        "pending_size",
+        "seen",
+        "server",
+        "server_side",
+        "service",
+        "timer",
+        "transport",
+        "tried",
+        "vip_port",
+    )
+
+    def __init__(self, service: RunningService, loop: asyncio.AbstractEventLoop) -> None:
+        self.service = service
+        self.loop = loop
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once
+        self.server: RunningServer | None = None
+        self.server_side: ServerSide | None = None
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.client_eof = False
+        self.closed = False
+        self.tried: list[RunningServer] = []
+        self.timer: asyncio.TimerHandle | None = None
+        self.client = ""
+        self.vip_port = 0
+        self.seen = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        self.client = transport.get_extra_info("peername")[0]
+        self.vip_port = transport.get_extra_info("sockname")[1]
+        service = self.service
+        service.active += 1
+        service.total += 1
+        self.seen = self.loop.time()
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Pick a real server not yet tried for this client (redispatch), then the fallback."""
+        service = self.service
+        server = None
+        if len(self.tried) < service.config.retries:
+            server = service.choose(self.client, self.tried)
+        if server is None and service.fallback is not None and service.fallback not in self.tried:
+            server = service.fallback
+        if server is None:
+            self._refuse()
+            return
+        server.active += 1
+        server.total += 1
+        self.server = server
+        port = server.config.target_port(self.vip_port)
+        self.loop.create_task(self._connect(server, str(server.config.ip), port))
+
+    async def _connect(self, server: RunningServer, host: str, port: int) -> None:
+        try:
+            async with asyncio.timeout(self.service.config.connect_timeout):
+                transport, side = await self.loop.create_connection(
+                    lambda: ServerSide(self), host, port
+                )
+        except (OSError, TimeoutError) as error:
+            server.active -= 1
+            self.server = None
+            if self.closed:
+                return
+            log.info(
+                "%s: cannot reach real server %s at %s:%s for %s: %s",
+                self.service.label,
+                server.label,
+                host,
+                port,
+                self.client,
+                error.strerror
+                if isinstance(error, OSError) and error.strerror
+                else "connect timeout",
+            )
+            self.tried.append(server)
+            self._dispatch()
+            return
+        if self.closed:
+            # The client left while we connected; this connection has no one to serve.
+            transport.close()
+            server.active -= 1
+            self.server = None
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            keepalive(sock)
+        self._attach(side)
+
+    def _attach(self, side: ServerSide) -> None:
+        self.server_side = side
+        if self.pending:
+            side.transport.writelines(self.pending)
+            self.pending.clear()
+            self.pending_size = 0
+            self.transport.resume_reading()
+        if self.client_eof:
+            side.transport.write_eof()
+        interval = min(self.service.config.client_timeout, self.service.config.server_timeout)
+        self.timer = self.loop.call_at(self.seen + interval, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """No byte either way for the shorter of the client and server timeouts ends it."""
+        interval = min(self.service.config.client_timeout, self.service.config.server_timeout)
+        deadline = self.seen + interval
+        if self.loop.time() >= deadline:
+            log.info("%s: %s idle for %ss, closed", self.service.label, self.client, interval)
+            self.timer = None
+            self.abort()
+        else:
+            self.timer = self.loop.call_at(deadline, self._check_idle)
+
+    def _refuse(self) -> None:
+        log.info("%s: no real server for %s, connection refused", self.service.label, self.client)
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            # A reset, not a FIN: the client learns at once that there is nobody to serve it.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        size = len(data)
+        self.seen = self.loop.time()
+        self.service.bytes_in += size
+        side = self.server_side
+        if side is not None:
+            self.server.bytes_in += size  # type: ignore[union-attr]  # set while attached
+            side.transport.write(data)
+            return
+        self.pending.append(data)
+        self.pending_size += size
+        if self.pending_size >= PENDING_LIMIT:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self.client_eof = True
+        side = self.server_side
+        if side is not None:
+            if side.server_eof:
+                self.close()
+            else:
+                side.transport.write_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        if self.server_side is not None:
+            self.server_side.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.server_side is not None:
+            self.server_side.transport.resume_reading()
+
+    def close(self) -> None:
+        """Both sides have ended: flush what is buffered and close both."""
+        self.transport.close()
+        if self.server_side is not None:
+            self.server_side.transport.close()
+
+    def abort(self) -> None:
+        self.transport.abort()
+        if self.server_side is not None:
+            self.server_side.transport.abort()
+
+    def server_lost(self, error: Exception | None) -> None:
+        """The real server's connection has closed; the client's follows."""
+        if error is None:
+            self.transport.close()
+        else:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        service = self.service
+        service.active -= 1
+        server = self.server
+        if server is not None and self.server_side is not None:
+            server.active -= 1
+            service.finished(self.client, server)
+        side = self.server_side
+        if side is not None:
+            side.client = None
+            if exc is None:
+                side.transport.close()
+            else:
+                side.transport.abort()
+        self.server_side = None
+        self.pending.clear()
+
+
+class ServerSide(asyncio.Protocol):
+    """The engine's connection to the real server, relaying back to its client."""
+
+    __slots__ = ("client", "server_eof", "transport")
+
+    def __init__(self, client: ClientSide) -> None:
+        self.client: ClientSide | None = client
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once
+        self.server_eof = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is None:
+            return
+        size = len(data)
+        client.seen = client.loop.time()
+        client.service.bytes_out += size
+        client.server.bytes_out += size  # type: ignore[union-attr]  # set while connected
+        client.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.server_eof = True
+        client = self.client
+        if client is not None:
+            if client.client_eof:
+                client.close()
+            else:
+                client.transport.write_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        client, self.client = self.client, None
+        if client is not None and client.server_side is self:
+            client.server_lost(exc)

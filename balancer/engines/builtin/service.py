@@ -1,0 +1,186 @@
+"""A virtual service as the engine runs it: its real servers' live state, the scheduler and the
+persistence table, and the choice of a real server for each new client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from balancer.engines.builtin.balancing import Scheduler, scheduler
+from balancer.engines.builtin.persistence import StickTable
+from balancer.model import Endpoint, PersistenceMode, RealServer, RealServerState, VirtualService
+from balancer.model.types import format_ports
+from balancer.state import Counters, Health, RealServerStatus, VirtualServiceStatus
+
+ONLINE = RealServerState.ONLINE
+DRAIN = RealServerState.DRAIN
+
+
+class RunningServer:
+    """A real server's live state: what the operator asked, what health found, the counters."""
+
+    __slots__ = (
+        "active",
+        "bytes_in",
+        "bytes_out",
+        "config",
+        "health",
+        "label",
+        "reason",
+        "since",
+        "total",
+    )
+
+    def __init__(self, config: RealServer) -> None:
+        self.config = config
+        self.label = config.label
+        # Up until a check says otherwise, as HAProxy does; the first failed check takes it out.
+        self.health = Health.UP
+        self.reason = "not checked yet"
+        self.since = time.time()
+        self.active = 0
+        self.total = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    @property
+    def weight(self) -> int:
+        return self.config.weight
+
+    def has_room(self) -> bool:
+        limit = self.config.max_connections
+        return not limit or self.active < limit
+
+    def takes_new(self) -> bool:
+        config = self.config
+        return (
+            config.state is ONLINE
+            and config.weight > 0
+            and self.health is Health.UP
+            and self.has_room()
+        )
+
+    def takes_persistent(self) -> bool:
+        """Drain and weight 0 turn new clients away but keep the ones that were stuck here."""
+        return self.config.state in (ONLINE, DRAIN) and self.health is Health.UP and self.has_room()
+
+    def status(self) -> RealServerStatus:
+        return RealServerStatus(
+            label=self.label,
+            ip=str(self.config.ip),
+            port=self.config.port,
+            weight=self.config.weight,
+            state=self.config.state.value,
+            health=self.health,
+            reason=self.reason,
+            since=self.since,
+            counters=Counters(
+                active=self.active,
+                total=self.total,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+            ),
+        )
+
+
+def fallback_server(endpoint: Endpoint) -> RunningServer:
+    return RunningServer(RealServer(label="fallback", ip=endpoint.ip, port=endpoint.port))
+
+
+class RunningService:
+    __slots__ = (
+        "active",
+        "bytes_in",
+        "bytes_out",
+        "config",
+        "fallback",
+        "label",
+        "scheduler",
+        "servers",
+        "table",
+        "total",
+    )
+
+    def __init__(self, config: VirtualService, clock: Callable[[], float]) -> None:
+        self.label = config.label
+        self.config = config
+        self.servers: dict[str, RunningServer] = {}
+        self.scheduler: Scheduler = scheduler(config.balancing)
+        self.table: StickTable | None = None
+        self.fallback: RunningServer | None = None
+        self.active = 0
+        self.total = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.reconfigure(config, clock)
+
+    def reconfigure(self, config: VirtualService, clock: Callable[[], float]) -> list[str]:
+        """Take a new configuration of this service, keeping the live state of every real
+        server whose address is unchanged; return the labels of servers that are new or whose
+        address or health check changed (their health must be checked afresh)."""
+        previous, self.servers = self.servers, {}
+        fresh = []
+        check_changed = config.health_check != self.config.health_check
+        for rs in config.real_servers:
+            running = previous.get(rs.label)
+            if running is None or (rs.ip, rs.port) != (running.config.ip, running.config.port):
+                running = RunningServer(rs)
+                fresh.append(rs.label)
+            elif check_changed:
+                fresh.append(rs.label)
+            running.config = rs
+            self.servers[rs.label] = running
+        if config.balancing != self.config.balancing:
+            self.scheduler = scheduler(config.balancing)
+        self._reconfigure_persistence(config, clock)
+        if config.fallback != self.config.fallback or (config.fallback and not self.fallback):
+            self.fallback = fallback_server(config.fallback) if config.fallback else None
+        self.config = config
+        return fresh
+
+    def _reconfigure_persistence(self, config: VirtualService, clock: Callable[[], float]) -> None:
+        persistence = config.persistence
+        if persistence.mode is PersistenceMode.NONE:
+            self.table = None
+        elif self.table is None:
+            self.table = StickTable(persistence.timeout, persistence.table_size, clock)
+        else:
+            self.table.timeout = persistence.timeout
+            self.table.size = persistence.table_size
+
+    def choose(self, client: str, tried: Sequence[RunningServer]) -> RunningServer | None:
+        """The real server for a new connection from ``client``, skipping ``tried`` ones."""
+        table = self.table
+        if table is not None:
+            label = table.lookup(client)
+            if label is not None:
+                stuck = self.servers.get(label)
+                if stuck is not None and stuck not in tried and stuck.takes_persistent():
+                    table.stick(client, label)
+                    return stuck
+        candidates = [s for s in self.servers.values() if s.takes_new() and s not in tried]
+        chosen = self.scheduler.pick(candidates)
+        if chosen is not None and table is not None:
+            table.stick(client, chosen.label)
+        return chosen
+
+    def finished(self, client: str, server: RunningServer) -> None:
+        """A connection ended: the client is remembered for the timeout from now."""
+        table = self.table
+        if table is not None and server is not self.fallback and server.label in self.servers:
+            table.stick(client, server.label)
+
+    def status(self) -> VirtualServiceStatus:
+        return VirtualServiceStatus(
+            label=self.label,
+            ip=str(self.config.ip),
+            ports=format_ports(self.config.ports),
+            counters=Counters(
+                active=self.active,
+                total=self.total,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+            ),
+            fallback_connections=self.fallback.active if self.fallback else 0,
+            real_servers=tuple(s.status() for s in self.servers.values()),
+        )
