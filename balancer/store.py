@@ -1,0 +1,349 @@
+"""The store: revisions of the configuration (saved and applied), node settings, the audit log.
+
+One SQLite file in WAL mode with ``synchronous=FULL``: once a write returns it is on disk, so a
+crash at any instant loses no acknowledged revision. Every write is one transaction. Revisions
+are never changed: a change, a restore or a rollback is a new revision on top of the head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from balancer import validate
+from balancer.model import Config, NodeSettings
+from balancer.validate import Invalid, Problem
+
+BACKUP_FORMAT = "balancer-configuration"
+BACKUP_VERSION = 1
+BACKUP_VERSIONS_READ = (1,)
+_BACKUP_KEYS = frozenset({"format", "version", "exported", "revision", "config"})
+
+# Step n takes the schema from version n to n + 1; PRAGMA user_version counts the steps run.
+# Append steps; never edit one that has shipped, since databases in the field already ran it.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE revision (id INTEGER PRIMARY KEY, created REAL NOT NULL,
+            author TEXT NOT NULL, message TEXT NOT NULL, config TEXT NOT NULL)""",
+        # One row: the revision the data plane runs.
+        """CREATE TABLE applied (id INTEGER PRIMARY KEY CHECK (id = 1),
+            revision INTEGER NOT NULL REFERENCES revision (id),
+            at REAL NOT NULL, author TEXT NOT NULL)""",
+        # AUTOINCREMENT so that an entry id is never reused, even once old entries are pruned.
+        """CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,
+            author TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+            detail TEXT NOT NULL)""",
+        "CREATE INDEX audit_by_author ON audit (author, id)",
+        "CREATE INDEX audit_by_action ON audit (action, id)",
+        """CREATE TABLE node_settings (id INTEGER PRIMARY KEY CHECK (id = 1),
+            settings TEXT NOT NULL)""",
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    id: int
+    created: float
+    author: str
+    message: str
+    config: Config
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    revision: int
+    at: float
+    author: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: float
+    author: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked."""
+
+
+class Conflict(StoreError):
+    """The change was made on a revision that is no longer the head: someone else saved first."""
+
+
+class NotFound(StoreError):
+    """No such revision."""
+
+
+class Store:
+    """One SQLite connection, shared by threads one at a time."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._db = _connect(path)
+        try:
+            _configure(self._db, path)
+            self._migrate()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise StoreError(f"cannot open the store {path}: {error}") from error
+        except BaseException:
+            self._db.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def head(self) -> Revision:
+        return self._revisions("ORDER BY id DESC LIMIT 1", ())[0]
+
+    def revision(self, id: int) -> Revision:
+        found = self._revisions("WHERE id = ?", (id,))
+        if not found:
+            raise NotFound(f"there is no revision {id}")
+        return found[0]
+
+    def revisions(self, limit: int = 50) -> list[Revision]:
+        """Newest first."""
+        return self._revisions("ORDER BY id DESC LIMIT ?", (limit,))
+
+    def save(
+        self,
+        config: Config,
+        *,
+        base: int,
+        author: str,
+        message: str,
+        action: str = "change",
+        target: str = "",
+    ) -> Revision:
+        """Save ``config`` as the new head, if ``base`` is still the head; audited."""
+        validate.checked(config)
+        with self._transaction() as db:
+            (head,) = db.execute("SELECT max(id) FROM revision").fetchone()
+            if base != head:
+                raise Conflict(
+                    f"revision {base} is no longer the newest: revision {head} was saved since"
+                )
+            revision = Revision(head + 1, self._clock(), author, message, config)
+            _insert_revision(db, revision)
+            detail = {"revision": revision.id, "message": message}
+            _insert_audit(db, revision.created, author, action, target, detail)
+        return revision
+
+    def applied(self) -> Applied | None:
+        """The revision the data plane runs; head differs while changes are saved, not committed."""
+        rows = self._query("SELECT revision, at, author FROM applied", ())
+        return Applied(*rows[0]) if rows else None
+
+    def mark_applied(self, revision: int, *, author: str) -> Applied:
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM revision WHERE id = ?", (revision,)).fetchone() is None:
+                raise NotFound(f"there is no revision {revision}")
+            applied = Applied(revision, self._clock(), author)
+            db.execute(
+                "INSERT OR REPLACE INTO applied (id, revision, at, author) VALUES (1, ?, ?, ?)",
+                (applied.revision, applied.at, applied.author),
+            )
+            _insert_audit(db, applied.at, author, "commit", "", {"revision": revision})
+        return applied
+
+    def audit(
+        self, *, author: str, action: str, target: str = "", detail: dict[str, Any] | None = None
+    ) -> None:
+        with self._transaction() as db:
+            _insert_audit(db, self._clock(), author, action, target, detail or {})
+
+    def audit_log(
+        self, limit: int = 100, *, author: str | None = None, action: str | None = None
+    ) -> list[AuditEntry]:
+        """Newest first, optionally only one author's or one action's entries."""
+        wanted = {k: v for k, v in {"author": author, "action": action}.items() if v is not None}
+        where = " AND ".join(f"{column} = ?" for column in wanted)
+        rows = self._query(
+            "SELECT id, at, author, action, target, detail FROM audit"
+            + (f" WHERE {where}" if where else "")
+            + " ORDER BY id DESC LIMIT ?",
+            (*wanted.values(), limit),
+        )
+        return [_audit_entry(row) for row in rows]
+
+    def node_settings(self) -> NodeSettings:
+        rows = self._query("SELECT settings FROM node_settings", ())
+        return NodeSettings.model_validate_json(rows[0][0]) if rows else NodeSettings()
+
+    def save_node_settings(self, settings: NodeSettings, *, author: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO node_settings (id, settings) VALUES (1, ?)",
+                (settings.model_dump_json(),),
+            )
+            detail = {"settings": settings.model_dump(mode="json")}
+            _insert_audit(db, self._clock(), author, "node_settings", "", detail)
+
+    def export(self, revision: int | None = None) -> dict[str, Any]:
+        """A backup document of the head, or of ``revision``. Node settings are not in it."""
+        chosen = self.head() if revision is None else self.revision(revision)
+        return {
+            "format": BACKUP_FORMAT,
+            "version": BACKUP_VERSION,
+            "exported": datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="seconds"),
+            "revision": chosen.id,
+            "config": chosen.config.model_dump(mode="json"),
+        }
+
+    def restore(self, document: Any, *, base: int, author: str) -> Revision:
+        """Save the configuration of a backup document as a new revision, once it is checked."""
+        config = parse_backup(document)
+        source = document.get("revision")
+        message = "restored from a backup"
+        if type(source) is int:
+            message += f" of revision {source}"
+        return self.save(config, base=base, author=author, message=message, action="restore")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock at BEGIN, so what is read inside (is base still the
+        # head?) cannot change before COMMIT, not even by another process on the same file.
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, parameters).fetchall()
+
+    def _revisions(self, clause: str, parameters: tuple[Any, ...]) -> list[Revision]:
+        rows = self._query(
+            f"SELECT id, created, author, message, config FROM revision {clause}", parameters
+        )
+        return [_revision(row) for row in rows]
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            (done,) = db.execute("PRAGMA user_version").fetchone()
+            if done > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.path} has schema version {done}, newer than this Balancer's "
+                    f"{len(MIGRATIONS)}: it was written by a later release"
+                )
+            for step in MIGRATIONS[done:]:
+                for statement in step:
+                    db.execute(statement)
+            if done < len(MIGRATIONS):
+                db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            if db.execute("SELECT 1 FROM revision LIMIT 1").fetchone() is None:
+                first = Revision(0, self._clock(), "system", "empty configuration", Config())
+                _insert_revision(db, first)
+
+
+def parse_backup(document: Any) -> Config:
+    """The checked configuration of a backup document made by ``Store.export``, or Invalid."""
+    if not isinstance(document, dict):
+        raise Invalid([Problem("", "a backup must be a JSON object, as export writes it")])
+    found = _envelope_problems(document)
+    if found:
+        raise Invalid(found)
+    try:
+        return validate.parse(document["config"])
+    except Invalid as error:
+        raise Invalid([_in_config(problem) for problem in error.problems]) from None
+
+
+def _in_config(problem: Problem) -> Problem:
+    """The same problem, its field named from the top of the backup document."""
+    return Problem(".".join(f for f in ("config", problem.field) if f), problem.reason)
+
+
+def _envelope_problems(document: dict[Any, Any]) -> list[Problem]:
+    found: list[Problem] = []
+    if document.get("format") != BACKUP_FORMAT:
+        found.append(Problem("format", f"must be {BACKUP_FORMAT!r}: this is not a Balancer backup"))
+    readable = ", ".join(str(v) for v in BACKUP_VERSIONS_READ)
+    version = document.get("version")
+    if version is None:
+        found.append(Problem("version", f"is missing; supported versions: {readable}"))
+    elif type(version) is not int or version not in BACKUP_VERSIONS_READ:
+        found.append(
+            Problem("version", f"{version!r} is not supported; supported versions: {readable}")
+        )
+    if "config" not in document:
+        found.append(Problem("config", "is missing: a backup holds the configuration there"))
+    unknown = sorted(str(key) for key in document.keys() - _BACKUP_KEYS)
+    found += [Problem(key, "is not a known setting") for key in unknown]
+    return found
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the same
+        # mode, and the store will hold password hashes.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        # isolation_level=None: no implicit transactions; _transaction says where each begins.
+        return sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as error:
+        raise StoreError(f"cannot open the store {path}: {error}") from error
+
+
+def _configure(db: sqlite3.Connection, path: Path) -> None:
+    (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode != "wal":
+        raise StoreError(f"{path}: SQLite would not use WAL mode (it chose {mode!r})")
+    # FULL syncs the WAL at every commit: a revision that was acknowledged survives power loss.
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("PRAGMA foreign_keys = ON")
+
+
+def _revision(row: tuple[Any, ...]) -> Revision:
+    id, created, author, message, config = row
+    return Revision(id, created, author, message, Config.model_validate_json(config))
+
+
+def _audit_entry(row: tuple[Any, ...]) -> AuditEntry:
+    id, at, author, action, target, detail = row
+    return AuditEntry(id, at, author, action, target, json.loads(detail))
+
+
+def _insert_revision(db: sqlite3.Connection, revision: Revision) -> None:
+    config = revision.config.model_dump_json()
+    db.execute(
+        "INSERT INTO revision (id, created, author, message, config) VALUES (?, ?, ?, ?, ?)",
+        (revision.id, revision.created, revision.author, revision.message, config),
+    )
+
+
+def _insert_audit(
+    db: sqlite3.Connection, at: float, author: str, action: str, target: str, detail: Any
+) -> None:
+    db.execute(
+        "INSERT INTO audit (at, author, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+        (at, author, action, target, json.dumps(detail)),
+    )
