@@ -34,13 +34,6 @@ class RealServerStatus(Snapshot):
     since: float  # when health last changed (Unix time)
     counters: Counters = Counters()
 
-    @property
-    def shown(self) -> str:
-        """The one word System Overview colours by: online, drain, halt or failed."""
-        if self.state != "online":
-            return self.state
-        return "online" if self.health is Health.UP else "failed"
-
 
 class VirtualServiceStatus(Snapshot):
     label: str

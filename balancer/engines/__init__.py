@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from balancer.model import Config
 from balancer.state import EngineStatus
@@ -28,6 +28,12 @@ class Engine(Protocol):
 
     async def status(self) -> EngineStatus:
         """What the data plane is doing now."""
+
+    async def persistence(self, service: str) -> list[dict[str, Any]]:
+        """The persistence table of ``service``: client, server, seconds left."""
+
+    async def clear_persistence(self, service: str) -> int:
+        """Forget every persistent client of ``service``; return how many."""
 
     async def detach(self) -> None:
         """Let go of the data plane and leave it running (the daemon is restarting)."""

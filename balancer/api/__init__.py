@@ -1,0 +1,1 @@
+"""The REST API: everything the WebUI and the ``balancer`` command do goes through it."""

@@ -1,0 +1,255 @@
+"""Routes, named as the guide names things: virtual services, real servers, commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, FastAPI, Header, Response
+from pydantic import BaseModel, Field
+
+from balancer import configuration, logs
+from balancer.api import errors
+from balancer.controller import Controller
+from balancer.model import Config, RealServer, RealServerState, VirtualService
+from balancer.presets.psm import add_psm
+from balancer.state import EngineStatus
+from balancer.store import Store
+
+User = Annotated[str, Header(alias="X-Balancer-User", description="who makes the change")]
+Base = Annotated[
+    int | None,
+    Header(alias="If-Match", description="the revision this change was based on; 409 if stale"),
+]
+
+
+class Saved(BaseModel):
+    revision: int
+    pending: bool = True
+
+
+class PsmPreset(BaseModel):
+    rdp_vip: str = Field(description="address of VIP 1, CyberArk-PSM (RDP)")
+    web_vip: str = Field(description="address of VIP 2, CyberArk-PSM-Web (HTML5 gateway)")
+    servers: list[tuple[str, str]] = Field(description="PSM servers as [label, ip] pairs")
+    recommended: bool = Field(False, description="CyberArk's least connections + RDP check")
+    rdp_port: int = 3389
+    web_port: int = 443
+    check_port: int | None = Field(None, description="health check port; default web_port")
+
+
+class StateChange(BaseModel):
+    state: RealServerState
+
+
+class Overview(BaseModel):
+    head: int
+    applied: int | None
+    pending: list[str]
+    engine: EngineStatus | None
+    engine_error: str | None = None
+
+
+def create_app(
+    store: Store, controller: Controller, data_dir: Path, shutdown: Callable[[bool], None]
+) -> FastAPI:
+    app = FastAPI(
+        title="Balancer",
+        version="1",
+        description="Load balancing for CyberArk PSM and any TCP service.",
+        docs_url="/api/docs",
+        openapi_url="/api/v1/openapi.json",
+        redoc_url=None,
+    )
+    errors.install(app)
+    api = APIRouter(prefix="/api/v1")
+
+    def save(
+        config: Config, base: int | None, user: str, message: str, action: str, target: str
+    ) -> Saved:
+        head = store.head()
+        revision = store.save(
+            config,
+            base=head.id if base is None else base,
+            author=user or "local",
+            message=message,
+            action=action,
+            target=target,
+        )
+        return Saved(revision=revision.id)
+
+    def head() -> Config:
+        return store.head().config
+
+    @api.get("/status", response_model=Overview, summary="System Overview")
+    async def status() -> Overview:
+        pending = controller.pending()
+        try:
+            engine: EngineStatus | None = await controller.status()
+            problem = None
+        except Exception as error:
+            engine, problem = None, str(error)
+        return Overview(
+            head=pending.head,
+            applied=pending.applied,
+            pending=[str(c) for c in pending.changes],
+            engine=engine,
+            engine_error=problem,
+        )
+
+    @api.get("/virtual-services", response_model=list[VirtualService])
+    def list_services() -> tuple[VirtualService, ...]:
+        return head().virtual_services
+
+    @api.post("/virtual-services", response_model=Saved, status_code=201)
+    def add_service(
+        body: Annotated[dict[str, Any], Body()], user: User = "local", base: Base = None
+    ) -> Saved:
+        config = configuration.add_virtual_service(head(), body)
+        return save(
+            config,
+            base,
+            user,
+            f"add virtual service {body.get('label')}",
+            "add",
+            str(body.get("label")),
+        )
+
+    @api.get("/virtual-services/{label}", response_model=VirtualService)
+    def show_service(label: str) -> VirtualService:
+        vs = head().virtual_service(label)
+        if vs is None:
+            raise configuration.Missing("label", f"there is no virtual service {label!r}")
+        return vs
+
+    @api.patch("/virtual-services/{label}", response_model=Saved)
+    def modify_service(
+        label: str, body: Annotated[dict[str, Any], Body()], user: User = "local", base: Base = None
+    ) -> Saved:
+        config = configuration.modify_virtual_service(head(), label, body)
+        return save(config, base, user, f"modify virtual service {label}", "modify", label)
+
+    @api.delete("/virtual-services/{label}", response_model=Saved)
+    def remove_service(label: str, user: User = "local", base: Base = None) -> Saved:
+        config = configuration.remove_virtual_service(head(), label)
+        return save(config, base, user, f"remove virtual service {label}", "remove", label)
+
+    @api.get("/virtual-services/{label}/real-servers", response_model=list[RealServer])
+    def list_servers(label: str) -> tuple[RealServer, ...]:
+        return show_service(label).real_servers
+
+    @api.post("/virtual-services/{label}/real-servers", response_model=Saved, status_code=201)
+    def add_server(
+        label: str, body: Annotated[dict[str, Any], Body()], user: User = "local", base: Base = None
+    ) -> Saved:
+        config = configuration.add_real_server(head(), label, body)
+        target = f"{label}/{body.get('label')}"
+        return save(config, base, user, f"add real server {target}", "add", target)
+
+    @api.patch("/virtual-services/{label}/real-servers/{server}", response_model=Saved)
+    def modify_server(
+        label: str,
+        server: str,
+        body: Annotated[dict[str, Any], Body()],
+        user: User = "local",
+        base: Base = None,
+    ) -> Saved:
+        config = configuration.modify_real_server(head(), label, server, body)
+        target = f"{label}/{server}"
+        return save(config, base, user, f"modify real server {target}", "modify", target)
+
+    @api.delete("/virtual-services/{label}/real-servers/{server}", response_model=Saved)
+    def remove_server(label: str, server: str, user: User = "local", base: Base = None) -> Saved:
+        config = configuration.remove_real_server(head(), label, server)
+        target = f"{label}/{server}"
+        return save(config, base, user, f"remove real server {target}", "remove", target)
+
+    @api.post(
+        "/virtual-services/{label}/real-servers/{server}/state",
+        response_model=Saved,
+        summary="Drain, halt or bring online now (no commit needed)",
+    )
+    async def set_state(label: str, server: str, body: StateChange, user: User = "local") -> Saved:
+        revision = await controller.set_state(label, server, body.state, user)
+        pending = controller.pending()
+        return Saved(revision=revision.id, pending=pending.head != pending.applied)
+
+    @api.get("/virtual-services/{label}/persistence")
+    async def persistence(label: str) -> list[dict[str, Any]]:
+        show_service(label)
+        return await controller.persistence(label)
+
+    @api.delete("/virtual-services/{label}/persistence")
+    async def clear_persistence(label: str, user: User = "local") -> dict[str, int]:
+        show_service(label)
+        cleared = await controller.clear_persistence(label)
+        store.audit(
+            author=user, action="clear_persistence", target=label, detail={"cleared": cleared}
+        )
+        return {"cleared": cleared}
+
+    @api.post(
+        "/presets/psm",
+        response_model=Saved,
+        status_code=201,
+        summary="The CyberArk PSM preset: both VIPs of the guide",
+    )
+    def psm(body: PsmPreset, user: User = "local", base: Base = None) -> Saved:
+        config = add_psm(head(), **body.model_dump())
+        return save(config, base, user, "add CyberArk PSM preset", "preset", "psm")
+
+    @api.get("/changes", summary="Saved but not yet committed")
+    def changes() -> dict[str, Any]:
+        pending = controller.pending()
+        return {
+            "head": pending.head,
+            "applied": pending.applied,
+            "changes": [str(c) for c in pending.changes],
+        }
+
+    @api.post("/commit", summary="Apply the saved configuration (the guide's Reload)")
+    async def commit(user: User = "local") -> dict[str, Any]:
+        applied = await controller.commit(user)
+        return {"revision": applied.revision, "at": applied.at, "by": applied.author}
+
+    @api.get("/config", response_model=Config, summary="View Configuration: as saved")
+    def config() -> Config:
+        return head()
+
+    @api.get("/backup", summary="Download the whole configuration as a backup document")
+    def backup() -> dict[str, Any]:
+        return store.export()
+
+    @api.post("/restore", response_model=Saved, summary="Restore a backup document")
+    def restore(document: Annotated[Any, Body()], user: User = "local", base: Base = None) -> Saved:
+        revision = store.restore(
+            document, base=store.head().id if base is None else base, author=user
+        )
+        return Saved(revision=revision.id)
+
+    @api.get("/revisions")
+    def revisions(limit: int = 20) -> list[dict[str, Any]]:
+        return [
+            {"id": r.id, "created": r.created, "author": r.author, "message": r.message}
+            for r in store.revisions(limit)
+        ]
+
+    @api.get("/audit")
+    def audit(limit: int = 100, author: str | None = None) -> list[dict[str, Any]]:
+        return [vars(entry) for entry in store.audit_log(limit, author=author)]
+
+    @api.get("/logs", summary="The engine's and the appliance's logs, newest first")
+    def read_logs(limit: int = 200, source: str | None = None) -> list[dict[str, Any]]:
+        names = {"engine": ["engine.log"], "appliance": ["balancer.log"]}
+        files = names.get(source or "", ["engine.log", "balancer.log"])
+        return logs.read([data_dir / "logs" / name for name in files], limit)
+
+    @api.post("/shutdown", status_code=202, summary="Stop the management daemon")
+    def stop(engine: bool = False, user: User = "local") -> Response:
+        store.audit(author=user, action="shutdown", detail={"engine": engine})
+        shutdown(engine)
+        return Response(status_code=202)
+
+    app.include_router(api)
+    return app

@@ -1,0 +1,50 @@
+"""System Overview as text: the guide's table of virtual services, with each real server."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+MARK = {"online": "[ up ]", "drain": "[drain]", "halt": "[halt]", "failed": "[FAIL]"}
+
+
+def shown(server: dict[str, Any]) -> str:
+    """online, drain, halt or failed: the one word the overview colours a real server by."""
+    if server["state"] != "online":
+        return str(server["state"])
+    return "online" if server["health"] == "up" else "failed"
+
+
+def render(overview: dict[str, Any]) -> str:
+    lines = [f"System Overview  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"]
+    engine = overview.get("engine")
+    if overview.get("pending"):
+        lines.append(
+            f"! {len(overview['pending'])} saved change(s) not yet committed "
+            f"(revision {overview['head']}; running {overview['applied']}): `balancer commit`"
+        )
+    if engine is None:
+        lines.append(f"! engine not reachable: {overview.get('engine_error')}")
+        return "\n".join(lines)
+    lines.append(f"engine {engine['engine']} pid {engine['pid']}, revision {engine['revision']}")
+    lines.append("")
+    lines.append(
+        f"{'VIRTUAL SERVICE':24} {'IP':>18} {'PORTS':12} {'CONNS':>6} "
+        f"{'PROTOCOL':8} {'METHOD':8} MODE"
+    )
+    for vs in engine["virtual_services"]:
+        counters = vs["counters"]
+        lines.append(
+            f"{vs['label']:24} {vs['ip']:>18} {vs['ports']:12} {counters['active']:>6} "
+            f"{'TCP':8} {'Layer 7':8} Proxy"
+        )
+        for rs in vs["real_servers"]:
+            state = shown(rs)
+            port = rs["port"] or "-"
+            detail = "" if state in ("online", "drain", "halt") else f"  {rs['reason']}"
+            lines.append(
+                f"  {MARK[state]:8} {rs['label']:16} {rs['ip']:>18}:{port:<6} "
+                f"conns {rs['counters']['active']:>4}  total {rs['counters']['total']:>6}  "
+                f"weight {rs['weight']:>3}{detail}"
+            )
+    return "\n".join(lines)

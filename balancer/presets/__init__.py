@@ -1,0 +1,1 @@
+"""Ready-made configurations for well-known services."""
