@@ -48,13 +48,18 @@ class HealthCheck(Frozen):
         if self.type in NEGOTIATE:
             if not self.path:
                 raise ValueError(f"path: a negotiate {self.type.upper()} check needs a path")
-            if not self.path.startswith("/") or any(c in self.path for c in " \r\n"):
-                raise ValueError("path: must start with / and contain no spaces or line breaks")
+            if not self.path.startswith("/") or not all("!" <= c <= "~" for c in self.path):
+                raise ValueError(
+                    "path: must start with / and be printable ASCII without spaces "
+                    "(percent-encode anything else)"
+                )
             if self.method is HttpMethod.HEAD and self.expect:
                 raise ValueError("expect: a HEAD request has no body to find the string in")
         elif self.path or self.expect:
             field = "path" if self.path else "expect"
             raise ValueError(f"{field}: only negotiate HTTP/HTTPS checks send a request")
+        if self.type is CheckType.NONE and self.also_check_service_port:
+            raise ValueError("also_check_service_port: needs a check type other than none")
         if self.type is CheckType.EXTERNAL and not self.script:
             raise ValueError("script: an external check needs the path of a script")
         if self.type is not CheckType.EXTERNAL and self.script:
