@@ -26,16 +26,24 @@ class ControlError(Exception):
     """The other side answered with an error, or could not be reached."""
 
 
-async def serve(path: Path, handler: Handler) -> asyncio.Server:
-    """Answer requests on ``path`` (mode 0600) with ``handler``; errors become error replies."""
+class ControlServer:
+    """A control socket being served; ``close`` ends every open session as well."""
 
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self._sessions: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._server: asyncio.Server | None = None
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions[task] = writer
         try:
             while line := await reader.readline():
                 try:
                     request = json.loads(line)
-                    reply = await handler(request)
-                except Exception as error:  # noqa: BLE001 - every failure goes back as a reply
+                    reply = await self._handler(request)
+                except Exception as error:
                     log.debug("control request failed", exc_info=True)
                     reply = {"ok": False, "error": str(error) or type(error).__name__}
                 writer.write(json.dumps(reply, default=str).encode() + b"\n")
@@ -43,13 +51,33 @@ async def serve(path: Path, handler: Handler) -> asyncio.Server:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            del self._sessions[task]
             writer.close()
 
+    async def close(self) -> None:
+        # Sessions still open at shutdown end here, with their replies already sent, rather than
+        # being cancelled when the loop closes (which Python 3.11 logs as an error).
+        if self._server is not None:
+            self._server.close()
+        for writer in self._sessions.values():
+            writer.close()
+        if self._sessions:
+            await asyncio.wait(list(self._sessions))
+
+
+async def serve(path: Path, handler: Handler) -> ControlServer:
+    """Answer requests on ``path`` (mode 0600) with ``handler``; errors become error replies."""
+    control = ControlServer(handler)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    server = await asyncio.start_unix_server(session, path=str(path), limit=LINE_LIMIT)
-    os.chmod(path, 0o600)
-    return server
+    old = os.umask(0o177)  # never connectable by others, not even for an instant
+    try:
+        control._server = await asyncio.start_unix_server(
+            control._session, path=str(path), limit=LINE_LIMIT
+        )
+    finally:
+        os.umask(old)
+    return control
 
 
 async def request(path: Path, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
