@@ -22,9 +22,11 @@ class Change:
     runtime: bool
 
     def __str__(self) -> str:
-        if self.before is None:
+        # An object (a service, a real server, a fallback) is added or removed; a setting that
+        # goes from none to a value, or back, is changed.
+        if self.before is None and isinstance(self.after, dict):
             return f"add {self.path}"
-        if self.after is None:
+        if self.after is None and isinstance(self.before, dict):
             return f"remove {self.path}"
         return f"{self.path}: {_show(self.before)} -> {_show(self.after)}"
 

@@ -133,9 +133,7 @@ def _clashes(vs: VirtualService, bound: dict[tuple[str, int], str], where: str) 
         key = (str(vs.ip), port)
         other = bound.setdefault(key, vs.label)
         if other != vs.label:
-            found.append(
-                Problem(f"{where}.ports", f"{vs.ip}:{port} is already used by {other!r}")
-            )
+            found.append(Problem(f"{where}.ports", f"{vs.ip}:{port} is already used by {other!r}"))
             break
     return found
 

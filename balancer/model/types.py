@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Annotated, Any
 
@@ -33,12 +34,15 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 def _parse_address(value: Any) -> Any:
+    """A string (or an address object); never a number, which ip_address() would take."""
+    if isinstance(value, IPv4Address | IPv6Address):
+        return value
     if isinstance(value, str):
         try:
             return ip_address(value.strip())
         except ValueError:
-            raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
-    return value
+            pass
+    raise ValueError(f"{value!r} is not an IPv4 or IPv6 address")
 
 
 Address = Annotated[IPAddress, BeforeValidator(_parse_address), PlainSerializer(str)]
@@ -52,7 +56,7 @@ def _parse_ports(value: Any) -> tuple[PortRange, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         items: list[Any] = [value]
     elif isinstance(value, str):
-        items = [part for part in value.replace(" ", "").split(",")]
+        items = "".join(value.split()).split(",")  # any whitespace, anywhere
     elif isinstance(value, list | tuple):
         items = list(value)
     else:
@@ -63,7 +67,7 @@ def _parse_ports(value: Any) -> tuple[PortRange, ...]:
     if not ranges:
         raise ValueError("at least one port is needed")
     ranges.sort()
-    for (_, hi), (lo, _) in zip(ranges, ranges[1:], strict=False):
+    for (_, hi), (lo, _) in itertools.pairwise(ranges):
         if lo <= hi:
             raise ValueError(f"port {lo} is listed twice")
     return tuple(ranges)
@@ -74,7 +78,7 @@ def _parse_range(item: Any) -> PortRange:
         lo = hi = item
     elif isinstance(item, str) and item:
         first, sep, last = item.partition("-")
-        if not (first.isdigit() and (not sep or last.isdigit())):
+        if not (item.isascii() and first.isdigit() and (not sep or last.isdigit())):
             raise ValueError(f"{item!r} is not a port or a range like 8000-8010")
         lo, hi = int(first), int(last) if sep else int(first)
     elif isinstance(item, list | tuple) and len(item) == 2:

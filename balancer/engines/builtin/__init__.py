@@ -60,9 +60,7 @@ class BuiltinEngine:
                 start_new_session=True,
             )
 
-    async def _request(
-        self, message: dict[str, Any], timeout: float = 30.0
-    ) -> dict[str, Any]:
+    async def _request(self, message: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
         try:
             return await control.request(self.socket, message, timeout)
         except control.ControlError as error:

@@ -1,8 +1,9 @@
 """The persistence (stick) table: a client's source address -> the real server it was given.
 
 An entry lives for ``timeout`` seconds after it was last used; using it (a new connection or
-one ending) renews it. Since every entry of a table has the same timeout, least recently used
-order is expiry order, so an OrderedDict gives O(1) renewal and sweeps only what has expired.
+one ending) renews it. Entries keep the time of their last use, not an expiry, so every entry
+shares the table's current timeout (a commit may change it) and least recently used order stays
+expiry order: an OrderedDict gives O(1) renewal and sweeps only what has expired.
 """
 
 from __future__ import annotations
@@ -21,23 +22,23 @@ class StickTable:
         self.timeout = timeout
         self.size = size
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()  # server, last used
 
     def lookup(self, client: str) -> str | None:
         entry = self._entries.get(client)
         if entry is None:
             return None
-        server, expires = entry
-        if expires <= self._clock():
+        server, used = entry
+        if used + self.timeout <= self._clock():
             del self._entries[client]
             return None
         return server
 
     def stick(self, client: str, server: str) -> None:
         entries = self._entries
-        entries[client] = (server, self._clock() + self.timeout)
+        entries[client] = (server, self._clock())
         entries.move_to_end(client)
-        if len(entries) > self.size:
+        while len(entries) > self.size:  # more than one if a commit made the table smaller
             entries.popitem(last=False)
 
     def sweep(self) -> int:
@@ -46,8 +47,8 @@ class StickTable:
         entries = self._entries
         dropped = 0
         while entries:
-            client, (_, expires) = next(iter(entries.items()))
-            if expires > now:
+            client, (_, used) = next(iter(entries.items()))
+            if used + self.timeout > now:
                 break
             del entries[client]
             dropped += 1
@@ -67,9 +68,10 @@ class StickTable:
     def entries(self) -> Iterator[tuple[str, str, float]]:
         """(client, server, seconds left) for every live entry."""
         now = self._clock()
-        for client, (server, expires) in self._entries.items():
-            if expires > now:
-                yield client, server, expires - now
+        for client, (server, used) in self._entries.items():
+            left = used + self.timeout - now
+            if left > 0:
+                yield client, server, left
 
     def __len__(self) -> int:
         return len(self._entries)

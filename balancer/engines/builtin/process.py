@@ -66,7 +66,7 @@ async def run(data_dir: Path) -> None:
     log.info("engine started", extra={"event": "start", "pid": os.getpid()})
     await stopping.wait()
     log.info("engine stopping", extra={"event": "stop"})
-    server.close()
+    await server.close()
     await plane.close()
     with contextlib.suppress(FileNotFoundError):
         pid_path.unlink()

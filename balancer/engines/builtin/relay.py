@@ -138,6 +138,7 @@ class ClientSide(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             keepalive(sock)
+        server.bytes_in += self.pending_size  # client bytes that arrived while connecting
         self._attach(side)
 
     def _attach(self, side: ServerSide) -> None:
