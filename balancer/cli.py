@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from balancer import defaults
-from balancer.client import ApiError, Client
+from balancer.client import ApiError, Client, api_socket
 
 T = TypeVar("T")
 
@@ -51,8 +51,7 @@ Sets = Annotated[
 
 @contextmanager
 def _client(data_dir: Path) -> Iterator[Client]:
-    from balancer.daemon import api_socket
-
+    
     try:
         with Client(api_socket(data_dir)) as client:
             yield client

@@ -9,6 +9,11 @@ from typing import Any
 import httpx
 
 
+def api_socket(data_dir: Path) -> Path:
+    """Where the management daemon's API listens: a Unix socket only root can reach."""
+    return data_dir / "api.sock"
+
+
 class ApiError(Exception):
     """The appliance said no (the message names the field and reason) or could not be reached."""
 
@@ -37,18 +42,24 @@ class Client:
         self.close()
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        # httpx leaks its socket when the path is missing; say so before it tries.
+        if not self.socket_path.exists():
+            raise ApiError(self._unreachable("no such socket"))
         try:
             response = self._http.request(
                 method, path, json=body, params={k: v for k, v in params.items() if v is not None}
             )
         except httpx.TransportError as error:
-            raise ApiError(
-                f"cannot reach the appliance at {self.socket_path} ({error}): "
-                "is `balancer serve` running, and is --dir right?"
-            ) from None
+            raise ApiError(self._unreachable(str(error))) from None
         if response.status_code >= 400:
             raise ApiError(_explain(response), response.status_code)
         return response.json() if response.content else None
+
+    def _unreachable(self, why: str) -> str:
+        return (
+            f"cannot reach the appliance at {self.socket_path} ({why}): "
+            "is `balancer serve` running, and is --dir right?"
+        )
 
     def get(self, path: str, **params: Any) -> Any:
         return self.call("GET", path, **params)

@@ -17,14 +17,11 @@ import uvicorn
 
 from balancer import engines, logs
 from balancer.api.app import create_app
+from balancer.client import api_socket
 from balancer.controller import Controller
 from balancer.store import Store
 
 log = logging.getLogger("balancer.daemon")
-
-
-def api_socket(data_dir: Path) -> Path:
-    return data_dir / "api.sock"
 
 
 def _listen(path: Path) -> socket.socket:

@@ -74,3 +74,12 @@ DEFAULTS: tuple[Default, ...] = (
     Default("node: https_port", HTTPS_PORT, "WebUI and API over HTTPS"),
     Default("node: http_port", HTTP_PORT, "plain HTTP WebUI, off (the guide's 9080)"),
 )
+
+
+def markdown_table() -> str:
+    """The README's table of defaults; a test keeps the README equal to this."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for entry in DEFAULTS:
+        value = "none" if entry.value is None else f"`{entry.value}`"
+        rows.append(f"| {entry.setting} | {value} | {entry.meaning} |")
+    return "\n".join(rows)

@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from balancer.client import ApiError, Client
-from balancer.daemon import api_socket
+from balancer.client import ApiError, Client, api_socket
 from balancer.lab import rdp
 from balancer.lab.process import default_specs, lab_status, stop_lab
 from balancer.overview import render
@@ -46,9 +45,19 @@ def running(root: Path, servers: int) -> Iterator[tuple[Client, dict[str, Any]]]
     ports = "privileged" if privileged else "unprivileged"
     with (root / "logs" / "lab.out").open("ab") as lab_log:
         lab = subprocess.Popen(
-            [sys.executable, "-m", "balancer.lab", "--servers", str(servers), "--dir",
-             str(lab_dir), "--ports", ports],
-            stdout=lab_log, stderr=lab_log,
+            [
+                sys.executable,
+                "-m",
+                "balancer.lab",
+                "--servers",
+                str(servers),
+                "--dir",
+                str(lab_dir),
+                "--ports",
+                ports,
+            ],
+            stdout=lab_log,
+            stderr=lab_log,
         )
     daemon: subprocess.Popen[bytes] | None = None
     client = Client(api_socket(data_dir), user="demo")
@@ -57,16 +66,22 @@ def running(root: Path, servers: int) -> Iterator[tuple[Client, dict[str, Any]]]
         with (root / "logs" / "serve.out").open("ab") as serve_log:
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "balancer", "serve", "--dir", str(data_dir)],
-                stdout=serve_log, stderr=serve_log,
+                stdout=serve_log,
+                stderr=serve_log,
             )
         _wait("the appliance", lambda: client.get("/status"), daemon)
         specs = default_specs(servers, privileged)
         if not client.get("/virtual-services"):
-            client.post("/presets/psm", {
-                "rdp_vip": RDP_VIP, "web_vip": WEB_VIP,
-                "servers": [(spec.name, spec.ip) for spec in specs],
-                "rdp_port": specs[0].rdp_port, "web_port": specs[0].https_port,
-            })
+            client.post(
+                "/presets/psm",
+                {
+                    "rdp_vip": RDP_VIP,
+                    "web_vip": WEB_VIP,
+                    "servers": [(spec.name, spec.ip) for spec in specs],
+                    "rdp_port": specs[0].rdp_port,
+                    "web_port": specs[0].https_port,
+                },
+            )
         client.post("/commit")
         yield client, {"lab_dir": lab_dir, "data_dir": data_dir, "specs": specs}
     finally:
@@ -92,19 +107,21 @@ async def _reached(vip: str, port: int, source: str, web: bool) -> str:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # the lab's certificates are self-signed
-        reader, writer = await asyncio.open_connection(vip, port, ssl=context,
-                                                       local_addr=(source, 0))
+        reader, writer = await asyncio.open_connection(
+            vip, port, ssl=context, local_addr=(source, 0)
+        )
         writer.write(b"GET /psm/api/health HTTP/1.0\r\n\r\n")
         await writer.drain()
         await reader.read()
         writer.close()
-        reader, writer = await asyncio.open_connection(vip, port, ssl=context,
-                                                       local_addr=(source, 0))
+        reader, writer = await asyncio.open_connection(
+            vip, port, ssl=context, local_addr=(source, 0)
+        )
         writer.write(b"GET / HTTP/1.0\r\n\r\n")
         page = (await reader.read()).decode(errors="replace")
         writer.close()
         start = page.find("<h1>") + 4
-        return page[start:page.find("</h1>", start)]
+        return page[start : page.find("</h1>", start)]
     reader, writer = await asyncio.open_connection(vip, port, local_addr=(source, 0))
     writer.write(rdp.connection_request(cookie="demo"))
     confirm = await reader.read(64)
@@ -118,6 +135,7 @@ async def _reached(vip: str, port: int, source: str, web: bool) -> str:
 
 def traffic(specs: list[Any], clients: int = 10) -> dict[str, dict[str, str]]:
     """Connect ``clients`` distinct clients to both VIPs twice; where did each land?"""
+
     async def tour() -> dict[str, dict[str, str]]:
         landed: dict[str, dict[str, str]] = {"CyberArk-PSM": {}, "CyberArk-PSM-Web": {}}
         for round_ in range(2):
@@ -125,8 +143,10 @@ def traffic(specs: list[Any], clients: int = 10) -> dict[str, dict[str, str]]:
                 source = f"127.0.94.{n}"
                 rdp_server = await _reached(RDP_VIP, specs[0].rdp_port, source, web=False)
                 web_server = await _reached(WEB_VIP, specs[0].https_port, source, web=True)
-                for service, server in (("CyberArk-PSM", rdp_server),
-                                        ("CyberArk-PSM-Web", web_server)):
+                for service, server in (
+                    ("CyberArk-PSM", rdp_server),
+                    ("CyberArk-PSM-Web", web_server),
+                ):
                     previous = landed[service].setdefault(source, server)
                     if round_ and previous != server:
                         landed[service][source] = f"{previous} then {server}"
@@ -162,7 +182,7 @@ def tour(client: Client, context: dict[str, Any]) -> str:
         "  .venv/bin/balancer rip drain CyberArk-PSM PSM1",
         "  .venv/bin/balancer logs                   # health changes with their reasons",
         f"  curl -k --interface 127.0.94.7 https://{WEB_VIP}:{web_port}/",
-        f"  .venv/bin/balancer config export         # the backup document",
+        "  .venv/bin/balancer config export         # the backup document",
         "  (the WebUI on https://<host>:9443/lbadmin/ arrives with the management-plane issue)",
     ]
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -237,7 +238,7 @@ def create_app(
 
     @api.get("/audit")
     def audit(limit: int = 100, author: str | None = None) -> list[dict[str, Any]]:
-        return [vars(entry) for entry in store.audit_log(limit, author=author)]
+        return [asdict(entry) for entry in store.audit_log(limit, author=author)]
 
     @api.get("/logs", summary="The engine's and the appliance's logs, newest first")
     def read_logs(limit: int = 200, source: str | None = None) -> list[dict[str, Any]]:

@@ -1,0 +1,180 @@
+"""Running the whole appliance for a test: `balancer serve` as a real process, the lab, and
+clients that learn which PSM server they reached."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from balancer.client import ApiError, Client, api_socket
+from balancer.lab import rdp
+from balancer.lab.process import lab_status, run_lab, stop_lab
+from balancer.lab.server import LabServerSpec
+
+START_TIMEOUT = 30.0
+IO_TIMEOUT = 10.0
+
+
+def wait_for(what: str, ready: object, timeout: float = 20.0) -> None:
+    """Poll ``ready()`` until it is true or stops raising; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = ready()  # type: ignore[operator]
+            if last:
+                return
+        except Exception as error:
+            last = error
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+@dataclass
+class Appliance:
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    client: Client
+
+    def start(self) -> None:
+        self.process = spawn(self.data_dir)
+        wait_for("the appliance's API", self._listening, START_TIMEOUT)
+
+    def _listening(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"balancer serve exited with {self.process.returncode}")
+        with socket.socket(socket.AF_UNIX) as probe:
+            return probe.connect_ex(str(api_socket(self.data_dir))) == 0
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "BALANCER_DIR": str(self.data_dir)}
+        return subprocess.run(
+            [sys.executable, "-m", "balancer", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def engine_pid(self) -> int:
+        return int(self.client.get("/status")["engine"]["pid"])
+
+    def server(self, service: str, label: str) -> dict[str, object]:
+        engine = self.client.get("/status")["engine"]
+        vs = next(v for v in engine["virtual_services"] if v["label"] == service)
+        return next(s for s in vs["real_servers"] if s["label"] == label)  # type: ignore[no-any-return]
+
+
+def spawn(data_dir: Path) -> subprocess.Popen[bytes]:
+    with (data_dir.parent / "serve.err").open("ab") as errors:
+        return subprocess.Popen(
+            [sys.executable, "-m", "balancer", "serve", "--dir", str(data_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+
+
+@contextlib.contextmanager
+def appliance(root: Path) -> Iterator[Appliance]:
+    data_dir = root / "appliance"
+    data_dir.mkdir(parents=True)
+    client = Client(api_socket(data_dir), user="tester", timeout=30)
+    running = Appliance(data_dir, None, client)  # type: ignore[arg-type]
+    running.start()
+    try:
+        yield running
+    finally:
+        with contextlib.suppress(ApiError):
+            client.post("/shutdown", engine="true")
+        client.close()
+        try:
+            running.process.wait(15)
+        except subprocess.TimeoutExpired:
+            running.process.kill()
+            running.process.wait()
+        _kill_engine(data_dir)
+
+
+def _kill_engine(data_dir: Path) -> None:
+    """Never leave an engine behind, whatever the test did to the daemon."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((data_dir / "engine.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def lab(root: Path, specs: list[LabServerSpec]) -> Iterator[Path]:
+    """The lab's PSM servers, served from a thread of the test process."""
+    lab_dir = root / "lab"
+    thread = threading.Thread(target=asyncio.run, args=(run_lab(specs, lab_dir),), daemon=True)
+    thread.start()
+    wait_for("the lab", lambda: asyncio.run(lab_status(lab_dir)))
+    try:
+        yield lab_dir
+    finally:
+        asyncio.run(stop_lab(lab_dir))
+        thread.join(10)
+
+
+class RdpSession:
+    """An RDP-like session through a VIP: X.224 request, confirm, then who-are-you and echo."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str
+    ) -> None:
+        self.reader, self.writer, self.name = reader, writer, name
+
+    @classmethod
+    async def open(cls, vip: tuple[str, int], source: str) -> RdpSession:
+        async with asyncio.timeout(IO_TIMEOUT):
+            reader, writer = await asyncio.open_connection(*vip, local_addr=(source, 0))
+            writer.write(rdp.connection_request(cookie="tester"))
+            confirm = await reader.readexactly(len(rdp.connection_confirm(rdp.PROTOCOL_RDP)))
+            assert rdp.is_connection_confirm(confirm), confirm
+            writer.write(b"WHO\n")
+            name = (await reader.readline()).decode().strip()
+        return cls(reader, writer, name)
+
+    async def echo(self, payload: bytes) -> bool:
+        async with asyncio.timeout(IO_TIMEOUT):
+            self.writer.write(payload)
+            return await self.reader.readexactly(len(payload)) == payload
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+async def rdp_lands(vip: tuple[str, int], source: str) -> str:
+    session = await RdpSession.open(vip, source)
+    await session.close()
+    return session.name
+
+
+async def web_lands(vip: tuple[str, int], source: str) -> str:
+    """The PSM server whose HTML5 gateway page a browser at ``source`` gets through the VIP."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # lab certificates are self-signed, as PSM's often are
+    async with asyncio.timeout(IO_TIMEOUT):
+        reader, writer = await asyncio.open_connection(*vip, ssl=context, local_addr=(source, 0))
+        writer.write(b"GET / HTTP/1.0\r\n\r\n")
+        page = (await reader.read()).decode()
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+    start = page.index("<h1>") + 4
+    return page[start : page.index("</h1>", start)]
