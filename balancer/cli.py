@@ -51,7 +51,7 @@ Sets = Annotated[
 
 @contextmanager
 def _client(data_dir: Path) -> Iterator[Client]:
-    
+
     try:
         with Client(api_socket(data_dir)) as client:
             yield client
