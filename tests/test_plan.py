@@ -1,0 +1,213 @@
+"""The plan: what a commit changes, item by item, and whether it can be done at runtime."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from balancer.model import Config
+from balancer.plan import Change, changes, needs_reload
+
+PSM = "virtual_services[CyberArk-PSM]"
+WEB = "virtual_services[CyberArk-PSM-Web]"
+
+
+def document() -> dict[str, Any]:
+    check = {"type": "https", "path": "/psm/api/health", "expect": "PASS", "port": 443}
+    servers = [{"label": "PSM1", "ip": "192.168.94.105"}, {"label": "PSM2", "ip": "192.168.94.106"}]
+    return {
+        "virtual_services": [
+            {
+                "label": "CyberArk-PSM",
+                "ip": "192.168.94.100",
+                "ports": "3389",
+                "health_check": dict(check),
+                "real_servers": [{**s, "port": 3389} for s in servers],
+            },
+            {
+                "label": "CyberArk-PSM-Web",
+                "ip": "192.168.94.101",
+                "ports": "443",
+                "health_check": dict(check),
+                "real_servers": [{**s, "port": 443} for s in servers],
+            },
+        ]
+    }
+
+
+def config(document: dict[str, Any]) -> Config:
+    return Config.model_validate(document)
+
+
+def edited(path: list[Any], value: Any) -> Config:
+    """The document with one setting set: path like [0, "real_servers", 1, "weight"]."""
+    changed = document()
+    node: Any = changed["virtual_services"]
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    return config(changed)
+
+
+def test_everything_is_added_to_nothing() -> None:
+    found = changes(None, config(document()))
+    assert [(c.path, c.before, c.runtime) for c in found] == [
+        (PSM, None, False),
+        (WEB, None, False),
+    ]
+    assert found[0].after["real_servers"][0]["label"] == "PSM1"
+    assert [str(c) for c in found] == [f"add {PSM}", f"add {WEB}"]
+    assert needs_reload(found)
+
+
+def test_nothing_to_nothing() -> None:
+    assert changes(None, Config()) == []
+    assert changes(Config(), Config()) == []
+    assert not needs_reload([])
+
+
+def test_no_change() -> None:
+    assert changes(config(document()), config(document())) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "before", "after"),
+    [
+        ([0, "real_servers", 0, "weight"], 50, "real_servers[PSM1].weight", 100, 50),
+        ([0, "real_servers", 1, "weight"], 0, "real_servers[PSM2].weight", 100, 0),
+        ([0, "real_servers", 0, "state"], "drain", "real_servers[PSM1].state", "online", "drain"),
+        ([0, "real_servers", 0, "state"], "halt", "real_servers[PSM1].state", "online", "halt"),
+        (
+            [0, "real_servers", 0, "max_connections"],
+            10,
+            "real_servers[PSM1].max_connections",
+            0,
+            10,
+        ),
+    ],
+)
+def test_runtime_changes(path: list[Any], value: Any, field: str, before: Any, after: Any) -> None:
+    found = changes(config(document()), edited(path, value))
+    assert found == [Change(f"{PSM}.{field}", before, after, runtime=True)]
+    assert not needs_reload(found)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "before", "after"),
+    [
+        ([0, "ports"], "3389,3390", "ports", "3389", "3389,3390"),
+        ([0, "ip"], "192.168.94.99", "ip", "192.168.94.100", "192.168.94.99"),
+        ([0, "balancing"], "least_connections", "balancing", "round_robin", "least_connections"),
+        ([0, "health_check", "interval"], 10, "health_check.interval", 4.0, 10.0),
+        ([0, "health_check", "expect"], "OK", "health_check.expect", "PASS", "OK"),
+        ([0, "persistence"], {"mode": "none"}, "persistence.mode", "source_ip", "none"),
+        ([0, "client_timeout"], 60, "client_timeout", 43200.0, 60.0),
+        ([0, "retries"], 1, "retries", 3, 1),
+        ([0, "real_servers", 0, "ip"], "192.168.94.9", "real_servers[PSM1].ip", "192.168.94.105",
+         "192.168.94.9"),
+        ([0, "real_servers", 0, "port"], 3390, "real_servers[PSM1].port", 3389, 3390),
+    ],
+)  # fmt: skip
+def test_reload_changes(path: list[Any], value: Any, field: str, before: Any, after: Any) -> None:
+    found = changes(config(document()), edited(path, value))
+    assert found == [Change(f"{PSM}.{field}", before, after, runtime=False)]
+    assert needs_reload(found)
+
+
+def test_a_weight_elsewhere_is_not_a_runtime_field() -> None:
+    """Only a real server's weight, state and max_connections change at runtime."""
+    found = changes(config(document()), edited([0, "health_check", "port"], 8443))
+    assert [(c.path, c.runtime) for c in found] == [(f"{PSM}.health_check.port", False)]
+
+
+def test_added_and_removed_real_servers() -> None:
+    after = document()
+    servers = after["virtual_services"][0]["real_servers"]
+    del servers[0]
+    servers.append({"label": "PSM3", "ip": "192.168.94.107", "port": 3389})
+    found = changes(config(document()), config(after))
+    assert [(c.path, c.before is None, c.after is None, c.runtime) for c in found] == [
+        (f"{PSM}.real_servers[PSM1]", False, True, False),
+        (f"{PSM}.real_servers[PSM3]", True, False, False),
+    ]
+    assert [str(c) for c in found] == [
+        f"remove {PSM}.real_servers[PSM1]",
+        f"add {PSM}.real_servers[PSM3]",
+    ]
+    assert needs_reload(found)
+
+
+def test_added_and_removed_virtual_services() -> None:
+    after = document()
+    after["virtual_services"][1]["label"] = "Renamed"  # a new label is a new service
+    found = changes(config(document()), config(after))
+    assert [str(c) for c in found] == [f"remove {WEB}", "add virtual_services[Renamed]"]
+    emptied = changes(config(document()), Config())
+    assert [(c.path, c.after, c.runtime) for c in emptied] == [
+        (PSM, None, False),
+        (WEB, None, False),
+    ]
+    assert emptied[0].before["label"] == "CyberArk-PSM"
+
+
+def test_labels_identify_items_so_reordering_is_no_change() -> None:
+    after = document()
+    after["virtual_services"].reverse()
+    for vs in after["virtual_services"]:
+        vs["real_servers"].reverse()
+    assert changes(config(document()), config(after)) == []
+
+
+def test_several_changes_at_once() -> None:
+    after = document()
+    psm, web = after["virtual_services"]
+    psm["real_servers"][0]["weight"] = 10
+    psm["real_servers"][1]["state"] = "drain"
+    web["ports"] = "443,8443"
+    found = changes(config(document()), config(after))
+    assert [(c.path, c.runtime) for c in found] == [
+        (f"{PSM}.real_servers[PSM1].weight", True),
+        (f"{PSM}.real_servers[PSM2].state", True),
+        (f"{WEB}.ports", False),
+    ]
+    assert needs_reload(found)
+    assert not needs_reload([c for c in found if c.runtime])
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "before", "after"),
+    [
+        ([0, "real_servers", 0, "weight"], 50, "real_servers[PSM1].weight", "100", "50"),
+        ([0, "balancing"], "least_connections", "balancing", "round_robin", "least_connections"),
+        # A setting that goes from none to a value (or back) is changed, not added or removed.
+        ([0, "health_check", "port"], None, "health_check.port", "443", "none"),
+        ([0, "real_servers", 0, "port"], None, "real_servers[PSM1].port", "3389", "none"),
+        ([0, "health_check", "expect"], None, "health_check.expect", "PASS", "none"),
+    ],
+)
+def test_change_reads_well(
+    path: list[Any], value: Any, field: str, before: str, after: str
+) -> None:
+    [change] = changes(config(document()), edited(path, value))
+    assert str(change) == f"{PSM}.{field}: {before} -> {after}"
+    [back] = changes(edited(path, value), config(document()))
+    assert str(back) == f"{PSM}.{field}: {after} -> {before}"
+
+
+def test_adding_a_fallback_reads_as_an_addition() -> None:
+    [change] = changes(
+        config(document()), edited([0, "fallback"], {"ip": "192.168.94.200", "port": 3389})
+    )
+    assert change.path == f"{PSM}.fallback"
+    assert change.after == {"ip": "192.168.94.200", "port": 3389}
+    assert str(change) == f"add {PSM}.fallback"
+    assert not change.runtime
+
+
+def test_changes_do_not_touch_their_inputs() -> None:
+    running, desired = config(document()), edited([0, "real_servers", 0, "weight"], 1)
+    snapshot = copy.deepcopy((running.model_dump(), desired.model_dump()))
+    changes(running, desired)
+    assert (running.model_dump(), desired.model_dump()) == snapshot
