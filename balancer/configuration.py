@@ -53,8 +53,24 @@ def add_virtual_service(config: Config, data: Any) -> Config:
 def modify_virtual_service(config: Config, label: str, changes: Any) -> Config:
     services = _services(config)
     index = _find(services, label, "label", "virtual service")
-    services[index] = _merge(services[index], _object(changes, "virtual service"))
+    changes = _object(changes, "virtual service")
+    check = changes.get("health_check")
+    if (
+        isinstance(check, dict)
+        and check.get("type", services[index]["health_check"]["type"])
+        != (services[index]["health_check"]["type"])
+    ):
+        # A new kind of check starts from its own defaults, not the old kind's path or script.
+        services[index]["health_check"] = {
+            key: value
+            for key, value in services[index]["health_check"].items()
+            if key not in TYPE_SPECIFIC
+        }
+    services[index] = _merge(services[index], changes)
     return _rebuild(services)
+
+
+TYPE_SPECIFIC = ("method", "path", "expect", "script")
 
 
 def remove_virtual_service(config: Config, label: str) -> Config:

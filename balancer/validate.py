@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -127,15 +128,26 @@ def _duplicates(labels: Iterable[str], where: str, field: str) -> list[Problem]:
 
 
 def _clashes(vs: VirtualService, bound: dict[tuple[str, int], str], where: str) -> list[Problem]:
-    """Two services may not listen on the same IP and port."""
-    found = []
+    """Two services may not listen on the same IP and port, nor one on the wildcard address
+    (0.0.0.0 or ::) and another on any address of that family with the same port."""
+    wildcard = str(ip_address(0) if vs.ip.version == 4 else ip_address("::"))
+    ip = str(vs.ip)
     for port in each_port(vs.ports):
-        key = (str(vs.ip), port)
-        other = bound.setdefault(key, vs.label)
-        if other != vs.label:
-            found.append(Problem(f"{where}.ports", f"{vs.ip}:{port} is already used by {other!r}"))
-            break
-    return found
+        clash = bound.get((ip, port)) or bound.get((wildcard, port))
+        if clash is None and ip == wildcard:
+            clash = next(
+                (
+                    label
+                    for (other, p), label in bound.items()
+                    if p == port and ip_address(other).version == vs.ip.version
+                ),
+                None,
+            )
+        if clash is not None and clash != vs.label:
+            return [Problem(f"{where}.ports", f"{ip}:{port} is already used by {clash!r}")]
+    for port in each_port(vs.ports):
+        bound.setdefault((ip, port), vs.label)
+    return []
 
 
 def _duplicate_targets(vs: VirtualService, where: str) -> list[Problem]:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,26 @@ from balancer.lab.server import LabServerSpec
 
 START_TIMEOUT = 30.0
 IO_TIMEOUT = 10.0
+
+
+def free_port(hosts: Iterable[str]) -> int:
+    """A port that every one of ``hosts`` can bind right now."""
+    hosts = list(hosts)
+    for _ in range(100):
+        with socket.socket() as first:
+            first.bind((hosts[0], 0))
+            port: int = first.getsockname()[1]
+            others = [socket.socket() for _ in hosts[1:]]
+            try:
+                for sock, host in zip(others, hosts[1:], strict=True):
+                    sock.bind((host, port))
+                return port
+            except OSError:
+                continue
+            finally:
+                for sock in others:
+                    sock.close()
+    raise AssertionError(f"no port free on all of {hosts}")
 
 
 def wait_for(what: str, ready: object, timeout: float = 20.0) -> None:

@@ -11,6 +11,7 @@ import os
 import signal
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tests.appliance import (
     Appliance,
     RdpSession,
     appliance,
+    free_port,
     lab,
     rdp_lands,
     wait_for,
@@ -28,31 +30,35 @@ from tests.appliance import (
 )
 
 NET = "127.96.0"
-RDP_PORT, WEB_PORT = 13389, 10443
-RDP_VIP, WEB_VIP = (f"{NET}.100", RDP_PORT), (f"{NET}.101", WEB_PORT)
-SPECS = [LabServerSpec(f"PSM{n}", f"{NET}.{104 + n}", RDP_PORT, WEB_PORT) for n in (1, 2)]
+HOSTS = {
+    "rdp_vip": f"{NET}.100",
+    "web_vip": f"{NET}.101",
+    "PSM1": f"{NET}.105",
+    "PSM2": f"{NET}.106",
+}
+
+
+@dataclass(frozen=True)
+class Guide:
+    """The guide's setup, on ports that were free when it started so that runs never collide."""
+
+    box: Appliance
+    lab_dir: Path
+    rdp_vip: tuple[str, int]
+    web_vip: tuple[str, int]
 
 
 @contextlib.contextmanager
-def guide_setup(root: Path) -> Iterator[tuple[Appliance, Path]]:
+def guide_setup(root: Path) -> Iterator[Guide]:
     """The guide's configuration, made with the `balancer` command, in front of two lab PSMs."""
-    with lab(root, SPECS) as lab_dir, appliance(root) as box:
+    rdp, web = free_port(HOSTS.values()), free_port(HOSTS.values())
+    specs = [LabServerSpec(name, HOSTS[name], rdp, web) for name in ("PSM1", "PSM2")]
+    with lab(root, specs) as lab_dir, appliance(root) as box:
         made = box.cli(
-            "psm",
-            "create",
-            "--rdp-vip",
-            RDP_VIP[0],
-            "--web-vip",
-            WEB_VIP[0],
-            "--server",
-            f"PSM1={SPECS[0].ip}",
-            "--server",
-            f"PSM2={SPECS[1].ip}",
-            "--rdp-port",
-            str(RDP_PORT),
-            "--web-port",
-            str(WEB_PORT),
-        )
+            "psm", "create", "--rdp-vip", HOSTS["rdp_vip"], "--web-vip", HOSTS["web_vip"],
+            "--server", f"PSM1={HOSTS['PSM1']}", "--server", f"PSM2={HOSTS['PSM2']}",
+            "--rdp-port", str(rdp), "--web-port", str(web),
+        )  # fmt: skip
         assert made.returncode == 0, made.stderr
         for service in ("CyberArk-PSM", "CyberArk-PSM-Web"):
             # The guide's 4 s interval works; a short one keeps the test quick.
@@ -60,17 +66,17 @@ def guide_setup(root: Path) -> Iterator[tuple[Appliance, Path]]:
                 f"/virtual-services/{service}", {"health_check": {"interval": 0.2, "timeout": 1}}
             )
         box.client.post("/commit")
-        yield box, lab_dir
+        yield Guide(box, lab_dir, (HOSTS["rdp_vip"], rdp), (HOSTS["web_vip"], web))
 
 
 @pytest.fixture
-def psm(tmp_path: Path) -> Iterator[tuple[Appliance, Path]]:
+def psm(tmp_path: Path) -> Iterator[Guide]:
     with guide_setup(tmp_path) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def unchanged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Appliance, Path]]:
+def unchanged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guide]:
     """One appliance for the tests that must leave the configuration as they found it."""
     with guide_setup(tmp_path_factory.mktemp("unchanged")) as running:
         yield running
@@ -81,31 +87,31 @@ def sources(third: int, count: int) -> list[str]:
 
 
 def test_twenty_clients_spread_over_both_psm_servers_and_stay_on_them(
-    psm: tuple[Appliance, Path],
+    psm: Guide,
 ) -> None:
     async def scenario() -> None:
         clients = sources(60, 20)
-        first_rdp = {c: await rdp_lands(RDP_VIP, c) for c in clients}
-        first_web = {c: await web_lands(WEB_VIP, c) for c in clients}
+        first_rdp = {c: await rdp_lands(psm.rdp_vip, c) for c in clients}
+        first_web = {c: await web_lands(psm.web_vip, c) for c in clients}
         assert set(Counter(first_rdp.values())) == {"PSM1", "PSM2"}, first_rdp
         assert set(Counter(first_web.values())) == {"PSM1", "PSM2"}, first_web
         # Source-IP persistence: a user who reconnects lands on the same PSM server.
-        assert {c: await rdp_lands(RDP_VIP, c) for c in clients} == first_rdp
-        assert {c: await web_lands(WEB_VIP, c) for c in clients} == first_web
+        assert {c: await rdp_lands(psm.rdp_vip, c) for c in clients} == first_rdp
+        assert {c: await web_lands(psm.web_vip, c) for c in clients} == first_web
 
     asyncio.run(scenario())
-    box, _ = psm
+    box = psm.box
     persistent = box.cli("persistence", "list", "CyberArk-PSM")
     assert persistent.stdout.count("->") == 20
 
 
 def test_a_failing_psm_server_takes_no_new_users_keeps_its_sessions_and_returns(
-    psm: tuple[Appliance, Path],
+    psm: Guide,
 ) -> None:
-    box, lab_dir = psm
+    box, lab_dir = psm.box, psm.lab_dir
 
     async def scenario() -> None:
-        sessions = [await RdpSession.open(RDP_VIP, c) for c in sources(61, 6)]
+        sessions = [await RdpSession.open(psm.rdp_vip, c) for c in sources(61, 6)]
         on_psm2 = [s for s in sessions if s.name == "PSM2"]
         assert on_psm2, [s.name for s in sessions]
 
@@ -117,15 +123,15 @@ def test_a_failing_psm_server_takes_no_new_users_keeps_its_sessions_and_returns(
         assert "expected PASS, got FAIL" in status.stdout
 
         # New users, and returning users of PSM2, all go to PSM1 ...
-        assert {await rdp_lands(RDP_VIP, c) for c in sources(62, 10)} == {"PSM1"}
-        assert {await rdp_lands(RDP_VIP, c) for c in sources(61, 6)} == {"PSM1"}
+        assert {await rdp_lands(psm.rdp_vip, c) for c in sources(62, 10)} == {"PSM1"}
+        assert {await rdp_lands(psm.rdp_vip, c) for c in sources(61, 6)} == {"PSM1"}
         # ... while sessions already on PSM2 carry on.
         for session in on_psm2:
             assert await session.echo(b"still here\n")
 
         await set_mode(lab_dir, "PSM2", "pass")
         wait_for("PSM2 to return", lambda: box.server("CyberArk-PSM", "PSM2")["health"] == "up")
-        assert "PSM2" in {await rdp_lands(RDP_VIP, c) for c in sources(63, 10)}
+        assert "PSM2" in {await rdp_lands(psm.rdp_vip, c) for c in sources(63, 10)}
         for session in sessions:
             await session.close()
 
@@ -135,9 +141,9 @@ def test_a_failing_psm_server_takes_no_new_users_keeps_its_sessions_and_returns(
 
 
 def test_drain_takes_effect_at_once_and_leaves_pending_edits_pending(
-    psm: tuple[Appliance, Path],
+    psm: Guide,
 ) -> None:
-    box, _ = psm
+    box = psm.box
     edited = box.cli("rip", "modify", "CyberArk-PSM-Web", "PSM2", "--weight", "50")
     assert edited.returncode == 0, edited.stderr
     drained = box.cli("rip", "drain", "CyberArk-PSM", "PSM1")
@@ -147,25 +153,25 @@ def test_drain_takes_effect_at_once_and_leaves_pending_edits_pending(
     pending = box.cli("changes").stdout
     assert "real_servers[PSM2].weight: 100 -> 50" in pending
     assert "state" not in pending  # the drain is running, so it is no pending change
-    assert {asyncio.run(rdp_lands(RDP_VIP, c)) for c in sources(64, 6)} == {"PSM2"}
+    assert {asyncio.run(rdp_lands(psm.rdp_vip, c)) for c in sources(64, 6)} == {"PSM2"}
 
     assert box.cli("commit").returncode == 0
     assert box.server("CyberArk-PSM-Web", "PSM2")["weight"] == 50
     assert box.server("CyberArk-PSM", "PSM1")["state"] == "drain"
     assert box.cli("rip", "online", "CyberArk-PSM", "PSM1").returncode == 0
-    assert "PSM1" in {asyncio.run(rdp_lands(RDP_VIP, c)) for c in sources(65, 6)}
+    assert "PSM1" in {asyncio.run(rdp_lands(psm.rdp_vip, c)) for c in sources(65, 6)}
     audit = box.client.get("/audit", author=getpass.getuser())  # the command's user
     assert {"drain", "online", "commit", "modify"} <= {entry["action"] for entry in audit}
 
 
 def test_restarting_the_daemon_or_committing_drops_no_connection(
-    psm: tuple[Appliance, Path],
+    psm: Guide,
 ) -> None:
-    box, _ = psm
+    box = psm.box
     engine = box.engine_pid()
 
     async def open_sessions() -> list[RdpSession]:
-        return [await RdpSession.open(RDP_VIP, c) for c in sources(66, 10)]
+        return [await RdpSession.open(psm.rdp_vip, c) for c in sources(66, 10)]
 
     async def all_echo(sessions: list[RdpSession], payload: bytes) -> bool:
         return all([await s.echo(payload) for s in sessions])
@@ -191,10 +197,8 @@ def test_restarting_the_daemon_or_committing_drops_no_connection(
         loop.close()
 
 
-def test_a_commit_the_engine_cannot_run_changes_nothing(
-    psm: tuple[Appliance, Path], tmp_path: Path
-) -> None:
-    box, _ = psm
+def test_a_commit_the_engine_cannot_run_changes_nothing(psm: Guide, tmp_path: Path) -> None:
+    box = psm.box
     import socket
 
     with socket.socket() as taken:
@@ -209,13 +213,11 @@ def test_a_commit_the_engine_cannot_run_changes_nothing(
         assert refused.stderr.startswith("error: virtual_services[Clash].ports: cannot listen on")
         assert "Address already in use" in refused.stderr
     assert box.client.get("/status")["applied"] == before
-    assert asyncio.run(rdp_lands(RDP_VIP, "127.0.67.1")) in {"PSM1", "PSM2"}
+    assert asyncio.run(rdp_lands(psm.rdp_vip, "127.0.67.1")) in {"PSM1", "PSM2"}
 
 
-def test_backup_and_restore_through_the_command(
-    psm: tuple[Appliance, Path], tmp_path: Path
-) -> None:
-    box, _ = psm
+def test_backup_and_restore_through_the_command(psm: Guide, tmp_path: Path) -> None:
+    box = psm.box
     backup = tmp_path / "backup.json"
     assert box.cli("config", "export", "-o", str(backup)).returncode == 0
     saved = box.client.get("/config")
@@ -281,7 +283,7 @@ BAD_EDITS = [
     (
         "post",
         "/virtual-services",
-        {"label": "X", "ip": RDP_VIP[0], "ports": f"{RDP_PORT}"},
+        {"label": "X", "ip": "$RDP_VIP", "ports": "$RDP_PORT"},
         422,
         "virtual_services[X].ports",
     ),
@@ -309,7 +311,7 @@ BAD_EDITS = [
     (
         "post",
         "/virtual-services/CyberArk-PSM/real-servers",
-        {"label": "PSM9", "ip": SPECS[0].ip, "port": RDP_PORT},
+        {"label": "PSM9", "ip": "$PSM1", "port": "$RDP_PORT"},
         422,
         "virtual_services[CyberArk-PSM].real_servers[PSM9].ip",
     ),
@@ -356,11 +358,16 @@ BAD_EDITS = [
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "field"), BAD_EDITS)
 def test_invalid_input_names_the_field_and_changes_nothing(
-    unchanged: tuple[Appliance, Path], method: str, path: str, body: object, status: int, field: str
+    unchanged: Guide, method: str, path: str, body: object, status: int, field: str
 ) -> None:
-    box, _ = unchanged
+    box = unchanged.box
     before = box.client.get("/config"), box.client.get("/changes")["head"]
-    response = box.client._http.request(method.upper(), path, json=body)
+    # Addresses and ports of this run's guide setup stand in the table as placeholders.
+    text = json.dumps(body).replace('"$RDP_PORT"', str(unchanged.rdp_vip[1]))
+    text = text.replace("$RDP_VIP", HOSTS["rdp_vip"]).replace("$PSM1", HOSTS["PSM1"])
+    response = box.client._http.request(
+        method.upper(), path, content=text, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == status, response.text
     fields = [item["field"] for item in response.json()["detail"]]
     assert field in fields, response.json()
@@ -368,8 +375,8 @@ def test_invalid_input_names_the_field_and_changes_nothing(
     assert (box.client.get("/config"), box.client.get("/changes")["head"]) == before
 
 
-def test_stale_writes_get_409(unchanged: tuple[Appliance, Path]) -> None:
-    box, _ = unchanged
+def test_stale_writes_get_409(unchanged: Guide) -> None:
+    box = unchanged.box
     head = box.client.get("/changes")["head"]
     response = box.client._http.patch(
         "/virtual-services/CyberArk-PSM", json={"retries": 2}, headers={"If-Match": str(head - 1)}
@@ -380,9 +387,9 @@ def test_stale_writes_get_409(unchanged: tuple[Appliance, Path]) -> None:
 
 
 def test_command_line_errors_are_one_line_and_a_non_zero_exit(
-    unchanged: tuple[Appliance, Path], tmp_path: Path
+    unchanged: Guide, tmp_path: Path
 ) -> None:
-    box, _ = unchanged
+    box = unchanged.box
     bad = box.cli("rip", "add", "CyberArk-PSM", "PSM3", "--ip", "192.168.94.1O7")
     assert bad.returncode == 1
     assert bad.stderr == (
@@ -395,8 +402,8 @@ def test_command_line_errors_are_one_line_and_a_non_zero_exit(
     assert len(nowhere.stderr.splitlines()) == 1
 
 
-def test_the_api_describes_itself(unchanged: tuple[Appliance, Path]) -> None:
-    box, _ = unchanged
+def test_the_api_describes_itself(unchanged: Guide) -> None:
+    box = unchanged.box
     schema = box.client._http.get("/openapi.json").json()
     assert "/api/v1/virtual-services/{label}/real-servers" in schema["paths"]
     assert "/api/v1/commit" in schema["paths"]

@@ -28,7 +28,8 @@ class RoundRobin:
     __slots__ = ("_current",)
 
     def __init__(self) -> None:
-        self._current: dict[int, int] = {}
+        # Keyed by the candidate itself: an id() could be reused by a server added later.
+        self._current: dict[object, int] = {}
 
     def pick(self, candidates: Sequence[C]) -> C | None:
         best: C | None = None
@@ -36,18 +37,17 @@ class RoundRobin:
         total = 0
         current = self._current
         for candidate in candidates:
-            key = id(candidate)
-            value = current.get(key, 0) + candidate.weight
-            current[key] = value
+            value = current.get(candidate, 0) + candidate.weight
+            current[candidate] = value
             total += candidate.weight
             if best is None or value > best_current:
                 best, best_current = candidate, value
         if best is None:
             return None
-        current[id(best)] = best_current - total
+        current[best] = best_current - total
         if len(current) > 4 * len(candidates) + 16:
             # Servers removed by a commit leave entries behind; drop them now and then.
-            live = {id(c) for c in candidates}
+            live = set(candidates)
             self._current = {k: v for k, v in current.items() if k in live}
         return best
 
