@@ -197,32 +197,56 @@ def vip_show(label: str, data_dir: DirOption = Path(defaults.DATA_DIR)) -> None:
         _print(client.get(f"/virtual-services/{label}"))
 
 
+IpOption = Annotated[str | None, typer.Option(help="the Virtual Service IP Address")]
+PortsOption = Annotated[str | None, typer.Option(help="e.g. 3389, or 3389,3390, or 8000-8010")]
+BalancingOption = Annotated[
+    str | None, typer.Option(help="round_robin or least_connections (both weighted)")
+]
+PersistenceOption = Annotated[str | None, typer.Option("--persistence", help="source_ip or none")]
+CheckOption = Annotated[
+    str | None, typer.Option(help="health check: none, connect, http, https, external")
+]
+CheckPathOption = Annotated[str | None, typer.Option(help="Request to Send, e.g. /psm/api/health")]
+CheckExpectOption = Annotated[str | None, typer.Option(help="Response Expected, e.g. PASS")]
+CheckPortOption = Annotated[int | None, typer.Option(help="Check Port, if not the server's")]
+
+
+def _service_body(
+    sets: list[str] | None,
+    ip: str | None,
+    ports: str | None,
+    balancing: str | None,
+    persistence_mode: str | None,
+    check: str | None,
+    check_path: str | None,
+    check_expect: str | None,
+    check_port: int | None,
+    **more: Any,
+) -> dict[str, Any]:
+    return _settings(
+        sets, **more, ip=ip, ports=ports, balancing=balancing,
+        persistence={"mode": persistence_mode} if persistence_mode else None,
+        health_check=_check(check, check_path, check_expect, check_port),
+    )  # fmt: skip
+
+
 @vip.command("add")
 def vip_add(
     label: str,
-    ip: Annotated[str, typer.Option(help="the Virtual Service IP Address")],
-    ports: Annotated[str, typer.Option(help="e.g. 3389, or 3389,3390, or 8000-8010")],
-    balancing: Annotated[str | None, typer.Option(help="round_robin or least_connections")] = None,
-    persistence_mode: Annotated[
-        str | None, typer.Option("--persistence", help="source_ip or none")
-    ] = None,
-    check: Annotated[str | None, typer.Option(help="none, connect, http, https, external")] = None,
-    check_path: Annotated[str | None, typer.Option(help="Request to Send")] = None,
-    check_expect: Annotated[str | None, typer.Option(help="Response Expected")] = None,
-    check_port: Annotated[int | None, typer.Option(help="Check Port")] = None,
+    ip: IpOption = None,
+    ports: PortsOption = None,
+    balancing: BalancingOption = None,
+    persistence_mode: PersistenceOption = None,
+    check: CheckOption = None,
+    check_path: CheckPathOption = None,
+    check_expect: CheckExpectOption = None,
+    check_port: CheckPortOption = None,
     sets: Sets = None,
     data_dir: DirOption = Path(defaults.DATA_DIR),
 ) -> None:
-    """Add a virtual service (saved; commit to apply)."""
-    body = _settings(
-        sets,
-        label=label,
-        ip=ip,
-        ports=ports,
-        balancing=balancing,
-        persistence={"mode": persistence_mode} if persistence_mode else None,
-        health_check=_check(check, check_path, check_expect, check_port),
-    )
+    """Add a virtual service (saved; commit to apply). --ip and --ports are needed."""
+    body = _service_body(sets, ip, ports, balancing, persistence_mode, check, check_path,
+                         check_expect, check_port, label=label)  # fmt: skip
     with _client(data_dir) as client:
         _saved(client.post("/virtual-services", body))
 
@@ -230,26 +254,20 @@ def vip_add(
 @vip.command("modify")
 def vip_modify(
     label: str,
-    ip: Annotated[str | None, typer.Option()] = None,
-    ports: Annotated[str | None, typer.Option()] = None,
-    balancing: Annotated[str | None, typer.Option()] = None,
-    persistence_mode: Annotated[str | None, typer.Option("--persistence")] = None,
-    check: Annotated[str | None, typer.Option()] = None,
-    check_path: Annotated[str | None, typer.Option()] = None,
-    check_expect: Annotated[str | None, typer.Option()] = None,
-    check_port: Annotated[int | None, typer.Option()] = None,
+    ip: IpOption = None,
+    ports: PortsOption = None,
+    balancing: BalancingOption = None,
+    persistence_mode: PersistenceOption = None,
+    check: CheckOption = None,
+    check_path: CheckPathOption = None,
+    check_expect: CheckExpectOption = None,
+    check_port: CheckPortOption = None,
     sets: Sets = None,
     data_dir: DirOption = Path(defaults.DATA_DIR),
 ) -> None:
     """Modify a virtual service: only the settings given change."""
-    body = _settings(
-        sets,
-        ip=ip,
-        ports=ports,
-        balancing=balancing,
-        persistence={"mode": persistence_mode} if persistence_mode else None,
-        health_check=_check(check, check_path, check_expect, check_port),
-    )
+    body = _service_body(sets, ip, ports, balancing, persistence_mode, check, check_path,
+                         check_expect, check_port)  # fmt: skip
     with _client(data_dir) as client:
         _saved(client.patch(f"/virtual-services/{label}", body))
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from balancer import plan
@@ -109,6 +110,7 @@ class Controller:
 
         target = f"{service}/{server}"
         message = f"{state.value} real server {target}"
+        save = partial(self.store.save, author=author, action=state.value, target=target)
         async with self._lock:
             head = self.store.head()
             applied = self.store.applied()
@@ -118,37 +120,16 @@ class Controller:
                 or running.id == head.id
                 or not _has(running.config, service, server)
             ):
-                saved = self.store.save(
-                    edit(head.config),
-                    base=head.id,
-                    author=author,
-                    message=message,
-                    action=state.value,
-                    target=target,
-                )
+                saved = save(edit(head.config), base=head.id, message=message)
                 if running is not None and running.id == head.id:
                     await self._apply(saved, author)
                     self.store.mark_applied(saved.id, author=author)
                 return saved
-            now = self.store.save(
-                edit(running.config),
-                base=head.id,
-                author=author,
-                message=message,
-                action=state.value,
-                target=target,
-            )
+            now = save(edit(running.config), base=head.id, message=message)
             await self._apply(now, author)
             self.store.mark_applied(now.id, author=author)
             kept = edit(head.config) if _has(head.config, service, server) else head.config
-            return self.store.save(
-                kept,
-                base=now.id,
-                author=author,
-                message=f"pending changes kept after: {message}",
-                action="rebase",
-                target=target,
-            )
+            return save(kept, base=now.id, message=f"pending changes kept after: {message}")
 
     async def status(self) -> EngineStatus:
         return await self.engine.status()
