@@ -1,0 +1,66 @@
+"""Source-IP persistence: a returning client gets the real server it had."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+from balancer.engines import Engine
+from tests.backends import Addresses, EchoServer, free_port
+
+from . import Revisions, landing, real_server, virtual_service
+
+SOURCE_IP = {"mode": "source_ip", "timeout": 600}
+
+
+async def test_a_returning_client_gets_the_same_server(engine: Engine, net: Addresses) -> None:
+    async with EchoServer("A", net.ip()) as a, EchoServer("B", net.ip()) as b:
+        vip = (net.ip(), free_port(net.ip()))
+        servers = [real_server("A", a.address), real_server("B", b.address)]
+        await Revisions(engine).apply(virtual_service("rdp", vip, servers, persistence=SOURCE_IP))
+        sources = [net.ip() for _ in range(4)]
+        first = {source: await landing(vip, source) for source in sources}
+        assert set(first.values()) == {"A", "B"}, f"new clients are balanced: {first}"
+
+        for source in sources:
+            # Reconnecting in a row: without persistence round robin would alternate.
+            again = [await landing(vip, source) for _ in range(5)]
+            assert again == [first[source]] * 5, source
+
+
+async def test_without_persistence_a_returning_client_alternates(
+    engine: Engine, net: Addresses
+) -> None:
+    async with EchoServer("A", net.ip()) as a, EchoServer("B", net.ip()) as b:
+        vip = (net.ip(), free_port(net.ip()))
+        servers = [real_server("A", a.address), real_server("B", b.address)]
+        await Revisions(engine).apply(virtual_service("rdp", vip, servers))
+        source = net.ip()
+
+        names = [await landing(vip, source) for _ in range(6)]
+
+        assert Counter(names) == {"A": 3, "B": 3}
+        assert all(x != y for x, y in itertools.pairwise(names)), names
+
+
+async def test_persistence_survives_a_commit(engine: Engine, net: Addresses) -> None:
+    async with EchoServer("A", net.ip()) as a, EchoServer("B", net.ip()) as b:
+        vip = (net.ip(), free_port(net.ip()))
+        servers = [real_server("A", a.address), real_server("B", b.address)]
+        revisions = Revisions(engine)
+        await revisions.apply(virtual_service("rdp", vip, servers, persistence=SOURCE_IP))
+        sources = [net.ip() for _ in range(4)]
+        first = {source: await landing(vip, source) for source in sources}
+        assert set(first.values()) == {"A", "B"}
+
+        # An unrelated change: another virtual service, and this one's timeouts.
+        rdp = revisions.service("rdp") | {"client_timeout": 3600, "connect_timeout": 2}
+        other = virtual_service("other", (vip[0], free_port(vip[0])), servers)
+        await revisions.apply(rdp, other)
+        assert (await engine.status()).revision == 2
+
+        # Those on A first, then those on B: whatever its state, round robin alone would not
+        # send two clients in a row to the same server.
+        for source in sorted(sources, key=first.__getitem__):
+            again = [await landing(vip, source) for _ in range(3)]
+            assert again == [first[source]] * 3, source
