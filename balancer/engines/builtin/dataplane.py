@@ -7,6 +7,7 @@ import asyncio
 import errno
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class DataPlane:
         self.monitors: dict[tuple[str, str], Monitor] = {}
         self.revision: int | None = None
         self.started = time.time()
+        self._applying = asyncio.Lock()
         self._sweeper = self.loop.create_task(self._sweep())
 
     async def apply(self, config: Config, revision: int) -> None:
@@ -56,19 +58,35 @@ class DataPlane:
         wanted = {
             (str(vs.ip), port): vs for vs in config.virtual_services for port in each_port(vs.ports)
         }
-        bound = self._bind([key for key in wanted if key not in self.listeners], wanted)
-        previous, self.services = self.services, {}
-        for vs in config.virtual_services:
-            running = previous.pop(vs.label, None)
-            if running is None:
-                running = RunningService(vs, self.clock)
-                fresh = [rs.label for rs in vs.real_servers]
-            else:
-                fresh = running.reconfigure(vs, self.clock)
-            self.services[vs.label] = running
-            await self._watch(running, fresh)
-        for gone in previous.values():
-            await self._unwatch(gone.label, set())
+        async with self._applying:
+            bound = self._bind([key for key in wanted if key not in self.listeners], wanted)
+            # The new table of services is built whole and swapped in at once, so a status
+            # request in the middle of an apply sees the old revision or the new, never a mix.
+            previous = self.services
+            services: dict[str, RunningService] = {}
+            fresh: dict[str, list[str]] = {}
+            for vs in config.virtual_services:
+                running = previous.get(vs.label)
+                if running is None:
+                    running = RunningService(vs, self.clock)
+                    fresh[vs.label] = [rs.label for rs in vs.real_servers]
+                else:
+                    fresh[vs.label] = running.reconfigure(vs, self.clock)
+                services[vs.label] = running
+            self.services = services
+            await self._listen(wanted, bound)
+            for label in previous.keys() - services.keys():
+                await self._unwatch(label, set())
+            for label, running in services.items():
+                await self._watch(running, fresh[label])
+            self.revision = revision
+        log.info("revision %s applied", revision, extra={"event": "apply", "revision": revision})
+
+    async def _listen(
+        self,
+        wanted: dict[tuple[str, int], VirtualService],
+        bound: dict[tuple[str, int], socket.socket],
+    ) -> None:
         for key, vs in wanted.items():
             listener = self.listeners.get(key)
             if listener is None:
@@ -83,12 +101,10 @@ class DataPlane:
             if server is not None:
                 # Stops accepting; connections already relayed are separate and carry on.
                 server.close()
-        self.revision = revision
-        log.info("revision %s applied", revision, extra={"event": "apply", "revision": revision})
 
     def _bind(
         self, keys: list[tuple[str, int]], wanted: dict[Any, VirtualService]
-    ) -> dict[tuple[str, int], Any]:
+    ) -> dict[tuple[str, int], socket.socket]:
         bound = {}
         try:
             for ip, port in keys:
