@@ -17,9 +17,7 @@ are async context managers. Nothing here knows about the engine under test.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
-import ipaddress
 import os
 import random
 import socket
@@ -29,10 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, cast
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from balancer.certificates import server_context
 
 HEALTH_PATH = "/psm/api/health"
 
@@ -363,33 +358,5 @@ def pattern(size: int, seed: int = 0) -> bytes:
 
 
 def self_signed(directory: Path) -> ssl.SSLContext:
-    """A server TLS context with a fresh self-signed certificate, as a PSM server has."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "psm.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "health.crt", directory / "health.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    return context
+    """A server TLS context with a self-signed certificate, as a PSM server has."""
+    return server_context(directory / "psm.pem", "psm.test")

@@ -27,9 +27,9 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from balancer import control
+from balancer.certificates import certificate
 from balancer.lab import LabServerSpec, default_specs, lab_status, rdp, run_lab, set_mode, stop_lab
 from balancer.lab import run as run_process
-from balancer.lab.certificate import certificate
 from balancer.lab.connections import Connections
 from balancer.lab.https_service import answer
 from balancer.lab.rdp_service import Opening, RdpService
@@ -244,12 +244,12 @@ def test_a_spec_is_checked(name: str, port: int) -> None:
 
 
 def test_certificate_is_made_once(tmp_path: Path) -> None:
-    path = certificate(tmp_path, "PSM1")
+    path = certificate(tmp_path / "PSM1.pem", "PSM1")
     pem = path.read_bytes()
     assert path.stat().st_mode & 0o777 == 0o600
     subject = x509.load_pem_x509_certificate(pem).subject
     assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "PSM1"
-    assert certificate(tmp_path, "PSM1").read_bytes() == pem
+    assert certificate(tmp_path / "PSM1.pem", "PSM1").read_bytes() == pem
     assert [p.name for p in tmp_path.iterdir()] == ["PSM1.pem"]
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import uvloop
 
 from balancer import control
-from balancer.lab.certificate import server_context
+from balancer.certificates import server_context
 from balancer.lab.server import LabServer, LabServerSpec, Mode
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,10 @@ async def run_lab(servers: list[LabServerSpec], lab_dir: Path) -> None:
     if len(set(names)) != len(names):
         raise ValueError(f"servers: names repeat in {names}")
     lab_dir.mkdir(parents=True, exist_ok=True)
-    lab = {spec.name: LabServer(spec, server_context(lab_dir, spec.name)) for spec in servers}
+    lab = {
+        spec.name: LabServer(spec, server_context(lab_dir / f"{spec.name}.pem", spec.name))
+        for spec in servers
+    }
     stopping = asyncio.Event()
 
     async def answer(request: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""Self-signed certificates for the lab's servers, as most PSM servers' IIS have.
+"""Self-signed certificates: the lab's PSM servers have them, as most PSM servers' IIS do, and
+the tests' TLS servers too.
 
-One file per server name in the lab directory, ``<name>.pem``: the key, then the certificate.
-It is made on first use and kept, so a restarted lab shows the same certificate.
+A certificate lives in one PEM file, the key then the certificate, made on first use and kept,
+so a restarted server shows the same certificate.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from cryptography.x509.oid import NameOID
 VALIDITY = timedelta(days=3650)
 
 
-def certificate(lab_dir: Path, name: str) -> Path:
-    """The PEM file for server ``name`` (CN = ``name``), made if missing."""
-    path = lab_dir / f"{name}.pem"
+def certificate(path: Path, name: str) -> Path:
+    """``path``, holding a certificate for ``name`` (CN and DNS name), made if missing."""
     if not path.exists():
         # Written aside and renamed so a reader never sees half a file.
         scratch = path.with_name(f".{path.name}.{os.getpid()}")
@@ -32,9 +32,10 @@ def certificate(lab_dir: Path, name: str) -> Path:
     return path
 
 
-def server_context(lab_dir: Path, name: str) -> ssl.SSLContext:
+def server_context(path: Path, name: str) -> ssl.SSLContext:
+    """A server TLS context with the certificate in ``path``, made for ``name`` if missing."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificate(lab_dir, name))
+    context.load_cert_chain(certificate(path, name))
     return context
 
 
