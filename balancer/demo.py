@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -43,6 +44,8 @@ def running(root: Path, servers: int) -> Iterator[tuple[Client, dict[str, Any]]]
     lab_dir, data_dir = root / "lab", root / "appliance"
     (root / "logs").mkdir(parents=True, exist_ok=True)
     ports = "privileged" if privileged else "unprivileged"
+    # The lab and the daemon get sessions of their own: a signal to the demo's process group
+    # reaches only the demo, which then stops them in order, the engine included.
     with (root / "logs" / "lab.out").open("ab") as lab_log:
         lab = subprocess.Popen(
             [
@@ -58,6 +61,7 @@ def running(root: Path, servers: int) -> Iterator[tuple[Client, dict[str, Any]]]
             ],
             stdout=lab_log,
             stderr=lab_log,
+            start_new_session=True,
         )
     daemon: subprocess.Popen[bytes] | None = None
     client = Client(api_socket(data_dir), user="demo")
@@ -68,6 +72,7 @@ def running(root: Path, servers: int) -> Iterator[tuple[Client, dict[str, Any]]]
                 [sys.executable, "-m", "balancer", "serve", "--dir", str(data_dir)],
                 stdout=serve_log,
                 stderr=serve_log,
+                start_new_session=True,
             )
         _wait("the appliance", lambda: client.get("/status"), daemon)
         specs = default_specs(servers, privileged)
@@ -188,7 +193,14 @@ def tour(client: Client, context: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _stop(signum: int, _: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run(root: Path, servers: int, check: bool) -> int:
+    # Killed or hung up on, the demo still stops what it started, the engine included.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
     with running(root, servers) as (client, context):
         print(tour(client, context), flush=True)
         if check:
