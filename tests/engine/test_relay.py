@@ -152,3 +152,34 @@ async def test_ipv6_virtual_service(engine: Engine) -> None:
             await client.close()
         status = service_status(await engine.status(), "v6")
         assert (status.ip, status.counters.total) == ("::1", 1)
+
+
+async def test_a_connection_idle_past_its_timeout_is_closed(engine: Engine, net: Addresses) -> None:
+    """No byte either way for the shorter of client_timeout and server_timeout ends it; a
+    connection that keeps talking past that time is left alone."""
+    async with EchoServer("A", net.ip()) as backend:
+        vip = (net.ip(), free_port(net.ip()))
+        await Revisions(engine).apply(
+            virtual_service(
+                "idle", vip, [real_server("A", backend.address)],
+                client_timeout=1, server_timeout=30,
+            )
+        )  # fmt: skip
+        idle, busy = await Client.open(vip), await Client.open(vip)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            while loop.time() - started < 2.5:
+                await busy.roundtrip(b"still here\n")
+                await asyncio.sleep(0.2)
+            async with asyncio.timeout(IO_TIMEOUT):
+                assert await idle.reader.read() == b"", "the idle connection was not closed"
+            await busy.roundtrip(b"and still\n")
+        finally:
+            await idle.close()
+            await busy.close()
+        await wait_for(lambda: _active(engine, "idle", 0), what="both connections to end")
+
+
+async def _active(engine: Engine, label: str, count: int) -> bool:
+    return service_status(await engine.status(), label).counters.active == count
