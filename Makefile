@@ -6,7 +6,9 @@ UV := $(PYTHON) -m uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint setup clean
+ENGINE ?= builtin
+
+.PHONY: demo test lint setup system clean
 
 # uv installs exactly what uv.lock pins; it is itself pinned and installed with pip.
 $(BIN)/.synced: pyproject.toml uv.lock
@@ -17,15 +19,21 @@ $(BIN)/.synced: pyproject.toml uv.lock
 
 setup: $(BIN)/.synced
 
+# The HAProxy engine runs Debian's haproxy; the tests run every scenario on both engines.
+system:
+	@command -v haproxy >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
+
 demo: setup
-	$(BIN)/balancer demo
+	@if [ "$(ENGINE)" = haproxy ]; then $(MAKE) --no-print-directory system; fi
+	$(BIN)/balancer demo --engine $(ENGINE)
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint system
 	$(BIN)/pytest
 
 clean:

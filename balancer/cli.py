@@ -104,12 +104,19 @@ def _saved(reply: dict[str, Any]) -> None:
 @app.command()
 def serve(
     data_dir: DirOption = Path(defaults.DATA_DIR),
-    engine: Annotated[str | None, typer.Option(help="data plane engine (builtin)")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="data plane engine, builtin or haproxy; kept for next time")
+    ] = None,
 ) -> None:
     """Run the appliance: the management daemon and the engine it supervises."""
     import uvloop
 
     from balancer.daemon import serve as run
+    from balancer.engines import ENGINES
+
+    if engine is not None and engine not in ENGINES:
+        typer.echo(f"error: engine: {engine!r} is not one of {', '.join(ENGINES)}", err=True)
+        raise typer.Exit(2)
 
     uvloop.run(run(data_dir, engine))
 
@@ -356,10 +363,16 @@ def rip_online(service: str, label: str, data_dir: DirOption = Path(defaults.DAT
 
 
 @config.command("show")
-def config_show(data_dir: DirOption = Path(defaults.DATA_DIR)) -> None:
-    """The configuration as saved."""
+def config_show(
+    engine: Annotated[bool, typer.Option("--engine", help="as the engine runs it")] = False,
+    data_dir: DirOption = Path(defaults.DATA_DIR),
+) -> None:
+    """The configuration as saved, or as the engine runs it (haproxy.cfg for HAProxy)."""
     with _client(data_dir) as client:
-        _print(client.get("/config"))
+        if engine:
+            typer.echo(client.get("/config/engine"), nl=False)
+        else:
+            _print(client.get("/config"))
 
 
 @config.command("export")
@@ -522,11 +535,12 @@ def demo(
     ),
     servers: Annotated[int, typer.Option(help="how many simulated PSM servers")] = 2,
     check: Annotated[bool, typer.Option(help="set up, show the tour, then stop")] = False,
+    engine: Annotated[str, typer.Option(help="builtin or haproxy")] = defaults.ENGINE,
 ) -> None:
     """The appliance with the CyberArk PSM preset in front of simulated PSM servers."""
     from balancer.demo import run
 
-    raise typer.Exit(run(root.resolve(), servers, check))
+    raise typer.Exit(run(root.resolve(), servers, check, engine))
 
 
 def main() -> None:

@@ -53,7 +53,11 @@ class Client:
             raise ApiError(self._unreachable(str(error))) from None
         if response.status_code >= 400:
             raise ApiError(_explain(response), response.status_code)
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        if response.headers.get("content-type", "").startswith("text/plain"):
+            return response.text
+        return response.json()
 
     def _unreachable(self, why: str) -> str:
         return (

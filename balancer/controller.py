@@ -134,6 +134,9 @@ class Controller:
     async def status(self) -> EngineStatus:
         return await self.engine.status()
 
+    async def configuration(self) -> str:
+        return await self.engine.configuration()
+
     async def persistence(self, service: str) -> list[dict[str, Any]]:
         return await self.engine.persistence(service)
 

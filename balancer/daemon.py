@@ -43,8 +43,11 @@ async def serve(data_dir: Path, engine_name: str | None = None) -> None:
     with Store(data_dir / "balancer.db") as store:
         node = store.node_settings()
         if engine_name is not None and engine_name != node.engine:
+            # The old engine holds the VIPs' ports: it stops before the new one takes them.
+            await engines.engine(node.engine, data_dir).stop()
             node = node.model_copy(update={"engine": engine_name})
             store.save_node_settings(node, author="local")
+            log.info("engine changed", extra={"event": "engine", "engine": engine_name})
         controller = Controller(store, engines.engine(node.engine, data_dir))
         await controller.start()
         stop_engine = False

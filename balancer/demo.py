@@ -38,7 +38,9 @@ def _wait(what: str, ready: Callable[[], object], process: subprocess.Popen[byte
 
 
 @contextlib.contextmanager
-def running(root: Path, servers: int) -> Iterator[tuple[Client, dict[str, Any]]]:
+def running(
+    root: Path, servers: int, engine: str = "builtin"
+) -> Iterator[tuple[Client, dict[str, Any]]]:
     """Start the lab and the appliance, configure the preset; stop everything on the way out."""
     privileged = os.geteuid() == 0
     lab_dir, data_dir = root / "lab", root / "appliance"
@@ -69,7 +71,16 @@ def running(root: Path, servers: int) -> Iterator[tuple[Client, dict[str, Any]]]
         _wait("the lab", lambda: asyncio.run(lab_status(lab_dir)), lab)
         with (root / "logs" / "serve.out").open("ab") as serve_log:
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "balancer", "serve", "--dir", str(data_dir)],
+                [
+                    sys.executable,
+                    "-m",
+                    "balancer",
+                    "serve",
+                    "--dir",
+                    str(data_dir),
+                    "--engine",
+                    engine,
+                ],
                 stdout=serve_log,
                 stderr=serve_log,
                 start_new_session=True,
@@ -197,11 +208,11 @@ def _stop(signum: int, _: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def run(root: Path, servers: int, check: bool) -> int:
+def run(root: Path, servers: int, check: bool, engine: str = "builtin") -> int:
     # Killed or hung up on, the demo still stops what it started, the engine included.
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop)
-    with running(root, servers) as (client, context):
+    with running(root, servers, engine) as (client, context):
         print(tour(client, context), flush=True)
         if check:
             return 0

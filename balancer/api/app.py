@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, FastAPI, Header, Response
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from balancer import configuration, logs
@@ -217,6 +218,14 @@ def create_app(
     @api.get("/config", response_model=Config, summary="View Configuration: as saved")
     def config() -> Config:
         return head()
+
+    @api.get(
+        "/config/engine",
+        summary="View Configuration: as the engine runs it (haproxy.cfg for HAProxy)",
+        response_class=PlainTextResponse,
+    )
+    async def engine_config() -> str:
+        return await controller.configuration()
 
     @api.get("/backup", summary="Download the whole configuration as a backup document")
     def backup() -> dict[str, Any]:

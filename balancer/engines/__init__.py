@@ -29,6 +29,9 @@ class Engine(Protocol):
     async def status(self) -> EngineStatus:
         """What the data plane is doing now."""
 
+    async def configuration(self) -> str:
+        """What the data plane runs, in the engine's own terms (View Configuration)."""
+
     async def persistence(self, service: str) -> list[dict[str, Any]]:
         """The persistence table of ``service``: client, server, seconds left."""
 
@@ -48,4 +51,7 @@ def engine(name: str, data_dir: Path) -> Engine:
         from balancer.engines.builtin import BuiltinEngine
 
         return BuiltinEngine(data_dir)
-    raise EngineError(f"engine: {name!r} is not a known engine (builtin)")
+    raise EngineError(f"engine: {name!r} is not a known engine ({', '.join(ENGINES)})")
+
+
+ENGINES = ("builtin",)

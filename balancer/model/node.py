@@ -13,6 +13,6 @@ from balancer.model.types import Frozen, Port
 
 class NodeSettings(Frozen):
     hostname: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
-    engine: Literal["builtin"] = "builtin"
+    engine: Literal["builtin", "haproxy"] = "builtin"
     https_port: Port = defaults.HTTPS_PORT
     http_port: Port | None = defaults.HTTP_PORT

@@ -79,6 +79,11 @@ class BuiltinEngine:
         reply = await self._request({"op": "status"}, timeout=5.0)
         return EngineStatus.model_validate(reply["status"])
 
+    async def configuration(self) -> str:
+        """The built-in engine runs the model itself: its revision as a JSON document."""
+        reply = await self._request({"op": "configuration"})
+        return str(reply["configuration"])
+
     async def persistence(self, service: str) -> list[dict[str, Any]]:
         reply = await self._request({"op": "persistence", "service": service})
         return list(reply["entries"])
@@ -105,12 +110,16 @@ class BuiltinEngine:
         self._child = None
 
     def _pid(self) -> int | None:
+        """The engine's pid: a stale pid file may name some other process by now."""
         if self._child is not None:
             return self._child.pid
         try:
-            return int(self.pid_file.read_text())
+            pid = int(self.pid_file.read_text())
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError):
             return None
+        ours = b"balancer.engines.builtin" in command and str(self.data_dir).encode() in command
+        return pid if ours else None
 
 
 def _alive(pid: int) -> bool:

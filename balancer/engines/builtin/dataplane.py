@@ -196,6 +196,10 @@ class DataPlane:
             virtual_services=tuple(services),
         )
 
+    def configuration(self) -> str:
+        running = Config(virtual_services=tuple(s.config for s in self.services.values()))
+        return f"# revision {self.revision}\n{running.model_dump_json(indent=2)}\n"
+
     def persistence(self, service: str) -> list[dict[str, Any]]:
         table = self._service(service).table
         if table is None:

@@ -47,6 +47,8 @@ async def run(data_dir: Path) -> None:
                 log.warning("revision %s rejected: %s", request.get("revision"), error)
                 return {"ok": False, "error": str(error)}
             return {"ok": True}
+        if op == "configuration":
+            return {"ok": True, "configuration": plane.configuration()}
         if op == "persistence":
             return {"ok": True, "entries": plane.persistence(str(request["service"]))}
         if op == "clear_persistence":
