@@ -101,6 +101,47 @@ def _saved(reply: dict[str, Any]) -> None:
     typer.echo(f"saved as revision {reply['revision']}{tail}")
 
 
+def _new_password(from_stdin: bool) -> str | None:
+    """The password the operator gives, or None to have one made."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        return None
+    import getpass
+
+    first = getpass.getpass(f"Password for {defaults.USER} (empty: make one): ")
+    if first and getpass.getpass("Again: ") != first:
+        typer.echo("error: password: the two differ", err=True)
+        raise typer.Exit(1)
+    return first or None
+
+
+@app.command()
+def init(
+    data_dir: DirOption = Path(defaults.DATA_DIR),
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from standard input")
+    ] = False,
+) -> None:
+    """Set the password of the WebUI user loadbalancer, or make one and show it once."""
+    import getpass
+
+    from balancer import first_start, users
+    from balancer.store import Store, StoreError
+    from balancer.validate import Invalid
+
+    given = _new_password(password_stdin)
+    password = given or users.generate_password()
+    try:
+        with Store(first_start.prepare(data_dir)) as store:
+            first_start.set_user_password(store, password, author=getpass.getuser())
+            first_start.certificate(data_dir, store.node_settings().hostname)
+    except (Invalid, StoreError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"password of {defaults.USER} set" if given else first_start.announce(password))
+
+
 @app.command()
 def serve(
     data_dir: DirOption = Path(defaults.DATA_DIR),

@@ -39,6 +39,20 @@ ENGINE = "builtin"
 HTTPS_PORT = 9443
 HTTP_PORT: int | None = None
 DATA_DIR = "/var/lib/balancer"
+# None: every address of the node (IPv6 and IPv4).
+LISTEN_ADDRESS: str | None = None
+
+# The guide's WebUI user; its password is set by `balancer init` or made at first start.
+USER = "loadbalancer"
+# A WebUI session unused this long must sign in again; live refreshes do not count as use.
+SESSION_IDLE_TIMEOUT = 30 * 60.0
+# Sign-in throttle: after this many failures from one address, or for one user name, each
+# further attempt must wait, twice as long after each new failure, up to the maximum; failures
+# are forgotten after a quiet while.
+SIGN_IN_FREE_FAILURES = 3
+SIGN_IN_DELAY = 1.0
+SIGN_IN_DELAY_MAX = 30.0
+SIGN_IN_FORGET = 15 * 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,8 @@ DEFAULTS: tuple[Default, ...] = (
     Default("node: engine", ENGINE, "the data plane"),
     Default("node: https_port", HTTPS_PORT, "WebUI and API over HTTPS"),
     Default("node: http_port", HTTP_PORT, "plain HTTP WebUI, off (the guide's 9080)"),
+    Default("node: listen_address", LISTEN_ADDRESS, "none: WebUI and API on every address"),
+    Default("node: session_idle_timeout", SESSION_IDLE_TIMEOUT, "seconds unused until signed out"),
 )
 
 

@@ -1,4 +1,5 @@
-"""The store: revisions of the configuration (saved and applied), node settings, the audit log.
+"""The store: revisions of the configuration (saved and applied), node settings, users and
+their API keys, the audit log.
 
 One SQLite file in WAL mode with ``synchronous=FULL``: once a write returns it is on disk, so a
 crash at any instant loses no acknowledged revision. Every write is one transaction. Revisions
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from balancer import validate
+from balancer.configuration import Missing
 from balancer.model import Config, NodeSettings
 from balancer.validate import Invalid, Problem
 
@@ -46,6 +48,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX audit_by_action ON audit (action, id)",
         """CREATE TABLE node_settings (id INTEGER PRIMARY KEY CHECK (id = 1),
             settings TEXT NOT NULL)""",
+    ),
+    (
+        # hash: argon2id, in the PHC string format that carries its own parameters and salt.
+        """CREATE TABLE user (name TEXT PRIMARY KEY, hash TEXT NOT NULL,
+            created REAL NOT NULL, changed REAL NOT NULL)""",
+        # digest: SHA-256 of the key, which is random enough that a slow hash adds nothing.
+        # A revoked key keeps its row, so the audit trail can still say whose it was; no
+        # foreign key, since a removed user's keys are kept, revoked, for the same reason.
+        """CREATE TABLE api_key (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+            owner TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, created REAL NOT NULL,
+            revoked REAL)""",
     ),
 )
 
@@ -74,6 +87,22 @@ class AuditEntry:
     action: str
     target: str
     detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    created: float
+    changed: float  # when the password was last set
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: int
+    name: str
+    owner: str
+    created: float
+    revoked: float | None
 
 
 class StoreError(Exception):
@@ -203,6 +232,91 @@ class Store:
             detail = {"settings": settings.model_dump(mode="json")}
             _insert_audit(db, self._clock(), author, "node_settings", "", detail)
 
+    def users(self) -> list[User]:
+        rows = self._query("SELECT name, created, changed FROM user ORDER BY name", ())
+        return [User(*row) for row in rows]
+
+    def password_hash(self, name: str) -> str | None:
+        rows = self._query("SELECT hash FROM user WHERE name = ?", (name,))
+        return str(rows[0][0]) if rows else None
+
+    def add_user(self, name: str, hash: str, *, author: str) -> User:
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM user WHERE name = ?", (name,)).fetchone():
+                raise Invalid([Problem("name", f"there is already a user {name!r}")])
+            now = self._clock()
+            db.execute(
+                "INSERT INTO user (name, hash, created, changed) VALUES (?, ?, ?, ?)",
+                (name, hash, now, now),
+            )
+            _insert_audit(db, now, author, "add_user", name, {})
+        return User(name, now, now)
+
+    def set_password(self, name: str, hash: str, *, author: str) -> None:
+        with self._transaction() as db:
+            now = self._clock()
+            if not db.execute(
+                "UPDATE user SET hash = ?, changed = ? WHERE name = ?", (hash, now, name)
+            ).rowcount:
+                raise Missing("name", f"there is no user {name!r}")
+            _insert_audit(db, now, author, "password", name, {})
+
+    def remove_user(self, name: str, *, author: str) -> None:
+        """Remove a user and revoke their API keys; the last user stays, or nobody could sign in."""
+        with self._transaction() as db:
+            (count,) = db.execute("SELECT count(*) FROM user").fetchone()
+            if not db.execute("SELECT 1 FROM user WHERE name = ?", (name,)).fetchone():
+                raise Missing("name", f"there is no user {name!r}")
+            if count == 1:
+                raise Invalid([Problem("name", f"{name!r} is the last user: nobody could sign in")])
+            now = self._clock()
+            db.execute("DELETE FROM user WHERE name = ?", (name,))
+            revoked = db.execute(
+                "UPDATE api_key SET revoked = ? WHERE owner = ? AND revoked IS NULL", (now, name)
+            ).rowcount
+            _insert_audit(db, now, author, "remove_user", name, {"keys_revoked": revoked})
+
+    def add_api_key(self, name: str, owner: str, digest: str, *, author: str) -> ApiKey:
+        with self._transaction() as db:
+            if not db.execute("SELECT 1 FROM user WHERE name = ?", (owner,)).fetchone():
+                raise Invalid([Problem("owner", f"there is no user {owner!r}")])
+            now = self._clock()
+            cursor = db.execute(
+                "INSERT INTO api_key (name, owner, digest, created) VALUES (?, ?, ?, ?)",
+                (name, owner, digest, now),
+            )
+            key = ApiKey(_rowid(cursor), name, owner, now, None)
+            _insert_audit(db, now, author, "add_api_key", owner, {"id": key.id, "name": name})
+        return key
+
+    def api_keys(self) -> list[ApiKey]:
+        rows = self._query("SELECT id, name, owner, created, revoked FROM api_key ORDER BY id", ())
+        return [ApiKey(*row) for row in rows]
+
+    def api_key_owner(self, digest: str) -> str | None:
+        """Whose key this is, if it is not revoked (nor its owner removed)."""
+        rows = self._query(
+            "SELECT owner FROM api_key WHERE digest = ? AND revoked IS NULL", (digest,)
+        )
+        return str(rows[0][0]) if rows else None
+
+    def revoke_api_key(self, id: int, *, author: str) -> ApiKey:
+        """Revoke a key at once; revoking it again changes nothing."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT id, name, owner, created, revoked FROM api_key WHERE id = ?", (id,)
+            ).fetchone()
+            if row is None:
+                raise Missing("id", f"there is no API key {id}")
+            key = ApiKey(*row)
+            if key.revoked is None:
+                now = self._clock()
+                key = ApiKey(key.id, key.name, key.owner, key.created, now)
+                db.execute("UPDATE api_key SET revoked = ? WHERE id = ?", (now, id))
+                detail = {"id": id, "name": key.name}
+                _insert_audit(db, now, author, "revoke_api_key", key.owner, detail)
+        return key
+
     def export(self, revision: int | None = None) -> dict[str, Any]:
         """A backup document of the head, or of ``revision``. Node settings are not in it."""
         chosen = self.head() if revision is None else self.revision(revision)
@@ -330,6 +444,11 @@ def _revision(row: tuple[Any, ...]) -> Revision:
 def _audit_entry(row: tuple[Any, ...]) -> AuditEntry:
     id, at, author, action, target, detail = row
     return AuditEntry(id, at, author, action, target, json.loads(detail))
+
+
+def _rowid(cursor: sqlite3.Cursor) -> int:
+    assert cursor.lastrowid is not None  # an INSERT always has one
+    return cursor.lastrowid
 
 
 def _insert_revision(db: sqlite3.Connection, revision: Revision) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from balancer.model import Config, NodeSettings
-from balancer.store import Applied, Conflict, NotFound, Store, StoreError
+from balancer.store import MIGRATIONS, Applied, Conflict, NotFound, Store, StoreError
 from balancer.validate import Invalid
 
 
@@ -286,7 +286,7 @@ def test_the_file_is_private_and_in_wal_mode(path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
 
 
 def test_a_store_from_a_later_release_is_refused(path: Path) -> None:

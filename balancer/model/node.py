@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import socket
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from balancer import defaults
-from balancer.model.types import Frozen, Port
+from balancer.model.types import Address, Frozen, Port
 
 
 class NodeSettings(Frozen):
@@ -16,3 +16,13 @@ class NodeSettings(Frozen):
     engine: Literal["builtin", "haproxy"] = "builtin"
     https_port: Port = defaults.HTTPS_PORT
     http_port: Port | None = defaults.HTTP_PORT
+    # Where the WebUI and the API listen; None is every address of the node.
+    listen_address: Address | None = Field(default=defaults.LISTEN_ADDRESS, validate_default=True)
+    # A WebUI session unused this long must sign in again.
+    session_idle_timeout: float = Field(defaults.SESSION_IDLE_TIMEOUT, gt=0)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Self:
+        if self.http_port == self.https_port:
+            raise ValueError(f"http_port: {self.http_port} is already the https_port")
+        return self

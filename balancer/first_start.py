@@ -1,0 +1,47 @@
+"""The first start of an appliance: its data directory, the WebUI's certificate, and the password
+of the guide's ``loadbalancer`` user, which is never a default: it is set by ``balancer init`` or
+made by the first ``balancer serve`` and shown once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from balancer import certificates, defaults, users
+from balancer.store import Store
+
+
+def prepare(data_dir: Path) -> Path:
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return data_dir / "balancer.db"
+
+
+def certificate(data_dir: Path, hostname: str) -> Path:
+    """The WebUI's certificate and key (one PEM file), self-signed for ``hostname`` if missing;
+    an operator's own replaces the file."""
+    return certificates.certificate(data_dir / "webui.pem", hostname)
+
+
+def set_user_password(store: Store, password: str, *, author: str) -> None:
+    """Set the ``loadbalancer`` user's password, making the user if needed."""
+    if store.password_hash(defaults.USER) is None:
+        users.add_user(store, defaults.USER, password, author=author)
+    else:
+        users.set_password(store, defaults.USER, password, author=author)
+
+
+def first_password(store: Store) -> str | None:
+    """A new password for ``loadbalancer`` if the appliance has no user yet, else None."""
+    if store.users():
+        return None
+    password = users.generate_password()
+    users.add_user(store, defaults.USER, password, author="system")
+    return password
+
+
+def announce(password: str) -> str:
+    """What the operator is told, this once: the password is kept only as a hash."""
+    return (
+        f"The WebUI user {defaults.USER!r} has the password\n\n    {password}\n\n"
+        "It is shown only this once. Change it in Maintenance > Passwords, "
+        "or set another with `balancer init`."
+    )
