@@ -148,8 +148,19 @@ def serve(
     engine: Annotated[
         str | None, typer.Option(help="data plane engine, builtin or haproxy; kept for next time")
     ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(help="address of the WebUI and API; default every address; kept"),
+    ] = None,
+    https_port: Annotated[int | None, typer.Option(help="WebUI and API over HTTPS; kept")] = None,
+    http_port: Annotated[
+        int | None, typer.Option(help="plain HTTP WebUI, off by default; 0 turns it off; kept")
+    ] = None,
 ) -> None:
-    """Run the appliance: the management daemon and the engine it supervises."""
+    """Run the appliance: the management daemon, its WebUI, and the engine it supervises.
+
+    On the first start, with no password set by `balancer init`, it makes one for the WebUI
+    user loadbalancer and prints it, once."""
     import uvloop
 
     from balancer.daemon import serve as run
@@ -158,8 +169,15 @@ def serve(
     if engine is not None and engine not in ENGINES:
         typer.echo(f"error: engine: {engine!r} is not one of {', '.join(ENGINES)}", err=True)
         raise typer.Exit(2)
-
-    uvloop.run(run(data_dir, engine))
+    given = {"engine": engine, "listen_address": listen, "https_port": https_port}
+    changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if http_port is not None:
+        changes["http_port"] = http_port or None  # 0: off
+    try:
+        uvloop.run(run(data_dir, changes))
+    except (OSError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -19,7 +19,7 @@ from balancer import plan
 from balancer.configuration import modify_real_server
 from balancer.engines import Engine, EngineError, EngineRejected
 from balancer.model import Config, RealServerState
-from balancer.state import EngineStatus
+from balancer.state import EngineStatus, Overview
 from balancer.store import Applied, Revision, Store
 
 log = logging.getLogger("balancer.controller")
@@ -133,6 +133,22 @@ class Controller:
 
     async def status(self) -> EngineStatus:
         return await self.engine.status()
+
+    async def overview(self) -> Overview:
+        """System Overview; an engine that cannot be reached is part of the answer, not an error."""
+        pending = self.pending()
+        try:
+            engine: EngineStatus | None = await self.status()
+            problem = None
+        except Exception as error:
+            engine, problem = None, str(error)
+        return Overview(
+            head=pending.head,
+            applied=pending.applied,
+            pending=[str(c) for c in pending.changes],
+            engine=engine,
+            engine_error=problem,
+        )
 
     async def configuration(self) -> str:
         return await self.engine.configuration()

@@ -15,13 +15,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from balancer import defaults, first_start, users
 from balancer.client import ApiError, Client, api_socket
 from balancer.lab import rdp
 from balancer.lab.process import default_specs, lab_status, stop_lab
 from balancer.overview import render
+from balancer.store import Store
 
 RDP_VIP = "127.94.0.100"
 WEB_VIP = "127.94.0.101"
+WEBUI_HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
 
 
@@ -69,6 +72,7 @@ def running(
     client = Client(api_socket(data_dir), user="demo")
     try:
         _wait("the lab", lambda: asyncio.run(lab_status(lab_dir)), lab)
+        password = _new_password(data_dir)
         with (root / "logs" / "serve.out").open("ab") as serve_log:
             daemon = subprocess.Popen(
                 [
@@ -80,6 +84,9 @@ def running(
                     str(data_dir),
                     "--engine",
                     engine,
+                    # The demo's WebUI is for this machine's browser only.
+                    "--listen",
+                    WEBUI_HOST,
                 ],
                 stdout=serve_log,
                 stderr=serve_log,
@@ -99,7 +106,15 @@ def running(
                 },
             )
         client.post("/commit")
-        yield client, {"lab_dir": lab_dir, "data_dir": data_dir, "specs": specs}
+        yield (
+            client,
+            {
+                "lab_dir": lab_dir,
+                "data_dir": data_dir,
+                "specs": specs,
+                "password": password,
+            },
+        )
     finally:
         with contextlib.suppress(ApiError):
             client.post("/shutdown", engine="true")
@@ -113,6 +128,14 @@ def running(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+def _new_password(data_dir: Path) -> str:
+    """A new password for the WebUI, shown in the tour: the demo's serve log must not get it."""
+    password = users.generate_password()
+    with Store(first_start.prepare(data_dir)) as store:
+        first_start.set_user_password(store, password, author="demo")
+    return password
 
 
 async def _reached(vip: str, port: int, source: str, web: bool) -> str:
@@ -199,7 +222,10 @@ def tour(client: Client, context: dict[str, Any]) -> str:
         "  .venv/bin/balancer logs                   # health changes with their reasons",
         f"  curl -k --interface 127.0.94.7 https://{WEB_VIP}:{web_port}/",
         "  .venv/bin/balancer config export         # the backup document",
-        "  (the WebUI on https://<host>:9443/lbadmin/ arrives with the management-plane issue)",
+        "",
+        f"The WebUI: https://{WEBUI_HOST}:{defaults.HTTPS_PORT}/lbadmin/ (a self-signed "
+        "certificate: the browser warns once)",
+        f"  user {defaults.USER}, password {context['password']}",
     ]
     return "\n".join(lines)
 

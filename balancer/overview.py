@@ -8,11 +8,19 @@ from typing import Any
 MARK = {"online": "[ up ]", "drain": "[drain]", "halt": "[halt]", "failed": "[FAIL]"}
 
 
-def shown(server: dict[str, Any]) -> str:
+def shown(state: str, health: str) -> str:
     """online, drain, halt or failed: the one word the overview colours a real server by."""
-    if server["state"] != "online":
-        return str(server["state"])
-    return "online" if server["health"] == "up" else "failed"
+    if state != "online":
+        return state
+    return "online" if health == "up" else "failed"
+
+
+def service_shown(servers: list[str]) -> str:
+    """How the overview colours a virtual service, from its real servers' words: failed if
+    none can take a client, degraded if some have failed, else online."""
+    if all(word != "online" for word in servers):
+        return "failed"
+    return "degraded" if "failed" in servers else "online"
 
 
 def render(overview: dict[str, Any]) -> str:
@@ -39,7 +47,7 @@ def render(overview: dict[str, Any]) -> str:
             f"{'TCP':8} {'Layer 7':8} Proxy"
         )
         for rs in vs["real_servers"]:
-            state = shown(rs)
+            state = shown(rs["state"], rs["health"])
             port = rs["port"] or "-"
             detail = "" if state in ("online", "drain", "halt") else f"  {rs['reason']}"
             lines.append(

@@ -50,3 +50,13 @@ class EngineStatus(Snapshot):
     started: float
     revision: int | None  # the revision the data plane runs; None before the first apply
     virtual_services: tuple[VirtualServiceStatus, ...] = ()
+
+
+class Overview(Snapshot):
+    """System Overview: what runs, and what is saved but not yet committed."""
+
+    head: int
+    applied: int | None
+    pending: list[str]
+    engine: EngineStatus | None
+    engine_error: str | None = None  # why ``engine`` is None: the engine cannot be reached

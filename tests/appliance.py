@@ -17,13 +17,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from balancer import users
 from balancer.client import ApiError, Client, api_socket
 from balancer.lab import rdp
 from balancer.lab.process import lab_status, run_lab, stop_lab
 from balancer.lab.server import LabServerSpec
+from balancer.store import Store
 
 START_TIMEOUT = 30.0
 IO_TIMEOUT = 10.0
+# Test appliances listen on loopback only, each on a port that was free when it started.
+WEBUI_HOST = "127.0.0.1"
+PASSWORD = "the lab's loadbalancer password"
 
 
 def free_port(hosts: Iterable[str]) -> int:
@@ -66,9 +71,14 @@ class Appliance:
     data_dir: Path
     process: subprocess.Popen[bytes]
     client: Client
+    https_port: int = 0
+
+    @property
+    def webui(self) -> str:
+        return f"https://{WEBUI_HOST}:{self.https_port}/lbadmin/"
 
     def start(self) -> None:
-        self.process = spawn(self.data_dir)
+        self.process = spawn(self.data_dir, self.https_port)
         wait_for("the appliance's API", self._listening, START_TIMEOUT)
 
     def _listening(self) -> bool:
@@ -97,21 +107,26 @@ class Appliance:
         return next(s for s in vs["real_servers"] if s["label"] == label)  # type: ignore[no-any-return]
 
 
-def spawn(data_dir: Path) -> subprocess.Popen[bytes]:
+def spawn(data_dir: Path, https_port: int) -> subprocess.Popen[bytes]:
     with (data_dir.parent / "serve.err").open("ab") as errors:
         return subprocess.Popen(
-            [sys.executable, "-m", "balancer", "serve", "--dir", str(data_dir)],
+            [
+                sys.executable, "-m", "balancer", "serve", "--dir", str(data_dir),
+                "--listen", WEBUI_HOST, "--https-port", str(https_port),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=errors,
-        )
+        )  # fmt: skip
 
 
 @contextlib.contextmanager
 def appliance(root: Path) -> Iterator[Appliance]:
     data_dir = root / "appliance"
     data_dir.mkdir(parents=True)
+    with Store(data_dir / "balancer.db") as store:  # as `balancer init` would
+        users.add_user(store, "loadbalancer", PASSWORD, author="tester")
     client = Client(api_socket(data_dir), user="tester", timeout=30)
-    running = Appliance(data_dir, None, client)  # type: ignore[arg-type]
+    running = Appliance(data_dir, None, client, free_port([WEBUI_HOST]))  # type: ignore[arg-type]
     running.start()
     try:
         yield running

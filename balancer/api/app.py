@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -11,15 +12,16 @@ from fastapi import APIRouter, Body, FastAPI, Header, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
-from balancer import configuration, logs
-from balancer.api import errors
+from balancer import configuration, logs, web
+from balancer.api import errors, users
+from balancer.api.access import Access
+from balancer.api.gate import Author, Gate
 from balancer.controller import Controller
 from balancer.model import Config, RealServer, RealServerState, VirtualService
 from balancer.presets.psm import add_psm
-from balancer.state import EngineStatus
+from balancer.state import Overview
 from balancer.store import Store
 
-User = Annotated[str, Header(alias="X-Balancer-User", description="who makes the change")]
 Base = Annotated[
     int | None,
     Header(alias="If-Match", description="the revision this change was based on; 409 if stale"),
@@ -45,16 +47,13 @@ class StateChange(BaseModel):
     state: RealServerState
 
 
-class Overview(BaseModel):
-    head: int
-    applied: int | None
-    pending: list[str]
-    engine: EngineStatus | None
-    engine_error: str | None = None
-
-
 def create_app(
-    store: Store, controller: Controller, data_dir: Path, shutdown: Callable[[bool], None]
+    store: Store,
+    controller: Controller,
+    data_dir: Path,
+    shutdown: Callable[[bool], None],
+    *,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     app = FastAPI(
         title="Balancer",
@@ -86,19 +85,7 @@ def create_app(
 
     @api.get("/status", response_model=Overview, summary="System Overview")
     async def status() -> Overview:
-        pending = controller.pending()
-        try:
-            engine: EngineStatus | None = await controller.status()
-            problem = None
-        except Exception as error:
-            engine, problem = None, str(error)
-        return Overview(
-            head=pending.head,
-            applied=pending.applied,
-            pending=[str(c) for c in pending.changes],
-            engine=engine,
-            engine_error=problem,
-        )
+        return await controller.overview()
 
     @api.get("/virtual-services", response_model=list[VirtualService])
     def list_services() -> tuple[VirtualService, ...]:
@@ -106,7 +93,7 @@ def create_app(
 
     @api.post("/virtual-services", response_model=Saved, status_code=201)
     def add_service(
-        body: Annotated[dict[str, Any], Body()], user: User = "local", base: Base = None
+        body: Annotated[dict[str, Any], Body()], user: Author, base: Base = None
     ) -> Saved:
         config = configuration.add_virtual_service(head(), body)
         return save(
@@ -127,13 +114,13 @@ def create_app(
 
     @api.patch("/virtual-services/{label}", response_model=Saved)
     def modify_service(
-        label: str, body: Annotated[dict[str, Any], Body()], user: User = "local", base: Base = None
+        label: str, body: Annotated[dict[str, Any], Body()], user: Author, base: Base = None
     ) -> Saved:
         config = configuration.modify_virtual_service(head(), label, body)
         return save(config, base, user, f"modify virtual service {label}", "modify", label)
 
     @api.delete("/virtual-services/{label}", response_model=Saved)
-    def remove_service(label: str, user: User = "local", base: Base = None) -> Saved:
+    def remove_service(label: str, user: Author, base: Base = None) -> Saved:
         config = configuration.remove_virtual_service(head(), label)
         return save(config, base, user, f"remove virtual service {label}", "remove", label)
 
@@ -143,7 +130,7 @@ def create_app(
 
     @api.post("/virtual-services/{label}/real-servers", response_model=Saved, status_code=201)
     def add_server(
-        label: str, body: Annotated[dict[str, Any], Body()], user: User = "local", base: Base = None
+        label: str, body: Annotated[dict[str, Any], Body()], user: Author, base: Base = None
     ) -> Saved:
         config = configuration.add_real_server(head(), label, body)
         target = f"{label}/{body.get('label')}"
@@ -154,7 +141,7 @@ def create_app(
         label: str,
         server: str,
         body: Annotated[dict[str, Any], Body()],
-        user: User = "local",
+        user: Author,
         base: Base = None,
     ) -> Saved:
         config = configuration.modify_real_server(head(), label, server, body)
@@ -162,7 +149,7 @@ def create_app(
         return save(config, base, user, f"modify real server {target}", "modify", target)
 
     @api.delete("/virtual-services/{label}/real-servers/{server}", response_model=Saved)
-    def remove_server(label: str, server: str, user: User = "local", base: Base = None) -> Saved:
+    def remove_server(label: str, server: str, user: Author, base: Base = None) -> Saved:
         config = configuration.remove_real_server(head(), label, server)
         target = f"{label}/{server}"
         return save(config, base, user, f"remove real server {target}", "remove", target)
@@ -172,7 +159,7 @@ def create_app(
         response_model=Saved,
         summary="Drain, halt or bring online now (no commit needed)",
     )
-    async def set_state(label: str, server: str, body: StateChange, user: User = "local") -> Saved:
+    async def set_state(label: str, server: str, body: StateChange, user: Author) -> Saved:
         revision = await controller.set_state(label, server, body.state, user)
         pending = controller.pending()
         return Saved(revision=revision.id, pending=pending.head != pending.applied)
@@ -183,7 +170,7 @@ def create_app(
         return await controller.persistence(label)
 
     @api.delete("/virtual-services/{label}/persistence")
-    async def clear_persistence(label: str, user: User = "local") -> dict[str, int]:
+    async def clear_persistence(label: str, user: Author) -> dict[str, int]:
         show_service(label)
         cleared = await controller.clear_persistence(label)
         store.audit(
@@ -197,7 +184,7 @@ def create_app(
         status_code=201,
         summary="The CyberArk PSM preset: both VIPs of the guide",
     )
-    def psm(body: PsmPreset, user: User = "local", base: Base = None) -> Saved:
+    def psm(body: PsmPreset, user: Author, base: Base = None) -> Saved:
         config = add_psm(head(), **body.model_dump())
         return save(config, base, user, "add CyberArk PSM preset", "preset", "psm")
 
@@ -211,7 +198,7 @@ def create_app(
         }
 
     @api.post("/commit", summary="Apply the saved configuration (the guide's Reload)")
-    async def commit(user: User = "local") -> dict[str, Any]:
+    async def commit(user: Author) -> dict[str, Any]:
         applied = await controller.commit(user)
         return {"revision": applied.revision, "at": applied.at, "by": applied.author}
 
@@ -232,7 +219,7 @@ def create_app(
         return store.export()
 
     @api.post("/restore", response_model=Saved, summary="Restore a backup document")
-    def restore(document: Annotated[Any, Body()], user: User = "local", base: Base = None) -> Saved:
+    def restore(document: Annotated[Any, Body()], user: Author, base: Base = None) -> Saved:
         revision = store.restore(
             document, base=store.head().id if base is None else base, author=user
         )
@@ -256,10 +243,15 @@ def create_app(
         return logs.read([data_dir / "logs" / name for name in files], limit)
 
     @api.post("/shutdown", status_code=202, summary="Stop the management daemon")
-    def stop(engine: bool = False, user: User = "local") -> Response:
+    def stop(user: Author, engine: bool = False) -> Response:
         store.audit(author=user, action="shutdown", detail={"engine": engine})
         shutdown(engine)
         return Response(status_code=202)
 
     app.include_router(api)
+    app.include_router(users.router(store))
+    idle = store.node_settings().session_idle_timeout
+    access = Access(store, idle_timeout=idle, clock=clock)
+    web.install(app, store, controller, access)
+    app.add_middleware(Gate, access=access)
     return app

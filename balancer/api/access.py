@@ -1,0 +1,95 @@
+"""Who is calling: the signed-in user of a WebUI session, the owner of an API key, or, on the
+Unix socket only, the local OS user. And signing in, throttled and logged."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
+
+from balancer import users
+from balancer.api.sessions import Sessions
+from balancer.api.throttle import Throttle
+from balancer.store import Store
+
+log = logging.getLogger("balancer.access")
+
+SESSION_COOKIE = "balancer_session"
+# A sign-in form's CSRF token is made from this cookie, as a session's is from its cookie.
+SIGN_IN_COOKIE = "balancer_sign_in"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    user: str  # the author of whatever this caller changes
+    via: Literal["local", "session", "key"]
+    session: str | None = None  # the session's token, when signed in through the WebUI
+
+
+class SignInRefused(Exception):
+    """Wrong user name or password, or (``throttled``) an attempt made before its time;
+    ``retry_after`` seconds to wait before the next."""
+
+    def __init__(self, reason: str, retry_after: float, *, throttled: bool = False) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.throttled = throttled
+
+
+class Access:
+    def __init__(self, store: Store, *, idle_timeout: float, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.sessions = Sessions(idle_timeout, clock)
+        self.throttle = Throttle(clock)
+
+    def caller(self, connection: HTTPConnection, *, touch: bool) -> Caller | None:
+        """Who sent this request over the network: an API key, else a session cookie."""
+        scheme, _, key = connection.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and key:
+            owner = self.store.api_key_owner(users.key_digest(key.strip()))
+            return Caller(owner, "key") if owner else None
+        token = connection.cookies.get(SESSION_COOKIE)
+        if not token:
+            return None
+        session = self.sessions.find(token, touch=touch)
+        if session is None:
+            return None
+        if self.store.password_hash(session.user) != session.password_hash:
+            self.sessions.close(token)  # the password changed or the user was removed
+            return None
+        return Caller(session.user, "session", token)
+
+    async def sign_in(self, name: str, password: str, address: str) -> str:
+        """A new session's token, or SignInRefused."""
+        name = name[:64]  # longer than any user name; it goes into logs and the throttle's table
+        keys = (f"address {address}", f"user {name}")
+        wait = self.throttle.wait(*keys)
+        context = {"user": name, "address": address}
+        if wait > 0:
+            log.warning("sign-in refused: too many failures", extra={**context, "wait": wait})
+            message = f"Too many failed sign-ins: try again in {math.ceil(wait)} s."
+            raise SignInRefused(message, wait, throttled=True)
+        # Counted before the check, so attempts made in parallel are each counted.
+        delay = self.throttle.failed(*keys)
+        found = await run_in_threadpool(users.verify, self.store, name, password)
+        if found is None:
+            log.warning("sign-in failed", extra={**context, "delay": delay})
+            self.store.audit(author=name, action="sign_in_failed", detail={"address": address})
+            message = "Wrong user name or password."
+            if delay > 0:
+                message += f" Wait {math.ceil(delay)} s before trying again."
+            raise SignInRefused(message, delay)
+        self.throttle.succeeded(*keys)
+        self.store.audit(author=name, action="sign_in", detail={"address": address})
+        log.info("signed in", extra=context)
+        return self.sessions.open(name, found)
+
+    def sign_out(self, caller: Caller) -> None:
+        if caller.session is not None:
+            self.sessions.close(caller.session)
+            self.store.audit(author=caller.user, action="sign_out")

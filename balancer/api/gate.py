@@ -1,0 +1,181 @@
+"""The gate in front of every route: who is calling, and may they.
+
+On the network, every request needs a WebUI session (a cookie) or an API key (``Authorization:
+Bearer <key>``), except the sign-in page and the WebUI's static files. A request made with the
+session cookie that changes anything must carry the session's CSRF token, in the
+``X-CSRF-Token`` header or, from a plain form, a ``csrf_token`` field; so must a sign-in.
+
+Only the Unix socket's listener marks its requests local: there the caller is the OS user the
+``balancer`` command names (the socket is reachable by root alone), as before there was a
+network listener. Anything not so marked is treated as coming from the network.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import parse_qs, quote
+
+from fastapi import Depends, Request
+from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from balancer.api.access import SIGN_IN_COOKIE, Access, Caller
+
+LOCAL = "balancer.local"
+CALLER = "balancer.caller"
+WEBUI = "/lbadmin/"
+SIGN_IN = "/lbadmin/sign-in"
+STATIC = "/lbadmin/static/"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# A form bigger than this is not a form the WebUI sends; its token is not looked for.
+FORM_LIMIT = 1 << 20
+# The WebUI loads nothing from elsewhere, runs no inline script and cannot be framed.
+_WEBUI_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def local(app: ASGIApp) -> ASGIApp:
+    """``app`` as served on the Unix socket: its callers are trusted local users."""
+
+    async def trusted(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, LOCAL: True}, receive, send)
+
+    return trusted
+
+
+def caller(request: Request) -> Caller:
+    found: Caller = request.scope[CALLER]
+    return found
+
+
+def author(request: Request) -> str:
+    """Whose name goes into the audit trail: the signed-in user, the key's owner, or the OS
+    user (``X-Balancer-User``) on the Unix socket."""
+    return caller(request).user
+
+
+Author = Annotated[str, Depends(author)]
+
+
+def is_public(method: str, path: str) -> bool:
+    return path == SIGN_IN or (method in SAFE_METHODS and path.startswith(STATIC))
+
+
+class Gate:
+    def __init__(self, app: ASGIApp, access: Access) -> None:
+        self.app = app
+        self.access = access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})  # there are no websockets
+            return
+        connection = HTTPConnection(scope)
+        method, path = scope["method"], scope["path"]
+        send = _hardened(send, path)
+        if scope.get(LOCAL):
+            who: Caller | None = Caller(connection.headers.get("x-balancer-user", "local"), "local")
+        else:
+            # A live refresh is not use: it must not keep an idle session open.
+            touch = "x-balancer-poll" not in connection.headers
+            who = self.access.caller(connection, touch=touch)
+        if who is None and not is_public(method, path):
+            await _unauthorised(connection)(scope, receive, send)
+            return
+        if method not in SAFE_METHODS:
+            # What a CSRF token is made from: the sign-in form's cookie, or the session's.
+            cookie = (
+                connection.cookies.get(SIGN_IN_COOKIE)
+                if path == SIGN_IN
+                else (who.session if who is not None else None)
+            )
+            if cookie is not None or path == SIGN_IN:
+                token, receive = await _csrf_token(connection, receive)
+                if not (cookie and token and self.access.sessions.csrf_ok(cookie, token)):
+                    await _forbidden(connection)(scope, receive, send)
+                    return
+        await self.app({**scope, CALLER: who}, receive, send)
+
+
+def _unauthorised(connection: HTTPConnection) -> Response:
+    path = connection.url.path
+    if "hx-request" in connection.headers:
+        # htmx follows this header with a full page load, rather than swapping a sign-in
+        # page into the middle of the one being shown.
+        return Response(status_code=401, headers={"HX-Redirect": SIGN_IN})
+    if connection.scope["method"] == "GET" and (path == "/" or path.startswith(WEBUI[:-1])):
+        target = SIGN_IN if path in ("/", WEBUI) else f"{SIGN_IN}?next={quote(path)}"
+        return RedirectResponse(target, status_code=303)
+    reason = "sign in, or send an API key as 'Authorization: Bearer <key>'"
+    return JSONResponse(
+        {"detail": [{"field": "authorization", "reason": reason}]},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer realm="balancer"'},
+    )
+
+
+def _forbidden(connection: HTTPConnection) -> Response:
+    reason = "missing or wrong CSRF token: reload the page and try again"
+    if "hx-request" in connection.headers or connection.url.path.startswith(WEBUI):
+        return Response(reason, status_code=403, media_type="text/plain")
+    return JSONResponse({"detail": [{"field": "csrf_token", "reason": reason}]}, status_code=403)
+
+
+async def _csrf_token(connection: HTTPConnection, receive: Receive) -> tuple[str | None, Receive]:
+    """The CSRF token sent in the header or a url-encoded form, and a ``receive`` that still
+    gives the application the whole body."""
+    header = connection.headers.get("x-csrf-token")
+    kind = connection.headers.get("content-type", "").split(";")[0].strip()
+    if header or kind != "application/x-www-form-urlencoded":
+        return header, receive
+    chunks, size, more = [], 0, True
+    while more and size <= FORM_LIMIT:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None, receive
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        more = message.get("more_body", False)
+    if more:
+        return None, receive
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        fields = parse_qs(body.decode("latin-1"), max_num_fields=100)
+    except ValueError:  # more fields than any WebUI form has
+        return None, replay
+    tokens = fields.get("csrf_token", [])
+    return (tokens[0] if tokens else None), replay
+
+
+def _hardened(send: Send, path: str) -> Send:
+    """``send`` adding the headers every answer should carry."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = MutableHeaders(scope=message)
+            headers.setdefault("X-Content-Type-Options", "nosniff")
+            headers.setdefault("X-Frame-Options", "DENY")
+            headers.setdefault("Referrer-Policy", "same-origin")
+            if path.startswith(WEBUI):
+                headers.setdefault("Content-Security-Policy", _WEBUI_POLICY)
+                if not path.startswith(STATIC):
+                    headers.setdefault("Cache-Control", "no-store")
+        await send(message)
+
+    return sending

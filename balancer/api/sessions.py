@@ -1,0 +1,77 @@
+"""WebUI sessions, held in the daemon's memory: a restarted daemon signs everyone out.
+
+A session is named by a random token that lives in the browser's cookie; the table is keyed by
+the token's digest, so not even a memory dump shows a usable cookie. A session ends when it has
+not been used for the idle timeout, when its user signs out, and when its user's password
+changes or the user is removed: it remembers the password hash it was opened with.
+
+Forms carry a CSRF token derived from the cookie with a key of this daemon's own (HMAC), so a
+page from another site, which cannot read the cookie, cannot make one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# More sessions than any appliance has operators; beyond it the least recently used goes.
+MAX_SESSIONS = 10_000
+
+
+@dataclass(slots=True)
+class Session:
+    user: str
+    password_hash: str
+    last_used: float
+
+
+class Sessions:
+    def __init__(self, idle_timeout: float, clock: Callable[[], float]) -> None:
+        self.idle_timeout = idle_timeout
+        self._clock = clock
+        self._key = secrets.token_bytes(32)
+        self._table: dict[str, Session] = {}
+
+    def open(self, user: str, password_hash: str) -> str:
+        """A new session for ``user``; returns the token for the cookie."""
+        now = self._clock()
+        for digest in [d for d, s in self._table.items() if self._expired(s, now)]:
+            del self._table[digest]
+        while len(self._table) >= MAX_SESSIONS:
+            oldest = min(self._table, key=lambda d: self._table[d].last_used)
+            del self._table[oldest]
+        token = secrets.token_urlsafe(32)
+        self._table[_digest(token)] = Session(user, password_hash, now)
+        return token
+
+    def find(self, token: str, *, touch: bool) -> Session | None:
+        """The live session ``token`` names; ``touch`` counts this as use (a click, not a
+        live refresh, so an open System Overview does not keep a session alive for ever)."""
+        digest = _digest(token)
+        session = self._table.get(digest)
+        now = self._clock()
+        if session is None or self._expired(session, now):
+            self._table.pop(digest, None)
+            return None
+        if touch:
+            session.last_used = now
+        return session
+
+    def close(self, token: str) -> None:
+        self._table.pop(_digest(token), None)
+
+    def csrf_token(self, cookie: str) -> str:
+        return hmac.new(self._key, cookie.encode(), hashlib.sha256).hexdigest()
+
+    def csrf_ok(self, cookie: str, token: str) -> bool:
+        return hmac.compare_digest(self.csrf_token(cookie), token)
+
+    def _expired(self, session: Session, now: float) -> bool:
+        return now - session.last_used >= self.idle_timeout
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,70 @@
+"""Routes for users and their API keys (the guide's Maintenance > Passwords)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from balancer import users
+from balancer.api.gate import Author
+from balancer.store import Store
+
+Password = Field(min_length=1, json_schema_extra={"format": "password"})
+
+
+class NewUser(BaseModel):
+    name: str
+    password: str = Password
+
+
+class NewPassword(BaseModel):
+    password: str = Password
+
+
+class NewApiKey(BaseModel):
+    name: str = Field(description="what the key is for, e.g. 'monitoring'")
+    owner: str | None = Field(None, description="whose key it is; default: yours")
+
+
+def router(store: Store) -> APIRouter:
+    api = APIRouter(prefix="/api/v1", tags=["users"])
+
+    @api.get("/users", summary="Users of the WebUI and the API")
+    def list_users() -> list[dict[str, Any]]:
+        return [asdict(user) for user in store.users()]
+
+    @api.post("/users", status_code=201, summary="Add a user")
+    def add_user(body: NewUser, user: Author) -> dict[str, Any]:
+        return asdict(users.add_user(store, body.name, body.password, author=user))
+
+    @api.put("/users/{name}/password", status_code=204, summary="Change a user's password")
+    def set_password(name: str, body: NewPassword, user: Author) -> Response:
+        users.set_password(store, name, body.password, author=user)
+        return Response(status_code=204)
+
+    @api.delete("/users/{name}", status_code=204, summary="Remove a user and revoke their keys")
+    def remove_user(name: str, user: Author) -> Response:
+        store.remove_user(name, author=user)
+        return Response(status_code=204)
+
+    @api.get("/api-keys", summary="API keys, revoked ones too; never the keys themselves")
+    def list_keys() -> list[dict[str, Any]]:
+        return [asdict(key) for key in store.api_keys()]
+
+    @api.post(
+        "/api-keys",
+        status_code=201,
+        summary="Make an API key: its text is in this answer only, and never kept",
+    )
+    def add_key(body: NewApiKey, user: Author) -> dict[str, Any]:
+        made, key = users.add_api_key(store, body.name, body.owner or user, author=user)
+        return {**asdict(made), "key": key}
+
+    @api.delete("/api-keys/{id}", summary="Revoke an API key, at once")
+    def revoke_key(id: int, user: Author) -> dict[str, Any]:
+        return asdict(store.revoke_api_key(id, author=user))
+
+    return api

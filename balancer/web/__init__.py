@@ -1,0 +1,27 @@
+"""The WebUI at /lbadmin/, laid out as the guide's menu: pages rendered on the server (Jinja2),
+live parts refreshed with htmx, every file it needs in the package (no build step).
+
+It reads and changes the appliance only through what the API uses (the controller and the
+store); it never reaches into an engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from balancer.api.access import Access
+from balancer.api.gate import STATIC
+from balancer.controller import Controller
+from balancer.store import Store
+from balancer.web import overview, sign_in
+from balancer.web.render import Renderer
+
+
+def install(app: FastAPI, store: Store, controller: Controller, access: Access) -> None:
+    render = Renderer(store, controller, access)
+    app.include_router(sign_in.router(render, access))
+    app.include_router(overview.router(render, controller))
+    app.mount(STATIC.rstrip("/"), StaticFiles(directory=Path(__file__).parent / "static"))

@@ -1,0 +1,77 @@
+"""Rendering WebUI pages: the layout every page shares (the guide's menu, the signed-in user,
+the "Commit changes" box) around each page's own part."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from starlette.responses import Response
+
+from balancer.api.access import Access, Caller
+from balancer.api.gate import CALLER, STATIC
+from balancer.controller import Controller
+from balancer.store import Store
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    title: str
+    href: str | None = None  # None: not built yet, shown disabled
+    children: tuple[str, ...] = field(default=())
+
+
+# The guide's main menu (8.3.1), in its order and words.
+MENU = (
+    MenuEntry("System Overview", "/lbadmin/"),
+    MenuEntry("Local Configuration"),
+    MenuEntry(
+        "Cluster Configuration",
+        children=("Layer 7 \N{EN DASH} Virtual Services", "Layer 7 \N{EN DASH} Real Servers"),
+    ),
+    MenuEntry("Maintenance", children=("Backup & Restore", "Restart Services", "Passwords")),
+    MenuEntry("View Configuration"),
+    MenuEntry("Reports"),
+    MenuEntry("Logs"),
+)
+
+
+def now() -> str:
+    """The time as the guide's System Overview shows it: 2026-06-19 08:30:01 UTC."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+
+
+def is_htmx(request: Request) -> bool:
+    return "hx-request" in request.headers
+
+
+class Renderer:
+    def __init__(self, store: Store, controller: Controller, access: Access) -> None:
+        self.store = store
+        self.controller = controller
+        self.access = access
+        self.templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+    def __call__(
+        self, request: Request, template: str, *, status: int = 200, **context: Any
+    ) -> Response:
+        """``template`` with what every page shows, then ``context``."""
+        caller: Caller | None = request.scope.get(CALLER)
+        shared = {
+            "static": STATIC.rstrip("/"),
+            "hostname": self.store.node_settings().hostname,
+            "menu": MENU,
+            "user": caller.user if caller else None,
+            "csrf": self.access.sessions.csrf_token(caller.session)
+            if caller and caller.session
+            else None,
+            "pending": self.controller.pending(),
+            "now": now(),
+        }
+        return self.templates.TemplateResponse(
+            request, template, {**shared, **context}, status_code=status
+        )

@@ -1,0 +1,94 @@
+"""Signing in and out of the WebUI. The gate has already checked the form's CSRF token."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from starlette.responses import RedirectResponse, Response
+
+from balancer.api.access import SESSION_COOKIE, SIGN_IN_COOKIE, Access, SignInRefused
+from balancer.api.gate import CALLER, SIGN_IN, WEBUI, caller
+from balancer.web.render import Renderer
+
+Field = Annotated[str, Form()]
+
+
+def router(render: Renderer, access: Access) -> APIRouter:
+    web = APIRouter(include_in_schema=False)
+
+    def page(
+        request: Request, *, status: int = 200, error: str = "", username: str = "", next: str = ""
+    ) -> Response:
+        cookie = request.cookies.get(SIGN_IN_COOKIE) or secrets.token_urlsafe(32)
+        response = render(
+            request,
+            "sign_in.html",
+            status=status,
+            csrf=access.sessions.csrf_token(cookie),
+            error=error,
+            username=username,
+            next=next,
+        )
+        _set_cookie(response, request, SIGN_IN_COOKIE, cookie, path=SIGN_IN)
+        return response
+
+    @web.get(SIGN_IN)
+    def sign_in_page(request: Request, next: str = "") -> Response:
+        if request.scope.get(CALLER) is not None:
+            return RedirectResponse(_safe(next), status_code=303)
+        return page(request, next=next)
+
+    @web.post(SIGN_IN)
+    async def sign_in(
+        request: Request, username: Field = "", password: Field = "", next: Field = ""
+    ) -> Response:
+        address = request.client.host if request.client else "local"
+        try:
+            token = await access.sign_in(username, password, address)
+        except SignInRefused as refused:
+            response = page(
+                request,
+                status=429 if refused.throttled else 401,
+                error=str(refused),
+                username=username,
+                next=next,
+            )
+            if refused.retry_after > 0:
+                response.headers["Retry-After"] = str(math.ceil(refused.retry_after))
+            return response
+        response = RedirectResponse(_safe(next), status_code=303)
+        _set_cookie(response, request, SESSION_COOKIE, token, path="/")
+        response.delete_cookie(SIGN_IN_COOKIE, path=SIGN_IN)
+        return response
+
+    @web.post("/lbadmin/sign-out")
+    def sign_out(request: Request) -> Response:
+        access.sign_out(caller(request))
+        response = RedirectResponse(SIGN_IN, status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    return web
+
+
+def _set_cookie(response: Response, request: Request, name: str, value: str, path: str) -> None:
+    """A cookie only this site's own requests carry, and no script can read. It has no expiry:
+    the browser drops it when closed, and the appliance when the session is idle."""
+    response.set_cookie(
+        name,
+        value,
+        path=path,
+        httponly=True,
+        samesite="strict",
+        # Secure wherever the page came over HTTPS; on the plain HTTP listener a Secure
+        # cookie would never come back, and nobody could sign in there.
+        secure=request.url.scheme == "https",
+    )
+
+
+def _safe(next: str) -> str:
+    """Where to go after signing in: a WebUI page, never another site."""
+    return next if next.startswith(WEBUI) else WEBUI
