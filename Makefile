@@ -20,9 +20,10 @@ $(BIN)/.synced: pyproject.toml uv.lock
 setup: $(BIN)/.synced
 
 # The HAProxy engine runs Debian's haproxy; the tests run every scenario on both engines.
+# The WebUI's browser tests drive Debian's chromium.
 system:
-	@command -v haproxy >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
+	@command -v haproxy >/dev/null && command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy chromium >/dev/null; }
 
 demo: setup
 	@if [ "$(ENGINE)" = haproxy ]; then $(MAKE) --no-print-directory system; fi

@@ -4,69 +4,28 @@ the `balancer` command and the API, over real sockets."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import getpass
 import json
 import os
 import signal
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from balancer.lab.process import set_mode
-from balancer.lab.server import LabServerSpec
 from tests.appliance import (
+    HOSTS,
+    NET,
     Appliance,
+    Guide,
     RdpSession,
-    appliance,
-    free_port,
-    lab,
+    guide_setup,
     rdp_lands,
     wait_for,
     web_lands,
 )
-
-NET = "127.96.0"
-HOSTS = {
-    "rdp_vip": f"{NET}.100",
-    "web_vip": f"{NET}.101",
-    "PSM1": f"{NET}.105",
-    "PSM2": f"{NET}.106",
-}
-
-
-@dataclass(frozen=True)
-class Guide:
-    """The guide's setup, on ports that were free when it started so that runs never collide."""
-
-    box: Appliance
-    lab_dir: Path
-    rdp_vip: tuple[str, int]
-    web_vip: tuple[str, int]
-
-
-@contextlib.contextmanager
-def guide_setup(root: Path) -> Iterator[Guide]:
-    """The guide's configuration, made with the `balancer` command, in front of two lab PSMs."""
-    rdp, web = free_port(HOSTS.values()), free_port(HOSTS.values())
-    specs = [LabServerSpec(name, HOSTS[name], rdp, web) for name in ("PSM1", "PSM2")]
-    with lab(root, specs) as lab_dir, appliance(root) as box:
-        made = box.cli(
-            "psm", "create", "--rdp-vip", HOSTS["rdp_vip"], "--web-vip", HOSTS["web_vip"],
-            "--server", f"PSM1={HOSTS['PSM1']}", "--server", f"PSM2={HOSTS['PSM2']}",
-            "--rdp-port", str(rdp), "--web-port", str(web),
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr
-        for service in ("CyberArk-PSM", "CyberArk-PSM-Web"):
-            # The guide's 4 s interval works; a short one keeps the test quick.
-            box.client.patch(
-                f"/virtual-services/{service}", {"health_check": {"interval": 0.2, "timeout": 1}}
-            )
-        box.client.post("/commit")
-        yield Guide(box, lab_dir, (HOSTS["rdp_vip"], rdp), (HOSTS["web_vip"], web))
 
 
 @pytest.fixture
