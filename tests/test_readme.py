@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from balancer.defaults import markdown_table
@@ -19,3 +20,10 @@ def test_the_defaults_table_is_the_one_the_code_uses() -> None:
 def test_the_two_commands_are_shown() -> None:
     assert "make demo" in README
     assert "make test" in README
+
+
+def test_every_image_the_readme_shows_is_there() -> None:
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README)
+    assert images
+    for image in images:
+        assert (Path(__file__).parent.parent / image).is_file(), image
