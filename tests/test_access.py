@@ -14,8 +14,10 @@ from starlette.routing import Mount, Route
 
 from balancer import users
 from balancer.api.gate import SIGN_IN, is_public
+from balancer.api.sessions import Sessions
+from balancer.api.throttle import Throttle
 from balancer.defaults import SESSION_IDLE_TIMEOUT, SIGN_IN_FREE_FAILURES
-from tests.webapp import PASSWORD, WebApp, sign_in_token, webapp
+from tests.webapp import PASSWORD, Clock, WebApp, sign_in_token, webapp
 
 GUIDE_VIP = {"label": "CyberArk-PSM", "ip": "192.168.94.100", "ports": "3389"}
 
@@ -252,3 +254,29 @@ def test_after_signing_in_the_page_asked_for_is_shown_but_never_another_site(
             follow_redirects=False,
         )  # fmt: skip
         assert reply.headers["location"] == landed
+
+
+def test_the_throttles_wait_doubles_up_to_its_cap_and_is_forgotten() -> None:
+    clock = Clock()
+    throttle = Throttle(clock, free=3, delay=1.0, delay_max=30.0, forget=900.0)
+    waits = [throttle.failed("address 10.0.0.1") for _ in range(12)]
+    assert waits == [0, 0, 0, 1, 2, 4, 8, 16, 30, 30, 30, 30]
+    assert throttle.wait("address 10.0.0.1", "user x") == 30
+    assert throttle.wait("address 10.0.0.2", "user x") == 0
+    assert throttle.delay_after(100_000) == 30  # no overflow, however long an attack goes on
+    clock.now += 900
+    assert throttle.wait("address 10.0.0.1") == 0
+    assert throttle.failed("address 10.0.0.1") == 0  # forgotten: it starts again
+
+
+def test_sessions_are_kept_by_digest_and_bounded() -> None:
+    clock = Clock()
+    sessions = Sessions(idle_timeout=60, clock=clock)
+    token = sessions.open("alice", "hash")
+    assert token not in repr(vars(sessions))
+    assert sessions.find(token, touch=False) is not None
+    assert sessions.csrf_ok(token, sessions.csrf_token(token))
+    assert not sessions.csrf_ok(token, sessions.csrf_token(token + "x"))
+    assert Sessions(60, clock).csrf_token(token) != sessions.csrf_token(token)  # per daemon
+    clock.now += 60
+    assert sessions.find(token, touch=True) is None
