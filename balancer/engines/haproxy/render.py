@@ -1,0 +1,246 @@
+"""The configuration model as one haproxy.cfg. Pure: the same model always gives the same text.
+
+Names are fixed, and the engine's Runtime API commands rely on them: one ``listen`` section per
+virtual service, named by its label (which is also the name of its stick table); one ``server``
+per real server, named by its label; the fallback is ``server fallback <ip>:<port> backup``.
+
+How the model's meanings become HAProxy's:
+
+- drain is ``weight 0``: HAProxy then sends no new clients but keeps persistent ones, exactly the
+  model's drain (HAProxy 2.6 has no configuration keyword for its own drain state);
+- halt is ``disabled`` (maintenance: no traffic at all, not even persistent clients);
+- ``retries`` counts servers tried, HAProxy's ``retries`` counts attempts after the first, and
+  ``option redispatch 1`` makes every retry go to another server;
+- persistence renews an entry when a connection ends as well as when one starts: the stick table
+  also tracks ``conn_cur``, and HAProxy keeps a tracked entry alive while a connection uses it and
+  touches it again when the connection ends;
+- the stick tables belong to a ``peers`` section with only the local peer, on a Unix socket, so
+  that a reload hands every entry from the old worker to the new one.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Address
+
+from balancer.engines.haproxy.paths import Paths
+from balancer.model import (
+    Balancing,
+    CheckType,
+    Config,
+    HealthCheck,
+    PersistenceMode,
+    RealServer,
+    RealServerState,
+    VirtualService,
+)
+from balancer.model.types import IPAddress
+
+REVISION_VARIABLE = "BALANCER_REVISION"
+FALLBACK = "fallback"
+PEERS = "balancer"
+LOCAL_PEER = "local"
+SNIPPET = 160  # bytes of a failing health page quoted in its reason; shortened later
+USER_AGENT = "Balancer-health-check"
+# As the built-in engine: keepalive finds a vanished peer of an idle RDP session in ~7 minutes.
+KEEPALIVE = {"idle": "300s", "intvl": "30s", "cnt": "4"}
+
+BALANCE = {Balancing.ROUND_ROBIN: "roundrobin", Balancing.LEAST_CONNECTIONS: "leastconn"}
+
+
+def render(config: Config, paths: Paths, revision: int | None = None) -> str:
+    """haproxy.cfg for ``config``; ``revision`` is written into it for the worker to report."""
+    sections = [_global(config, paths, revision), _defaults(), _peers(paths)]
+    sections += [_listen(vs) for vs in config.virtual_services]
+    head = f"# Balancer revision {'none' if revision is None else revision}; generated, not edited"
+    return head + "\n" + "\n\n".join("\n".join(section) for section in sections) + "\n"
+
+
+def _global(config: Config, paths: Paths, revision: int | None) -> list[str]:
+    lines = [
+        "global",
+        f"    stats socket {paths.stats_socket} mode 600 level admin expose-fd listeners",
+        f"    server-state-file {paths.state_file}",
+        # The workers' standard output is a file the engine names; see Paths.log.
+        "    log stdout format iso local0",
+        f"    localpeer {LOCAL_PEER}",
+        # Health pages of PSM servers are self-signed: checks never verify a certificate.
+        "    ssl-server-verify none",
+    ]
+    if revision is not None:
+        lines.append(f"    setenv {REVISION_VARIABLE} {revision}")
+    if any(vs.health_check.type is CheckType.EXTERNAL for vs in config.virtual_services):
+        lines += ["    external-check", "    insecure-fork-wanted"]
+    return lines
+
+
+def _defaults() -> list[str]:
+    return [
+        "defaults",
+        "    mode tcp",
+        "    log global",
+        "    option tcplog",
+        "    option dontlognull",
+        "    option tcpka",
+        *(
+            f"    {side}tcpka-{key} {value}"
+            for side in ("cli", "srv")
+            for key, value in KEEPALIVE.items()
+        ),
+        "    load-server-state-from-file global",
+    ]
+
+
+def _peers(paths: Paths) -> list[str]:
+    return [f"peers {PEERS}", f"    peer {LOCAL_PEER} unix@{paths.directory / 'peers.sock'}"]
+
+
+def _listen(vs: VirtualService) -> list[str]:
+    lines = [f"listen {vs.label}"]
+    lines += [f"    bind {_address(vs.ip, _range(lo, hi))}" for lo, hi in vs.ports]
+    lines += [
+        f"    balance {BALANCE[vs.balancing]}",
+        f"    timeout client {duration(vs.client_timeout)}",
+        f"    timeout server {duration(vs.server_timeout)}",
+        f"    timeout connect {duration(vs.connect_timeout)}",
+        f"    retries {vs.retries - 1}",
+        "    option redispatch 1",
+    ]
+    persistence = vs.persistence
+    if persistence.mode is PersistenceMode.SOURCE_IP:
+        kind = "ipv6" if isinstance(vs.ip, IPv6Address) else "ip"
+        lines += [
+            f"    stick-table type {kind} size {persistence.table_size} "
+            f"expire {duration(persistence.timeout)} store conn_cur peers {PEERS}",
+            "    tcp-request content track-sc0 src",
+            "    stick on src",
+        ]
+    lines += check_rules(vs)
+    lines += [f"    server {rs.label} {server_arguments(vs, rs)}" for rs in vs.real_servers]
+    if vs.fallback is not None:
+        fallback = _address(vs.fallback.ip, str(vs.fallback.port))
+        lines.append(f"    server {FALLBACK} {fallback} backup")
+    return lines
+
+
+def server_arguments(vs: VirtualService, rs: RealServer) -> str:
+    """Everything after ``server <label>``: the address, then state and health check."""
+    port = None if rs.port is None else str(rs.port)
+    words = [_address(rs.ip, port), "weight", str(runtime_weight(rs))]
+    if rs.state is RealServerState.HALT:
+        words.append("disabled")
+    if rs.max_connections:
+        words += ["maxconn", str(rs.max_connections)]
+    check = vs.health_check
+    if check.type is not CheckType.NONE:
+        words += ["check", "inter", duration(check.interval)]
+        words += ["rise", str(check.rise), "fall", str(check.fall)]
+        port_of_check = check_port(vs, rs)
+        if port_of_check is not None:
+            words += ["port", str(port_of_check)]
+        if check.type is CheckType.HTTPS and not _also(check):
+            words.append("check-ssl")
+    return " ".join(words)
+
+
+def runtime_weight(rs: RealServer) -> int:
+    """The weight HAProxy runs: 0 for a drained server, which keeps its persistent clients."""
+    return 0 if rs.state is RealServerState.DRAIN else rs.weight
+
+
+def service_port(vs: VirtualService, rs: RealServer) -> int:
+    """The port a server is checked on as its service port: its own, or the VIP's first."""
+    return rs.port if rs.port is not None else vs.ports[0][0]
+
+
+def check_port(vs: VirtualService, rs: RealServer) -> int | None:
+    """The server line's ``port``: where the check connects when its rules name no port.
+
+    With ``also_check_service_port`` the rules name the check port themselves and this is the
+    service port, which can differ between servers; otherwise it is the check port."""
+    check = vs.health_check
+    if check.port is not None and not _also(check):
+        return check.port
+    return None if rs.port is not None else vs.ports[0][0]
+
+
+def check_rules(vs: VirtualService) -> list[str]:
+    """The section's health check rules: what every server's check sends and expects."""
+    check = vs.health_check
+    if check.type is CheckType.NONE:
+        return []
+    lines = [f"    timeout check {duration(check.timeout)}"]
+    also = _also(check)
+    if check.type is CheckType.CONNECT:
+        if also:
+            # tcp-check names the failing step in its reason: step 2 is the service port.
+            lines += [
+                "    option tcp-check",
+                f"    tcp-check connect port {check.port}",
+                "    tcp-check connect",
+            ]
+        return lines
+    if check.type is CheckType.EXTERNAL:
+        assert check.script is not None  # the model requires a script for this type
+        lines.append("    option external-check")
+        lines.append(f"    external-check command {quote(check.script)}")
+        return lines
+    lines.append("    option httpchk")
+    if also:
+        ssl = " ssl" if check.type is CheckType.HTTPS else ""
+        lines.append(f"    http-check connect port {check.port}{ssl}")
+    lines += _http_rules(check)
+    if also:
+        lines.append("    http-check connect")
+    return lines
+
+
+def _also(check: HealthCheck) -> bool:
+    """Whether the check connects to the service port as well: only when its own port differs
+    (a check on the service port itself has connected to it already)."""
+    return check.also_check_service_port and check.port is not None
+
+
+def _http_rules(check: HealthCheck) -> list[str]:
+    assert check.path is not None  # the model requires a path for HTTP and HTTPS
+    lines = [
+        f"    http-check send meth {check.method.value} uri {quote(check.path)} ver HTTP/1.0 "
+        f"hdr User-Agent {USER_AGENT}",
+        "    http-check expect status 200-299",
+    ]
+    if check.expect is not None:
+        # on-error is a log-format string: a literal % is written %%.
+        literal = expect_prefix(check.expect).replace("%", "%%")
+        message = f"{literal}%[res.body,bytes(0,{SNIPPET})]"
+        lines.append(
+            f"    http-check expect string {quote(check.expect)} on-error {quote(message)}"
+        )
+    return lines
+
+
+def expect_prefix(expect: str) -> str:
+    """How a failed expect's reason begins; the body HAProxy read follows it."""
+    return f"expected {expect}, got "
+
+
+def quote(word: str) -> str:
+    """One configuration word, whatever it holds: HAProxy's single quotes take everything
+    literally (no variables, no escapes), and a single quote itself is spliced in double ones."""
+    return "'" + word.replace("'", "'\"'\"'") + "'"
+
+
+def duration(seconds: float) -> str:
+    """A time as HAProxy writes it, in the largest unit that keeps it exact."""
+    ms = round(seconds * 1000)
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _range(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _address(ip: IPAddress, port: str | None) -> str:
+    host = f"[{ip}]" if isinstance(ip, IPv6Address) else str(ip)
+    return host if port is None else f"{host}:{port}"
