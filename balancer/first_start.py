@@ -42,6 +42,6 @@ def announce(password: str) -> str:
     """What the operator is told, this once: the password is kept only as a hash."""
     return (
         f"The WebUI user {defaults.USER!r} has the password\n\n    {password}\n\n"
-        "It is shown only this once. Change it in Maintenance > Passwords, "
-        "or set another with `balancer init`."
+        "It is shown only this once; only its hash is kept. "
+        "Set another with `balancer init`."
     )
