@@ -30,6 +30,21 @@ Document = dict[str, Any]
 T = TypeVar("T")
 
 
+# --- where the engines deliberately differ (each is in the README) -----------------------------
+
+DIFFERENCES = {
+    # HAProxy sends a client to the backup (fallback) server only once health checks have taken
+    # every real server down; connections refused by servers it holds up are retried on the
+    # other real servers (redispatch), and then the client is turned away.
+    "fallback_after_refusals": {"builtin"},
+}
+
+
+def does(engine: Engine, behaviour: str) -> bool:
+    """Whether ``engine`` has ``behaviour``, one of the documented differences."""
+    return engine.name in DIFFERENCES[behaviour]
+
+
 # --- configuration documents ------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import shutil
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,21 @@ from balancer import engines
 from balancer.engines import Engine
 from tests.backends import Addresses, self_signed
 
-ENGINES = ["builtin"]
+HAPROXY_MISSING = shutil.which("haproxy", path="/usr/sbin:/usr/bin:/sbin:/bin") is None
+ENGINES = [
+    pytest.param("builtin"),
+    pytest.param(
+        "haproxy",
+        marks=[
+            pytest.mark.skipif(
+                HAPROXY_MISSING, reason="HAProxy is not installed (make test installs it)"
+            ),
+            pytest.mark.skipif(
+                "haproxy" not in engines.ENGINES, reason="the engine registry has no haproxy yet"
+            ),
+        ],
+    ),
+]
 ATTACH_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 LOG_TAIL = 40  # lines of each engine log shown when a test fails

@@ -24,6 +24,7 @@ from . import (
     FAST_CHECK,
     Client,
     Revisions,
+    does,
     landing,
     real_server,
     refused,
@@ -123,6 +124,10 @@ async def test_fallback_serves_when_every_server_is_down(
         assert fallback.accepted == 0
 
         await take_down([a, b], failure, engine)
+        if failure == "refused" and not does(engine, "fallback_after_refusals"):
+            assert await refused(vip), "servers held up refuse: the client is turned away"
+            assert fallback.accepted == 0
+            return
 
         client = await Client.open(vip)
         try:

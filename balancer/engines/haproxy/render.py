@@ -80,6 +80,8 @@ def _defaults() -> list[str]:
         "    log global",
         "    option tcplog",
         "    option dontlognull",
+        # Counters of long RDP sessions move while they run, not only when they end.
+        "    option contstats",
         "    option tcpka",
         *(
             f"    {side}tcpka-{key} {value}"
