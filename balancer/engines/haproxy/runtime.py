@@ -272,7 +272,11 @@ def _same_server(running: Config, desired: Config, service: str, label: str) -> 
 # --- HAProxy's own words when it refuses ------------------------------------------------------
 
 _ALERT = re.compile(r"^\[ALERT\]\s*\(\d+\)\s*:\s*(?:config\s*:\s*)?(.*)$")
-_SUMMARY = ("Error(s) found in configuration file", "Fatal errors found in configuration")
+_SUMMARY = (
+    "Error(s) found in configuration file",
+    "Fatal errors found in configuration",
+    "Some protocols failed to start their listeners",
+)
 _FIELDS = (
     (re.compile(r"for proxy ([^:\s]+)"), "virtual_services[{0}].ports"),
     (re.compile(r"'server ([^/']+)/([^']+)'"), "virtual_services[{0}].real_servers[{1}]"),
