@@ -132,7 +132,7 @@ class HaproxyEngine:
         if after.current == current or after.failed:
             # The master kept the old worker running; put its configuration back in place.
             _write(paths.config, previous)
-            raise EngineRejected(runtime.rejection(runtime.alerts(said)))
+            raise EngineRejected(runtime.rejection(runtime.alerts(said, after.master)))
         if kept is None:
             await self._synced()  # the old worker teaches the new one every entry it has
         elif kept:

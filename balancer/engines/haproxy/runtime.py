@@ -271,7 +271,7 @@ def _same_server(running: Config, desired: Config, service: str, label: str) -> 
 
 # --- HAProxy's own words when it refuses ------------------------------------------------------
 
-_ALERT = re.compile(r"^\[ALERT\]\s*\(\d+\)\s*:\s*(?:config\s*:\s*)?(.*)$")
+_ALERT = re.compile(r"^\[ALERT\]\s*\((\d+)\)\s*:\s*(?:config\s*:\s*)?(.*)$")
 _SUMMARY = (
     "Error(s) found in configuration file",
     "Fatal errors found in configuration",
@@ -284,14 +284,17 @@ _FIELDS = (
 )
 
 
-def alerts(output: str) -> list[str]:
-    """HAProxy's alerts in ``output`` (from ``haproxy -c`` or a reload), without the generic
-    summaries that follow the real reasons."""
+def alerts(output: str, pid: int | None = None) -> list[str]:
+    """HAProxy's alerts in ``output`` (of ``haproxy -c``, or of the master during a reload:
+    then only process ``pid``'s, not its workers'), without the generic summaries that follow
+    the real reasons."""
     found = []
     for line in output.splitlines():
         match = _ALERT.match(line.strip())
-        if match and not any(summary in match.group(1) for summary in _SUMMARY):
-            found.append(match.group(1).strip())
+        if match is None or (pid is not None and int(match.group(1)) != pid):
+            continue
+        if not any(summary in match.group(2) for summary in _SUMMARY):
+            found.append(match.group(2).strip())
     return found
 
 

@@ -105,6 +105,7 @@ def reason(row: Row, check: HealthCheck, port: int) -> str:
     """The last check's verdict in the built-in engine's words, where HAProxy says as much."""
     code = row.get("check_status", "").removeprefix("* ")
     info = row.get("last_chk", "")
+    desc = row.get("check_desc", "")
     status = row.get("check_code", "")
     seconds = f"{check.timeout}s"
     if code in ("", "INI"):
@@ -114,13 +115,13 @@ def reason(row: Row, check: HealthCheck, port: int) -> str:
     if code == "L4TOUT":
         return f"connect timeout after {seconds}"
     if code == "L4CON":
-        said = "connect refused" if "refused" in info.lower() else f"connect failed: {info}"
+        said = "connect refused" if "refused" in info.lower() else f"connect failed: {info or desc}"
         # tcp-check numbers its steps; with a check port of its own, step 2 is the service port.
         return f"service port {port}: {said}" if "at step 2 of tcp-check" in info else said
     if code == "L6TOUT":
         return f"TLS handshake timeout after {seconds}"
     if code == "L6RSP":
-        return f"TLS handshake failed: {info or row.get('check_desc', '')}"
+        return f"TLS handshake failed: {info or desc}"
     if code == "L7TOUT":
         return f"response timeout after {seconds}"
     if code in ("L7OK", "L7OKC"):
@@ -138,4 +139,8 @@ def reason(row: Row, check: HealthCheck, port: int) -> str:
         return expect_prefix(check.expect) + (_snippet(body) or "an empty body")
     if code == "PROCOK":
         return "script passed"
-    return ": ".join(part for part in (row.get("check_desc", ""), info) if part) or code
+    if code == "PROCERR":
+        return f"script exited {status}" if status else "script failed"
+    if code == "PROCTOUT":
+        return f"script timeout after {seconds}"
+    return ": ".join(part for part in (desc, info) if part) or code
