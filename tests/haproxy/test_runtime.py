@@ -149,15 +149,10 @@ def test_commands_go_to_the_current_worker_in_batches() -> None:
     assert lines[1] == f"@1; c{runtime.BATCH}"
 
 
-def test_restore_and_forget_persistence() -> None:
+def test_restore_persistence_in_a_new_worker() -> None:
     entries = runtime.parse_table(recorded("show-table.txt"), {})
     assert runtime.restore("CyberArk-PSM", entries[:2], {"PSM1": 7}) == [
         "set table CyberArk-PSM key 127.88.1.2 data.server_id 7"
-    ]
-    # clear table keeps entries a connection uses; those are told they name no server.
-    assert runtime.forget("CyberArk-PSM", entries) == [
-        "clear table CyberArk-PSM",
-        "set table CyberArk-PSM key 127.88.1.9 data.server_id 0",
     ]
 
 

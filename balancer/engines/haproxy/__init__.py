@@ -35,6 +35,8 @@ from balancer.validate import parse
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 # HAProxy's peers wait 5 seconds before deciding no older worker will teach a new one.
 SYNC_TIMEOUT = 6.0
+# The master CLI is away while the master executes itself again for a reload.
+RELOAD_GAP = 3.0
 
 Tables = dict[str, list[runtime.StickEntry]]
 
@@ -86,7 +88,7 @@ class HaproxyEngine:
         return self._revision
 
     async def detach(self) -> None:
-        self.master.forget()
+        """Nothing to let go of: HAProxy's master runs on its own."""
 
     async def stop(self) -> None:
         await self.master.stop()
@@ -181,6 +183,15 @@ class HaproxyEngine:
     # --- what runs ------------------------------------------------------------------------------
 
     async def status(self) -> EngineStatus:
+        # The master CLI is away for a moment while the master reloads: wait that out.
+        for _ in range(int(RELOAD_GAP / POLL)):
+            try:
+                return await self._status()
+            except EngineError:
+                await asyncio.sleep(POLL)
+        return await self._status()
+
+    async def _status(self) -> EngineStatus:
         processes = await self.master.processes()
         current = processes.current
         if current is None:
@@ -188,11 +199,10 @@ class HaproxyEngine:
         workers = [runtime.parse_stat(await self._worker("show stat"))]
         for pid in processes.old:
             try:
-                workers.append(
-                    runtime.parse_stat(await self.master.cli(runtime.worker(pid, "show stat")))
-                )
+                reply = await self.master.cli(runtime.worker(pid, "show stat"))
             except EngineError:
                 continue  # it finished its last connection meanwhile
+            workers.append(runtime.parse_stat(reply))
         started = self._started.setdefault(current, time.time() - processes.uptime)
         return engine_status(self._running or Config(), self._revision, current, started, workers)
 
@@ -229,11 +239,16 @@ class HaproxyEngine:
         ]
 
     async def clear_persistence(self, service: str) -> int:
+        """Forget every client but those with a connection open: HAProxy keeps an entry in
+        use (its connection will renew it when it ends)."""
         if not _sticky(self._service(service).persistence.mode):
             return 0
-        entries = await self._table(service)
-        await self.master.send(runtime.forget(service, entries))
-        return sum(1 for entry in entries if entry.server is not None)
+        before = await self._table(service)
+        # One key at a time: a bare "clear table" leaves some idle entries behind in 2.6.
+        commands = [f"clear table {service} key {entry.client}" for entry in before]
+        await self.master.send(commands)
+        after = await self._table(service)
+        return len([e for e in before if e.server]) - len([e for e in after if e.server])
 
 
 def _sticky(mode: PersistenceMode) -> bool:

@@ -30,7 +30,6 @@ class Master:
     def __init__(self, paths: Paths, binary: str) -> None:
         self.paths = paths
         self.binary = binary
-        self._child: subprocess.Popen[bytes] | None = None
 
     async def cli(self, command: str, timeout: float = CLI_TIMEOUT) -> str:
         """One line of commands on the master CLI, and the whole reply."""
@@ -83,29 +82,33 @@ class Master:
         """Start the master on ``paths.config``; return once its first worker runs."""
         paths = self.paths
         offset = _size(paths.output)
-        child = self._child = self._spawn()
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
+        paths.pid_file.unlink(missing_ok=True)
+        self._spawn()
+        for _ in range(int(START_TIMEOUT / POLL)):
             with contextlib.suppress(EngineError):
                 if (await self.processes()).current is not None:
                     return
-            if child.poll() is not None or time.monotonic() > deadline:
-                found = runtime.alerts(_read_from(paths.output, offset))
-                raise EngineError(f"HAProxy did not start: {'; '.join(found) or 'no reason'}")
+            found = runtime.alerts(_read_from(paths.output, offset))
+            if found:
+                raise EngineError(f"HAProxy did not start: {'; '.join(found)}")
             await asyncio.sleep(POLL)
+        raise EngineError(f"HAProxy did not start in {START_TIMEOUT}s; see {paths.output}")
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self) -> None:
+        """Start the master through a shell that leaves it running and exits: the master is
+        then no child of this process, which neither has to reap it nor takes it along."""
         paths = self.paths
         command = [self.binary, "-W", "-S", f"{paths.master_socket},mode,600"]
         command += ["-f", str(paths.config), "-p", str(paths.pid_file)]
         with paths.log.open("ab") as log, paths.output.open("ab") as output:
-            return subprocess.Popen(
-                command,
+            shell = subprocess.Popen(
+                ["/bin/sh", "-c", '"$@" &', "sh", *command],
                 stdin=subprocess.DEVNULL,
                 stdout=log,  # the workers' log lines (``log stdout``)
                 stderr=output,
                 start_new_session=True,
             )
+        shell.wait(timeout=START_TIMEOUT)
 
     async def reload(self) -> tuple[runtime.Processes, str]:
         """Have the master reload ``paths.config``; return the processes after the reload and
@@ -123,34 +126,20 @@ class Master:
             await asyncio.sleep(POLL)
         raise EngineError(f"HAProxy did not finish reloading in {RELOAD_TIMEOUT}s")
 
-    def forget(self) -> None:
-        """Leave the master running on its own (the daemon is restarting)."""
-        self._child = None
-
     async def stop(self) -> None:
         """Stop the master; its workers, and the connections they relay, end with it."""
         pid = self.pid()
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
+                group = os.getpgid(pid)  # its own session: only what it started
                 os.kill(pid, signal.SIGTERM)
-            for _ in range(int(STOP_TIMEOUT / POLL)):
-                if not self._alive(pid):
-                    break
-                await asyncio.sleep(POLL)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)  # its own session: only what it started
-            if self._child is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._child.wait(timeout=5)
-        self._child = None
+                await _gone(pid)
+                os.killpg(group, signal.SIGKILL)  # workers it could not stop in time
         for path in (self.paths.master_socket, self.paths.pid_file):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            path.unlink(missing_ok=True)
 
     def pid(self) -> int | None:
         """The master's pid; a stale pid file may name some other process by now."""
-        if self._child is not None:
-            return self._child.pid
         try:
             pid = int(self.paths.pid_file.read_text().split()[0])
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -158,16 +147,15 @@ class Master:
             return None
         return pid if str(self.paths.master_socket).encode() in command else None
 
-    def _alive(self, pid: int) -> bool:
-        if self._child is not None:
-            return self._child.poll() is None
+
+async def _gone(pid: int) -> None:
+    """Wait, a bounded time, until process ``pid`` has ended."""
+    for _ in range(int(STOP_TIMEOUT / POLL)):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+            return
+        await asyncio.sleep(POLL)
 
 
 def _size(path: Path) -> int:

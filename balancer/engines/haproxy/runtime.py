@@ -177,19 +177,6 @@ def server_ids(dump: str) -> dict[tuple[str, str], int]:
     return ids
 
 
-def forget(table: str, entries: list[StickEntry]) -> list[str]:
-    """Commands that make ``table`` forget every client: ``clear table`` drops the entries no
-    connection uses, and an entry in use is told it names no server (its connection keeps
-    it), so the client's next connection is balanced afresh."""
-    commands = [f"clear table {table}"]
-    commands += [
-        f"set table {table} key {entry.client} data.server_id 0"
-        for entry in entries
-        if entry.in_use and entry.server is not None
-    ]
-    return commands
-
-
 # --- real server states at runtime ------------------------------------------------------------
 
 
