@@ -159,3 +159,26 @@ def test_a_server_with_no_check_is_up() -> None:
     found = engine_status(config, None, 1, 0.0, [{}], now=NOW)
     assert servers(found, "web") == {"A": ("up", "no check")}
     assert found.virtual_services[0].counters == Counters()
+
+
+def test_a_check_port_that_refuses_before_the_service_port() -> None:
+    """``show-stat-also.txt``: a connect check on port 18999, where nothing listens, and then
+    on the service port; HAProxy's tcp-check names the first step."""
+    document = recorded_config(state="halt").model_dump(mode="json")
+    document["virtual_services"].append(
+        {
+            "label": "web6",
+            "ip": "::1",
+            "ports": "18502",
+            "health_check": {
+                "type": "connect",
+                "port": 18999,
+                "also_check_service_port": True,
+                "interval": 0.2,
+            },
+            "real_servers": [{"label": "v6", "ip": "::1", "port": 18601}],
+        }
+    )
+    found = status("show-stat-also.txt", parse(document))
+    assert servers(found, "web6") == {"v6": ("down", "connect refused")}
+    assert servers(found)["PSM2"] == ("down", "expected PASS, got FAIL")

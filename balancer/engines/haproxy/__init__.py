@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ from balancer.engines.haproxy.status import engine_status
 from balancer.model import Config, PersistenceMode, VirtualService
 from balancer.state import EngineStatus
 from balancer.validate import parse
+
+log = logging.getLogger("balancer.engine")
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 # HAProxy's peers wait 5 seconds before deciding no older worker will teach a new one.
@@ -106,8 +109,9 @@ class HaproxyEngine:
             taken = ports.unbindable(config, ports.listening(paths.config.read_text()))
             if taken is not None:
                 raise EngineRejected(taken)
-        except EngineRejected:
+        except EngineRejected as error:
             candidate.unlink()
+            log.warning("revision %s rejected: %s", revision, error, extra=_event(revision))
             raise
         running = self._running
         if (
@@ -118,8 +122,10 @@ class HaproxyEngine:
         ):
             candidate.replace(paths.config)  # it says what runs now
             self._record(config, revision, self._reloaded)
+            log.info("revision %s applied at runtime", revision, extra=_event(revision))
             return
         await self._reload(config, revision, candidate)
+        log.info("revision %s applied: HAProxy reloaded", revision, extra=_event(revision))
 
     async def _reload(self, config: Config, revision: int, candidate: Path) -> None:
         paths = self.paths
@@ -134,7 +140,9 @@ class HaproxyEngine:
         if after.current == current or after.failed:
             # The master kept the old worker running; put its configuration back in place.
             _write(paths.config, previous)
-            raise EngineRejected(runtime.rejection(runtime.alerts(said, after.master)))
+            why = runtime.rejection(runtime.alerts(said, after.master))
+            log.warning("revision %s rejected: %s", revision, why, extra=_event(revision))
+            raise EngineRejected(why)
         if kept is None:
             await self._synced()  # the old worker teaches the new one every entry it has
         elif kept:
@@ -203,7 +211,9 @@ class HaproxyEngine:
             except EngineError:
                 continue  # it finished its last connection meanwhile
             workers.append(runtime.parse_stat(reply))
-        started = self._started.setdefault(current, time.time() - processes.uptime)
+        if current not in self._started:
+            self._started = {current: time.time() - processes.uptime}
+        started = self._started[current]
         return engine_status(self._running or Config(), self._revision, current, started, workers)
 
     async def configuration(self) -> str:
@@ -249,6 +259,10 @@ class HaproxyEngine:
         await self.master.send(commands)
         after = await self._table(service)
         return len([e for e in before if e.server]) - len([e for e in after if e.server])
+
+
+def _event(revision: int) -> dict[str, Any]:
+    return {"event": "apply", "engine": "haproxy", "revision": revision}
 
 
 def _sticky(mode: PersistenceMode) -> bool:

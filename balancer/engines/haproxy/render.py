@@ -98,7 +98,9 @@ def _peers(paths: Paths) -> list[str]:
 
 def _listen(vs: VirtualService) -> list[str]:
     lines = [f"listen {vs.label}"]
-    lines += [f"    bind {_address(vs.ip, _range(lo, hi))}" for lo, hi in vs.ports]
+    # v6only, as the built-in engine: "::" is IPv6 alone, never IPv4 as well.
+    only = " v6only" if isinstance(vs.ip, IPv6Address) else ""
+    lines += [f"    bind {_address(vs.ip, _range(lo, hi))}{only}" for lo, hi in vs.ports]
     lines += [
         f"    balance {BALANCE[vs.balancing]}",
         f"    timeout client {duration(vs.client_timeout)}",
