@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+from pathlib import Path
 
 import pytest
 
-from balancer.engines import EngineRejected
+from balancer.engines import EngineError, EngineRejected
 from balancer.engines.haproxy import HaproxyEngine, logs, runtime
 from tests.backends import Addresses, EchoServer, free_port
 from tests.engine import (
@@ -265,3 +268,33 @@ async def test_status_answers_while_a_commit_reloads(
             await watcher
         assert seen <= {1, 2, 3, 4}
         assert len(seen) > 1
+
+
+async def test_a_killed_haproxy_is_started_again(haproxy: HaproxyEngine, net: Addresses) -> None:
+    async with EchoServer("A", net.ip()) as a:
+        vip = (net.ip(), free_port(net.ip()))
+        revisions = Revisions(haproxy)
+        await revisions.apply(virtual_service("web", vip, [real_server("A", a.address)]))
+        master = haproxy.master.pid()
+        assert master is not None
+        os.kill(master, signal.SIGKILL)
+        await wait_for(lambda: _master_gone(haproxy), timeout=10, what="HAProxy is gone")
+
+        assert await haproxy.attach() is None, "a new HAProxy runs no revision yet"
+        assert haproxy.master.pid() not in (None, master)
+        await revisions.apply(revisions.service("web"))
+        assert await landing(vip) == "A"
+
+
+async def _master_gone(engine: HaproxyEngine) -> bool:
+    try:
+        await engine.master.processes()
+    except EngineError:
+        return True
+    return False
+
+
+async def test_without_haproxy_the_engine_says_so(tmp_path: Path) -> None:
+    engine = HaproxyEngine(tmp_path, binary=str(tmp_path / "no-haproxy"))
+    with pytest.raises(EngineError, match="HAProxy is not installed"):
+        await engine.attach()

@@ -67,6 +67,9 @@ class HaproxyEngine:
             running = False
         if running:
             return await self._adopt()
+        if not Path(self.master.binary).exists():
+            raise EngineError(f"HAProxy is not installed: no {self.master.binary}")
+        await self.master.stop()  # a master of this directory that no longer answers
         paths = self.paths
         paths.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         paths.log.parent.mkdir(parents=True, exist_ok=True)
