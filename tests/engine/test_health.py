@@ -175,3 +175,29 @@ async def take_down(servers: list[Psm], failure: str, engine: Engine) -> None:
     if failure == "health":
         for psm in servers:
             await wait_for_health(engine, "rdp", psm.service.name, "down", timeout=5)
+
+
+async def test_the_recommended_check_also_needs_the_service_port(
+    engine: Engine, net: Addresses, tls: ssl.SSLContext
+) -> None:
+    """CyberArk's recommendation: a server whose health page says PASS while its RDP port
+    refuses gets no users, and neither does one whose page says FAIL."""
+    async with psm_servers(net, tls, "A", "B") as ((a, b), health_port):
+        vip = (net.ip(), free_port(net.ip()))
+        servers = [real_server("A", a.service.address), real_server("B", b.service.address)]
+        check = https_check(health_port) | {"also_check_service_port": True}
+        await Revisions(engine).apply(virtual_service("rdp", vip, servers, health_check=check))
+        await wait_for(lambda: a.health.checks >= 2, what="A's health page is checked")
+        assert {await landing(vip) for _ in range(4)} == {"A", "B"}
+
+        await a.service.stop_listening()
+        down = await wait_for_health(engine, "rdp", "A", "down", timeout=5)
+        assert "refused" in down.reason, down.reason
+        assert [await landing(vip) for _ in range(3)] == ["B"] * 3
+
+        await a.service.listen()
+        await wait_for_health(engine, "rdp", "A", "up", timeout=5)
+        b.health.answer = "FAIL"
+        down = await wait_for_health(engine, "rdp", "B", "down", timeout=5)
+        assert "FAIL" in down.reason, down.reason
+        assert [await landing(vip) for _ in range(3)] == ["A"] * 3
