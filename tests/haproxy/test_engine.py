@@ -298,3 +298,29 @@ async def test_without_haproxy_the_engine_says_so(tmp_path: Path) -> None:
     engine = HaproxyEngine(tmp_path, binary=str(tmp_path / "no-haproxy"))
     with pytest.raises(EngineError, match="HAProxy is not installed"):
         await engine.attach()
+
+
+@pytest.mark.slow
+async def test_haproxy_hands_persistence_to_the_next_worker(
+    haproxy: HaproxyEngine, net: Addresses
+) -> None:
+    """Once a worker holds its tables (HAProxy's peers wait up to 10 s after a start to know
+    none will come), each reload hands them over natively; until then the engine copies them."""
+    async with EchoServer("A", net.ip()) as a, EchoServer("B", net.ip()) as b:
+        vip = (net.ip(), free_port(net.ip()))
+        servers = [real_server("A", a.address), real_server("B", b.address)]
+        revisions = Revisions(haproxy)
+        await revisions.apply(
+            virtual_service("rdp", vip, servers, persistence={"mode": "source_ip"})
+        )
+        sources = [net.ip() for _ in range(6)]
+        first = {source: await landing(vip, source) for source in sources}
+
+        async def synced() -> bool:
+            return runtime.peers_synced(await haproxy.master.cli("@1 show peers"))
+
+        await wait_for(synced, timeout=15, what="the worker's peers settle")
+        for timeout in (60, 70, 80):
+            await revisions.apply(revisions.service("rdp") | {"client_timeout": timeout})
+            assert await synced(), "the new worker learnt the old one's table"
+            assert {source: await landing(vip, source) for source in sources} == first
