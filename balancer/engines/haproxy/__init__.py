@@ -53,7 +53,8 @@ class HaproxyEngine:
         self._running: Config | None = None
         self._revision: int | None = None
         self._reloaded: int | None = None  # the revision of the last reload
-        self._started: dict[int, float] = {}  # worker pid -> when it started
+        self._started: dict[int, float] = {}  # the current worker's pid -> when it started
+        self._applying = asyncio.Lock()
 
     async def _worker(self, command: str) -> str:
         return await self.master.cli(runtime.worker(None, command))
@@ -104,6 +105,10 @@ class HaproxyEngine:
     # --- apply --------------------------------------------------------------------------------
 
     async def apply(self, config: Config, revision: int) -> None:
+        async with self._applying:
+            await self._apply(config, revision)
+
+    async def _apply(self, config: Config, revision: int) -> None:
         paths = self.paths
         candidate = paths.directory / "haproxy.cfg.new"
         _write(candidate, render(config, paths, revision))

@@ -23,6 +23,7 @@ START_TIMEOUT = 15.0
 RELOAD_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 CLI_TIMEOUT = 10.0
+CHECK_TIMEOUT = 60.0
 POLL = 0.05
 
 
@@ -73,7 +74,13 @@ class Master:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        output, _ = await checked.communicate()
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                output, _ = await checked.communicate()
+        except TimeoutError:
+            checked.kill()
+            await checked.wait()
+            raise EngineError(f"haproxy -c did not finish in {CHECK_TIMEOUT}s") from None
         if checked.returncode != 0:
             found = runtime.alerts(output.decode(errors="replace"))
             raise EngineRejected(runtime.rejection(found))
