@@ -51,7 +51,11 @@ def engine(name: str, data_dir: Path) -> Engine:
         from balancer.engines.builtin import BuiltinEngine
 
         return BuiltinEngine(data_dir)
+    if name == "haproxy":
+        from balancer.engines.haproxy import HaproxyEngine
+
+        return HaproxyEngine(data_dir)
     raise EngineError(f"engine: {name!r} is not a known engine ({', '.join(ENGINES)})")
 
 
-ENGINES = ("builtin",)
+ENGINES = ("builtin", "haproxy")
