@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +42,34 @@ def setup(path: Path, source: str, level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
-def read(paths: list[Path], limit: int = 200, since: float = 0.0) -> list[dict[str, Any]]:
-    """The newest ``limit`` entries of all ``paths`` together, newest first."""
-    entries = [entry for path in paths for entry in _entries(path) if entry["time"] >= since]
-    entries.sort(key=lambda entry: entry["time"], reverse=True)
-    return entries[:limit]
+Entry = dict[str, Any]
 
 
-def _entries(path: Path) -> Iterator[dict[str, Any]]:
+def read(streams: Iterable[Iterable[Entry]], limit: int = 200, since: float = 0.0) -> list[Entry]:
+    """The newest ``limit`` entries of all ``streams`` together, newest first."""
+    found = [entry for stream in streams for entry in stream if entry["time"] >= since]
+    found.sort(key=lambda entry: entry["time"], reverse=True)
+    return found[:limit]
+
+
+def entries(path: Path, parse: Callable[[str], Entry | None] | None = None) -> Iterator[Entry]:
+    """Every entry of the log at ``path``, oldest first; ``parse`` reads a line of a log that
+    is not Balancer's own JSON lines (HAProxy's, for one)."""
     try:
         with path.open(encoding="utf-8", errors="replace") as lines:
             for line in lines:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    entry = {"time": time.time(), "level": "info", "message": line.rstrip()}
-                if isinstance(entry, dict) and isinstance(entry.get("time"), int | float):
-                    yield entry
+                found = (parse or _json_entry)(line)
+                if found is not None:
+                    yield found
     except FileNotFoundError:
         return
+
+
+def _json_entry(line: str) -> Entry | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        entry = {"time": time.time(), "level": "info", "message": line.rstrip()}
+    if isinstance(entry, dict) and isinstance(entry.get("time"), int | float):
+        return entry
+    return None

@@ -72,13 +72,14 @@ class Appliance:
     process: subprocess.Popen[bytes]
     client: Client
     https_port: int = 0
+    engine: str = "builtin"
 
     @property
     def webui(self) -> str:
         return f"https://{WEBUI_HOST}:{self.https_port}/lbadmin/"
 
     def start(self) -> None:
-        self.process = spawn(self.data_dir, self.https_port)
+        self.process = spawn(self.data_dir, self.https_port, self.engine)
         wait_for("the appliance's API", self._listening, START_TIMEOUT)
 
     def _listening(self) -> bool:
@@ -104,15 +105,16 @@ class Appliance:
     def server(self, service: str, label: str) -> dict[str, object]:
         engine = self.client.get("/status")["engine"]
         vs = next(v for v in engine["virtual_services"] if v["label"] == service)
-        return next(s for s in vs["real_servers"] if s["label"] == label)  # type: ignore[no-any-return]
+        server: dict[str, object] = next(s for s in vs["real_servers"] if s["label"] == label)
+        return server
 
 
-def spawn(data_dir: Path, https_port: int) -> subprocess.Popen[bytes]:
+def spawn(data_dir: Path, https_port: int, engine: str) -> subprocess.Popen[bytes]:
     with (data_dir.parent / "serve.err").open("ab") as errors:
         return subprocess.Popen(
             [
                 sys.executable, "-m", "balancer", "serve", "--dir", str(data_dir),
-                "--listen", WEBUI_HOST, "--https-port", str(https_port),
+                "--listen", WEBUI_HOST, "--https-port", str(https_port), "--engine", engine,
             ],
             stdout=subprocess.DEVNULL,
             stderr=errors,
@@ -120,13 +122,19 @@ def spawn(data_dir: Path, https_port: int) -> subprocess.Popen[bytes]:
 
 
 @contextlib.contextmanager
-def appliance(root: Path) -> Iterator[Appliance]:
+def appliance(root: Path, engine: str = "builtin") -> Iterator[Appliance]:
     data_dir = root / "appliance"
     data_dir.mkdir(parents=True)
     with Store(data_dir / "balancer.db") as store:  # as `balancer init` would
         users.add_user(store, "loadbalancer", PASSWORD, author="tester")
     client = Client(api_socket(data_dir), user="tester", timeout=30)
-    running = Appliance(data_dir, None, client, free_port([WEBUI_HOST]))  # type: ignore[arg-type]
+    running = Appliance(
+        data_dir,
+        None,  # type: ignore[arg-type]  # started just below
+        client,
+        free_port([WEBUI_HOST]),
+        engine,
+    )
     running.start()
     try:
         yield running
@@ -183,11 +191,11 @@ class Guide:
 
 
 @contextlib.contextmanager
-def guide_setup(root: Path) -> Iterator[Guide]:
+def guide_setup(root: Path, engine: str = "builtin") -> Iterator[Guide]:
     """The guide's configuration, made with the `balancer` command, in front of two lab PSMs."""
     rdp, web = free_port(HOSTS.values()), free_port(HOSTS.values())
     specs = [LabServerSpec(name, HOSTS[name], rdp, web) for name in ("PSM1", "PSM2")]
-    with lab(root, specs) as lab_dir, appliance(root) as box:
+    with lab(root, specs) as lab_dir, appliance(root, engine) as box:
         made = box.cli(
             "psm", "create", "--rdp-vip", HOSTS["rdp_vip"], "--web-vip", HOSTS["web_vip"],
             "--server", f"PSM1={HOSTS['PSM1']}", "--server", f"PSM2={HOSTS['PSM2']}",

@@ -17,6 +17,7 @@ from balancer.api import errors, users
 from balancer.api.access import Access
 from balancer.api.gate import Author, Gate
 from balancer.controller import Controller
+from balancer.engines.haproxy import logs as haproxy_logs
 from balancer.model import Config, RealServer, RealServerState, VirtualService
 from balancer.presets.psm import add_psm
 from balancer.state import Overview
@@ -238,9 +239,11 @@ def create_app(
 
     @api.get("/logs", summary="The engine's and the appliance's logs, newest first")
     def read_logs(limit: int = 200, source: str | None = None) -> list[dict[str, Any]]:
-        names = {"engine": ["engine.log"], "appliance": ["balancer.log"]}
-        files = names.get(source or "", ["engine.log", "balancer.log"])
-        return logs.read([data_dir / "logs" / name for name in files], limit)
+        folder = data_dir / "logs"
+        engine = [logs.entries(folder / "engine.log"), haproxy_logs.entries(folder / "haproxy.log")]
+        appliance = [logs.entries(folder / "balancer.log")]
+        streams = {"engine": engine, "appliance": appliance}.get(source or "", engine + appliance)
+        return logs.read(streams, limit)
 
     @api.post("/shutdown", status_code=202, summary="Stop the management daemon")
     def stop(user: Author, engine: bool = False) -> Response:

@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from balancer import logs
+
 SOURCE = "haproxy"
 
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\S+)\s(.*)$")
@@ -66,12 +68,5 @@ def entry(line: str) -> dict[str, Any] | None:
 
 
 def entries(path: Path) -> Iterator[dict[str, Any]]:
-    """Every entry of the log at ``path``, oldest first."""
-    try:
-        with path.open(encoding="utf-8", errors="replace") as lines:
-            for line in lines:
-                found = entry(line)
-                if found is not None:
-                    yield found
-    except FileNotFoundError:
-        return
+    """Every entry of HAProxy's log at ``path``, oldest first."""
+    return logs.entries(path, entry)
