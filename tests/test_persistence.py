@@ -193,3 +193,43 @@ def test_default_clock_is_monotonic() -> None:
     [(client, server, left)] = list(stick.entries())
     assert (client, server) == ("a", "PSM1")
     assert 59 < left <= 60
+
+
+def test_an_entry_in_use_never_expires_and_counts_from_when_its_last_connection_ends(
+    clock: Clock,
+) -> None:
+    stuck = table(clock, timeout=60)
+    stuck.stick("10.0.0.1", "PSM1")
+    stuck.hold("10.0.0.1")
+    stuck.hold("10.0.0.1")  # two RDP connections from one client
+    clock.advance(3600)  # an hour-long session
+    assert stuck.sweep() == 0
+    assert stuck.lookup("10.0.0.1") == "PSM1"
+    assert list(stuck.entries()) == [("10.0.0.1", "PSM1", 60)]
+    stuck.release("10.0.0.1", "PSM1")
+    clock.advance(120)
+    assert stuck.lookup("10.0.0.1") == "PSM1", "one connection is still open"
+    stuck.release("10.0.0.1", "PSM1")
+    clock.advance(59)
+    assert stuck.lookup("10.0.0.1") == "PSM1"
+    clock.advance(1)
+    assert stuck.lookup("10.0.0.1") is None
+
+
+def test_a_held_entry_does_not_stop_the_sweep_behind_it(clock: Clock) -> None:
+    stuck = table(clock, timeout=60)
+    stuck.stick("10.0.0.1", "PSM1")
+    stuck.hold("10.0.0.1")
+    stuck.stick("10.0.0.2", "PSM2")
+    clock.advance(61)
+    assert stuck.sweep() == 1
+    assert [client for client, _, _ in stuck.entries()] == ["10.0.0.1"]
+
+
+def test_releasing_for_a_removed_server_forgets_nothing_else(clock: Clock) -> None:
+    stuck = table(clock, timeout=60)
+    stuck.stick("10.0.0.1", "PSM1")
+    stuck.hold("10.0.0.1")
+    stuck.release("10.0.0.1", None)  # its server left the configuration meanwhile
+    clock.advance(60)
+    assert stuck.lookup("10.0.0.1") is None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import Counter
 
 from balancer.engines import Engine
 from tests.backends import Addresses, EchoServer, free_port
 
-from . import Revisions, landing, real_server, virtual_service
+from . import Client, Revisions, landing, real_server, virtual_service
 
 SOURCE_IP = {"mode": "source_ip", "timeout": 600}
 
@@ -64,3 +65,25 @@ async def test_persistence_survives_a_commit(engine: Engine, net: Addresses) -> 
         for source in sorted(sources, key=first.__getitem__):
             again = [await landing(vip, source) for _ in range(3)]
             assert again == [first[source]] * 3, source
+
+
+async def test_a_session_longer_than_the_timeout_keeps_its_client(
+    engine: Engine, net: Addresses
+) -> None:
+    """The timeout counts from when a client's last connection ends, so an RDP session that
+    outlasts it still brings a reconnecting user back to the same PSM server."""
+    async with EchoServer("A", net.ip()) as a, EchoServer("B", net.ip()) as b:
+        vip = (net.ip(), free_port(net.ip()))
+        servers = [real_server("A", a.address), real_server("B", b.address)]
+        short = {"mode": "source_ip", "timeout": 1}
+        await Revisions(engine).apply(virtual_service("rdp", vip, servers, persistence=short))
+        source = net.ip()
+        session = await Client.open(vip, source)
+        try:
+            for _ in range(12):  # three times the timeout, talking all along
+                await session.roundtrip(b"typing\n")
+                await asyncio.sleep(0.25)
+            again = [await landing(vip, source) for _ in range(4)]
+            assert again == [session.name] * 4
+        finally:
+            await session.close()

@@ -139,6 +139,7 @@ class ClientSide(asyncio.Protocol):
         if sock is not None:
             keepalive(sock)
         server.bytes_in += self.pending_size  # client bytes that arrived while connecting
+        self.service.connected(self.client, server)
         self._attach(side)
 
     def _attach(self, side: ServerSide) -> None:

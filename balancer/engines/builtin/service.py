@@ -164,11 +164,16 @@ class RunningService:
             table.stick(client, chosen.label)
         return chosen
 
+    def connected(self, client: str, server: RunningServer) -> None:
+        """A connection of ``client`` reached ``server``; it holds the client's entry."""
+        if self.table is not None and server is not self.fallback:
+            self.table.hold(client)
+
     def finished(self, client: str, server: RunningServer) -> None:
         """A connection ended: the client is remembered for the timeout from now."""
         table = self.table
-        if table is not None and server is not self.fallback and server.label in self.servers:
-            table.stick(client, server.label)
+        if table is not None and server is not self.fallback:
+            table.release(client, server.label if server.label in self.servers else None)
 
     def status(self) -> VirtualServiceStatus:
         return VirtualServiceStatus(
