@@ -17,7 +17,7 @@ from typing import Any
 
 from balancer import defaults, first_start, users
 from balancer.client import ApiError, Client, api_socket
-from balancer.lab import rdp
+from balancer.lab.clients import rdp_lands, web_lands
 from balancer.lab.process import default_specs, lab_status, stop_lab
 from balancer.overview import render
 from balancer.store import Store
@@ -138,40 +138,6 @@ def _new_password(data_dir: Path) -> str:
     return password
 
 
-async def _reached(vip: str, port: int, source: str, web: bool) -> str:
-    """Which PSM server a client from ``source`` reaches through a VIP."""
-    if web:
-        import ssl
-
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # the lab's certificates are self-signed
-        reader, writer = await asyncio.open_connection(
-            vip, port, ssl=context, local_addr=(source, 0)
-        )
-        writer.write(b"GET /psm/api/health HTTP/1.0\r\n\r\n")
-        await writer.drain()
-        await reader.read()
-        writer.close()
-        reader, writer = await asyncio.open_connection(
-            vip, port, ssl=context, local_addr=(source, 0)
-        )
-        writer.write(b"GET / HTTP/1.0\r\n\r\n")
-        page = (await reader.read()).decode(errors="replace")
-        writer.close()
-        start = page.find("<h1>") + 4
-        return page[start : page.find("</h1>", start)]
-    reader, writer = await asyncio.open_connection(vip, port, local_addr=(source, 0))
-    writer.write(rdp.connection_request(cookie="demo"))
-    confirm = await reader.read(64)
-    if not rdp.is_connection_confirm(confirm):
-        raise RuntimeError(f"{vip}:{port} did not answer like an RDP server")
-    writer.write(b"WHO\n")
-    name = (await reader.readline()).decode().strip()
-    writer.close()
-    return name
-
-
 def traffic(specs: list[Any], clients: int = 10) -> dict[str, dict[str, str]]:
     """Connect ``clients`` distinct clients to both VIPs twice; where did each land?"""
 
@@ -180,8 +146,8 @@ def traffic(specs: list[Any], clients: int = 10) -> dict[str, dict[str, str]]:
         for round_ in range(2):
             for n in range(1, clients + 1):
                 source = f"127.0.94.{n}"
-                rdp_server = await _reached(RDP_VIP, specs[0].rdp_port, source, web=False)
-                web_server = await _reached(WEB_VIP, specs[0].https_port, source, web=True)
+                rdp_server = await rdp_lands((RDP_VIP, specs[0].rdp_port), source)
+                web_server = await web_lands((WEB_VIP, specs[0].https_port), source)
                 for service, server in (
                     ("CyberArk-PSM", rdp_server),
                     ("CyberArk-PSM-Web", web_server),

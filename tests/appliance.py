@@ -8,7 +8,6 @@ import contextlib
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import threading
@@ -19,13 +18,11 @@ from pathlib import Path
 
 from balancer import users
 from balancer.client import ApiError, Client, api_socket
-from balancer.lab import rdp
 from balancer.lab.process import lab_status, run_lab, stop_lab
 from balancer.lab.server import LabServerSpec
 from balancer.store import Store
 
 START_TIMEOUT = 30.0
-IO_TIMEOUT = 10.0
 # Test appliances listen on loopback only, each on a port that was free when it started.
 WEBUI_HOST = "127.0.0.1"
 PASSWORD = "the lab's loadbalancer password"
@@ -209,55 +206,3 @@ def guide_setup(root: Path, engine: str = "builtin") -> Iterator[Guide]:
             )
         box.client.post("/commit")
         yield Guide(box, lab_dir, (HOSTS["rdp_vip"], rdp), (HOSTS["web_vip"], web))
-
-
-class RdpSession:
-    """An RDP-like session through a VIP: X.224 request, confirm, then who-are-you and echo."""
-
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str
-    ) -> None:
-        self.reader, self.writer, self.name = reader, writer, name
-
-    @classmethod
-    async def open(cls, vip: tuple[str, int], source: str) -> RdpSession:
-        async with asyncio.timeout(IO_TIMEOUT):
-            reader, writer = await asyncio.open_connection(*vip, local_addr=(source, 0))
-            writer.write(rdp.connection_request(cookie="tester"))
-            confirm = await reader.readexactly(len(rdp.connection_confirm(rdp.PROTOCOL_RDP)))
-            assert rdp.is_connection_confirm(confirm), confirm
-            writer.write(b"WHO\n")
-            name = (await reader.readline()).decode().strip()
-        return cls(reader, writer, name)
-
-    async def echo(self, payload: bytes) -> bool:
-        async with asyncio.timeout(IO_TIMEOUT):
-            self.writer.write(payload)
-            return await self.reader.readexactly(len(payload)) == payload
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
-
-
-async def rdp_lands(vip: tuple[str, int], source: str) -> str:
-    session = await RdpSession.open(vip, source)
-    await session.close()
-    return session.name
-
-
-async def web_lands(vip: tuple[str, int], source: str) -> str:
-    """The PSM server whose HTML5 gateway page a browser at ``source`` gets through the VIP."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # lab certificates are self-signed, as PSM's often are
-    async with asyncio.timeout(IO_TIMEOUT):
-        reader, writer = await asyncio.open_connection(*vip, ssl=context, local_addr=(source, 0))
-        writer.write(b"GET / HTTP/1.0\r\n\r\n")
-        page = (await reader.read()).decode()
-        writer.close()
-        with contextlib.suppress(ConnectionError, ssl.SSLError):
-            await writer.wait_closed()
-    start = page.index("<h1>") + 4
-    return page[start : page.index("</h1>", start)]

@@ -15,17 +15,15 @@ from pathlib import Path
 import pytest
 
 from balancer.engines import ENGINES
+from balancer.lab.clients import RdpSession, rdp_lands, web_lands
 from balancer.lab.process import set_mode
 from tests.appliance import (
     HOSTS,
     NET,
     Appliance,
     Guide,
-    RdpSession,
     guide_setup,
-    rdp_lands,
     wait_for,
-    web_lands,
 )
 
 
