@@ -344,7 +344,7 @@ def test_status_snapshot() -> None:
     service = running(rs("PSM1", port=3389), rs("PSM2", state="drain"), ports="3389,8000-8001")
     service.servers["PSM2"].health = Health.DOWN
     service.servers["PSM1"].active = 2
-    status = service.status()
+    status = service.status({"PSM2": "expected PASS, got FAIL"})
     assert (status.label, status.ip, status.ports) == (
         "CyberArk-PSM",
         "192.168.94.100",
@@ -356,3 +356,5 @@ def test_status_snapshot() -> None:
         ("PSM1", 3389, "online", Health.UP, 2),
         ("PSM2", None, "drain", Health.DOWN, 0),
     ]
+    # The latest check's reason wins; a server not checked yet keeps its own.
+    assert [s.reason for s in status.real_servers] == ["not checked yet", "expected PASS, got FAIL"]

@@ -181,13 +181,11 @@ class DataPlane:
                     service.table.sweep()
 
     def status(self) -> EngineStatus:
-        services = []
-        for service in self.services.values():
-            for label, running in service.servers.items():
-                monitor = self.monitors.get((service.label, label))
-                if monitor is not None and monitor.last is not None:
-                    running.reason = monitor.last.reason
-            services.append(service.status())
+        last_checks: dict[str, dict[str, str]] = {}
+        for (service, server), monitor in self.monitors.items():
+            if monitor.last is not None:
+                last_checks.setdefault(service, {})[server] = monitor.last.reason
+        services = [s.status(last_checks.get(s.label, {})) for s in self.services.values()]
         return EngineStatus(
             engine="builtin",
             pid=os.getpid(),

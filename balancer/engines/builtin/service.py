@@ -4,7 +4,7 @@ persistence table, and the choice of a real server for each new client."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from balancer.engines.builtin.balancing import Scheduler, scheduler
 from balancer.engines.builtin.persistence import StickTable
@@ -64,7 +64,8 @@ class RunningServer:
         """Drain and weight 0 turn new clients away but keep the ones that were stuck here."""
         return self.config.state in (ONLINE, DRAIN) and self.health is Health.UP and self.has_room()
 
-    def status(self) -> RealServerStatus:
+    def status(self, last_check: str | None = None) -> RealServerStatus:
+        """``last_check``: the latest check's reason, which may be newer than the last flip's."""
         return RealServerStatus(
             label=self.label,
             ip=str(self.config.ip),
@@ -72,7 +73,7 @@ class RunningServer:
             weight=self.config.weight,
             state=self.config.state.value,
             health=self.health,
-            reason=self.reason,
+            reason=last_check or self.reason,
             since=self.since,
             counters=Counters(
                 active=self.active,
@@ -175,7 +176,8 @@ class RunningService:
         if table is not None and server is not self.fallback:
             table.release(client, server.label if server.label in self.servers else None)
 
-    def status(self) -> VirtualServiceStatus:
+    def status(self, last_checks: Mapping[str, str]) -> VirtualServiceStatus:
+        """``last_checks``: the latest check's reason of each real server, by label."""
         return VirtualServiceStatus(
             label=self.label,
             ip=str(self.config.ip),
@@ -187,5 +189,7 @@ class RunningService:
                 bytes_out=self.bytes_out,
             ),
             fallback_connections=self.fallback.active if self.fallback else 0,
-            real_servers=tuple(s.status() for s in self.servers.values()),
+            real_servers=tuple(
+                s.status(last_checks.get(label)) for label, s in self.servers.items()
+            ),
         )
