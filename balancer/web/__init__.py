@@ -16,7 +16,19 @@ from balancer.api.access import Access
 from balancer.api.gate import STATIC
 from balancer.controller import Controller
 from balancer.store import Store
-from balancer.web import overview, sign_in
+from balancer.web import (
+    local_configuration,
+    logs,
+    maintenance,
+    overview,
+    passwords,
+    reports,
+    servers,
+    services,
+    sign_in,
+    view_configuration,
+    wizards,
+)
 from balancer.web.render import Renderer
 
 
@@ -24,4 +36,16 @@ def install(app: FastAPI, store: Store, controller: Controller, access: Access) 
     render = Renderer(store, controller, access)
     app.include_router(sign_in.router(render, access))
     app.include_router(overview.router(render, controller))
+    for page in (
+        local_configuration,
+        services,
+        servers,
+        wizards,
+        maintenance,
+        passwords,
+        view_configuration,
+        reports,
+        logs,
+    ):
+        app.include_router(page.router(render))
     app.mount(STATIC.rstrip("/"), StaticFiles(directory=Path(__file__).parent / "static"))

@@ -21,22 +21,34 @@ from balancer.store import Store
 @dataclass(frozen=True)
 class MenuEntry:
     title: str
-    href: str | None = None  # None: not built yet, shown disabled
-    children: tuple[str, ...] = field(default=())
+    href: str
+    children: tuple[MenuEntry, ...] = field(default=())
 
 
-# The guide's main menu (8.3.1), in its order and words.
+# The guide's main menu (8.3.1), in its order and words. A page's ``title`` is its entry's.
 MENU = (
     MenuEntry("System Overview", "/lbadmin/"),
-    MenuEntry("Local Configuration"),
+    MenuEntry("Local Configuration", "/lbadmin/local-configuration"),
     MenuEntry(
         "Cluster Configuration",
-        children=("Layer 7 \N{EN DASH} Virtual Services", "Layer 7 \N{EN DASH} Real Servers"),
+        "/lbadmin/virtual-services",
+        children=(
+            MenuEntry("Layer 7 \N{EN DASH} Virtual Services", "/lbadmin/virtual-services"),
+            MenuEntry("Layer 7 \N{EN DASH} Real Servers", "/lbadmin/real-servers"),
+        ),
     ),
-    MenuEntry("Maintenance", children=("Backup & Restore", "Restart Services", "Passwords")),
-    MenuEntry("View Configuration"),
-    MenuEntry("Reports"),
-    MenuEntry("Logs"),
+    MenuEntry(
+        "Maintenance",
+        "/lbadmin/maintenance/backup",
+        children=(
+            MenuEntry("Backup & Restore", "/lbadmin/maintenance/backup"),
+            MenuEntry("Restart Services", "/lbadmin/maintenance/restart"),
+            MenuEntry("Passwords", "/lbadmin/maintenance/passwords"),
+        ),
+    ),
+    MenuEntry("View Configuration", "/lbadmin/view-configuration"),
+    MenuEntry("Reports", "/lbadmin/reports"),
+    MenuEntry("Logs", "/lbadmin/logs"),
 )
 
 

@@ -1,0 +1,12 @@
+"""View Configuration: the configuration as stored and as the engine runs it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from balancer.web.render import Renderer
+
+
+def router(render: Renderer) -> APIRouter:
+    web = APIRouter(include_in_schema=False)
+    return web
