@@ -11,18 +11,19 @@ from typing import Any
 
 import pytest
 
-from tests.appliance import PASSWORD, Guide, guide_setup, wait_for
-
-playwright = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).parent.parent / "artifacts" / "screenshots"
-# How long the page may take to show a change; the overview refreshes every 2 s.
-SEEN_WITHIN = 15_000  # ms
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="needs Debian's chromium: `make system` installs it"
+from tests.appliance import Guide, guide_setup, wait_for
+from tests.browser import (
+    chromium,
+    lab_set,
+    needs_chromium,
+    open_page,
+    playwright,
+    row,
+    shoot,
+    sign_in,
 )
+
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -33,61 +34,13 @@ def guide(tmp_path: Path) -> Iterator[Guide]:
 
 @pytest.fixture
 def browser(guide: Guide) -> Iterator[Any]:
-    """Started after the appliance and stopped before it: Playwright's driver keeps an event
-    loop running in this thread, and the lab is started and stopped with asyncio.run."""
-    with playwright.sync_playwright() as driver:
-        launched = driver.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-background-networking",
-            ],
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
-
-
-def open_page(browser: Any, width: int, height: int) -> Any:
-    # The appliance's certificate is self-signed, as the guide warns the browser will say.
-    context = browser.new_context(
-        ignore_https_errors=True, viewport={"width": width, "height": height}
-    )
-    context.set_default_timeout(SEEN_WITHIN)
-    return context.new_page()
-
-
-def shoot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(page: Any, guide: Guide, screenshot: str | None = None) -> None:
-    page.goto(guide.box.webui)
-    page.wait_for_url("**/lbadmin/sign-in")
-    if screenshot:
-        shoot(page, screenshot)
-    page.fill("#username", "loadbalancer")
-    page.fill("#password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/lbadmin/")
-    playwright.expect(page.get_by_role("heading", name="System Overview")).to_be_visible()
-
-
-def row(page: Any, service: str, server: str) -> Any:
-    return page.locator(f'tr[data-server="{service}/{server}"]')
-
-
-def lab_set(guide: Guide, server: str, mode: str) -> None:
-    done = guide.box.cli("lab", "set", server, mode, "--lab-dir", str(guide.lab_dir))
-    assert done.returncode == 0, done.stderr
 
 
 def test_sign_in_watch_a_server_fail_and_drain_it(browser: Any, guide: Guide) -> None:
     page = open_page(browser, 1280, 800)
-    sign_in(page, guide, screenshot="sign-in")
+    sign_in(page, guide.box, screenshot="sign-in")
     for service in ("CyberArk-PSM", "CyberArk-PSM-Web"):
         playwright.expect(page.locator(f'tr.vip[data-service="{service}"]')).to_have_class(
             "vip state-online"
@@ -128,7 +81,7 @@ def test_sign_in_watch_a_server_fail_and_drain_it(browser: Any, guide: Guide) ->
 def test_the_commit_box_lists_saved_changes_and_commits_them(browser: Any, guide: Guide) -> None:
     guide.box.client.patch("/virtual-services/CyberArk-PSM-Web/real-servers/PSM2", {"weight": 50})
     page = open_page(browser, 1280, 800)
-    sign_in(page, guide)
+    sign_in(page, guide.box)
     box = page.locator("#commit-box")
     playwright.expect(box).to_contain_text("real_servers[PSM2].weight: 100 -> 50")
     shoot(page, "commit-changes")
@@ -139,7 +92,7 @@ def test_the_commit_box_lists_saved_changes_and_commits_them(browser: Any, guide
 
 def test_tablet_width_and_an_unreachable_appliance(browser: Any, guide: Guide) -> None:
     page = open_page(browser, 768, 1024)
-    sign_in(page, guide, screenshot="sign-in-768")
+    sign_in(page, guide.box, screenshot="sign-in-768")
     playwright.expect(row(page, "CyberArk-PSM", "PSM1")).to_have_class("rip state-online")
     # The menu sits above the page and nothing makes the page wider than the screen.
     menu = page.locator("nav.menu").bounding_box()
