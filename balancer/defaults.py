@@ -46,6 +46,8 @@ LISTEN_ADDRESS: str | None = None
 USER = "loadbalancer"
 # A WebUI session unused this long must sign in again; live refreshes do not count as use.
 SESSION_IDLE_TIMEOUT = 30 * 60.0
+# A working day: sign in again each morning, however busy the session was.
+SESSION_MAX_LIFETIME = 12 * 3600.0
 # Sign-in throttle: after this many failures from one address, or for one user name, each
 # further attempt must wait, twice as long after each new failure, up to the maximum; failures
 # are forgotten after a quiet while.
@@ -89,6 +91,9 @@ DEFAULTS: tuple[Default, ...] = (
     Default("node: http_port", HTTP_PORT, "plain HTTP WebUI, off (the guide's 9080)"),
     Default("node: listen_address", LISTEN_ADDRESS, "none: WebUI and API on every address"),
     Default("node: session_idle_timeout", SESSION_IDLE_TIMEOUT, "seconds unused until signed out"),
+    Default(
+        "node: session_max_lifetime", SESSION_MAX_LIFETIME, "seconds from sign-in until signed out"
+    ),
 )
 
 

@@ -4,6 +4,7 @@ need their CSRF token; sign-ins are throttled and logged; sessions end when idle
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from balancer import users
 from balancer.api.gate import SIGN_IN, is_public
 from balancer.api.sessions import Sessions
 from balancer.api.throttle import Throttle
-from balancer.defaults import SESSION_IDLE_TIMEOUT, SIGN_IN_FREE_FAILURES
+from balancer.defaults import SESSION_IDLE_TIMEOUT, SESSION_MAX_LIFETIME, SIGN_IN_FREE_FAILURES
 from tests.webapp import PASSWORD, Clock, WebApp, sign_in_token, webapp
 
 GUIDE_VIP = {"label": "CyberArk-PSM", "ip": "192.168.94.100", "ports": "3389"}
@@ -206,6 +207,18 @@ def test_use_keeps_a_session_open(app: WebApp) -> None:
         assert app.network.get("/lbadmin/").status_code == 200
 
 
+def test_a_session_in_constant_use_still_ends_at_its_maximum_lifetime(app: WebApp) -> None:
+    app.sign_in()
+    step = SESSION_IDLE_TIMEOUT - 1
+    for _ in range(math.ceil(SESSION_MAX_LIFETIME / step)):  # never idle for long
+        assert app.network.get("/lbadmin/").status_code == 200
+        app.clock.now += step
+    page = app.network.get("/lbadmin/", follow_redirects=False)
+    assert (page.status_code, page.headers["location"]) == (303, SIGN_IN)
+    app.sign_in()  # a new sign-in starts a new lifetime
+    assert app.network.get("/lbadmin/").status_code == 200
+
+
 def test_signing_out_and_a_new_password_end_sessions(app: WebApp, tmp_path: Path) -> None:
     csrf = app.sign_in()
     out = app.network.post("/lbadmin/sign-out", data={"csrf_token": csrf}, follow_redirects=False)
@@ -271,12 +284,12 @@ def test_the_throttles_wait_doubles_up_to_its_cap_and_is_forgotten() -> None:
 
 def test_sessions_are_kept_by_digest_and_bounded() -> None:
     clock = Clock()
-    sessions = Sessions(idle_timeout=60, clock=clock)
+    sessions = Sessions(idle_timeout=60, max_lifetime=3600, clock=clock)
     token = sessions.open("alice", "hash")
     assert token not in repr(vars(sessions))
     assert sessions.find(token, touch=False) is not None
     assert sessions.csrf_ok(token, sessions.csrf_token(token))
     assert not sessions.csrf_ok(token, sessions.csrf_token(token + "x"))
-    assert Sessions(60, clock).csrf_token(token) != sessions.csrf_token(token)  # per daemon
+    assert Sessions(60, 3600, clock).csrf_token(token) != sessions.csrf_token(token)  # per daemon
     clock.now += 60
     assert sessions.find(token, touch=True) is None

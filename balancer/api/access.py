@@ -42,9 +42,16 @@ class SignInRefused(Exception):
 
 
 class Access:
-    def __init__(self, store: Store, *, idle_timeout: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        idle_timeout: float,
+        max_lifetime: float,
+        clock: Callable[[], float],
+    ) -> None:
         self.store = store
-        self.sessions = Sessions(idle_timeout, clock)
+        self.sessions = Sessions(idle_timeout, max_lifetime, clock)
         self.throttle = Throttle(clock)
 
     def caller(self, connection: HTTPConnection, *, touch: bool) -> Caller | None:

@@ -253,8 +253,13 @@ def create_app(
 
     app.include_router(api)
     app.include_router(users.router(store))
-    idle = store.node_settings().session_idle_timeout
-    access = Access(store, idle_timeout=idle, clock=clock)
+    node = store.node_settings()
+    access = Access(
+        store,
+        idle_timeout=node.session_idle_timeout,
+        max_lifetime=node.session_max_lifetime,
+        clock=clock,
+    )
     web.install(app, store, controller, access)
     app.add_middleware(Gate, access=access)
     return app

@@ -2,7 +2,8 @@
 
 A session is named by a random token that lives in the browser's cookie; the table is keyed by
 the token's digest, so not even a memory dump shows a usable cookie. A session ends when it has
-not been used for the idle timeout, when its user signs out, and when its user's password
+not been used for the idle timeout, when it reaches its maximum lifetime however busy it is (a
+stolen cookie is not good for ever), when its user signs out, and when its user's password
 changes or the user is removed: it remembers the password hash it was opened with.
 
 Forms carry a CSRF token derived from the cookie with a key of this daemon's own (HMAC), so a
@@ -25,12 +26,16 @@ MAX_SESSIONS = 10_000
 class Session:
     user: str
     password_hash: str
+    opened: float
     last_used: float
 
 
 class Sessions:
-    def __init__(self, idle_timeout: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, idle_timeout: float, max_lifetime: float, clock: Callable[[], float]
+    ) -> None:
         self.idle_timeout = idle_timeout
+        self.max_lifetime = max_lifetime
         self._clock = clock
         self._key = secrets.token_bytes(32)
         self._table: dict[str, Session] = {}
@@ -44,7 +49,7 @@ class Sessions:
             oldest = min(self._table, key=lambda d: self._table[d].last_used)
             del self._table[oldest]
         token = secrets.token_urlsafe(32)
-        self._table[_digest(token)] = Session(user, password_hash, now)
+        self._table[_digest(token)] = Session(user, password_hash, now, now)
         return token
 
     def find(self, token: str, *, touch: bool) -> Session | None:
@@ -70,7 +75,10 @@ class Sessions:
         return hmac.compare_digest(self.csrf_token(cookie), token)
 
     def _expired(self, session: Session, now: float) -> bool:
-        return now - session.last_used >= self.idle_timeout
+        return (
+            now - session.last_used >= self.idle_timeout
+            or now - session.opened >= self.max_lifetime
+        )
 
 
 def _digest(token: str) -> str:

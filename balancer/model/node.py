@@ -20,6 +20,8 @@ class NodeSettings(Frozen):
     listen_address: Address | None = Field(default=defaults.LISTEN_ADDRESS, validate_default=True)
     # A WebUI session unused this long must sign in again.
     session_idle_timeout: float = Field(defaults.SESSION_IDLE_TIMEOUT, gt=0)
+    # However busy, a WebUI session this old must sign in again.
+    session_max_lifetime: float = Field(defaults.SESSION_MAX_LIFETIME, gt=0)
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Self:
