@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, FastAPI, Header, Response
+from fastapi import APIRouter, Body, FastAPI, Header, Query, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
@@ -27,6 +27,9 @@ Base = Annotated[
     int | None,
     Header(alias="If-Match", description="the revision this change was based on; 409 if stale"),
 ]
+
+# How many entries one answer lists: enough for any screen, bounded for the database's sake.
+Limit = Annotated[int, Query(ge=1, le=10_000)]
 
 
 class Saved(BaseModel):
@@ -63,6 +66,7 @@ def create_app(
         docs_url="/api/docs",
         openapi_url="/api/v1/openapi.json",
         redoc_url=None,
+        responses=errors.RESPONSES,
     )
     errors.install(app)
     api = APIRouter(prefix="/api/v1")
@@ -227,25 +231,31 @@ def create_app(
         return Saved(revision=revision.id)
 
     @api.get("/revisions")
-    def revisions(limit: int = 20) -> list[dict[str, Any]]:
+    def revisions(limit: Limit = 20) -> list[dict[str, Any]]:
         return [
             {"id": r.id, "created": r.created, "author": r.author, "message": r.message}
             for r in store.revisions(limit)
         ]
 
     @api.get("/audit")
-    def audit(limit: int = 100, author: str | None = None) -> list[dict[str, Any]]:
+    def audit(limit: Limit = 100, author: str | None = None) -> list[dict[str, Any]]:
         return [asdict(entry) for entry in store.audit_log(limit, author=author)]
 
     @api.get("/logs", summary="The engine's and the appliance's logs, newest first")
-    def read_logs(limit: int = 200, source: str | None = None) -> list[dict[str, Any]]:
+    def read_logs(limit: Limit = 200, source: str | None = None) -> list[dict[str, Any]]:
         folder = data_dir / "logs"
         engine = [logs.entries(folder / "engine.log"), haproxy_logs.entries(folder / "haproxy.log")]
         appliance = [logs.entries(folder / "balancer.log")]
         streams = {"engine": engine, "appliance": appliance}.get(source or "", engine + appliance)
         return logs.read(streams, limit)
 
-    @api.post("/shutdown", status_code=202, summary="Stop the management daemon")
+    @api.post(
+        "/shutdown",
+        status_code=202,
+        response_class=Response,
+        responses={202: {"content": None, "description": "stopping"}},
+        summary="Stop the management daemon",
+    )
     def stop(user: Author, engine: bool = False) -> Response:
         store.audit(author=user, action="shutdown", detail={"engine": engine})
         shutdown(engine)

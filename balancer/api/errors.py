@@ -7,12 +7,39 @@ import re
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from balancer.configuration import Missing
 from balancer.controller import CommitFailed
 from balancer.engines import EngineError
 from balancer.store import Conflict, NotFound
 from balancer.validate import Invalid, Problem
+
+
+class ErrorItem(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorReply(BaseModel):
+    detail: list[ErrorItem]
+
+
+# What any route may answer besides its own success, documented once for all of them.
+RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorReply, "description": description}
+    for status, description in (
+        (400, "the body is not the JSON document it should be"),
+        (401, "no session or API key (network callers only)"),
+        (403, "a change made with the session cookie but without its CSRF token"),
+        (404, "no such virtual service, real server, user or revision"),
+        (409, "the revision given in If-Match is not the latest: someone changed it first"),
+        (422, "the request or the configuration it makes is not valid: field and reason"),
+        (503, "the engine cannot be reached"),
+    )
+}
 
 _FIELD = re.compile(r"^([\w.\[\]-]+): (.+)$", re.S)
 
@@ -28,7 +55,28 @@ def from_message(message: str) -> Problem:
     return Problem(matched.group(1), matched.group(2)) if matched else Problem("", message)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path. Starlette's own 405 names only the first
+    route's, though a path such as /virtual-services has one route per method."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "OPTIONS"})
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        # FastAPI's only 400 is a body it could not parse.
+        field = "body" if error.status_code == 400 else ""
+        response = reply(error.status_code, [Problem(field, str(error.detail))])
+        response.headers.update(error.headers or {})
+        if error.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
+        return response
+
     @app.exception_handler(Invalid)
     async def invalid(_: Request, error: Invalid) -> JSONResponse:
         return reply(422, list(error.problems))
@@ -37,9 +85,11 @@ def install(app: FastAPI) -> None:
     async def malformed(_: Request, error: RequestValidationError) -> JSONResponse:
         problems = []
         for item in error.errors():
-            loc = [str(step) for step in item["loc"] if step not in ("body", "query", "path")]
+            loc = [
+                str(step) for step in item["loc"] if step not in ("body", "query", "path", "header")
+            ]
             message = str(item["msg"]).removeprefix("Value error, ")
-            problems.append(Problem(".".join(loc), message))
+            problems.append(Problem(".".join(loc) or str(item["loc"][0]), message))
         return reply(422, problems)
 
     @app.exception_handler(Missing)

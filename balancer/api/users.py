@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
 from balancer import users
 from balancer.api.gate import Author
 from balancer.store import Store
 
+# A key's id is an SQLite row id: a bigger number names no key, and SQLite cannot take it.
+KeyId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Password = Field(min_length=1, json_schema_extra={"format": "password"})
 
 
@@ -64,7 +66,7 @@ def router(store: Store) -> APIRouter:
         return {**asdict(made), "key": key}
 
     @api.delete("/api-keys/{id}", summary="Revoke an API key, at once")
-    def revoke_key(id: int, user: Author) -> dict[str, Any]:
+    def revoke_key(id: KeyId, user: Author) -> dict[str, Any]:
         return asdict(store.revoke_api_key(id, author=user))
 
     return api
