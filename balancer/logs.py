@@ -7,11 +7,22 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from balancer.validate import Invalid, Problem
+
+if TYPE_CHECKING:  # the engine's process logs with this module and has no store
+    from balancer.store import Store
 
 # Attributes every LogRecord has; anything else was passed in ``extra`` and is logged as a field.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Fields a text search does not look in: numbers that would match any digits typed.
+_UNSEARCHED = frozenset({"time", "at", "id"})
+# How far back a text search of the audit trail looks: the store filters by user, not by text.
+AUDIT_SEARCHED = 10_000
 
 
 class JsonLines(logging.Formatter):
@@ -45,11 +56,58 @@ def setup(path: Path, source: str, level: int = logging.INFO) -> None:
 Entry = dict[str, Any]
 
 
-def read(streams: Iterable[Iterable[Entry]], limit: int = 200, since: float = 0.0) -> list[Entry]:
-    """The newest ``limit`` entries of all ``streams`` together, newest first."""
+def read(
+    streams: Iterable[Iterable[Entry]],
+    limit: int = 200,
+    since: float = 0.0,
+    text: str | None = None,
+) -> list[Entry]:
+    """The newest ``limit`` entries of all ``streams`` together, newest first; only those
+    containing ``text``, if given."""
     found = [entry for stream in streams for entry in stream if entry["time"] >= since]
     found.sort(key=lambda entry: entry["time"], reverse=True)
-    return found[:limit]
+    return list(islice(matching(found, text), limit))
+
+
+def matching(found: Iterable[Entry], text: str | None) -> Iterator[Entry]:
+    """The entries with ``text`` in their message or any other field but the time, whatever
+    its case; all of them if ``text`` is empty."""
+    wanted = (text or "").strip().casefold()
+    for entry in found:
+        if not wanted or wanted in _searched(entry):
+            yield entry
+
+
+def _searched(entry: Entry) -> str:
+    return " ".join(str(v) for k, v in entry.items() if k not in _UNSEARCHED).casefold()
+
+
+def search(
+    folder: Path, *, source: str | None = None, text: str | None = None, limit: int = 200
+) -> list[Entry]:
+    """The logs in ``folder``: the engine's (the built-in engine's, or HAProxy's), the
+    appliance's, or both when ``source`` is None; newest first."""
+    # Here, not at the top: HAProxy's log parser builds its entries with this module.
+    from balancer.engines.haproxy import logs as haproxy_logs
+
+    streams = {
+        "engine": [entries(folder / "engine.log"), haproxy_logs.entries(folder / "haproxy.log")],
+        "appliance": [entries(folder / "balancer.log")],
+    }
+    if source is not None and source not in streams:
+        known = " or ".join(streams)
+        raise Invalid([Problem("source", f"{source!r} is not a log: {known}")])
+    chosen = streams[source] if source else [s for both in streams.values() for s in both]
+    return read(chosen, limit, text=text)
+
+
+def audit_trail(
+    store: Store, *, limit: int = 100, author: str | None = None, text: str | None = None
+) -> list[Entry]:
+    """The audit trail, newest first: one user's entries if ``author`` is given; only those
+    containing ``text``, among the newest ``AUDIT_SEARCHED``, if it is."""
+    found = store.audit_log(AUDIT_SEARCHED if text else limit, author=author or None)
+    return list(islice(matching((asdict(entry) for entry in found), text), limit))
 
 
 def entries(path: Path, parse: Callable[[str], Entry | None] | None = None) -> Iterator[Entry]:

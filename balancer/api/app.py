@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,11 +16,11 @@ from balancer.api import errors, users
 from balancer.api.access import Access
 from balancer.api.gate import Author, Gate
 from balancer.controller import Controller
-from balancer.engines.haproxy import logs as haproxy_logs
 from balancer.model import Config, RealServer, RealServerState, VirtualService
 from balancer.presets.psm import add_psm
 from balancer.state import Overview
 from balancer.store import Store
+from balancer.system import System, SystemFigures
 
 Base = Annotated[
     int | None,
@@ -87,6 +86,8 @@ def create_app(
 
     def head() -> Config:
         return store.head().config
+
+    system = System()
 
     @api.get("/status", response_model=Overview, summary="System Overview")
     async def status() -> Overview:
@@ -237,17 +238,21 @@ def create_app(
             for r in store.revisions(limit)
         ]
 
-    @api.get("/audit")
-    def audit(limit: Limit = 100, author: str | None = None) -> list[dict[str, Any]]:
-        return [asdict(entry) for entry in store.audit_log(limit, author=author)]
+    @api.get("/audit", summary="The audit trail, newest first")
+    def audit(
+        limit: Limit = 100, author: str | None = None, text: str | None = None
+    ) -> list[dict[str, Any]]:
+        return logs.audit_trail(store, limit=limit, author=author, text=text)
 
     @api.get("/logs", summary="The engine's and the appliance's logs, newest first")
-    def read_logs(limit: Limit = 200, source: str | None = None) -> list[dict[str, Any]]:
-        folder = data_dir / "logs"
-        engine = [logs.entries(folder / "engine.log"), haproxy_logs.entries(folder / "haproxy.log")]
-        appliance = [logs.entries(folder / "balancer.log")]
-        streams = {"engine": engine, "appliance": appliance}.get(source or "", engine + appliance)
-        return logs.read(streams, limit)
+    def read_logs(
+        limit: Limit = 200, source: str | None = None, text: str | None = None
+    ) -> list[dict[str, Any]]:
+        return logs.search(data_dir / "logs", source=source, text=text, limit=limit)
+
+    @api.get("/system", response_model=SystemFigures, summary="Bandwidth, load and memory")
+    async def system_figures() -> SystemFigures:
+        return system.figures()
 
     @api.post(
         "/shutdown",
