@@ -1,12 +1,230 @@
-"""Cluster Configuration > Layer 7 - Real Servers: list, add, modify, delete."""
+"""Cluster Configuration > Layer 7 - Real Servers: every virtual service's real servers, with
+"Add a new Real Server" next to each (the guide's 10.1.2), and Modify and Delete for each.
+
+A real server's state (drain, halt, online) is not here: System Overview changes it at once.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Callable
+from typing import Any
 
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse, Response
+
+from balancer import configuration
+from balancer.api.gate import WEBUI, Author
+from balancer.model import RealServer, VirtualService
+from balancer.model.types import format_ports
+from balancer.web import help
+from balancer.web.cluster_configuration import (
+    Document,
+    Form,
+    Refused,
+    confirm_delete,
+    flatten,
+    nest,
+    read_form,
+    save,
+    shown,
+    where,
+)
 from balancer.web.render import Renderer
+
+TITLE = "Layer 7 \N{EN DASH} Real Servers"
+PAGE = f"{WEBUI}real-servers"
+FIELDS = tuple(help.REAL_SERVER)
+OPTIONAL = {"port"}
+
+
+def server_document(form: Form, prefix: str = "", names: tuple[str, ...] = FIELDS) -> Document:
+    """A real server's fields (each named ``prefix + field``) as the document the API takes."""
+    return nest(form, names, prefix=prefix, optional=OPTIONAL)
+
+
+def fields_of(service: str, label: str) -> Callable[[str], str | None]:
+    return where({f"virtual_services[{service}].real_servers[{label}].": ""}, FIELDS)
 
 
 def router(render: Renderer) -> APIRouter:
     web = APIRouter(include_in_schema=False)
+    store = render.store
+
+    def listing(request: Request, *, status: int = 200, error: str = "") -> Response:
+        return render(
+            request,
+            "servers.html",
+            title=TITLE,
+            status=status,
+            services=[_service(vs) for vs in store.head().config.virtual_services],
+            error=error,
+        )
+
+    def form_page(
+        request: Request,
+        vs: VirtualService,
+        form: Form,
+        revision: int | str | None,
+        refusal: Refused | None = None,
+        server: str = "",
+    ) -> Response:
+        refusal = refusal or Refused(status=200)
+        return render(
+            request,
+            "servers_form.html",
+            title=TITLE,
+            status=refusal.status,
+            service=_service(vs),
+            server=server,
+            form=form,
+            errors=refusal.errors,
+            general=refusal.general,
+            revision=revision,
+            about=help.REAL_SERVER,
+        )
+
+    def missing(request: Request, service: str, server: str | None = None) -> Response:
+        what = (
+            f"real server {server!r} in {service!r}" if server else f"virtual service {service!r}"
+        )
+        return listing(request, status=404, error=f"there is no {what}")
+
+    def find(service: str, server: str) -> tuple[VirtualService | None, RealServer | None]:
+        vs = store.head().config.virtual_service(service)
+        return vs, vs.real_server(server) if vs else None
+
+    @web.get(PAGE)
+    def servers_page(request: Request) -> Response:
+        return listing(request)
+
+    @web.get(PAGE + "/{service}/add")
+    def add_page(request: Request, service: str) -> Response:
+        vs = store.head().config.virtual_service(service)
+        if vs is None:
+            return missing(request, service)
+        blank = RealServer.model_fields
+        form = {name: shown(blank[name].default) for name in FIELDS}
+        return form_page(request, vs, form, store.head().id)
+
+    @web.post(PAGE + "/{service}/add")
+    async def add(request: Request, service: str, user: Author) -> Response:
+        form = await read_form(request)
+        document = server_document(form)
+        target = f"{service}/{document['label']}"
+        try:
+            save(
+                store,
+                form,
+                lambda config: configuration.add_real_server(config, service, document),
+                fields_of(service, document["label"]),
+                author=user,
+                message=f"add real server {target}",
+                action="add",
+                target=target,
+            )
+        except Refused as refusal:
+            vs = store.head().config.virtual_service(service)
+            if vs is None:
+                return missing(request, service)
+            return form_page(request, vs, form, form.get("revision"), refusal)
+        return RedirectResponse(PAGE, status_code=303)
+
+    @web.get(PAGE + "/{service}/{server}/modify")
+    def modify_page(request: Request, service: str, server: str) -> Response:
+        vs, rs = find(service, server)
+        if vs is None or rs is None:
+            return missing(request, service, server)
+        form = flatten(rs.model_dump(mode="json", include=set(FIELDS)))
+        return form_page(request, vs, form, store.head().id, server=server)
+
+    @web.post(PAGE + "/{service}/{server}/modify")
+    async def modify(request: Request, service: str, server: str, user: Author) -> Response:
+        form = await read_form(request)
+        changes = server_document(form)
+        target = f"{service}/{server}"
+        try:
+            save(
+                store,
+                form,
+                lambda config: configuration.modify_real_server(config, service, server, changes),
+                fields_of(service, changes["label"]),
+                author=user,
+                message=f"modify real server {target}",
+                action="modify",
+                target=target,
+            )
+        except Refused as refusal:
+            vs, rs = find(service, server)
+            if vs is None or rs is None:
+                return missing(request, service, server)
+            return form_page(request, vs, form, form.get("revision"), refusal, server=server)
+        return RedirectResponse(PAGE, status_code=303)
+
+    @web.get(PAGE + "/{service}/{server}/delete")
+    def delete_page(request: Request, service: str, server: str) -> Response:
+        vs, rs = find(service, server)
+        if vs is None or rs is None:
+            return missing(request, service, server)
+        return _confirm(render, request, vs, rs, store.head().id)
+
+    @web.post(PAGE + "/{service}/{server}/delete")
+    async def delete(request: Request, service: str, server: str, user: Author) -> Response:
+        form = await read_form(request)
+        target = f"{service}/{server}"
+        try:
+            save(
+                store,
+                form,
+                lambda config: configuration.remove_real_server(config, service, server),
+                lambda _: None,
+                author=user,
+                message=f"remove real server {target}",
+                action="remove",
+                target=target,
+            )
+        except Refused as refusal:
+            vs, rs = find(service, server)
+            if vs is None or rs is None:
+                return missing(request, service, server)
+            return _confirm(render, request, vs, rs, form.get("revision"), refusal)
+        return RedirectResponse(PAGE, status_code=303)
+
     return web
+
+
+def _confirm(
+    render: Renderer,
+    request: Request,
+    vs: VirtualService,
+    rs: RealServer,
+    revision: int | str | None,
+    refusal: Refused | None = None,
+) -> Response:
+    return confirm_delete(
+        render,
+        request,
+        title=TITLE,
+        what=f"real server {rs.label} ({rs.ip}) of virtual service {vs.label}",
+        action=f"{PAGE}/{vs.label}/{rs.label}/delete",
+        back=PAGE,
+        revision=revision,
+        refusal=refusal,
+    )
+
+
+def _service(vs: VirtualService) -> dict[str, Any]:
+    return {
+        "label": vs.label,
+        "address": f"{vs.ip}:{format_ports(vs.ports)}",
+        "real_servers": [
+            {
+                "label": rs.label,
+                "ip": str(rs.ip),
+                "port": rs.port if rs.port is not None else "",
+                "weight": rs.weight,
+                "max_connections": rs.max_connections or "no limit",
+                "state": rs.state.value,
+            }
+            for rs in vs.real_servers
+        ],
+    }
