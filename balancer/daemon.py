@@ -5,6 +5,11 @@ The API and the WebUI are one application, served on two kinds of listener. The 
 the data directory is reachable only by root (mode 0600): local administration needs no
 password. The network listener (HTTPS on 9443, and plain HTTP if the node asks for it) lets in
 only signed-in users and API keys.
+
+Restart Services can restart the management service in place: the listeners close once the
+answers in progress are sent, the engine is let go of and kept running (no connection drops),
+and everything starts again with the node settings saved since, such as new service socket
+addresses. Sessions live in the service's memory, so everyone signs in again.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
-from balancer import engines, first_start, logs, validate
+from balancer import engines, first_start, logs, management, validate
 from balancer.api.app import create_app
 from balancer.api.gate import local
 from balancer.api.listeners import Listener, listener, network_socket, unix_socket
+from balancer.certificates import ServedCertificate
 from balancer.client import api_socket
 from balancer.controller import Controller
 from balancer.model import NodeSettings
@@ -40,44 +47,114 @@ async def serve(data_dir: Path, node_changes: dict[str, Any] | None = None) -> N
             # Shown once on the terminal that started the appliance; never logged or kept.
             print(first_start.announce(password), flush=True)
             log.info("first start: a password was made for the WebUI user and shown once")
-        certificate = first_start.certificate(data_dir, node.hostname)
-        # Every port is taken before anything starts, so a port in use changes nothing.
-        network: list[tuple[socket.socket, Path | None]] = [
-            (network_socket(node.listen_address, node.https_port), certificate)
-        ]
-        if node.http_port is not None:
-            network.append((network_socket(node.listen_address, node.http_port), None))
-        controller = Controller(store, engines.engine(node.engine, data_dir))
-        await controller.start()
-        stop_engine = False
+        certificate = ServedCertificate(first_start.certificate(data_dir, node.hostname))
+        network: list[tuple[socket.socket, bool]] | None = _network(node)
+        # Each round is one run of the management service; Restart Services starts another.
+        while network is not None:
+            network = await _run(store, data_dir, certificate, node, network)
+            node = store.node_settings()
 
-        def shutdown(engine: bool) -> None:
-            nonlocal stop_engine
-            stop_engine = engine
-            for server, _ in servers:
-                server.should_exit = True
 
-        app = create_app(store, controller, data_dir, shutdown)
-        servers: list[tuple[Listener, socket.socket]] = [
-            (listener(local(app)), unix_socket(api_socket(data_dir))),
-            *((listener(app, tls), sock) for sock, tls in network),
-        ]
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, shutdown, False)
-        log.info(
-            "management daemon up",
-            extra={"event": "start", "engine": node.engine, "https_port": node.https_port},
-        )
+async def _run(
+    store: Store,
+    data_dir: Path,
+    certificate: ServedCertificate,
+    node: NodeSettings,
+    network: list[tuple[socket.socket, bool]],
+) -> list[tuple[socket.socket, bool]] | None:
+    """Serve ``network`` (sockets, and whether each is HTTPS) and the Unix socket until asked
+    to stop (None) or to restart: then the network sockets of the next round."""
+    controller = Controller(store, engines.engine(node.engine, data_dir))
+    await controller.start()
+    stop_engine = False
+    restart = False
+
+    def shutdown(engine: bool) -> None:
+        nonlocal stop_engine
+        stop_engine = engine
+        for server, _ in servers:
+            server.should_exit = True
+
+    def restarting() -> None:
+        nonlocal restart
+        restart = True
+        shutdown(False)
+
+    app = create_app(store, controller, data_dir, shutdown)
+    servers: list[tuple[Listener, socket.socket]] = [
+        (listener(local(app)), unix_socket(api_socket(data_dir))),
+        *((listener(app, certificate.path if tls else None), sock) for sock, tls in network),
+    ]
+    contexts: list[ssl.SSLContext] = []
+    for server, _ in servers:
+        server.config.load()  # makes the TLS context now, so a new certificate can reach it
+        if server.config.ssl is not None:
+            contexts.append(server.config.ssl)
+            certificate.serve_with(server.config.ssl)
+    management.provide(app, management.Management(node, certificate, restarting))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, shutdown, False)
+    log.info(
+        "management daemon up",
+        extra={"event": "start", "engine": node.engine, "https_port": node.https_port},
+    )
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            for server, sock in servers:
+                tasks.create_task(server.serve(sockets=[sock]))
+    finally:
+        for context in contexts:
+            certificate.forget(context)
+        await controller.close(stop_engine=stop_engine)
+        with contextlib.suppress(FileNotFoundError):
+            api_socket(data_dir).unlink()
+        log.info("management daemon stopped", extra={"stop_engine": stop_engine})
+    if not restart:
+        return None
+    return _rebound(store, node)
+
+
+def _network(node: NodeSettings) -> list[tuple[socket.socket, bool]]:
+    """The WebUI's and the API's network sockets: HTTPS, and plain HTTP if asked for. Every
+    port is taken before anything starts, so a port in use changes nothing."""
+    sockets = [(network_socket(node.listen_address, node.https_port), True)]
+    if node.http_port is not None:
         try:
-            async with asyncio.TaskGroup() as tasks:
-                for server, sock in servers:
-                    tasks.create_task(server.serve(sockets=[sock]))
-        finally:
-            await controller.close(stop_engine=stop_engine)
-            with contextlib.suppress(FileNotFoundError):
-                api_socket(data_dir).unlink()
-            log.info("management daemon stopped", extra={"stop_engine": stop_engine})
+            sockets.append((network_socket(node.listen_address, node.http_port), False))
+        except OSError:
+            sockets[0][0].close()
+            raise
+    return sockets
+
+
+def _rebound(store: Store, previous: NodeSettings) -> list[tuple[socket.socket, bool]]:
+    """The sockets of the saved node settings, for a restart; if they cannot be had, those of
+    the settings that ran until now, which are saved back, so the appliance stays reachable."""
+    saved = store.node_settings()
+    try:
+        return _network(saved)
+    except OSError as error:
+        log.error(
+            "restart: the saved service socket addresses cannot be used (%s); kept the previous",
+            error,
+        )
+        store.audit(
+            author="system",
+            action="node_settings_refused",
+            detail={"error": str(error), "settings": saved.model_dump(mode="json")},
+        )
+        store.save_node_settings(
+            saved.model_copy(
+                update={
+                    "https_port": previous.https_port,
+                    "http_port": previous.http_port,
+                    "listen_address": previous.listen_address,
+                }
+            ),
+            author="system",
+        )
+        return _network(previous)
 
 
 async def _node_settings(store: Store, data_dir: Path, changes: dict[str, Any]) -> NodeSettings:

@@ -3,7 +3,8 @@
 On the network, every request needs a WebUI session (a cookie) or an API key (``Authorization:
 Bearer <key>``), except the sign-in page and the WebUI's static files. A request made with the
 session cookie that changes anything must carry the session's CSRF token, in the
-``X-CSRF-Token`` header or, from a plain form, a ``csrf_token`` field; so must a sign-in.
+``X-CSRF-Token`` header or, from a plain form, a ``csrf_token`` field (the first field of a
+form that uploads a file); so must a sign-in.
 
 Only the Unix socket's listener marks its requests local: there the caller is the OS user the
 ``balancer`` command names (the socket is reachable by root alone), as before there was a
@@ -12,10 +13,13 @@ network listener. Anything not so marked is treated as coming from the network.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import parse_qs, quote
 
 from fastapi import Depends, Request
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -129,22 +133,89 @@ def _forbidden(connection: HTTPConnection) -> Response:
 
 
 async def _csrf_token(connection: HTTPConnection, receive: Receive) -> tuple[str | None, Receive]:
-    """The CSRF token sent in the header or a url-encoded form, and a ``receive`` that still
-    gives the application the whole body."""
+    """The CSRF token sent in the header or a form, and a ``receive`` that still gives the
+    application the whole body."""
     header = connection.headers.get("x-csrf-token")
-    kind = connection.headers.get("content-type", "").split(";")[0].strip()
-    if header or kind != "application/x-www-form-urlencoded":
+    kind, options = parse_options_header(connection.headers.get("content-type", ""))
+    if header:
         return header, receive
-    chunks, size, more = [], 0, True
-    while more and size <= FORM_LIMIT:
+    if kind == b"application/x-www-form-urlencoded":
+        body, more, receive = await _read(receive, lambda chunk: False)
+        if more:
+            return None, receive
+        try:
+            fields = parse_qs(body.decode("latin-1"), max_num_fields=100)
+        except ValueError:  # more fields than any WebUI form has
+            return None, receive
+        tokens = fields.get("csrf_token", [])
+        return (tokens[0] if tokens else None), receive
+    if kind == b"multipart/form-data" and options.get(b"boundary"):
+        return await _multipart_token(options[b"boundary"], receive)
+    return None, receive
+
+
+async def _multipart_token(boundary: bytes, receive: Receive) -> tuple[str | None, Receive]:
+    """The token of a form that uploads a file: its first field must be ``csrf_token`` (the
+    WebUI's forms put it first), so it is read before the file, however big that is."""
+    found: dict[str, bytes] = {}
+    part: dict[str, bytes] = {}
+
+    def header_field(data: bytes, start: int, end: int) -> None:
+        part["field"] = part.get("field", b"") + data[start:end]
+
+    def header_value(data: bytes, start: int, end: int) -> None:
+        part["value"] = part.get("value", b"") + data[start:end]
+
+    def header_end() -> None:
+        if part.pop("field", b"").lower() == b"content-disposition":
+            part["disposition"] = part.get("value", b"")
+        part.pop("value", None)
+
+    def part_data(data: bytes, start: int, end: int) -> None:
+        part["data"] = part.get("data", b"") + data[start:end]
+
+    def part_end() -> None:
+        _, options = parse_options_header(part.get("disposition", b""))
+        if options.get(b"name") == b"csrf_token" and b"filename" not in options:
+            found["token"] = part.get("data", b"")
+        found["first part"] = b""
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_header_field": header_field,
+            "on_header_value": header_value,
+            "on_header_end": header_end,
+            "on_part_data": part_data,
+            "on_part_end": part_end,
+        },
+    )
+
+    def enough(chunk: bytes) -> bool:
+        try:
+            parser.write(chunk)
+        except MultipartParseError:
+            found["first part"] = b""  # not a form: no token
+        # No token is longer than this: the first part is not one, whatever follows.
+        return bool(found) or len(part.get("data", b"")) > 128
+
+    _, _, receive = await _read(receive, enough)
+    token = found.get("token")
+    return (token.decode("latin-1") if token else None), receive
+
+
+async def _read(receive: Receive, enough: Callable[[bytes], bool]) -> tuple[bytes, bool, Receive]:
+    """The body read until ``enough`` says so, its end, or FORM_LIMIT; whether more is left;
+    and a ``receive`` that gives the application the body from its start."""
+    chunks, size, more, done = [], 0, True, False
+    while more and not done and size <= FORM_LIMIT:
         message = await receive()
         if message["type"] != "http.request":
-            return None, receive
+            return b"", False, receive
         chunks.append(message.get("body", b""))
         size += len(chunks[-1])
         more = message.get("more_body", False)
-    if more:
-        return None, receive
+        done = enough(chunks[-1])
     body = b"".join(chunks)
     replayed = False
 
@@ -153,14 +224,9 @@ async def _csrf_token(connection: HTTPConnection, receive: Receive) -> tuple[str
         if replayed:
             return await receive()
         replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": more}
 
-    try:
-        fields = parse_qs(body.decode("latin-1"), max_num_fields=100)
-    except ValueError:  # more fields than any WebUI form has
-        return None, replay
-    tokens = fields.get("csrf_token", [])
-    return (tokens[0] if tokens else None), replay
+    return body, more, replay
 
 
 def _hardened(send: Send, path: str) -> Send:

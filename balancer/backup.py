@@ -1,0 +1,81 @@
+"""Reading a backup file an operator uploads, before the store checks what it holds.
+
+A file is refused with the reason, and nothing read from it is used, when it is bigger than a
+backup of any appliance (``MAX_SIZE``), not UTF-8, not one complete JSON document, nested
+deeper than a backup is (``MAX_DEPTH``), or names a key twice in one object: JSON parsers keep
+the last of two, so what was checked and what was meant could differ. The document it gives is
+then checked whole by ``Store.restore`` (format, version, every field of the configuration).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from balancer.validate import Invalid, Problem
+
+# A backup of the guide's setup is about 2 KiB; of a hundred services with ten servers each,
+# about 400 KiB.
+MAX_SIZE = 1 << 20
+# A backup's deepest value (a health check's setting in a service) is 5 levels down.
+MAX_DEPTH = 16
+# A string (escapes included) or a bracket: what nesting is counted from.
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+
+
+def read(data: bytes) -> Any:
+    """The JSON document in ``data``, or Invalid naming field ``file`` and the reason."""
+    if len(data) > MAX_SIZE:
+        raise _bad(f"is {len(data)} bytes; a backup is at most {MAX_SIZE} bytes (1 MiB)")
+    if not data.strip():
+        raise _bad("is empty")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise _bad(f"is not UTF-8 text (byte {error.start}): not a backup") from None
+    depth = _depth(data)
+    if depth > MAX_DEPTH:
+        raise _bad(f"is nested {depth} levels deep; a backup is at most {MAX_DEPTH}")
+    try:
+        return json.loads(text, object_pairs_hook=_once, parse_constant=_no_constant)
+    except json.JSONDecodeError as error:
+        if error.pos >= len(text.rstrip()):
+            reason = "ends before its JSON document does: the file is cut short"
+        else:
+            reason = f"is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        raise _bad(reason) from None
+    except Invalid:
+        raise
+    except ValueError as error:  # a number too long for Python's int conversion
+        raise _bad(f"is not JSON this appliance reads: {error}") from None
+
+
+def _bad(reason: str) -> Invalid:
+    return Invalid([Problem("file", reason)])
+
+
+def _depth(data: bytes) -> int:
+    deepest = depth = 0
+    for token in _TOKEN.finditer(data):
+        bracket = token.group()
+        if bracket in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            reason = "is given twice in one object: a backup names each setting once"
+            raise Invalid([Problem(key, reason)])
+        found[key] = value
+    return found
+
+
+def _no_constant(name: str) -> Any:
+    raise Invalid([Problem("file", f"is not JSON: {name} is not a JSON number")])

@@ -1,0 +1,60 @@
+"""Forms that upload a file (a backup, a certificate): read whole into memory up to a limit
+before anything parses them, so an oversized upload is refused without filling a disk.
+
+The gate has already checked the form's CSRF token, its first field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from balancer.validate import Invalid, Problem
+
+# Beyond the files' own limits: field names, the token, part headers.
+OVERHEAD = 16 << 10
+# An upload bigger than its limit is read this far, unused, so the browser sees the answer
+# rather than a connection closed while it was still sending.
+DRAINED = 32 << 20
+
+
+async def form(request: Request, limit: int, field: str) -> FormData:
+    """The multipart form of ``request``; Invalid naming ``field`` if it is over ``limit``
+    bytes (plus the form's own overhead) or is not a form."""
+    body = bytearray()
+    stream = request.stream()
+    async for chunk in stream:
+        body += chunk
+        if len(body) > limit + OVERHEAD:
+            break
+    else:
+        return await _parsed(request, bytes(body), field)
+    size = len(body)
+    async for chunk in stream:
+        size += len(chunk)
+        if size > DRAINED:
+            break
+    shown = "more than 32 MiB" if size > DRAINED else f"{size} bytes"
+    reason = f"is too big: the upload is {shown}, and at most {limit} bytes are taken"
+    raise Invalid([Problem(field, reason)])
+
+
+async def content(data: FormData, field: str) -> bytes:
+    """The bytes of file ``field``, empty if none was chosen."""
+    item = data.get(field)
+    return await item.read() if isinstance(item, UploadFile) else b""
+
+
+async def _parsed(request: Request, body: bytes, field: str) -> FormData:
+    async def once() -> AsyncIterator[bytes]:
+        yield body
+
+    if "boundary=" not in request.headers.get("content-type", ""):
+        raise Invalid([Problem(field, "was not sent as a file upload (multipart/form-data)")])
+    try:
+        return await MultiPartParser(request.headers, once(), max_files=4, max_fields=8).parse()
+    except MultiPartException as error:
+        raise Invalid([Problem(field, f"was not sent as a file upload: {error}")]) from None
