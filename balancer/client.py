@@ -1,12 +1,25 @@
-"""A client of the appliance's REST API, used by the ``balancer`` command and the tests."""
+"""A client of the appliance's REST API, used by the ``balancer`` command and the tests.
+
+One client for both ways in: the Unix socket on the appliance itself, where the caller is the
+OS user, or HTTPS from elsewhere with an API key, which acts as its owner. The appliance's
+certificate is self-signed by default, so besides the usual trust in certificate authorities
+the client can trust one certificate as it is, named by its SHA-256 fingerprint, and is then
+checked during the TLS handshake, before the key is sent.
+"""
 
 from __future__ import annotations
 
 import getpass
+import hashlib
+import ssl
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 
 def api_socket(data_dir: Path) -> Path:
@@ -22,15 +35,48 @@ class ApiError(Exception):
         self.status = status
 
 
+@dataclass(frozen=True)
+class Remote:
+    """An appliance reached over HTTPS, ``url`` being ``https://host:port``.
+
+    Its certificate is trusted when it has the SHA-256 ``fingerprint`` given (hex digits), or
+    when the PEM text ``ca`` holds it or the authority that signed it, or by the system's
+    authorities when neither is given; ``insecure`` trusts any certificate."""
+
+    url: str
+    key: str
+    ca: str | None = None
+    fingerprint: str | None = None
+    insecure: bool = False
+
+
 class Client:
-    def __init__(self, socket_path: Path, user: str | None = None, timeout: float = 60.0) -> None:
-        self.socket_path = socket_path
-        self._http = httpx.Client(
-            transport=httpx.HTTPTransport(uds=str(socket_path)),
-            base_url="http://balancer/api/v1",
-            headers={"X-Balancer-User": user or getpass.getuser()},
-            timeout=timeout,
-        )
+    def __init__(
+        self,
+        where: Path | Remote,
+        user: str | None = None,
+        timeout: float = 60.0,
+        *,
+        base: int | None = None,
+    ) -> None:
+        """``where``: the API's Unix socket, or a remote appliance. Changes carry ``base`` as
+        If-Match, so they are refused (409) if another revision was saved since."""
+        self.where = where
+        self.base = base
+        if isinstance(where, Remote):
+            self._http = httpx.Client(
+                base_url=f"{where.url}/api/v1",
+                headers={"Authorization": f"Bearer {where.key}"},
+                verify=_trust(where),
+                timeout=timeout,
+            )
+        else:
+            self._http = httpx.Client(
+                transport=httpx.HTTPTransport(uds=str(where)),
+                base_url="http://balancer/api/v1",
+                headers={"X-Balancer-User": user or getpass.getuser()},
+                timeout=timeout,
+            )
 
     def close(self) -> None:
         self._http.close()
@@ -43,14 +89,25 @@ class Client:
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         # httpx leaks its socket when the path is missing; say so before it tries.
-        if not self.socket_path.exists():
+        if isinstance(self.where, Path) and not self.where.exists():
             raise ApiError(self._unreachable("no such socket"))
+        headers = {"If-Match": str(self.base)} if self.base is not None and method != "GET" else {}
         try:
             response = self._http.request(
-                method, path, json=body, params={k: v for k, v in params.items() if v is not None}
+                method,
+                path,
+                json=body,
+                params={k: v for k, v in params.items() if v is not None},
+                headers=headers,
             )
         except httpx.TransportError as error:
-            raise ApiError(self._unreachable(str(error))) from None
+            raise ApiError(self._failed(error)) from None
+        if response.status_code == 401 and isinstance(self.where, Remote):
+            raise ApiError(
+                f"the appliance at {self.where.url} refused the API key: it is wrong, or was "
+                "revoked, or its owner removed (HTTP 401)",
+                401,
+            )
         if response.status_code >= 400:
             raise ApiError(_explain(response), response.status_code)
         if not response.content:
@@ -59,9 +116,34 @@ class Client:
             return response.text
         return response.json()
 
+    def _failed(self, error: httpx.TransportError) -> str:
+        tls = _cause(error, ssl.SSLError)
+        if not isinstance(self.where, Remote) or tls is None:
+            return self._unreachable(str(error) or type(error).__name__)
+        url = self.where.url
+        if isinstance(tls, WrongCertificate):
+            return (
+                f"the appliance at {url} showed a certificate with SHA-256 fingerprint "
+                f"{tls.shown}, not the one given: refused, the API key was not sent"
+            )
+        if isinstance(tls, ssl.SSLCertVerificationError):
+            shown = _fingerprint_of(url)
+            named = f"; its SHA-256 fingerprint is {shown}" if shown else ""
+            return (
+                f"the certificate of the appliance at {url} is not trusted "
+                f"({tls.verify_message}){named}: if that is the appliance's own, give it as "
+                "--fingerprint, or its certificate as --ca-file"
+            )
+        return f"TLS with the appliance at {url} failed: {tls.reason or tls}"
+
     def _unreachable(self, why: str) -> str:
+        if isinstance(self.where, Remote):
+            return (
+                f"cannot reach the appliance at {self.where.url} ({why}): "
+                "is it up, and are --url and its port right?"
+            )
         return (
-            f"cannot reach the appliance at {self.socket_path} ({why}): "
+            f"cannot reach the appliance at {self.where} ({why}): "
             "is `balancer serve` running, and is --dir right?"
         )
 
@@ -70,6 +152,9 @@ class Client:
 
     def post(self, path: str, body: Any = None, **params: Any) -> Any:
         return self.call("POST", path, body, **params)
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.call("PUT", path, body)
 
     def patch(self, path: str, body: Any) -> Any:
         return self.call("PATCH", path, body)
@@ -89,3 +174,91 @@ def _explain(response: httpx.Response) -> str:
             for item in detail
         )
     return str(detail)
+
+
+def fingerprint(der: bytes) -> str:
+    """A certificate's SHA-256 fingerprint as OpenSSL prints it: AB:CD:..."""
+    return ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
+
+
+class WrongCertificate(ssl.SSLCertVerificationError):
+    """The appliance showed a certificate other than the one trusted as it is."""
+
+    def __init__(self, shown: str) -> None:
+        super().__init__(f"certificate fingerprint {shown} is not the one given")
+        self.shown = shown
+
+
+class _Pinning(ssl.SSLContext):
+    """Accepts, during the handshake, only a certificate whose SHA-256 is one of ``pins``."""
+
+    pins: frozenset[str] = frozenset()
+
+
+class _PinnedSocket(ssl.SSLSocket):
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        context = self.context
+        assert isinstance(context, _Pinning)
+        der = self.getpeercert(binary_form=True) or b""
+        if hashlib.sha256(der).hexdigest() not in context.pins:
+            # SSLSocket closes itself when the handshake raises: nothing is ever sent.
+            raise WrongCertificate(fingerprint(der))
+
+
+def _trust(remote: Remote) -> ssl.SSLContext:
+    if remote.insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    pins = {remote.fingerprint} if remote.fingerprint else set()
+    authorities = []
+    for certificate in x509.load_pem_x509_certificates(remote.ca.encode()) if remote.ca else []:
+        if _is_authority(certificate):
+            authorities.append(certificate.public_bytes(Encoding.PEM).decode())
+        else:
+            # A certificate that can sign no other is trusted as itself, whatever name the URL
+            # uses: the appliance's own self-signed one is made for its hostname, not its IP.
+            pins.add(hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest())
+    if pins and not authorities:
+        pinning = _Pinning(ssl.PROTOCOL_TLS_CLIENT)
+        pinning.check_hostname = False
+        pinning.verify_mode = ssl.CERT_NONE  # the fingerprint is the check
+        pinning.sslsocket_class = _PinnedSocket
+        pinning.pins = frozenset(pins)
+        return pinning
+    if authorities:
+        return ssl.create_default_context(cadata="".join(authorities))
+    return ssl.create_default_context()
+
+
+def _is_authority(certificate: x509.Certificate) -> bool:
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return False
+    return constraints.value.ca
+
+
+def _fingerprint_of(url: str) -> str | None:
+    """The fingerprint of the certificate the appliance at ``url`` shows, if it answers."""
+    parts = urlsplit(url)
+    try:
+        pem = ssl.get_server_certificate((parts.hostname or "", parts.port or 443), timeout=10)
+    except (OSError, ValueError):
+        return None
+    return fingerprint(ssl.PEM_cert_to_DER_cert(pem))
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _cause(error: BaseException, kind: type[E]) -> E | None:
+    """The first exception of ``kind`` that ``error`` was raised from, if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

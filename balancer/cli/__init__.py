@@ -7,9 +7,36 @@ import sys
 
 import typer
 
-from balancer.cli import config, lab, persistence, psm, rip, serve, status, vip
+from balancer.cli import config, keys, lab, persistence, psm, rip, serve, status, users, vip
+from balancer.cli.appliance import Connection, IfMatchOption
+from balancer.cli.remote import (
+    CaFileOption,
+    FingerprintOption,
+    InsecureOption,
+    KeyFileOption,
+    RemoteOptions,
+    UrlOption,
+)
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def connection(
+    context: typer.Context,
+    url: UrlOption = None,
+    key_file: KeyFileOption = None,
+    ca_file: CaFileOption = None,
+    fingerprint: FingerprintOption = None,
+    insecure: InsecureOption = False,
+    if_match: IfMatchOption = None,
+) -> None:
+    # Checked only when a command reaches the appliance: `balancer --url ... lab status`
+    # needs no key.
+    remote = RemoteOptions(url, key_file, ca_file, fingerprint, insecure) if url else None
+    context.obj = Connection(remote, if_match)
+
+
 for command in (
     serve.init,
     serve.serve,
@@ -27,6 +54,8 @@ for group, name in (
     (config.app, "config"),
     (psm.app, "psm"),
     (persistence.app, "persistence"),
+    (users.app, "user"),
+    (keys.app, "key"),
     (lab.app, "lab"),
 ):
     app.add_typer(group, name=name, no_args_is_help=True)

@@ -8,18 +8,20 @@ from typing import Annotated
 
 import typer
 
-from balancer.cli.appliance import DATA_DIR, DirOption, client, echo_json, fail, saved
+from balancer.cli.answer import echo_json, fail, saved
+from balancer.cli.appliance import DATA_DIR, DirOption, client
 
 app = typer.Typer(help="View Configuration, and Backup & Restore")
 
 
 @app.command("show")
 def config_show(
+    ctx: typer.Context,
     engine: Annotated[bool, typer.Option("--engine", help="as the engine runs it")] = False,
     data_dir: DirOption = DATA_DIR,
 ) -> None:
     """The configuration as saved, or as the engine runs it (haproxy.cfg for HAProxy)."""
-    with client(data_dir) as appliance:
+    with client(ctx, data_dir) as appliance:
         if engine:
             typer.echo(appliance.get("/config/engine"), nl=False)
         else:
@@ -28,13 +30,14 @@ def config_show(
 
 @app.command("export")
 def config_export(
+    ctx: typer.Context,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="file; default stdout")
     ] = None,
     data_dir: DirOption = DATA_DIR,
 ) -> None:
     """Back up the whole configuration as a versioned document."""
-    with client(data_dir) as appliance:
+    with client(ctx, data_dir) as appliance:
         document = appliance.get("/backup")
     text = json.dumps(document, indent=2) + "\n"
     if output is None:
@@ -45,11 +48,11 @@ def config_export(
 
 
 @app.command("import")
-def config_import(file: Path, data_dir: DirOption = DATA_DIR) -> None:
+def config_import(ctx: typer.Context, file: Path, data_dir: DirOption = DATA_DIR) -> None:
     """Restore a backup document: checked first, then saved as a new revision."""
     try:
         document = json.loads(file.read_text())
     except (OSError, ValueError) as error:
         fail(f"{file}: {error}")
-    with client(data_dir) as appliance:
+    with client(ctx, data_dir) as appliance:
         saved(appliance.post("/restore", document))

@@ -10,7 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from balancer.cli.appliance import echo_json, fail
+from balancer.cli.answer import echo_json, fail
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from balancer.cli.appliance import fail
+from balancer.cli.answer import fail
 
 PasswordStdin = Annotated[
     bool, typer.Option("--password-stdin", help="read the password from standard input")

@@ -10,16 +10,16 @@ app = typer.Typer(help="The persistence (stick) table of a virtual service")
 
 
 @app.command("list")
-def persistence_list(service: str, data_dir: DirOption = DATA_DIR) -> None:
+def persistence_list(ctx: typer.Context, service: str, data_dir: DirOption = DATA_DIR) -> None:
     """Which client sticks to which real server, and for how much longer."""
-    with client(data_dir) as appliance:
+    with client(ctx, data_dir) as appliance:
         for entry in appliance.get(f"/virtual-services/{service}/persistence"):
             typer.echo(f"{entry['client']:>40} -> {entry['server']:16} {entry['expires_in']}s")
 
 
 @app.command("clear")
-def persistence_clear(service: str, data_dir: DirOption = DATA_DIR) -> None:
+def persistence_clear(ctx: typer.Context, service: str, data_dir: DirOption = DATA_DIR) -> None:
     """Forget every persistent client of a virtual service."""
-    with client(data_dir) as appliance:
+    with client(ctx, data_dir) as appliance:
         cleared = appliance.delete(f"/virtual-services/{service}/persistence")
     typer.echo(f"{cleared['cleared']} entries cleared")

@@ -6,13 +6,15 @@ from typing import Annotated
 
 import typer
 
-from balancer.cli.appliance import DATA_DIR, DirOption, client, fail, saved
+from balancer.cli.answer import fail, saved
+from balancer.cli.appliance import DATA_DIR, DirOption, client
 
 app = typer.Typer(help="The CyberArk PSM preset")
 
 
 @app.command("create")
 def psm_create(
+    ctx: typer.Context,
     rdp_vip: Annotated[str, typer.Option(help="VIP 1 address (CyberArk-PSM, RDP)")],
     web_vip: Annotated[str, typer.Option(help="VIP 2 address (CyberArk-PSM-Web, HTML5)")],
     server: Annotated[list[str], typer.Option(help="a PSM server as LABEL=IP; repeat")],
@@ -39,7 +41,7 @@ def psm_create(
         "rdp_port": rdp_port,
         "web_port": web_port,
     }
-    with client(data_dir) as appliance:
+    with client(ctx, data_dir) as appliance:
         reply = appliance.post("/presets/psm", body)
         if commit_now:
             applied = appliance.post("/commit")

@@ -8,11 +8,14 @@ from typing import Annotated, Any
 import typer
 
 from balancer import defaults
-from balancer.cli.appliance import DATA_DIR, DirOption, client, fail
+from balancer.cli.answer import fail
+from balancer.cli.appliance import DATA_DIR, DirOption, client, local_only
 from balancer.cli.password import PasswordStdin, new_password
 
 
-def init(data_dir: DirOption = DATA_DIR, password_stdin: PasswordStdin = False) -> None:
+def init(
+    ctx: typer.Context, data_dir: DirOption = DATA_DIR, password_stdin: PasswordStdin = False
+) -> None:
     """Set the password of the WebUI user loadbalancer, or make one and show it once."""
     import getpass
 
@@ -20,6 +23,7 @@ def init(data_dir: DirOption = DATA_DIR, password_stdin: PasswordStdin = False) 
     from balancer.store import Store, StoreError
     from balancer.validate import Invalid
 
+    local_only(ctx, "init")
     given = new_password(defaults.USER, password_stdin)
     password = given or users.generate_password()
     try:
@@ -32,6 +36,7 @@ def init(data_dir: DirOption = DATA_DIR, password_stdin: PasswordStdin = False) 
 
 
 def serve(
+    ctx: typer.Context,
     data_dir: DirOption = DATA_DIR,
     engine: Annotated[
         str | None, typer.Option(help="data plane engine, builtin or haproxy; kept for next time")
@@ -54,6 +59,7 @@ def serve(
     from balancer.daemon import serve as run
     from balancer.engines import ENGINES
 
+    local_only(ctx, "serve")
     if engine is not None and engine not in ENGINES:
         fail(f"engine: {engine!r} is not one of {', '.join(ENGINES)}", 2)
     given = {"engine": engine, "listen_address": listen, "https_port": https_port}
@@ -67,18 +73,20 @@ def serve(
 
 
 def stop(
+    ctx: typer.Context,
     data_dir: DirOption = DATA_DIR,
     engine: Annotated[
         bool, typer.Option(help="stop the data plane too (drops connections)")
     ] = False,
 ) -> None:
     """Stop the management daemon; the data plane keeps running unless --engine."""
-    with client(data_dir) as appliance:
+    with client(ctx, data_dir) as appliance:
         appliance.post("/shutdown", engine=str(engine).lower())
     typer.echo("stopping" + (" the appliance and its engine" if engine else " the daemon"))
 
 
 def demo(
+    ctx: typer.Context,
     root: Annotated[Path, typer.Option("--dir", help="where the demo keeps its state")] = Path(
         ".demo"
     ),
@@ -89,4 +97,5 @@ def demo(
     """The appliance with the CyberArk PSM preset in front of simulated PSM servers."""
     from balancer.demo import run
 
+    local_only(ctx, "demo")
     raise typer.Exit(run(root.resolve(), servers, check, engine))

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from balancer.cli.appliance import fail
+from balancer.cli.answer import fail
 
 Sets = Annotated[
     list[str] | None,

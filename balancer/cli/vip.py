@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from balancer.cli.appliance import DATA_DIR, DirOption, JsonOption, client, echo_json, saved
+from balancer.cli.answer import JsonOption, echo_json, saved
+from balancer.cli.appliance import DATA_DIR, DirOption, client
 from balancer.cli.settings import Sets, settings
 
 app = typer.Typer(
@@ -15,9 +16,11 @@ app = typer.Typer(
 
 
 @app.command("list")
-def vip_list(data_dir: DirOption = DATA_DIR, as_json: JsonOption = False) -> None:
+def vip_list(
+    ctx: typer.Context, data_dir: DirOption = DATA_DIR, as_json: JsonOption = False
+) -> None:
     """List the saved virtual services."""
-    with client(data_dir) as appliance:
+    with client(ctx, data_dir) as appliance:
         services = appliance.get("/virtual-services")
     if as_json:
         echo_json(services)
@@ -31,9 +34,9 @@ def vip_list(data_dir: DirOption = DATA_DIR, as_json: JsonOption = False) -> Non
 
 
 @app.command("show")
-def vip_show(label: str, data_dir: DirOption = DATA_DIR) -> None:
+def vip_show(ctx: typer.Context, label: str, data_dir: DirOption = DATA_DIR) -> None:
     """Show one virtual service with every setting."""
-    with client(data_dir) as appliance:
+    with client(ctx, data_dir) as appliance:
         echo_json(appliance.get(f"/virtual-services/{label}"))
 
 
@@ -81,6 +84,7 @@ def _service_body(
 
 @app.command("add")
 def vip_add(
+    ctx: typer.Context,
     label: str,
     ip: IpOption = None,
     ports: PortsOption = None,
@@ -96,12 +100,13 @@ def vip_add(
     """Add a virtual service (saved; commit to apply). --ip and --ports are needed."""
     body = _service_body(sets, ip, ports, balancing, persistence_mode, check, check_path,
                          check_expect, check_port, label=label)  # fmt: skip
-    with client(data_dir) as appliance:
+    with client(ctx, data_dir) as appliance:
         saved(appliance.post("/virtual-services", body))
 
 
 @app.command("modify")
 def vip_modify(
+    ctx: typer.Context,
     label: str,
     ip: IpOption = None,
     ports: PortsOption = None,
@@ -117,12 +122,12 @@ def vip_modify(
     """Modify a virtual service: only the settings given change."""
     body = _service_body(sets, ip, ports, balancing, persistence_mode, check, check_path,
                          check_expect, check_port)  # fmt: skip
-    with client(data_dir) as appliance:
+    with client(ctx, data_dir) as appliance:
         saved(appliance.patch(f"/virtual-services/{label}", body))
 
 
 @app.command("remove")
-def vip_remove(label: str, data_dir: DirOption = DATA_DIR) -> None:
+def vip_remove(ctx: typer.Context, label: str, data_dir: DirOption = DATA_DIR) -> None:
     """Remove a virtual service and its real servers."""
-    with client(data_dir) as appliance:
+    with client(ctx, data_dir) as appliance:
         saved(appliance.delete(f"/virtual-services/{label}"))
