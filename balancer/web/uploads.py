@@ -6,7 +6,7 @@ The gate has already checked the form's CSRF token, its first field.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
@@ -49,7 +49,7 @@ async def content(data: FormData, field: str) -> bytes:
 
 
 async def _parsed(request: Request, body: bytes, field: str) -> FormData:
-    async def once() -> AsyncIterator[bytes]:
+    async def once() -> AsyncGenerator[bytes, None]:
         yield body
 
     if "boundary=" not in request.headers.get("content-type", ""):
