@@ -82,9 +82,8 @@ def router(render: Renderer) -> APIRouter:
         try:
             if service is None:
                 raise Invalid([Problem("certificate", "this WebUI runs without its daemon")])
-            form = await uploads.form(request, 2 * certificates.MAX_PEM_SIZE, "certificate")
-            cert = await uploads.content(form, "certificate")
-            key = await uploads.content(form, "key")
+            sent = await uploads.files(request, 2 * certificates.MAX_PEM_SIZE, "certificate", "key")
+            cert, key = sent["certificate"], sent["key"]
             if not cert.strip():
                 raise Invalid([Problem("certificate", "choose the certificate's PEM file")])
             pem = certificates.checked_pair(cert, key, now=datetime.now(UTC))

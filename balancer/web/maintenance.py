@@ -95,8 +95,7 @@ def router(render: Renderer) -> APIRouter:
     @web.post(f"{BACKUP}/restore")
     async def restore(request: Request, user: Author) -> Response:
         try:
-            form = await uploads.form(request, backup.MAX_SIZE, "file")
-            data = await uploads.content(form, "file")
+            data = (await uploads.files(request, backup.MAX_SIZE, "file"))["file"]
             if not data:
                 raise Invalid([Problem("file", "choose a backup file to restore")])
             document = backup.read(data)

@@ -21,9 +21,18 @@ OVERHEAD = 16 << 10
 DRAINED = 32 << 20
 
 
-async def form(request: Request, limit: int, field: str) -> FormData:
-    """The multipart form of ``request``; Invalid naming ``field`` if it is over ``limit``
-    bytes (plus the form's own overhead) or is not a form."""
+async def files(request: Request, limit: int, *names: str) -> dict[str, bytes]:
+    """The files ``names`` of the multipart form of ``request``, empty where none was chosen;
+    Invalid naming the first if the form is over ``limit`` bytes (plus the form's own
+    overhead) or is not a form."""
+    form = await _form(request, limit, names[0])
+    try:
+        return {name: await _content(form, name) for name in names}
+    finally:
+        await form.close()
+
+
+async def _form(request: Request, limit: int, field: str) -> FormData:
     body = bytearray()
     stream = request.stream()
     async for chunk in stream:
@@ -42,8 +51,7 @@ async def form(request: Request, limit: int, field: str) -> FormData:
     raise Invalid([Problem(field, reason)])
 
 
-async def content(data: FormData, field: str) -> bytes:
-    """The bytes of file ``field``, empty if none was chosen."""
+async def _content(data: FormData, field: str) -> bytes:
     item = data.get(field)
     return await item.read() if isinstance(item, UploadFile) else b""
 
