@@ -10,9 +10,16 @@ import ssl
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+from cryptography.x509.oid import NameOID
 
 from balancer import certificates
 from tests.appliance import WEBUI_HOST, Appliance, appliance, free_port
@@ -199,3 +206,63 @@ def test_an_unreachable_or_misnamed_appliance_is_one_line(remote: Remote, tmp_pa
     assert one_line_error(here_only, 2) == (
         f"error: init acts on this machine only, not on the appliance at {nobody}"
     )
+
+
+def test_a_certificate_signed_by_an_authority_in_the_ca_file_must_name_the_host(
+    tmp_path: Path,
+) -> None:
+    ca_key, ca = issue("Test CA", None, None)
+    with appliance(tmp_path) as box:
+        key = balancer(box, "key", "create", "ca-test", "--owner", "loadbalancer").stdout.strip()
+        ca_file = tmp_path / "ca.pem"
+        ca_file.write_bytes(ca.public_bytes(Encoding.PEM))
+        url = f"https://{WEBUI_HOST}:{box.https_port}"
+        env = {"BALANCER_URL": url, "BALANCER_API_KEY": key, "BALANCER_CA_FILE": str(ca_file)}
+        for name, works in ((x509.IPAddress(ip_address(WEBUI_HOST)), True),
+                            (x509.DNSName("elsewhere.example"), False)):  # fmt: skip
+            # An operator's own certificate replaces the self-signed one, from the next start.
+            box.client.post("/shutdown")
+            box.process.wait(15)
+            own_key, own = issue("appliance", name, (ca_key, ca))
+            (box.data_dir / "webui.pem").write_bytes(
+                own_key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+                + own.public_bytes(Encoding.PEM)
+            )
+            box.start()
+            status = balancer(box, "status", env=env)
+            if works:
+                assert status.returncode == 0, status.stderr
+            else:
+                mismatch = "(IP address mismatch, certificate is not valid for '127.0.0.1'.)"
+                assert f"is not trusted {mismatch}" in one_line_error(status)
+
+
+def issue(
+    subject: str,
+    name: x509.GeneralName | None,
+    issuer: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A key and a certificate: an authority's if ``issuer`` is None, else one for ``name``
+    that ``issuer`` signed."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    named = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    signer_key, signer_name = (key, named) if issuer is None else (issuer[0], issuer[1].subject)
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(named)
+        .issuer_name(signer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()),
+            critical=False,
+        )
+    )
+    if name is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName([name]), critical=False)
+    return key, builder.sign(signer_key, hashes.SHA256())
