@@ -18,7 +18,8 @@ if TYPE_CHECKING:  # the engine's process logs with this module and has no store
     from balancer.store import Store
 
 # Attributes every LogRecord has; anything else was passed in ``extra`` and is logged as a field.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# color_message is uvicorn's message again, with terminal colour codes: noise in a file.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 # Fields a text search does not look in: numbers that would match any digits typed.
 _UNSEARCHED = frozenset({"time", "at", "id"})
 # How far back a text search of the audit trail looks: the store filters by user, not by text.
