@@ -137,7 +137,9 @@ def test_modify_sets_the_guides_persistence_and_health_check(app: WebApp) -> Non
     again = fields(app.network.get(f"{VS}/Web/modify").text).values
     assert again["health_check.type"] == "https:GET"
     assert again["health_check.port"] == "443"
-    assert "Negotiate HTTPS (GET) /psm/api/health for PASS on port 443" in app.network.get(VS).text
+    listed = app.network.get(VS).text
+    assert ">Negotiate HTTPS (GET)</span>" in listed
+    assert ">/psm/api/health for PASS, port 443</span>" in listed
 
     # Another kind of check leaves the negotiate fields behind, hidden on the page.
     reply = submit(app.network, f"{VS}/Web/modify", health_check__type="connect")

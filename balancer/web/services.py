@@ -241,19 +241,18 @@ def _confirm(
 
 def _row(vs: VirtualService) -> dict[str, Any]:
     check = vs.health_check
-    words = dict(help.HEALTH_CHECKS)[check_choice(check.model_dump(mode="json"))]
+    detail = []
     if check.path:
-        words += f" {check.path}"
-    if check.expect:
-        words += f" for {check.expect}"
+        detail.append(check.path + (f" for {check.expect}" if check.expect else ""))
     if check.port:
-        words += f" on port {check.port}"
+        detail.append(f"port {check.port}")
     return {
         "label": vs.label,
         "ip": str(vs.ip),
         "ports": format_ports(vs.ports),
         "balancing": dict(help.BALANCING)[vs.balancing.value],
         "persistence": dict(help.PERSISTENCE)[vs.persistence.mode.value],
-        "check": words,
+        "check": dict(help.HEALTH_CHECKS)[check_choice(check.model_dump(mode="json"))],
+        "check_detail": ", ".join(detail),
         "servers": len(vs.real_servers),
     }
