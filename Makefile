@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 ENGINE ?= builtin
 
-.PHONY: demo test lint setup system clean
+.PHONY: demo test lint setup system clean bench
 
 # uv installs exactly what uv.lock pins; it is itself pinned and installed with pip.
 $(BIN)/.synced: pyproject.toml uv.lock
@@ -36,6 +36,17 @@ lint: setup
 
 test: lint system
 	$(BIN)/pytest
+
+# The built-in engine and HAProxy side by side (README, Performance); not part of `make test`.
+# BENCH_ARGS=--quick for a short run while developing; python -m bench --help for the rest.
+BENCH_ARGS ?=
+bench: setup system
+	@command -v $(CC) >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null; }
+	@mkdir -p bench/build
+	$(CC) -O2 -Wall -Wextra -o bench/build/loadgen bench/loadgen.c
+	$(CC) -O2 -Wall -Wextra -o bench/build/backends bench/backends.c
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache

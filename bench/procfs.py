@@ -1,0 +1,102 @@
+"""What /proc says about a proxy's processes: which they are, the CPU time and memory they use,
+the cores they may run on and the file descriptors they may open. The parsers are pure."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+PROC = Path("/proc")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def parse_stat(text: str) -> tuple[int, float]:
+    """``/proc/<pid>/stat``: the parent's pid and the CPU seconds used (user and system, of
+    every thread). The command name may hold spaces and parentheses: fields follow the last
+    ``)``."""
+    fields = text[text.rindex(")") + 2 :].split()
+    # After the name: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """A kernel CPU list such as ``0-2,4`` as a set."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if part:
+            first, _, last = part.partition("-")
+            cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def field(text: str, name: str) -> str:
+    """The value of ``name:`` in a ``status``, ``limits`` or ``smaps_rollup`` style text."""
+    for line in text.splitlines():
+        if line.startswith(name):
+            return line[len(name) :].strip(" :\t")
+    raise ValueError(f"no {name!r} in {text[:80]!r}")
+
+
+def format_cpus(cpus: Iterable[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+# --- reading /proc -----------------------------------------------------------------------------
+
+
+def family(root: int) -> list[int]:
+    """``root`` and every process descended from it (HAProxy's workers, the engine's)."""
+    children: dict[int, list[int]] = {}
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            try:
+                parent, _ = parse_stat((entry / "stat").read_text())
+            except (OSError, ValueError):
+                continue  # it ended meanwhile
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += parse_stat((PROC / str(pid) / "stat").read_text())[1]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def pss_kib(pids: Iterable[int]) -> int:
+    """Proportional resident memory: pages a forked worker shares with its master count
+    once between them, not once for each."""
+    total = 0
+    for pid in pids:
+        text = (PROC / str(pid) / "smaps_rollup").read_text()
+        total += int(field(text, "Pss").split()[0])
+    return total
+
+
+def allowed_cpus(pid: int) -> dict[int, set[int]]:
+    """Each thread's ``Cpus_allowed_list``: HAProxy's threads are pinned one by one."""
+    found = {}
+    for task in (PROC / str(pid) / "task").iterdir():
+        text = (task / "status").read_text()
+        found[int(task.name)] = parse_cpu_list(field(text, "Cpus_allowed_list"))
+    return found
+
+
+def open_files_limit(pid: int) -> int:
+    """The soft limit on open files the process runs with (it may have raised its own)."""
+    line = field((PROC / str(pid) / "limits").read_text(), "Max open files")
+    return int(line.split()[0])
+
+
+def command(pid: int) -> str:
+    return (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()

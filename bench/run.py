@@ -1,0 +1,491 @@
+"""One bench run: the backends and the generator on one core, each proxy pinned to the other,
+every scenario in rounds that take each proxy in turn (so the ratio of one proxy to another is
+computed within a round), then the report as Markdown, JSON and a plot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from balancer.engines import EngineError
+from balancer.model import Config
+from bench import procfs, proxies, scenarios
+from bench.proxies import Proxy
+from bench.report import DASH, Metric, Report, Table, document, markdown, verdicts
+from bench.scenarios import BenchError, Outcome, Tools
+
+HERE = Path(__file__).parent
+# 127.5.0.0/16: away from 127.0.x.x and from the tests' 127.64-254.x.x.
+VIPS = "127.5.0."
+SERVERS = ["127.5.1.1", "127.5.1.2"]
+CLIENTS, CLIENT_COUNT = "127.5.100.1", 256
+IDLE_CONNS = 10_000
+PAUSE = 0.5  # seconds between runs: the sockets of one run close before the next
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration: float = 4.0  # seconds of each run
+    rounds: int = 3
+    idle_conns: int = IDLE_CONNS
+    scenarios: tuple[str, ...] = ("bulk", "connect", "serial", "idle")
+    out: Path = HERE / "results"
+    build: Path = HERE / "build"
+
+
+# --- what each metric is ---------------------------------------------------------------------
+
+MB_S, CONN_S, US = "MB/s", "conn/s", "µs"
+BETTER_HIGH = {"bulk", "connect"}
+
+
+def _title(key: str) -> tuple[str, str]:
+    """A metric's title and unit, from its key."""
+    base, _, variant = key.partition("__")
+    suffix = {"": "", "nopersist": ", persistence off", "2cores": ""}[variant]
+    kind, _, size = base.rpartition("_")
+    if kind == "bulk":
+        return f"bulk, {size} stream{'s' if size != '1' else ''}{suffix}", MB_S
+    if kind == "connect" and variant == "2cores":
+        return f"new connections, {size} at once, 2 workers / nbthread 2", CONN_S
+    if kind == "connect":
+        return f"new connections, {size} at once{suffix}", CONN_S
+    if base == "serial":
+        return f"one connection at a time{suffix}", US
+    if base in ("p50_serial", "p99_serial"):
+        return f"latency one at a time, {base[:3]}{suffix}", US
+    if base in ("added_p50", "added_p99"):
+        return f"added latency one at a time (minus direct), {base[-3:]}{suffix}", US
+    if base == "idle_memory":
+        return "memory per idle connection", "KiB"
+    if base == "idle_cpu":
+        return "CPU per message, idle connections", US
+    raise ValueError(f"no title for metric {key!r}")
+
+
+ORDER = ("bulk", "connect", "p50_serial", "p99_serial", "added_p50", "added_p99", "idle")
+
+
+def _rank(key: str) -> tuple[str, int, int]:
+    """Rows in the order of issue 5, each scenario's variants after it."""
+    base, _, variant = key.partition("__")
+    first = next(i for i, prefix in enumerate(ORDER) if base.startswith(prefix))
+    size = base.rpartition("_")[2]
+    return variant, first, int(size) if size.isdigit() else 0
+
+
+@dataclass
+class Recorder:
+    rounds: int
+    values: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
+    busy: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def put(self, table: dict[str, dict[str, list[float | None]]], key: str, column: str,
+            round_: int, value: float | None) -> None:  # fmt: skip
+        row = table.setdefault(key, {})
+        row.setdefault(column, [None] * self.rounds)[round_] = value
+
+    def metrics(self, notes: dict[str, str]) -> dict[str, Metric]:
+        self._added()
+        found: dict[str, Metric] = {}
+        for key, values in sorted(self.values.items(), key=lambda item: _rank(item[0])):
+            title, unit = _title(key)
+            better = key.partition("_")[0] in BETTER_HIGH
+            table: Table = "scaling" if key.endswith("__2cores") else "results"
+            found[key] = Metric(key, title, unit, better, values, table, notes.get(key, ""))
+        for key, values in self.busy.items():
+            title, _ = _title(key)
+            found[f"cpu__{key}"] = Metric(f"cpu__{key}", title, "% of a core", False, values, "cpu")
+        return found
+
+    def _added(self) -> None:
+        """Added latency, round by round: a proxy's less the direct one of the same round."""
+        for key in list(self.values):
+            base, sep, variant = key.partition("__")
+            if base not in ("p50_serial", "p99_serial"):
+                continue
+            measured = self.values[key]
+            direct = measured.get("direct", [None] * self.rounds)
+            for column, values in measured.items():
+                if column == "direct":
+                    continue
+                for round_, (mine, theirs) in enumerate(zip(values, direct, strict=True)):
+                    added = None if mine is None or theirs is None else mine - theirs
+                    name = f"added_{base[:3]}{sep}{variant}"
+                    self.put(self.values, name, column, round_, added)
+
+
+# --- the machine -----------------------------------------------------------------------------
+
+
+def cores() -> tuple[set[int] | None, set[int] | None, set[int] | None]:
+    """The proxy's core, the generator's, and both (for the two-core variants); None for
+    each on a machine with one core, where nothing is pinned."""
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) < 2:
+        return None, None, None
+    return {available[0]}, {available[1]}, {available[0], available[1]}
+
+
+def raise_open_files(wanted: int) -> int:
+    """Raise this process's open-files limit, which the generator, the backends and the
+    engines inherit; return the soft limit they get. Without CAP_SYS_RESOURCE only the soft
+    limit can rise, to the hard one."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
+    ceiling = nr_open if hard == resource.RLIM_INFINITY else min(hard, nr_open)
+    if ceiling < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+    resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+    return ceiling
+
+
+def free_ports(addresses: list[str], count: int) -> list[int]:
+    """``count`` port numbers free on every address."""
+    found: list[int] = []
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind((addresses[0], 0))
+            port = probe.getsockname()[1]
+        try:
+            for ip in addresses:
+                with socket.socket() as sock:
+                    sock.bind((ip, port))
+        except OSError:
+            continue
+        if port not in found:
+            found.append(port)
+        if len(found) == count:
+            return found
+    raise BenchError(f"no {count} ports free on {addresses}")
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    version = subprocess.run([haproxy, "-v"], capture_output=True, text=True, check=False)
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "haproxy": (version.stdout.splitlines() or ["?"])[0],
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+@contextlib.asynccontextmanager
+async def backends(tools: Tools, ports: list[int]) -> AsyncIterator[None]:
+    process = await asyncio.create_subprocess_exec(
+        str(tools.backends), "--sink-port", str(ports[0]), "--echo-port", str(ports[1]),
+        *SERVERS, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        if await asyncio.wait_for(process.stdout.readline(), 10) != b"ready\n":
+            raise BenchError("the backends did not start")
+        yield
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+
+
+def bulk(tools: Tools, streams: int, duration: float) -> Run:
+    return lambda target: scenarios.bulk(tools, target, streams, duration)
+
+
+# --- running the rounds ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One target of a scenario: a proxy (None: straight to a backend), and where its
+    numbers go."""
+
+    column: str
+    proxy: Proxy | None
+    variant: str = ""  # "", "nopersist", "2cores": appended to the metric's key
+
+
+Run = Callable[[str], Awaitable[Outcome]]  # the scenario, given the target address
+
+
+class Bench:
+    def __init__(self, settings: Settings, tools: Tools, work: Path, ports: list[int]) -> None:
+        self.settings = settings
+        self.tools = tools
+        self.work = work
+        self.sink, self.echo = ports
+        self.proxy_core, self.load_core, self.both = cores()
+        self.record = Recorder(settings.rounds)
+        self.notes: dict[str, str] = {}
+        self.pinning: dict[str, Any] = {}
+
+    def config(self, vip: str, persistence: bool = True) -> Config:
+        return proxies.configuration(vip, (self.sink, self.echo), SERVERS, persistence)
+
+    # --- the proxies that run through every scenario but the idle one ---------------------
+
+    async def steady(self) -> None:
+        wanted, d, tools = set(self.settings.scenarios), self.settings.duration, self.tools
+        work, core, both = self.work, self.proxy_core, self.both
+        vip = [f"{VIPS}{10 + i}" for i in range(5)]
+        builtin = proxies.builtin(work / "builtin", vip[0], core)
+        haproxy = proxies.haproxy("haproxy", work / "haproxy", vip[1], core)
+        big = proxies.haproxy("haproxy-64k", work / "64k", vip[2], core, proxies.BUFSIZE_64K)
+        builtin2 = proxies.builtin(work / "builtin2", vip[3], both, workers=2)
+        haproxy2 = proxies.haproxy("haproxy", work / "haproxy2", vip[4], both, proxies.NBTHREAD_2)
+        assert builtin is not None  # one worker is always there
+        if builtin2 is None:
+            self.notes["connect_50__2cores"] = "built-in: workers not available yet"
+        running = [p for p in (builtin, haproxy, big, builtin2, haproxy2) if p is not None]
+
+        def connect(concurrency: int) -> Run:
+            return lambda target: scenarios.connect(tools, target, concurrency, d)
+
+        try:
+            for proxy in running:
+                await proxy.start()
+                await proxy.apply(self.config(proxy.vip))
+                name = proxy.column + ("-2cores" if proxy.cores == both else "")
+                self.pinning[name] = proxy.pinned
+            one_core = [Entry("direct", None), Entry("builtin", builtin), Entry("haproxy", haproxy)]
+            if "bulk" in wanted:
+                for streams in (1, 8, 64):
+                    print(f"bulk, {streams} stream(s)", flush=True)
+                    entries = [*one_core, Entry("haproxy-64k", big)]
+                    run = bulk(tools, streams, d)
+                    await self.rounds(f"bulk_{streams}", entries, self.sink, run)
+            if "connect" in wanted:
+                print("new connections, 50 at once", flush=True)
+                entries = [*one_core, Entry("haproxy", haproxy2, "2cores")]
+                if builtin2 is not None:
+                    entries.append(Entry("builtin", builtin2, "2cores"))
+                await self.rounds("connect_50", entries, self.echo, connect(50))
+            if "serial" in wanted:
+                print("one connection at a time", flush=True)
+                await self.rounds("serial", one_core, self.echo, connect(1))
+            if wanted & {"connect", "serial"}:
+                print("persistence off", flush=True)
+                for proxy in (builtin, haproxy):
+                    await proxy.apply(self.config(proxy.vip, persistence=False))
+                off = [Entry(e.column, e.proxy, "nopersist") for e in one_core]
+                if "connect" in wanted:
+                    await self.rounds("connect_50", off, self.echo, connect(50))
+                if "serial" in wanted:
+                    await self.rounds("serial", off, self.echo, connect(1))
+        finally:
+            for proxy in running:
+                with contextlib.suppress(EngineError):
+                    await proxy.stop()
+
+    # --- idle connections -------------------------------------------------------------------
+
+    async def idle(self, conns: int) -> None:
+        """Each round starts each proxy afresh: memory a process once took is not given back,
+        so a second round on the same process would measure less than the first."""
+        print(f"{conns:,} idle connections", flush=True)
+        columns = ["builtin", "haproxy"]
+        for round_ in range(self.settings.rounds):
+            turn = round_ % 2
+            for column in columns[turn:] + columns[:turn]:
+                directory = self.work / f"idle-{round_}-{column}"
+                proxy = (
+                    proxies.builtin(directory, VIPS + "20", self.proxy_core)
+                    if column == "builtin"
+                    else proxies.haproxy(column, directory, VIPS + "21", self.proxy_core)
+                )
+                assert proxy is not None
+                outcome = await self.idle_once(proxy, conns)
+                self.keep("idle", round_, Entry(column, proxy), outcome, None)
+
+    async def idle_once(self, proxy: Proxy, conns: int) -> Outcome:
+        target = f"{proxy.vip}:{self.echo}"
+        await proxy.start()
+        try:
+            await proxy.apply(self.config(proxy.vip))
+            # What the first connections build once (pools, caches) is not per connection.
+            await scenarios.connect(self.tools, target, 10, 0.5)
+            await asyncio.sleep(PAUSE)
+            return await scenarios.idle(
+                self.tools, target, conns, self.settings.duration, proxy.pids
+            )
+        except (BenchError, EngineError) as error:
+            return Outcome({}, [f"did not run: {error}"])
+        finally:
+            await proxy.stop()
+
+    # --- rounds -----------------------------------------------------------------------------
+
+    async def rounds(self, name: str, entries: list[Entry], port: int, run: Run) -> None:
+        for round_ in range(self.settings.rounds):
+            turn = round_ % len(entries)
+            for entry in entries[turn:] + entries[:turn]:  # nobody always goes first
+                await self.one(name, round_, entry, port, run)
+
+    async def one(self, name: str, round_: int, entry: Entry, port: int, run: Run) -> None:
+        ip = SERVERS[0] if entry.proxy is None else entry.proxy.vip
+        pids = entry.proxy.pids() if entry.proxy else []
+        cpu, start = procfs.cpu_seconds(pids), time.monotonic()
+        try:
+            outcome = await run(f"{ip}:{port}")
+        except (BenchError, EngineError) as error:
+            outcome = Outcome({}, [f"did not run: {error}"])
+        wall = time.monotonic() - start
+        busy = (procfs.cpu_seconds(pids) - cpu) / wall * 100 if pids else None
+        self.keep(name, round_, entry, outcome, busy)
+        await asyncio.sleep(PAUSE)
+
+    def keep(
+        self, name: str, round_: int, entry: Entry, outcome: Outcome, busy: float | None
+    ) -> None:
+        suffix = f"__{entry.variant}" if entry.variant else ""
+        record = self.record
+        for key, value in outcome.values.items():
+            record.put(record.values, key + suffix, entry.column, round_, value)
+        if busy is not None:
+            record.put(record.busy, name + suffix, entry.column, round_, busy)
+        where = f"{name}{suffix} round {round_ + 1} {entry.column}"
+        record.problems += [f"{where}: {problem}" for problem in outcome.problems]
+        record.runs.append(
+            {"scenario": name + suffix, "round": round_ + 1, "column": entry.column,
+             "values": outcome.values, "proxy_cpu_percent": busy, "loadgen": outcome.raw}
+        )  # fmt: skip
+        shown = ", ".join(f"{k} {v:,.1f}" for k, v in outcome.values.items())
+        cpu = "" if busy is None else f" (proxy CPU {busy:.0f}%)"
+        problems = f"  PROBLEM: {'; '.join(outcome.problems)}" if outcome.problems else ""
+        print(f"  {where:<40} {shown}{cpu}{problems}", flush=True)
+
+    def report(self, idle_conns: int, open_files: int) -> Report:
+        settings = self.settings
+        extra = {
+            "machine": machine(),
+            "settings": {
+                "duration": settings.duration,
+                "rounds": settings.rounds,
+                "idle_conns": idle_conns,
+                "open_files": open_files,
+                "proxy_cpus": procfs.format_cpus(self.proxy_core or ()),
+                "load_cpus": procfs.format_cpus(self.load_core or ()),
+            },
+            "pinning": self.pinning,
+            "runs": self.record.runs,
+        }
+        return Report(
+            self.record.metrics(self.notes),
+            describe(settings, self.proxy_core, self.load_core, open_files, idle_conns),
+            self.record.problems,
+            len(self.record.runs),
+            extra,
+        )
+
+
+async def bench(settings: Settings) -> Report:
+    _, load_core, _ = cores()
+    if load_core is not None:
+        os.sched_setaffinity(0, load_core)  # the generator and the backends inherit it
+    open_files = raise_open_files(2 * settings.idle_conns + 1024)
+    idle_conns = min(settings.idle_conns, (open_files - 512) // 2)
+    tools = Tools(settings.build / "loadgen", settings.build / "backends", CLIENTS, CLIENT_COUNT)
+    for tool in (tools.loadgen, tools.backends):
+        if not os.access(tool, os.X_OK):
+            raise BenchError(f"{tool} is missing: `make bench` builds it")
+    ports = free_ports([*(f"{VIPS}{i}" for i in range(10, 22)), *SERVERS], 2)
+    # A short directory: engine control sockets must fit in sun_path.
+    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as work:
+        run = Bench(settings, tools, Path(work), ports)
+        async with backends(tools, ports):
+            if set(settings.scenarios) - {"idle"}:
+                await run.steady()
+            if "idle" in settings.scenarios:
+                await run.idle(idle_conns)
+    return run.report(idle_conns, open_files)
+
+
+SPAN = f"min{DASH}max"
+
+
+def describe(
+    settings: Settings,
+    proxy_core: set[int] | None,
+    load_core: set[int] | None,
+    open_files: int,
+    idle_conns: int,
+) -> str:
+    found = machine()
+    if proxy_core is None or load_core is None:
+        where = "One core: nothing pinned, proxy and generator share it."
+    else:
+        where = (
+            f"Each proxy on CPU {procfs.format_cpus(proxy_core)}, the generator and the "
+            f"backends on CPU {procfs.format_cpus(load_core)} (affinity checked in /proc for "
+            f"every thread); the two-core variants on CPUs "
+            f"{procfs.format_cpus(proxy_core | load_core)}, sharing one with the generator."
+        )
+    fewer = ""
+    if idle_conns < settings.idle_conns:
+        fewer = (
+            f" Idle: {idle_conns:,} connections, not {settings.idle_conns:,}: the open-files "
+            f"limit is {open_files:,} and could not be raised (no CAP_SYS_RESOURCE)."
+        )
+    return (
+        f"{found['date']}, {found['cpu']}, {found['cores']} cores, Linux {found['kernel']}, "
+        f"Python {found['python']}, {found['haproxy']}. {where} {settings.rounds} rounds of "
+        f"{settings.duration:g} s; each cell is the median ({SPAN}) of the rounds, each ratio "
+        f"the median ({SPAN}) of the ratios computed round by round.{fewer}"
+    )
+
+
+def write(report: Report, out: Path) -> None:
+    from bench.plot import draw  # matplotlib is slow to import; only here
+
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown(report)
+    (out / "latest.md").write_text(text)
+    (out / "latest.json").write_text(json.dumps(document(report), indent=1) + "\n")
+    draw(report, out / "ratios.png")
+    print()
+    print(text)
+    print("Targets (issue 5):")
+    for found in verdicts(report.metrics):
+        print(f"  {found.target.text} {found.target.condition()} {found.target.versus}: "
+              f"{found.text()}")  # fmt: skip
+    print(f"\nWritten: {out}/latest.md, latest.json, ratios.png")
+
+
+def main(settings: Settings) -> int:
+    started = time.monotonic()
+    try:
+        report = asyncio.run(bench(settings))
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
+    write(report, settings.out)
+    print(f"Took {time.monotonic() - started:.0f} s.")
+    return 0
