@@ -112,7 +112,7 @@ VIRTUAL_SERVICE = {
         "for a page and looks for the expected text in the answer: for PSM, /psm/api/health "
         "answering PASS, as the guide sets. Connect to Port only opens a TCP connection; an "
         "External Script decides by its exit status; No Checks takes every server as healthy.",
-        "Connect to Port",
+        dict(HEALTH_CHECKS)[defaults.CHECK_TYPE],
     ),
     "health_check.port": Help(
         "Check Port",
@@ -177,8 +177,8 @@ VIRTUAL_SERVICE = {
     ),
     "client_timeout": Help(
         "Client Timeout",
-        "Seconds a connection may carry no byte either way before it is closed (the shorter "
-        "of this and the Real Server Timeout). RDP sessions idle for hours; keep it long.",
+        "Seconds a client may stay silent before its connection is closed. RDP sessions "
+        "idle for hours; keep it long.",
         _default("virtual service: client_timeout"),
     ),
     "server_timeout": Help(
