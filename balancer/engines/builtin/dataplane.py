@@ -92,7 +92,9 @@ class DataPlane:
             if listener is None:
                 listener = self.listeners[key] = Listener(self.services[vs.label])
                 listener.server = await self.loop.create_server(
-                    lambda listener=listener: ClientSide(listener.service, self.loop),  # type: ignore[misc]
+                    lambda listener=listener, port=key[1]: ClientSide(  # type: ignore[misc]
+                        listener.service, self.loop, port
+                    ),
                     sock=bound[key],
                 )
             listener.service = self.services[vs.label]

@@ -14,7 +14,8 @@ import asyncio
 import logging
 import socket
 import struct
-from typing import cast
+from collections.abc import Coroutine
+from typing import Any, cast
 
 from balancer.engines.builtin.service import RunningServer, RunningService
 
@@ -46,6 +47,7 @@ class ClientSide(asyncio.Protocol):
         "client",
         "client_eof",
         "closed",
+        "connecting",
         "loop",
         "pending",
         "pending_size",
@@ -59,20 +61,24 @@ class ClientSide(asyncio.Protocol):
         "vip_port",
     )
 
-    def __init__(self, service: RunningService, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, service: RunningService, loop: asyncio.AbstractEventLoop, vip_port: int
+    ) -> None:
         self.service = service
         self.loop = loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once
         self.server: RunningServer | None = None
         self.server_side: ServerSide | None = None
-        self.pending: list[bytes] = []
+        # Both are allocated only when needed: most clients never wait nor need a second server.
+        self.pending: list[bytes] | None = None
         self.pending_size = 0
         self.client_eof = False
         self.closed = False
-        self.tried: list[RunningServer] = []
+        self.tried: tuple[RunningServer, ...] = ()
         self.timer: asyncio.TimerHandle | None = None
         self.client = ""
-        self.vip_port = 0
+        self.vip_port = vip_port
+        self.connecting: Coroutine[Any, Any, tuple[asyncio.BaseTransport, ServerSide]] | None = None
         self.seen = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -80,7 +86,6 @@ class ClientSide(asyncio.Protocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         self.client = transport.get_extra_info("peername")[0]
-        self.vip_port = transport.get_extra_info("sockname")[1]
         service = self.service
         service.active += 1
         service.total += 1
@@ -102,57 +107,95 @@ class ClientSide(asyncio.Protocol):
         server.total += 1
         self.server = server
         port = server.config.target_port(self.vip_port)
-        self.loop.create_task(self._connect(server, str(server.config.ip), port))
+        # The connection is made by stepping uvloop's create_connection coroutine by hand, as a
+        # Task would but without one (and without asyncio.timeout): a Task, its first scheduling
+        # and a Timeout per client cost more than the rest of the choice put together.
+        self.connecting = self.loop.create_connection(lambda: ServerSide(self), server.host, port)
+        # One timer per relay: the connect timeout first, then (see _attach) the idle timeout.
+        self.timer = self.loop.call_at(
+            self.loop.time() + service.config.connect_timeout, self._timer_fired
+        )
+        self._connect_step()
 
-    async def _connect(self, server: RunningServer, host: str, port: int) -> None:
+    def _connect_step(self, waited: object = None) -> None:
+        connecting = self.connecting
+        if connecting is None:
+            return
         try:
-            async with asyncio.timeout(self.service.config.connect_timeout):
-                transport, side = await self.loop.create_connection(
-                    lambda: ServerSide(self), host, port
-                )
-        except (OSError, TimeoutError) as error:
-            server.active -= 1
-            self.server = None
-            if self.closed:
-                return
-            log.info(
-                "%s: cannot reach real server %s at %s:%s for %s: %s",
-                self.service.label,
-                server.label,
-                host,
-                port,
-                self.client,
-                error.strerror
-                if isinstance(error, OSError) and error.strerror
-                else "connect timeout",
-            )
-            self.tried.append(server)
-            self._dispatch()
-            return
-        if self.closed:
-            # The client left while we connected; this connection has no one to serve.
-            transport.close()
-            server.active -= 1
-            self.server = None
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
+            future = connecting.send(None)
+        except StopIteration as done:
+            self._connected(done.value[0], done.value[1])
+        except OSError as error:
+            self._connect_failed(error.strerror or str(error))
+        else:
+            future.add_done_callback(self._connect_step)
+
+    def _timer_fired(self) -> None:
+        self.timer = None
+        connecting, self.connecting = self.connecting, None
+        if connecting is not None:
+            connecting.close()  # closes the half-made connection
+            self._connect_failed("connect timeout")
+        else:
+            self._check_idle()
+
+    def _connect_failed(self, why: str) -> None:
+        server = self.server
+        assert server is not None
+        server.active -= 1
+        self.server = None
+        self.connecting = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        config = server.config
+        log.info(
+            "%s: cannot reach real server %s at %s:%s for %s: %s",
+            self.service.label,
+            server.label,
+            server.host,
+            config.target_port(self.vip_port),
+            self.client,
+            why,
+        )
+        self.tried += (server,)
+        self._dispatch()
+
+    def _connected(self, transport: asyncio.BaseTransport, side: ServerSide) -> None:
+        """The real server answered. (A client that left meanwhile closed the coroutine, and
+        with it the half-made connection: see connection_lost.)"""
+        self.connecting = None
+        server = self.server
+        assert server is not None
+        # One socket object for the four options: each option set through uvloop's pseudo-socket
+        # would make (and unmake) a socket object of its own, with system calls to match.
+        fd = transport.get_extra_info("socket").fileno()
+        sock = socket.socket(server.family, socket.SOCK_STREAM, 0, fd)
+        try:
             keepalive(sock)
+        finally:
+            sock.detach()
         server.bytes_in += self.pending_size  # client bytes that arrived while connecting
         self.service.connected(self.client, server)
         self._attach(side)
 
     def _attach(self, side: ServerSide) -> None:
         self.server_side = side
-        if self.pending:
+        if self.pending is not None:
             side.transport.writelines(self.pending)
-            self.pending.clear()
+            self.pending = None
             self.pending_size = 0
             self.transport.resume_reading()
         if self.client_eof:
             side.transport.write_eof()
-        interval = min(self.service.config.client_timeout, self.service.config.server_timeout)
-        self.timer = self.loop.call_at(self.seen + interval, self._check_idle)
+        # The connect timer goes on as the idle timer; brought forward if idleness ends sooner.
+        config = self.service.config
+        deadline = self.seen + min(config.client_timeout, config.server_timeout)
+        timer = self.timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._check_idle)
 
     def _check_idle(self) -> None:
         """No byte either way for the shorter of the client and server timeouts ends it."""
@@ -182,7 +225,10 @@ class ClientSide(asyncio.Protocol):
             self.server.bytes_in += size  # type: ignore[union-attr]  # set while attached
             side.transport.write(data)
             return
-        self.pending.append(data)
+        if self.pending is None:
+            self.pending = [data]
+        else:
+            self.pending.append(data)
         self.pending_size += size
         if self.pending_size >= PENDING_LIMIT:
             self.transport.pause_reading()
@@ -230,6 +276,12 @@ class ClientSide(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        connecting, self.connecting = self.connecting, None
+        if connecting is not None:
+            # Nobody is left to serve: the half-made connection to the real server is dropped.
+            connecting.close()
+            self.server.active -= 1  # type: ignore[union-attr]  # set while connecting
+            self.server = None
         service = self.service
         service.active -= 1
         server = self.server
@@ -244,7 +296,7 @@ class ClientSide(asyncio.Protocol):
             else:
                 side.transport.abort()
         self.server_side = None
-        self.pending.clear()
+        self.pending = None
 
 
 class ServerSide(asyncio.Protocol):

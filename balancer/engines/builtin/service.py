@@ -3,6 +3,7 @@ persistence table, and the choice of a real server for each new client."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -24,7 +25,9 @@ class RunningServer:
         "bytes_in",
         "bytes_out",
         "config",
+        "family",
         "health",
+        "host",
         "label",
         "reason",
         "since",
@@ -34,6 +37,9 @@ class RunningServer:
     def __init__(self, config: RealServer) -> None:
         self.config = config
         self.label = config.label
+        # A connection's target; a server's address is never changed in place (see reconfigure).
+        self.host = str(config.ip)
+        self.family = socket.AF_INET6 if config.ip.version == 6 else socket.AF_INET
         # Up until a check says otherwise, as HAProxy does; the first failed check takes it out.
         self.health = Health.UP
         self.reason = "not checked yet"
