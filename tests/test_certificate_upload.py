@@ -1,19 +1,14 @@
 """The operator's own WebUI certificate: checked (it parses, the key is the certificate's, it
 is valid now, OpenSSL takes it), then served on the HTTPS port from the next handshake; a bad
-upload is refused naming the field and the reason, and the old certificate is still served. And
-Restart Services > Restart the management service moves the listener to saved new addresses,
-keeping the engine running."""
+upload is refused naming the field and the reason, and the old certificate is still served."""
 
 from __future__ import annotations
 
-import re
 import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,7 +18,8 @@ from cryptography.x509.oid import NameOID
 
 from balancer.certificates import checked_pair, fingerprint
 from balancer.validate import Invalid
-from tests.appliance import PASSWORD, WEBUI_HOST, Appliance, appliance, free_port, wait_for
+from tests.appliance import WEBUI_HOST, Appliance, appliance
+from tests.test_maintenance_restart import signed_in
 
 NOW = datetime.now(UTC)
 CERTIFICATE = "/lbadmin/local-configuration/certificate"
@@ -148,26 +144,9 @@ def _served(port: int) -> str:
     return _fingerprint_of(pem)
 
 
-@contextmanager
-def _signed_in(port: int) -> Iterator[tuple[httpx.Client, str]]:
-    """A browser signed in to the WebUI on ``port``, and its forms' CSRF token."""
-    base = f"https://{WEBUI_HOST}:{port}"
-    with httpx.Client(base_url=base, verify=False, timeout=30, follow_redirects=True) as client:
-        token = _csrf(client.get("/lbadmin/sign-in").text)
-        data = {"username": "loadbalancer", "password": PASSWORD, "csrf_token": token}
-        assert client.post("/lbadmin/sign-in", data=data).status_code == 200
-        yield client, _csrf(client.get("/lbadmin/local-configuration").text)
-
-
-def _csrf(page: str) -> str:
-    found = re.search(r'name="csrf_token" value="(\w+)"', page)
-    assert found is not None
-    return found.group(1)
-
-
 def test_an_uploaded_certificate_is_served_and_a_bad_one_leaves_it_served(box: Appliance) -> None:
     first = _served(box.https_port)
-    with _signed_in(box.https_port) as (client, csrf):
+    with signed_in(box.https_port) as (client, csrf):
         key = _key()
         cert = _certificate(key)
         reply = client.post(
@@ -202,31 +181,3 @@ def test_an_uploaded_certificate_is_served_and_a_bad_one_leaves_it_served(box: A
             assert "The certificate was not installed" in reply.text
             assert reason in reply.text
             assert _served(box.https_port) == _fingerprint_of(cert)
-
-
-def test_restarting_the_management_service_moves_it_to_the_saved_port(box: Appliance) -> None:
-    engine = box.engine_pid()
-    new_port = free_port([WEBUI_HOST])
-    with _signed_in(box.https_port) as (client, csrf):
-        saved = {"listen_address": WEBUI_HOST, "https_port": str(new_port), "http_port": ""}
-        page = client.post(
-            "/lbadmin/local-configuration/sockets", data={"csrf_token": csrf, **saved}
-        ).text
-        assert "The saved addresses take effect after" in page
-        assert f"HTTPS port {box.https_port}" in page  # still where it listens
-        restart = {"csrf_token": csrf, "action": "management", "confirm": "yes"}
-        page = client.post("/lbadmin/maintenance/restart", data=restart).text
-        assert "The management service is restarting" in page
-
-    def moved() -> bool:
-        with httpx.Client(verify=False, timeout=5) as probe:
-            reply = probe.get(f"https://{WEBUI_HOST}:{new_port}/lbadmin/sign-in")
-        return reply.status_code == 200
-
-    wait_for("the WebUI on its new port", moved)
-    with pytest.raises(ConnectionRefusedError):
-        _served(box.https_port)
-    assert box.engine_pid() == engine  # the data plane ran on throughout
-    entries = {(e["author"], e["action"]) for e in box.client.get("/audit", limit=5)}
-    assert {("loadbalancer", "restart_management"), ("loadbalancer", "node_settings")} <= entries
-    box.https_port = new_port
