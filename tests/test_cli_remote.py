@@ -73,7 +73,9 @@ def test_a_key_runs_the_commands_from_elsewhere_and_its_owner_is_audited(
     box = remote.box
     added = balancer(box, "user", "add", "ops", "--password-stdin", stdin="ops password\n")
     assert added.returncode == 0, added.stderr
-    env = remote.env(remote.key("ops"), BALANCER_FINGERPRINT=remote.fingerprint)
+    # The fingerprint as `openssl x509 -fingerprint -sha256` prints it on the appliance.
+    openssl = f"sha256 Fingerprint={remote.fingerprint}"
+    env = remote.env(remote.key("ops"), BALANCER_FINGERPRINT=openssl)
 
     status = balancer(box, "status", env=env)
     assert status.returncode == 0, status.stderr

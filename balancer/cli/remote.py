@@ -122,7 +122,8 @@ class RemoteOptions:
     def _fingerprint(self) -> str | None:
         if self.fingerprint is None:
             return None
-        text = self.fingerprint.strip().lower().removeprefix("sha256:").replace(":", "")
+        # Also as openssl prints it: "sha256 Fingerprint=AB:CD:..."
+        text = self.fingerprint.rpartition("=")[2].strip().lower().replace(":", "")
         if not _HEX.match(text):
             fail(
                 f"--fingerprint {self.fingerprint!r}: must be a SHA-256 fingerprint, 64 hex "
