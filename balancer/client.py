@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -44,7 +44,7 @@ class Remote:
     authorities when neither is given; ``insecure`` trusts any certificate."""
 
     url: str
-    key: str
+    key: str = field(repr=False)  # never in a traceback or a log
     ca: str | None = None
     fingerprint: str | None = None
     insecure: bool = False
