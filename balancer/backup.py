@@ -24,35 +24,37 @@ MAX_DEPTH = 16
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
 
 
-def read(data: bytes) -> Any:
-    """The JSON document in ``data``, or Invalid naming field ``file`` and the reason."""
+def read(data: bytes, field: str = "file") -> Any:
+    """The JSON document in ``data``, or Invalid naming ``field`` (the file, or the API's
+    request body) and the reason."""
     if len(data) > MAX_SIZE:
-        raise _bad(f"is {len(data)} bytes; a backup is at most {MAX_SIZE} bytes (1 MiB)")
+        raise _bad(field, f"is {len(data)} bytes; a backup is at most {MAX_SIZE} bytes (1 MiB)")
     if not data.strip():
-        raise _bad("is empty")
+        raise _bad(field, "is empty")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise _bad(f"is not UTF-8 text (byte {error.start}): not a backup") from None
+        raise _bad(field, f"is not UTF-8 text (byte {error.start}): not a backup") from None
     depth = _depth(data)
     if depth > MAX_DEPTH:
-        raise _bad(f"is nested {depth} levels deep; a backup is at most {MAX_DEPTH}")
+        raise _bad(field, f"is nested {depth} levels deep; a backup is at most {MAX_DEPTH}")
     try:
         return json.loads(text, object_pairs_hook=_once, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
-        if error.pos >= len(text.rstrip()):
+        # Cut short inside a string, the parser points at the string's start, not the end.
+        if error.pos >= len(text.rstrip()) or error.msg.startswith("Unterminated string"):
             reason = "ends before its JSON document does: the file is cut short"
         else:
             reason = f"is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        raise _bad(reason) from None
+        raise _bad(field, reason) from None
     except Invalid:
         raise
-    except ValueError as error:  # a number too long for Python's int conversion
-        raise _bad(f"is not JSON this appliance reads: {error}") from None
+    except ValueError as error:  # NaN, or a number too long for Python's int conversion
+        raise _bad(field, f"is not JSON this appliance reads: {error}") from None
 
 
-def _bad(reason: str) -> Invalid:
-    return Invalid([Problem("file", reason)])
+def _bad(field: str, reason: str) -> Invalid:
+    return Invalid([Problem(field, reason)])
 
 
 def _depth(data: bytes) -> int:
@@ -78,4 +80,4 @@ def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _no_constant(name: str) -> Any:
-    raise Invalid([Problem("file", f"is not JSON: {name} is not a JSON number")])
+    raise ValueError(f"{name} is not a JSON number")

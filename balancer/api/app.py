@@ -7,12 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, FastAPI, Header, Query, Response
+from fastapi import APIRouter, Body, FastAPI, Header, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
+from balancer import backup as backups
 from balancer import configuration, logs, web
-from balancer.api import errors, users
+from balancer.api import bodies, errors, users
 from balancer.api.access import Access
 from balancer.api.gate import Author, Gate
 from balancer.controller import Controller
@@ -29,6 +30,15 @@ Base = Annotated[
 
 # How many entries one answer lists: enough for any screen, bounded for the database's sake.
 Limit = Annotated[int, Query(ge=1, le=10_000)]
+
+BACKUP_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "description": "a document from GET /api/v1/backup"}
+        }
+    },
+}
 
 
 class Saved(BaseModel):
@@ -224,8 +234,16 @@ def create_app(
     def backup() -> dict[str, Any]:
         return store.export()
 
-    @api.post("/restore", response_model=Saved, summary="Restore a backup document")
-    def restore(document: Annotated[Any, Body()], user: Author, base: Base = None) -> Saved:
+    @api.post(
+        "/restore",
+        response_model=Saved,
+        summary="Restore a backup document",
+        openapi_extra={"requestBody": BACKUP_BODY},
+    )
+    async def restore(request: Request, user: Author, base: Base = None) -> Saved:
+        # Read as bytes, not parsed by FastAPI, so that the limits a backup file gets in the
+        # WebUI (size, depth, a key named twice) hold here too.
+        document = backups.read(await bodies.read(request, backups.MAX_SIZE, "body"), "body")
         revision = store.restore(
             document, base=store.head().id if base is None else base, author=user
         )

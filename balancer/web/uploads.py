@@ -12,13 +12,11 @@ from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from balancer.api import bodies
 from balancer.validate import Invalid, Problem
 
 # Beyond the files' own limits: field names, the token, part headers.
 OVERHEAD = 16 << 10
-# An upload bigger than its limit is read this far, unused, so the browser sees the answer
-# rather than a connection closed while it was still sending.
-DRAINED = 32 << 20
 
 
 async def files(request: Request, limit: int, *names: str) -> dict[str, bytes]:
@@ -33,22 +31,7 @@ async def files(request: Request, limit: int, *names: str) -> dict[str, bytes]:
 
 
 async def _form(request: Request, limit: int, field: str) -> FormData:
-    body = bytearray()
-    stream = request.stream()
-    async for chunk in stream:
-        body += chunk
-        if len(body) > limit + OVERHEAD:
-            break
-    else:
-        return await _parsed(request, bytes(body), field)
-    size = len(body)
-    async for chunk in stream:
-        size += len(chunk)
-        if size > DRAINED:
-            break
-    shown = "more than 32 MiB" if size > DRAINED else f"{size} bytes"
-    reason = f"is too big: the upload is {shown}, and at most {limit} bytes are taken"
-    raise Invalid([Problem(field, reason)])
+    return await _parsed(request, await bodies.read(request, limit + OVERHEAD, field), field)
 
 
 async def _content(data: FormData, field: str) -> bytes:
