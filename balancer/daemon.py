@@ -64,7 +64,7 @@ async def _run(
 ) -> list[tuple[socket.socket, bool]] | None:
     """Serve ``network`` (sockets, and whether each is HTTPS) and the Unix socket until asked
     to stop (None) or to restart: then the network sockets of the next round."""
-    controller = Controller(store, engines.engine(node.engine, data_dir))
+    controller = Controller(store, engines.engine(node.engine, data_dir, node.workers))
     await controller.start()
     stop_engine = False
     restart = False

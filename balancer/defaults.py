@@ -36,6 +36,9 @@ REAL_SERVER_STATE = "online"
 MAX_CONNECTIONS = 0
 
 ENGINE = "builtin"
+# The built-in engine's processes relaying, sharing its listening sockets; one per core at most.
+WORKERS = 1
+WORKERS_MAX = 64
 HTTPS_PORT = 9443
 HTTP_PORT: int | None = None
 DATA_DIR = "/var/lib/balancer"
@@ -87,6 +90,7 @@ DEFAULTS: tuple[Default, ...] = (
     Default("real server: state", REAL_SERVER_STATE, "online, drain or halt"),
     Default("real server: max_connections", MAX_CONNECTIONS, "0 is no limit"),
     Default("node: engine", ENGINE, "the data plane"),
+    Default("node: workers", WORKERS, f"built-in engine processes, 1..{WORKERS_MAX}"),
     Default("node: https_port", HTTPS_PORT, "WebUI and API over HTTPS"),
     Default("node: http_port", HTTP_PORT, "plain HTTP WebUI, off (the guide's 9080)"),
     Default("node: listen_address", LISTEN_ADDRESS, "none: WebUI and API on every address"),

@@ -45,12 +45,12 @@ class Engine(Protocol):
         """Stop the data plane."""
 
 
-def engine(name: str, data_dir: Path) -> Engine:
-    """Engines by name, imported only when chosen."""
+def engine(name: str, data_dir: Path, workers: int = 1) -> Engine:
+    """Engines by name, imported only when chosen; ``workers`` is the built-in engine's."""
     if name == "builtin":
         from balancer.engines.builtin import BuiltinEngine
 
-        return BuiltinEngine(data_dir)
+        return BuiltinEngine(data_dir, workers)
     if name == "haproxy":
         from balancer.engines.haproxy import HaproxyEngine
 

@@ -14,6 +14,9 @@ from balancer.model.types import Address, Frozen, Port
 class NodeSettings(Frozen):
     hostname: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
     engine: Literal["builtin", "haproxy"] = "builtin"
+    # Built-in engine processes relaying side by side (see the README's Workers); a change
+    # restarts the engine.
+    workers: int = Field(defaults.WORKERS, ge=1, le=defaults.WORKERS_MAX)
     https_port: Port = defaults.HTTPS_PORT
     http_port: Port | None = defaults.HTTP_PORT
     # Where the WebUI and the API listen; None is every address of the node.

@@ -1,11 +1,13 @@
 """The built-in engine, as the management daemon sees it: a process it starts once and then
 talks to over the control socket. The process is in its own session, so stopping or restarting
-the daemon leaves it, and every connection it relays, running."""
+the daemon leaves it, and every connection it relays, running. With ``workers`` above one that
+process is the supervisor of as many relaying processes (see ``workers``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -19,20 +21,34 @@ from balancer.engines.builtin.process import paths
 from balancer.model import Config
 from balancer.state import EngineStatus
 
+log = logging.getLogger("balancer.engine")
+
 START_TIMEOUT = 15.0
 
 
 class BuiltinEngine:
     name = "builtin"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, workers: int = 1) -> None:
         self.data_dir = data_dir
+        self.workers = workers
         self.socket, self.pid_file, self.log_file = paths(data_dir)
         self._child: subprocess.Popen[bytes] | None = None
 
     async def attach(self) -> int | None:
         with contextlib.suppress(EngineError):
-            return (await self.status()).revision
+            revision = (await self.status()).revision
+            running = len(await self.worker_status())
+            if running == self.workers:
+                return revision
+            # Another number of workers needs other socket groups: the engine starts afresh.
+            log.warning(
+                "the engine runs %s workers and %s are wanted: restarting it",
+                running,
+                self.workers,
+                extra={"event": "workers", "workers": self.workers},
+            )
+            await self.stop()
         self._spawn()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
@@ -53,7 +69,15 @@ class BuiltinEngine:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with (self.log_file.parent / "engine.out").open("ab") as out:
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "balancer.engines.builtin", "--dir", str(self.data_dir)],
+                [
+                    sys.executable,
+                    "-m",
+                    "balancer.engines.builtin",
+                    "--dir",
+                    str(self.data_dir),
+                    "--workers",
+                    str(self.workers),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
@@ -91,6 +115,11 @@ class BuiltinEngine:
     async def clear_persistence(self, service: str) -> int:
         reply = await self._request({"op": "clear_persistence", "service": service})
         return int(reply["cleared"])
+
+    async def worker_status(self) -> list[dict[str, Any]]:
+        """Each worker's index, pid and own status (its counters); None while restarting."""
+        reply = await self._request({"op": "workers"})
+        return list(reply["workers"])
 
     async def detach(self) -> None:
         self._child = None

@@ -32,6 +32,38 @@ class ApplyError(Exception):
     """A configuration the data plane cannot run; what runs is unchanged."""
 
 
+def wanted_listeners(config: Config) -> dict[tuple[str, int], VirtualService]:
+    """Every (VIP, port) that ``config`` listens on, and its virtual service."""
+    return {
+        (str(vs.ip), port): vs for vs in config.virtual_services for port in each_port(vs.ports)
+    }
+
+
+def bind(
+    keys: list[tuple[str, int]],
+    wanted: dict[tuple[str, int], VirtualService],
+    sockets: Callable[[str, int], list[socket.socket]],
+) -> dict[tuple[str, int], list[socket.socket]]:
+    """``sockets(ip, port)`` for every key, or none at all: ApplyError names the port that
+    cannot be had, and what was bound before it is closed."""
+    bound: dict[tuple[str, int], list[socket.socket]] = {}
+    try:
+        for ip, port in keys:
+            bound[(ip, port)] = sockets(ip, port)
+    except OSError as error:
+        for group in bound.values():
+            for sock in group:
+                sock.close()
+        vs = wanted[(ip, port)]
+        why = os.strerror(error.errno) if error.errno else str(error)
+        if error.errno == errno.EACCES and port < 1024:
+            why += " (ports below 1024 need root)"
+        raise ApplyError(
+            f"virtual_services[{vs.label}].ports: cannot listen on {ip}:{port}: {why}"
+        ) from None
+    return bound
+
+
 @dataclass(slots=True)
 class Listener:
     """One listening socket; ``service`` is swapped by a commit, the socket is kept."""
@@ -40,10 +72,27 @@ class Listener:
     server: asyncio.Server | None = None
 
 
+Key = tuple[str, int]  # a listening address: (VIP, port)
+
+
 class DataPlane:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    """``serve``: listen and relay; ``checks``: run the health monitors. A single engine
+    process does both; with workers, the supervisor only checks (``on_health`` tells it of each
+    flip) and each worker only serves, on sockets it is given, with health it is told."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        serve: bool = True,
+        checks: bool = True,
+        on_health: Callable[[], None] | None = None,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.clock = clock
+        self.serve = serve
+        self.checks = checks
+        self.on_health = on_health
         self.services: dict[str, RunningService] = {}
         self.listeners: dict[tuple[str, int], Listener] = {}
         self.monitors: dict[tuple[str, str], Monitor] = {}
@@ -52,14 +101,21 @@ class DataPlane:
         self._applying = asyncio.Lock()
         self._sweeper = self.loop.create_task(self._sweep())
 
-    async def apply(self, config: Config, revision: int) -> None:
+    async def apply(
+        self, config: Config, revision: int, sockets: dict[Key, socket.socket] | None = None
+    ) -> None:
         """Run ``config``. New sockets are bound first, so a port that cannot be had rejects
-        the whole revision before anything that runs is touched."""
-        wanted = {
-            (str(vs.ip), port): vs for vs in config.virtual_services for port in each_port(vs.ports)
-        }
+        the whole revision before anything that runs is touched. A worker is given its
+        ``sockets`` instead (the supervisor has bound them)."""
+        wanted = wanted_listeners(config) if self.serve else {}
         async with self._applying:
-            bound = self._bind([key for key in wanted if key not in self.listeners], wanted)
+            new = [key for key in wanted if key not in self.listeners]
+            if sockets is None:
+                bound = self._bind(new, wanted)
+            else:
+                bound = {key: sockets.pop(key) for key in new}
+                for extra in sockets.values():  # already listening on these
+                    extra.close()
             # The new table of services is built whole and swapped in at once, so a status
             # request in the middle of an apply sees the old revision or the new, never a mix.
             previous = self.services
@@ -80,7 +136,13 @@ class DataPlane:
             for label, running in services.items():
                 await self._watch(running, fresh[label])
             self.revision = revision
-        log.info("revision %s applied", revision, extra={"event": "apply", "revision": revision})
+        # A worker's revision is its supervisor's, which says so once for all.
+        log.log(
+            logging.INFO if self.checks else logging.DEBUG,
+            "revision %s applied",
+            revision,
+            extra={"event": "apply", "revision": revision},
+        )
 
     async def _listen(
         self,
@@ -104,28 +166,18 @@ class DataPlane:
                 # Stops accepting; connections already relayed are separate and carry on.
                 server.close()
 
-    def _bind(
-        self, keys: list[tuple[str, int]], wanted: dict[Any, VirtualService]
-    ) -> dict[tuple[str, int], socket.socket]:
-        bound = {}
-        try:
-            for ip, port in keys:
-                bound[(ip, port)] = listen(ip, port)
-        except OSError as error:
-            for sock in bound.values():
-                sock.close()
-            vs = wanted[(ip, port)]
-            why = os.strerror(error.errno) if error.errno else str(error)
-            if error.errno == errno.EACCES and port < 1024:
-                why += " (ports below 1024 need root)"
-            raise ApplyError(
-                f"virtual_services[{vs.label}].ports: cannot listen on {ip}:{port}: {why}"
-            ) from None
-        return bound
+    def _bind(self, keys: list[Key], wanted: dict[Key, VirtualService]) -> dict[Key, socket.socket]:
+        return {key: group[0] for key, group in bind(keys, wanted, self._listen_one).items()}
+
+    @staticmethod
+    def _listen_one(ip: str, port: int) -> list[socket.socket]:
+        return [listen(ip, port)]
 
     async def _watch(self, service: RunningService, fresh: list[str]) -> None:
         """Start health monitors for new or changed real servers; stop those of removed ones."""
         await self._unwatch(service.label, set(service.servers) - set(fresh))
+        if not self.checks:
+            return
         vs = service.config
         vip_port = vs.ports[0][0]
         for label in fresh:
@@ -172,8 +224,26 @@ class DataPlane:
                     "reason": outcome.reason,
                 },
             )
+            if self.on_health is not None:
+                self.on_health()
 
         return changed
+
+    def health(self) -> dict[str, dict[str, bool]]:
+        """Whether each real server is up, by service and label: what workers are told."""
+        return {
+            label: {rs: running.health is Health.UP for rs, running in service.servers.items()}
+            for label, service in self.services.items()
+        }
+
+    def set_health(self, states: dict[str, dict[str, bool]]) -> None:
+        """Take the health found by the supervisor's checks (a worker runs none of its own)."""
+        for label, servers in states.items():
+            service = self.services.get(label)
+            for rs, up in servers.items():
+                running = service.servers.get(rs) if service is not None else None
+                if running is not None:
+                    running.health = Health.UP if up else Health.DOWN
 
     async def _sweep(self) -> None:
         while True:
@@ -182,7 +252,7 @@ class DataPlane:
                 if service.table is not None:
                     service.table.sweep()
 
-    def status(self) -> EngineStatus:
+    async def status(self) -> EngineStatus:
         last_checks: dict[str, dict[str, str]] = {}
         for (service, server), monitor in self.monitors.items():
             if monitor.last is not None:
@@ -196,12 +266,12 @@ class DataPlane:
             virtual_services=tuple(services),
         )
 
-    def configuration(self) -> str:
+    async def configuration(self) -> str:
         running = Config(virtual_services=tuple(s.config for s in self.services.values()))
         return f"# revision {self.revision}\n{running.model_dump_json(indent=2)}\n"
 
-    def persistence(self, service: str) -> list[dict[str, Any]]:
-        table = self._service(service).table
+    async def persistence(self, service: str) -> list[dict[str, Any]]:
+        table = self.service(service).table
         if table is None:
             return []
         return [
@@ -209,11 +279,16 @@ class DataPlane:
             for client, server, left in table.entries()
         ]
 
-    def clear_persistence(self, service: str) -> int:
-        table = self._service(service).table
+    async def clear_persistence(self, service: str) -> int:
+        table = self.service(service).table
         return table.forget() if table is not None else 0
 
-    def _service(self, label: str) -> RunningService:
+    async def workers_status(self) -> list[dict[str, Any]]:
+        """One process: itself the only worker."""
+        status = (await self.status()).model_dump(mode="json")
+        return [{"index": 0, "pid": os.getpid(), "status": status}]
+
+    def service(self, label: str) -> RunningService:
         try:
             return self.services[label]
         except KeyError:

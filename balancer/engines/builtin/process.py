@@ -20,6 +20,7 @@ import uvloop
 
 from balancer import control, logs
 from balancer.engines.builtin.dataplane import ApplyError, DataPlane
+from balancer.engines.builtin.workers import Supervisor, run_worker
 from balancer.validate import Invalid, parse
 
 log = logging.getLogger("balancer.engine")
@@ -30,15 +31,21 @@ def paths(data_dir: Path) -> tuple[Path, Path, Path]:
     return data_dir / "engine.sock", data_dir / "engine.pid", data_dir / "logs" / "engine.log"
 
 
-async def run(data_dir: Path) -> None:
+async def run(data_dir: Path, workers: int = 1) -> None:
+    """The engine: one process, or with ``workers`` above one their supervisor."""
     socket_path, pid_path, _ = paths(data_dir)
-    plane = DataPlane()
+    plane: DataPlane | Supervisor
+    if workers > 1:
+        plane = Supervisor(data_dir, workers)
+        await plane.start()
+    else:
+        plane = DataPlane()
     stopping = asyncio.Event()
 
     async def handle(request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         if op == "status":
-            return {"ok": True, "status": plane.status().model_dump(mode="json")}
+            return {"ok": True, "status": (await plane.status()).model_dump(mode="json")}
         if op == "apply":
             try:
                 config = parse(request["config"])
@@ -48,11 +55,13 @@ async def run(data_dir: Path) -> None:
                 return {"ok": False, "error": str(error)}
             return {"ok": True}
         if op == "configuration":
-            return {"ok": True, "configuration": plane.configuration()}
+            return {"ok": True, "configuration": await plane.configuration()}
         if op == "persistence":
-            return {"ok": True, "entries": plane.persistence(str(request["service"]))}
+            return {"ok": True, "entries": await plane.persistence(str(request["service"]))}
         if op == "clear_persistence":
-            return {"ok": True, "cleared": plane.clear_persistence(str(request["service"]))}
+            return {"ok": True, "cleared": await plane.clear_persistence(str(request["service"]))}
+        if op == "workers":
+            return {"ok": True, "workers": await plane.workers_status()}
         if op == "stop":
             stopping.set()
             return {"ok": True}
@@ -65,7 +74,7 @@ async def run(data_dir: Path) -> None:
         loop.add_signal_handler(signum, stopping.set)
     # What start-up allocated lives as long as the process: keep the collector off it.
     gc.freeze()
-    log.info("engine started", extra={"event": "start", "pid": os.getpid()})
+    log.info("engine started", extra={"event": "start", "pid": os.getpid(), "workers": workers})
     await stopping.wait()
     log.info("engine stopping", extra={"event": "stop"})
     await server.close()
@@ -79,6 +88,18 @@ async def run(data_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="balancer-engine", description=__doc__)
     parser.add_argument("--dir", type=Path, required=True, help="the appliance's data directory")
+    parser.add_argument("--workers", type=int, default=1, help="engine processes that relay")
+    parser.add_argument("--worker", type=int, help="be this worker (started by the supervisor)")
+    parser.add_argument("--channel", type=int, help="a worker's socket to its supervisor")
     args = parser.parse_args(argv)
     logs.setup(paths(args.dir)[2], "engine")
-    uvloop.run(run(args.dir))
+    if args.worker is not None:
+        uvloop.run(_worker(args.worker, args.workers, args.channel))
+    else:
+        uvloop.run(run(args.dir, args.workers))
+
+
+async def _worker(index: int, count: int, channel: int) -> None:
+    # As the engine process does: start-up's objects live as long as the worker.
+    gc.freeze()
+    await run_worker(index, count, channel)
