@@ -16,6 +16,7 @@ from balancer.api.access import Access, Caller
 from balancer.api.gate import CALLER, STATIC
 from balancer.controller import Controller
 from balancer.store import Store
+from balancer.web.units import moment
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,6 @@ MENU = (
 )
 
 
-def now() -> str:
-    """The time as the guide's System Overview shows it: 2026-06-19 08:30:01 UTC."""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-
-
 def is_htmx(request: Request) -> bool:
     return "hx-request" in request.headers
 
@@ -82,7 +78,7 @@ class Renderer:
             if caller and caller.session
             else None,
             "pending": self.controller.pending(),
-            "now": now(),
+            "now": moment(time.time()),
         }
         return self.templates.TemplateResponse(
             request, template, {**shared, **context}, status_code=status
