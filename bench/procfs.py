@@ -30,6 +30,28 @@ def parse_cpu_list(text: str) -> set[int]:
     return cpus
 
 
+def parse_cpu_times(text: str) -> dict[int, tuple[int, int]]:
+    """``/proc/stat``: each CPU's busy and total clock ticks since boot; busy is everything
+    but idle and iowait (softirq too: loopback traffic is processed there)."""
+    found = {}
+    for line in text.splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            user, nice, system, idle, iowait, irq, softirq, steal = map(int, values[:8])
+            total = user + nice + system + idle + iowait + irq + softirq + steal
+            found[int(name[3:])] = (total - idle - iowait, total)
+    return found
+
+
+def busy_percent(
+    before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], cpus: set[int]
+) -> float | None:
+    """How busy ``cpus`` were between two readings of ``parse_cpu_times``, in percent."""
+    busy = sum(after[c][0] - before[c][0] for c in cpus)
+    total = sum(after[c][1] - before[c][1] for c in cpus)
+    return busy / total * 100 if total > 0 else None
+
+
 def field(text: str, name: str) -> str:
     """The value of ``name:`` in a ``status``, ``limits`` or ``smaps_rollup`` style text."""
     for line in text.splitlines():
@@ -61,6 +83,10 @@ def family(root: int) -> list[int]:
         found.append(pid)
         todo += children.get(pid, [])
     return found
+
+
+def cpu_times() -> dict[int, tuple[int, int]]:
+    return parse_cpu_times((PROC / "stat").read_text())
 
 
 def cpu_seconds(pids: Iterable[int]) -> float:

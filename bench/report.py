@@ -16,7 +16,7 @@ COLUMNS = {
     "haproxy": "HAProxy",
     "haproxy-64k": "HAProxy bufsize 64k",
 }
-Table = Literal["results", "scaling", "cpu"]
+Table = Literal["results", "scaling", "cpu", "cores"]
 DASH, TIMES = "\u2013", "\u00d7"  # en dash, multiplication sign
 
 
@@ -217,8 +217,20 @@ def markdown(report: Report) -> str:
     if busy:
         lines += ["", "The proxy's CPU during each scenario (100% is its core saturated):", ""]
         lines += _table(busy, ratio_columns=False)
+    cores = [m for m in metrics.values() if m.table == "cores"]
+    if cores:
+        lines += ["", CORES, ""]
+        lines += _table(cores, ratio_columns=False)
     lines += ["", *_checks(report)]
     return "\n".join(lines) + "\n"
+
+
+CORES = (
+    "How busy each core was with anything at all (the proxy, the kernel's work for loopback "
+    "traffic, other programs): a proxy's core well below 100% while the generator's is at 100% "
+    "means the generator was the limit; a proxy's CPU well below its core's, that other "
+    "programs took its core."
+)
 
 
 def _table(metrics: Sequence[Metric], ratio_columns: bool) -> list[str]:
@@ -253,7 +265,7 @@ def _checks(report: Report) -> list[str]:
     else:
         lines.append(f"Every one of the {report.runs} runs: no byte lost, no connection failed.")
     for metric in report.metrics.values():
-        beaten = direct_not_fastest(metric)
+        beaten = direct_not_fastest(metric) if metric.table == "results" else []
         if beaten:
             names = ", ".join(COLUMNS[c] for c in beaten)
             lines.append(

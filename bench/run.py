@@ -50,6 +50,7 @@ class Settings:
 # --- what each metric is ---------------------------------------------------------------------
 
 MB_S, CONN_S, US = "MB/s", "conn/s", "µs"
+PROXY_CORE, LOAD_CORE = "proxy's core", "generator's core"
 BETTER_HIGH = {"bulk", "connect"}
 
 
@@ -93,6 +94,8 @@ class Recorder:
     rounds: int
     values: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
     busy: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
+    # Scenario -> how busy the proxy's core and the generator's core were, whatever ran.
+    cores: dict[str, dict[str, list[float | None]]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -112,6 +115,16 @@ class Recorder:
         for key, values in self.busy.items():
             title, _ = _title(key)
             found[f"cpu__{key}"] = Metric(f"cpu__{key}", title, "% of a core", False, values, "cpu")
+        scenarios = list(dict.fromkeys(key.rpartition("|")[0] for key in self.cores))
+
+        def proxy_first(key: str) -> tuple[int, bool]:
+            scenario, _, core = key.rpartition("|")
+            return scenarios.index(scenario), core != PROXY_CORE
+
+        for key, values in sorted(self.cores.items(), key=lambda item: proxy_first(item[0])):
+            scenario, _, core = key.rpartition("|")
+            title = f"{_title(scenario)[0]}: {core}"
+            found[f"core__{key}"] = Metric(f"core__{key}", title, "% busy", False, values, "cores")
         return found
 
     def _added(self) -> None:
@@ -237,12 +250,19 @@ Run = Callable[[str], Awaitable[Outcome]]  # the scenario, given the target addr
 
 
 class Bench:
-    def __init__(self, settings: Settings, tools: Tools, work: Path, ports: list[int]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tools: Tools,
+        work: Path,
+        ports: list[int],
+        placement: tuple[set[int] | None, set[int] | None, set[int] | None],
+    ) -> None:
         self.settings = settings
         self.tools = tools
         self.work = work
         self.sink, self.echo = ports
-        self.proxy_core, self.load_core, self.both = cores()
+        self.proxy_core, self.load_core, self.both = placement
         self.record = Recorder(settings.rounds)
         self.notes: dict[str, str] = {}
         self.pinning: dict[str, Any] = {}
@@ -352,13 +372,24 @@ class Bench:
     async def one(self, name: str, round_: int, entry: Entry, port: int, run: Run) -> None:
         ip = SERVERS[0] if entry.proxy is None else entry.proxy.vip
         pids = entry.proxy.pids() if entry.proxy else []
-        cpu, start = procfs.cpu_seconds(pids), time.monotonic()
+        cpu, start, cores = procfs.cpu_seconds(pids), time.monotonic(), procfs.cpu_times()
         try:
             outcome = await run(f"{ip}:{port}")
         except (BenchError, EngineError) as error:
             outcome = Outcome({}, [f"did not run: {error}"])
         wall = time.monotonic() - start
         busy = (procfs.cpu_seconds(pids) - cpu) / wall * 100 if pids else None
+        after = procfs.cpu_times()
+        suffix = f"__{entry.variant}" if entry.variant else ""
+        watched = [(LOAD_CORE, "load", self.load_core)]
+        if entry.proxy is not None:
+            watched.append((PROXY_CORE, "proxy", self.proxy_core))
+        for title, short, cpus in watched:
+            if cpus is not None:
+                found = procfs.busy_percent(cores, after, cpus)
+                key = f"{name}{suffix}|{title}"
+                self.record.put(self.record.cores, key, entry.column, round_, found)
+                outcome.raw[f"{short}_core_busy_percent"] = found
         self.keep(name, round_, entry, outcome, busy)
         await asyncio.sleep(PAUSE)
 
@@ -407,7 +438,8 @@ class Bench:
 
 
 async def bench(settings: Settings) -> Report:
-    _, load_core, _ = cores()
+    placement = cores()  # before this process leaves the proxy's core to the proxies
+    load_core = placement[1]
     if load_core is not None:
         os.sched_setaffinity(0, load_core)  # the generator and the backends inherit it
     open_files = raise_open_files(2 * settings.idle_conns + 1024)
@@ -419,7 +451,7 @@ async def bench(settings: Settings) -> Report:
     ports = free_ports([*(f"{VIPS}{i}" for i in range(10, 22)), *SERVERS], 2)
     # A short directory: engine control sockets must fit in sun_path.
     with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as work:
-        run = Bench(settings, tools, Path(work), ports)
+        run = Bench(settings, tools, Path(work), ports, placement)
         async with backends(tools, ports):
             if set(settings.scenarios) - {"idle"}:
                 await run.steady()

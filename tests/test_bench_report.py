@@ -252,3 +252,17 @@ def test_proc_parsers() -> None:
     assert procfs.field("Name:\thaproxy\nCpus_allowed_list:\t0\n", "Cpus_allowed_list") == "0"
     limits = "Max open files            20000                20000                files     \n"
     assert procfs.field(limits, "Max open files").split()[0] == "20000"
+
+
+def test_core_busy_counts_everything_but_idle_and_iowait() -> None:
+    before = procfs.parse_cpu_times(
+        "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 40 0 0 0 0 0 0\n"
+    )
+    # cpu0: 60 ticks pass, 30 user, 10 system, 5 softirq, 10 idle, 5 iowait: 45 busy (75%).
+    after = procfs.parse_cpu_times(
+        "cpu  0 0 0 0 0 0 0 0 0 0\ncpu0 35 0 15 50 5 0 5 0 0 0\ncpu1 5 0 5 100 0 0 0 0 0 0\n"
+    )
+    assert set(before) == {0, 1}
+    assert procfs.busy_percent(before, after, {0}) == pytest.approx(75.0)
+    assert procfs.busy_percent(before, after, {1}) == pytest.approx(0.0)
+    assert procfs.busy_percent(before, before, {0}) is None
