@@ -192,6 +192,33 @@ def save(
         raise Refused(general=[str(error)], status=404) from None
 
 
+def form_page(
+    render: Renderer,
+    request: Request,
+    template: str,
+    *,
+    title: str,
+    form: Form,
+    revision: int | str | None,
+    refusal: Refused | None = None,
+    **context: Any,
+) -> Response:
+    """A form as ``form`` fills it, based on ``revision``; when it was refused, with the
+    refusal's status and its reasons, by field and above the form."""
+    refusal = refusal or Refused(status=200)
+    return render(
+        request,
+        template,
+        title=title,
+        status=refusal.status,
+        form=form,
+        errors=refusal.errors,
+        general=refusal.general,
+        revision=revision,
+        **context,
+    )
+
+
 def confirm_delete(
     render: Renderer,
     request: Request,
@@ -204,14 +231,15 @@ def confirm_delete(
     refusal: Refused | None = None,
 ) -> Response:
     """The page that asks before ``what`` is deleted: a plain form, so no script is needed."""
-    return render(
+    return form_page(
+        render,
         request,
         "services_delete.html",
         title=title,
-        status=refusal.status if refusal else 200,
+        form={},
+        revision=revision,
+        refusal=refusal,
         what=what,
         action=action,
         back=back,
-        revision=revision,
-        general=refusal.general if refusal else [],
     )

@@ -23,6 +23,7 @@ from balancer.web.cluster_configuration import (
     Refused,
     confirm_delete,
     flatten,
+    form_page,
     nest,
     read_form,
     save,
@@ -60,30 +61,7 @@ def router(render: Renderer) -> APIRouter:
             error=error,
         )
 
-    def form_page(
-        request: Request,
-        vs: VirtualService,
-        form: Form,
-        revision: int | str | None,
-        refusal: Refused | None = None,
-        server: str = "",
-    ) -> Response:
-        refusal = refusal or Refused(status=200)
-        return render(
-            request,
-            "servers_form.html",
-            title=TITLE,
-            status=refusal.status,
-            service=_service(vs),
-            server=server,
-            form=form,
-            errors=refusal.errors,
-            general=refusal.general,
-            revision=revision,
-            about=help.REAL_SERVER,
-        )
-
-    def missing(request: Request, service: str, server: str | None = None) -> Response:
+    def missing(request: Request, service: str, server: str = "") -> Response:
         what = (
             f"real server {server!r} in {service!r}" if server else f"virtual service {service!r}"
         )
@@ -93,18 +71,61 @@ def router(render: Renderer) -> APIRouter:
         vs = store.head().config.virtual_service(service)
         return vs, vs.real_server(server) if vs else None
 
+    def page(
+        request: Request,
+        service: str,
+        form: Form,
+        revision: int | str | None,
+        refusal: Refused | None = None,
+        server: str = "",
+    ) -> Response:
+        """Add a real server to ``service``, or Modify ``server`` in it."""
+        vs, rs = find(service, server)
+        if vs is None or (server and rs is None):
+            return missing(request, service, server)
+        return form_page(
+            render,
+            request,
+            "servers_form.html",
+            title=TITLE,
+            form=form,
+            revision=revision,
+            refusal=refusal,
+            service=_service(vs),
+            server=server,
+            about=help.REAL_SERVER,
+        )
+
+    def confirm(
+        request: Request,
+        service: str,
+        server: str,
+        revision: int | str | None,
+        refusal: Refused | None = None,
+    ) -> Response:
+        vs, rs = find(service, server)
+        if vs is None or rs is None:
+            return missing(request, service, server)
+        return confirm_delete(
+            render,
+            request,
+            title=TITLE,
+            what=f"real server {rs.label} ({rs.ip}) of virtual service {vs.label}",
+            action=f"{PAGE}/{vs.label}/{rs.label}/delete",
+            back=PAGE,
+            revision=revision,
+            refusal=refusal,
+        )
+
     @web.get(PAGE)
     def servers_page(request: Request) -> Response:
         return listing(request)
 
     @web.get(PAGE + "/{service}/add")
     def add_page(request: Request, service: str) -> Response:
-        vs = store.head().config.virtual_service(service)
-        if vs is None:
-            return missing(request, service)
         blank = RealServer.model_fields
         form = {name: shown(blank[name].default) for name in FIELDS}
-        return form_page(request, vs, form, store.head().id)
+        return page(request, service, form, store.head().id)
 
     @web.post(PAGE + "/{service}/add")
     async def add(request: Request, service: str, user: Author) -> Response:
@@ -123,19 +144,16 @@ def router(render: Renderer) -> APIRouter:
                 target=target,
             )
         except Refused as refusal:
-            vs = store.head().config.virtual_service(service)
-            if vs is None:
-                return missing(request, service)
-            return form_page(request, vs, form, form.get("revision"), refusal)
+            return page(request, service, form, form.get("revision"), refusal)
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{service}/{server}/modify")
     def modify_page(request: Request, service: str, server: str) -> Response:
-        vs, rs = find(service, server)
-        if vs is None or rs is None:
+        _, rs = find(service, server)
+        if rs is None:
             return missing(request, service, server)
         form = flatten(rs.model_dump(mode="json", include=set(FIELDS)))
-        return form_page(request, vs, form, store.head().id, server=server)
+        return page(request, service, form, store.head().id, server=server)
 
     @web.post(PAGE + "/{service}/{server}/modify")
     async def modify(request: Request, service: str, server: str, user: Author) -> Response:
@@ -154,18 +172,12 @@ def router(render: Renderer) -> APIRouter:
                 target=target,
             )
         except Refused as refusal:
-            vs, rs = find(service, server)
-            if vs is None or rs is None:
-                return missing(request, service, server)
-            return form_page(request, vs, form, form.get("revision"), refusal, server=server)
+            return page(request, service, form, form.get("revision"), refusal, server=server)
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{service}/{server}/delete")
     def delete_page(request: Request, service: str, server: str) -> Response:
-        vs, rs = find(service, server)
-        if vs is None or rs is None:
-            return missing(request, service, server)
-        return _confirm(render, request, vs, rs, store.head().id)
+        return confirm(request, service, server, store.head().id)
 
     @web.post(PAGE + "/{service}/{server}/delete")
     async def delete(request: Request, service: str, server: str, user: Author) -> Response:
@@ -183,33 +195,10 @@ def router(render: Renderer) -> APIRouter:
                 target=target,
             )
         except Refused as refusal:
-            vs, rs = find(service, server)
-            if vs is None or rs is None:
-                return missing(request, service, server)
-            return _confirm(render, request, vs, rs, form.get("revision"), refusal)
+            return confirm(request, service, server, form.get("revision"), refusal)
         return RedirectResponse(PAGE, status_code=303)
 
     return web
-
-
-def _confirm(
-    render: Renderer,
-    request: Request,
-    vs: VirtualService,
-    rs: RealServer,
-    revision: int | str | None,
-    refusal: Refused | None = None,
-) -> Response:
-    return confirm_delete(
-        render,
-        request,
-        title=TITLE,
-        what=f"real server {rs.label} ({rs.ip}) of virtual service {vs.label}",
-        action=f"{PAGE}/{vs.label}/{rs.label}/delete",
-        back=PAGE,
-        revision=revision,
-        refusal=refusal,
-    )
 
 
 def _service(vs: VirtualService) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from balancer.web.cluster_configuration import (
     check_choice,
     confirm_delete,
     flatten,
+    form_page,
     health_check,
     nest,
     read_form,
@@ -98,7 +99,7 @@ def router(render: Renderer) -> APIRouter:
             error=error,
         )
 
-    def form_page(
+    def page(
         request: Request,
         template: str,
         form: Form,
@@ -106,16 +107,14 @@ def router(render: Renderer) -> APIRouter:
         refusal: Refused | None = None,
         **context: Any,
     ) -> Response:
-        refusal = refusal or Refused(status=200)
-        return render(
+        return form_page(
+            render,
             request,
             template,
             title=TITLE,
-            status=refusal.status,
             form=form,
-            errors=refusal.errors,
-            general=refusal.general,
             revision=revision,
+            refusal=refusal,
             about=help.VIRTUAL_SERVICE,
             choices=CHOICES,
             **context,
@@ -131,7 +130,7 @@ def router(render: Renderer) -> APIRouter:
     @web.get(f"{PAGE}/add")
     def add_page(request: Request) -> Response:
         form = {"label": "", "ip": "", "ports": "", "protocol": "tcp"}
-        return form_page(request, "services_add.html", form, store.head().id)
+        return page(request, "services_add.html", form, store.head().id)
 
     @web.post(f"{PAGE}/add")
     async def add(request: Request, user: Author) -> Response:
@@ -150,7 +149,7 @@ def router(render: Renderer) -> APIRouter:
                 target=label,
             )
         except Refused as refusal:
-            return form_page(request, "services_add.html", form, form.get("revision"), refusal)
+            return page(request, "services_add.html", form, form.get("revision"), refusal)
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{label}/modify")
@@ -158,9 +157,7 @@ def router(render: Renderer) -> APIRouter:
         vs = find(label)
         if vs is None:
             return listing(request, status=404, error=f"there is no virtual service {label!r}")
-        return form_page(
-            request, "services_modify.html", service_form(vs), store.head().id, label=label
-        )
+        return page(request, "services_modify.html", service_form(vs), store.head().id, label=label)
 
     @web.post(PAGE + "/{label}/modify")
     async def modify(request: Request, label: str, user: Author) -> Response:
@@ -182,7 +179,7 @@ def router(render: Renderer) -> APIRouter:
                 target=label,
             )
         except Refused as refusal:
-            return form_page(
+            return page(
                 request, "services_modify.html", form, form.get("revision"), refusal, label=label
             )
         return RedirectResponse(PAGE, status_code=303)

@@ -24,7 +24,7 @@ from balancer.model.types import Port
 from balancer.presets import psm
 from balancer.validate import Invalid, Problem
 from balancer.web import help, services
-from balancer.web.cluster_configuration import Form, Refused, read_form, save, where
+from balancer.web.cluster_configuration import Form, Refused, form_page, read_form, save, where
 from balancer.web.render import Renderer
 from balancer.web.servers import server_document
 
@@ -60,17 +60,15 @@ def router(render: Renderer) -> APIRouter:
         revision: int | str | None,
         refusal: Refused | None = None,
     ) -> Response:
-        refusal = refusal or Refused(status=200)
-        return render(
+        return form_page(
+            render,
             request,
             template,
             title=services.TITLE,
-            status=refusal.status,
             form=form,
-            rows=_rows(form),
-            errors=refusal.errors,
-            general=refusal.general,
             revision=revision,
+            refusal=refusal,
+            rows=_rows(form),
             about=help.VIRTUAL_SERVICE,
             about_server=help.REAL_SERVER,
             about_psm=help.PSM,
