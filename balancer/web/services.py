@@ -101,23 +101,23 @@ def router(render: Renderer) -> APIRouter:
 
     def page(
         request: Request,
-        template: str,
         form: Form,
         revision: int | str | None,
         refusal: Refused | None = None,
-        **context: Any,
+        label: str = "",
     ) -> Response:
+        """Add a virtual service, or Modify ``label``."""
         return form_page(
             render,
             request,
-            template,
+            "services_form.html",
             title=TITLE,
             form=form,
             revision=revision,
             refusal=refusal,
+            label=label,
             about=help.VIRTUAL_SERVICE,
             choices=CHOICES,
-            **context,
         )
 
     def find(label: str) -> VirtualService | None:
@@ -130,7 +130,7 @@ def router(render: Renderer) -> APIRouter:
     @web.get(f"{PAGE}/add")
     def add_page(request: Request) -> Response:
         form = {"label": "", "ip": "", "ports": "", "protocol": "tcp"}
-        return page(request, "services_add.html", form, store.head().id)
+        return page(request, form, store.head().id)
 
     @web.post(f"{PAGE}/add")
     async def add(request: Request, user: Author) -> Response:
@@ -149,7 +149,7 @@ def router(render: Renderer) -> APIRouter:
                 target=label,
             )
         except Refused as refusal:
-            return page(request, "services_add.html", form, form.get("revision"), refusal)
+            return page(request, form, form.get("revision"), refusal)
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{label}/modify")
@@ -157,7 +157,7 @@ def router(render: Renderer) -> APIRouter:
         vs = find(label)
         if vs is None:
             return listing(request, status=404, error=f"there is no virtual service {label!r}")
-        return page(request, "services_modify.html", service_form(vs), store.head().id, label=label)
+        return page(request, service_form(vs), store.head().id, label=label)
 
     @web.post(PAGE + "/{label}/modify")
     async def modify(request: Request, label: str, user: Author) -> Response:
@@ -179,9 +179,7 @@ def router(render: Renderer) -> APIRouter:
                 target=label,
             )
         except Refused as refusal:
-            return page(
-                request, "services_modify.html", form, form.get("revision"), refusal, label=label
-            )
+            return page(request, form, form.get("revision"), refusal, label=label)
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{label}/delete")
