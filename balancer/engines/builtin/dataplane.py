@@ -16,6 +16,7 @@ from typing import Any
 from balancer.engines.builtin.listeners import listen
 from balancer.engines.builtin.relay import ClientSide
 from balancer.engines.builtin.service import RunningServer, RunningService
+from balancer.engines.builtin.timeouts import Timeouts
 from balancer.health.monitor import Monitor
 from balancer.health.probes import Outcome
 from balancer.health.verdict import Verdict
@@ -98,6 +99,7 @@ class DataPlane:
         self.monitors: dict[tuple[str, str], Monitor] = {}
         self.revision: int | None = None
         self.started = time.time()
+        self.timeouts = Timeouts(self.loop)
         self._applying = asyncio.Lock()
         self._sweeper = self.loop.create_task(self._sweep())
 
@@ -155,7 +157,7 @@ class DataPlane:
                 listener = self.listeners[key] = Listener(self.services[vs.label])
                 listener.server = await self.loop.create_server(
                     lambda listener=listener, port=key[1]: ClientSide(  # type: ignore[misc]
-                        listener.service, self.loop, port
+                        listener.service, self.timeouts, port
                     ),
                     sock=bound[key],
                 )
@@ -296,6 +298,7 @@ class DataPlane:
 
     async def close(self) -> None:
         self._sweeper.cancel()
+        self.timeouts.close()
         for listener in self.listeners.values():
             if listener.server is not None:
                 listener.server.close()

@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from typing import Any, cast
 
 from balancer.engines.builtin.service import RunningServer, RunningService
+from balancer.engines.builtin.timeouts import Bucket, Timeouts
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,12 @@ class ClientSide(asyncio.Protocol):
     """The client's connection to the virtual service; it owns the relay."""
 
     __slots__ = (
+        "bucket",
         "client",
         "client_eof",
         "closed",
         "connecting",
+        "deadline",
         "loop",
         "pending",
         "pending_size",
@@ -55,17 +58,16 @@ class ClientSide(asyncio.Protocol):
         "server",
         "server_side",
         "service",
-        "timer",
+        "timeouts",
         "transport",
         "tried",
         "vip_port",
     )
 
-    def __init__(
-        self, service: RunningService, loop: asyncio.AbstractEventLoop, vip_port: int
-    ) -> None:
+    def __init__(self, service: RunningService, timeouts: Timeouts, vip_port: int) -> None:
         self.service = service
-        self.loop = loop
+        self.timeouts = timeouts
+        self.loop = timeouts.loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once
         self.server: RunningServer | None = None
         self.server_side: ServerSide | None = None
@@ -75,7 +77,8 @@ class ClientSide(asyncio.Protocol):
         self.client_eof = False
         self.closed = False
         self.tried: tuple[RunningServer, ...] = ()
-        self.timer: asyncio.TimerHandle | None = None
+        self.bucket: Bucket | None = None  # where the connect or idle timeout is filed
+        self.deadline = 0.0  # of the connection being made
         self.client = ""
         self.vip_port = vip_port
         self.connecting: Coroutine[Any, Any, tuple[asyncio.BaseTransport, ServerSide]] | None = None
@@ -111,10 +114,8 @@ class ClientSide(asyncio.Protocol):
         # Task would but without one (and without asyncio.timeout): a Task, its first scheduling
         # and a Timeout per client cost more than the rest of the choice put together.
         self.connecting = self.loop.create_connection(lambda: ServerSide(self), server.host, port)
-        # One timer per relay: the connect timeout first, then (see _attach) the idle timeout.
-        self.timer = self.loop.call_at(
-            self.loop.time() + service.config.connect_timeout, self._timer_fired
-        )
+        self.deadline = self.loop.time() + service.config.connect_timeout
+        self._file(self.deadline)
         self._connect_step()
 
     def _connect_step(self, waited: object = None) -> None:
@@ -130,14 +131,26 @@ class ClientSide(asyncio.Protocol):
         else:
             future.add_done_callback(self._connect_step)
 
-    def _timer_fired(self) -> None:
-        self.timer = None
-        connecting, self.connecting = self.connecting, None
-        if connecting is not None:
+    def _file(self, when: float) -> None:
+        self._unfile()
+        self.bucket = self.timeouts.add(self, when)
+
+    def _unfile(self) -> None:
+        if self.bucket is not None:
+            self.bucket.discard(self)
+            self.bucket = None
+
+    def expire(self) -> None:
+        """The connect timeout, then the idle timeout, may have come (see Timeouts)."""
+        self.bucket = None
+        if self.connecting is None:
+            self._check_idle()
+        elif self.loop.time() < self.deadline:
+            self._file(self.deadline)
+        else:
+            connecting, self.connecting = self.connecting, None
             connecting.close()  # closes the half-made connection
             self._connect_failed("connect timeout")
-        else:
-            self._check_idle()
 
     def _connect_failed(self, why: str) -> None:
         server = self.server
@@ -145,9 +158,7 @@ class ClientSide(asyncio.Protocol):
         server.active -= 1
         self.server = None
         self.connecting = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._unfile()
         config = server.config
         log.info(
             "%s: cannot reach real server %s at %s:%s for %s: %s",
@@ -188,14 +199,13 @@ class ClientSide(asyncio.Protocol):
             self.transport.resume_reading()
         if self.client_eof:
             side.transport.write_eof()
-        # The connect timer goes on as the idle timer; brought forward if idleness ends sooner.
+        # Filed for the connect timeout, the relay is checked for idleness then; sooner if
+        # idleness would end it sooner.
         config = self.service.config
-        deadline = self.seen + min(config.client_timeout, config.server_timeout)
-        timer = self.timer
-        if timer is None or timer.when() > deadline:
-            if timer is not None:
-                timer.cancel()
-            self.timer = self.loop.call_at(deadline, self._check_idle)
+        idle = self.seen + min(config.client_timeout, config.server_timeout)
+        if idle < self.deadline:
+            self._file(idle)
+        self.deadline = 0.0  # the float is let go: idle connections are many
 
     def _check_idle(self) -> None:
         """No byte either way for the shorter of the client and server timeouts ends it."""
@@ -203,10 +213,9 @@ class ClientSide(asyncio.Protocol):
         deadline = self.seen + interval
         if self.loop.time() >= deadline:
             log.info("%s: %s idle for %ss, closed", self.service.label, self.client, interval)
-            self.timer = None
             self.abort()
         else:
-            self.timer = self.loop.call_at(deadline, self._check_idle)
+            self._file(deadline)
 
     def _refuse(self) -> None:
         log.info("%s: no real server for %s, connection refused", self.service.label, self.client)
@@ -273,9 +282,7 @@ class ClientSide(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._unfile()
         connecting, self.connecting = self.connecting, None
         if connecting is not None:
             # Nobody is left to serve: the half-made connection to the real server is dropped.
