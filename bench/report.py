@@ -208,7 +208,7 @@ def markdown(report: Report) -> str:
         one = metrics.get(two.key.partition("__")[0])
         if one is None:
             continue
-        lines += ["", f"{one.title}, from one core to two (the second shared with the generator):"]
+        lines += ["", f"{one.title}, from one core to two:"]
         lines += ["", *_table([one, two], ratio_columns=True), ""]
         for gain in scaling(one, two):
             factor = "not available" if gain.factor is None else f"{TIMES}{gain.factor.text(2)}"

@@ -148,12 +148,14 @@ class Recorder:
 
 
 def cores() -> tuple[set[int] | None, set[int] | None, set[int] | None]:
-    """The proxy's core, the generator's, and both (for the two-core variants); None for
-    each on a machine with one core, where nothing is pinned."""
+    """The proxy's core, the generator's, and the two cores of the two-core variants (the
+    proxy's and a third if there is one, else the generator's); None for each on a machine
+    with one core, where nothing is pinned."""
     available = sorted(os.sched_getaffinity(0))
     if len(available) < 2:
         return None, None, None
-    return {available[0]}, {available[1]}, {available[0], available[1]}
+    proxy, load, *more = available
+    return {proxy}, {load}, {proxy, (more or [load])[0]}
 
 
 def raise_open_files(wanted: int) -> int:
@@ -262,6 +264,7 @@ class Bench:
         self.tools = tools
         self.work = work
         self.sink, self.echo = ports
+        self.placement = placement
         self.proxy_core, self.load_core, self.both = placement
         self.record = Recorder(settings.rounds)
         self.notes: dict[str, str] = {}
@@ -430,7 +433,9 @@ class Bench:
         }
         return Report(
             self.record.metrics(self.notes),
-            describe(settings, self.proxy_core, self.load_core, open_files, idle_conns),
+            describe(
+                settings, (self.proxy_core, self.load_core, self.both), open_files, idle_conns
+            ),
             self.record.problems,
             len(self.record.runs),
             extra,
@@ -465,20 +470,20 @@ SPAN = f"min{DASH}max"
 
 def describe(
     settings: Settings,
-    proxy_core: set[int] | None,
-    load_core: set[int] | None,
+    placement: tuple[set[int] | None, set[int] | None, set[int] | None],
     open_files: int,
     idle_conns: int,
 ) -> str:
+    proxy_core, load_core, both = placement
     found = machine()
-    if proxy_core is None or load_core is None:
+    if proxy_core is None or load_core is None or both is None:
         where = "One core: nothing pinned, proxy and generator share it."
     else:
         where = (
             f"Each proxy on CPU {procfs.format_cpus(proxy_core)}, the generator and the "
             f"backends on CPU {procfs.format_cpus(load_core)} (affinity checked in /proc for "
-            f"every thread); the two-core variants on CPUs "
-            f"{procfs.format_cpus(proxy_core | load_core)}, sharing one with the generator."
+            f"every thread); the two-core variants on CPUs {procfs.format_cpus(both)}"
+            + (", sharing one with the generator." if load_core <= both else ".")
         )
     fewer = ""
     if idle_conns < settings.idle_conns:
