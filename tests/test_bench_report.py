@@ -9,6 +9,7 @@ import json
 import pytest
 
 from bench import procfs
+from bench.record import Recorder
 from bench.report import (
     TARGETS,
     Metric,
@@ -266,3 +267,42 @@ def test_core_busy_counts_everything_but_idle_and_iowait() -> None:
     assert procfs.busy_percent(before, after, {0}) == pytest.approx(75.0)
     assert procfs.busy_percent(before, after, {1}) == pytest.approx(0.0)
     assert procfs.busy_percent(before, before, {0}) is None
+
+
+def test_added_latency_is_each_round_less_direct_of_the_same_round() -> None:
+    record = Recorder(rounds=3)
+    for column, p99 in (("direct", [20.0, 30.0, None]), ("builtin", [120.0, 100.0, 90.0])):
+        for round_, value in enumerate(p99):
+            record.put(record.values, "p99_serial__nopersist", column, round_, value)
+    metrics = record.metrics({})
+    added = metrics["added_p99__nopersist"]
+    assert added.values == {"builtin": [100.0, 70.0, None]}
+    assert added.title == "added latency one at a time (minus direct), p99, persistence off"
+    assert added.higher_is_better is False
+    assert metrics["p99_serial__nopersist"].unit == "µs"
+
+
+def test_recorded_rows_come_in_the_order_of_the_issue_and_in_their_tables() -> None:
+    record = Recorder(rounds=1)
+    for key in ("idle_cpu", "connect_50__2cores", "bulk_64", "connect_50", "bulk_8", "bulk_1"):
+        record.put(record.values, key, "builtin", 0, 1.0)
+    record.put(record.busy, "bulk_1", "builtin", 0, 99.0)
+    record.put(record.cores, "bulk_1|generator's core", "direct", 0, 100.0)
+    record.put(record.cores, "bulk_1|proxy's core", "builtin", 0, 100.0)
+    metrics = record.metrics({"connect_50__2cores": "not yet"})
+    assert list(metrics) == [
+        "bulk_1",
+        "bulk_8",
+        "bulk_64",
+        "connect_50",
+        "idle_cpu",
+        "connect_50__2cores",
+        "cpu__bulk_1",
+        "core__bulk_1|proxy's core",
+        "core__bulk_1|generator's core",
+    ]
+    assert metrics["connect_50__2cores"].table == "scaling"
+    assert metrics["connect_50__2cores"].note == "not yet"
+    assert metrics["connect_50"].higher_is_better is True
+    assert metrics["cpu__bulk_1"].table == "cpu"
+    assert metrics["core__bulk_1|proxy's core"].title == "bulk, 1 stream: proxy's core"
