@@ -19,7 +19,6 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -297,13 +296,13 @@ static int connect_rate(int concurrency, double duration, int size)
 				s->state = DONE;
 				busy--;
 			}
-			while (s->state == DONE && t < end) {
+			if (s->state == DONE && t < end) {
 				s->id = next++;
 				s->started = now();
 				s->received = 0;
 				s->fd = open_connection(s->id, s);
 				if (s->fd < 0) {
-					failed++;
+					failed++; /* refused at once: this slot tries again next turn */
 					continue;
 				}
 				s->state = CONNECTING;
