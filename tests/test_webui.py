@@ -5,15 +5,10 @@ reason without reloading, drain it from the overview. Screenshots go to artifact
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.appliance import Guide, guide_setup, wait_for
+from tests.appliance import Guide, wait_for
 from tests.browser import (
-    chromium,
     lab_set,
     needs_chromium,
     open_page,
@@ -24,18 +19,6 @@ from tests.browser import (
 )
 
 pytestmark = needs_chromium
-
-
-@pytest.fixture
-def guide(tmp_path: Path) -> Iterator[Guide]:
-    with guide_setup(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-def browser(guide: Guide) -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 def test_sign_in_watch_a_server_fail_and_drain_it(browser: Any, guide: Guide) -> None:

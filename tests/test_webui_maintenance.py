@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from balancer.model import NodeSettings
-from tests.appliance import Guide, free_port, guide_setup
-from tests.browser import chromium, needs_chromium, open_page, playwright, shoot, sign_in
+from tests.appliance import Guide, free_port
+from tests.browser import needs_chromium, open_page, playwright, shoot, sign_in
 from tests.webapp import PASSWORD, WebApp, webapp
 
 PASSWORDS = "/lbadmin/maintenance/passwords"
@@ -223,60 +224,51 @@ pages = [
 ]
 
 
-@pytest.fixture
-def guide(tmp_path: Path) -> Iterator[Guide]:
-    with guide_setup(tmp_path) as running:
-        yield running
-
-
 @needs_chromium
 def test_download_a_backup_change_a_weight_and_restore_it_in_the_browser(
-    guide: Guide, tmp_path: Path
+    browser: Any, guide: Guide, tmp_path: Path
 ) -> None:
     box = guide.box
-    with chromium() as browser:
-        page = open_page(browser, 1280, 800, downloads=True)
-        sign_in(page, box)
-        page.goto(box.webui + "maintenance/backup")
-        with page.expect_download() as started:
-            page.click("#download-backup")
-        saved = tmp_path / "backup.json"
-        started.value.save_as(saved)
-        assert json.loads(saved.read_text())["format"] == "balancer-configuration"
+    page = open_page(browser, 1280, 800, downloads=True)
+    sign_in(page, box)
+    page.goto(box.webui + "maintenance/backup")
+    with page.expect_download() as started:
+        page.click("#download-backup")
+    saved = tmp_path / "backup.json"
+    started.value.save_as(saved)
+    assert json.loads(saved.read_text())["format"] == "balancer-configuration"
 
-        changed = box.cli("rip", "modify", "CyberArk-PSM", "PSM1", "--weight", "7")
-        assert changed.returncode == 0, changed.stderr
-        assert box.client.get("/virtual-services/CyberArk-PSM/real-servers")[0]["weight"] == 7
+    changed = box.cli("rip", "modify", "CyberArk-PSM", "PSM1", "--weight", "7")
+    assert changed.returncode == 0, changed.stderr
+    assert box.client.get("/virtual-services/CyberArk-PSM/real-servers")[0]["weight"] == 7
 
-        page.set_input_files("#backup-file", str(saved))
-        page.get_by_role("button", name="Restore").click()
-        playwright.expect(page.get_by_role("status")).to_contain_text("was restored as revision")
-        servers = box.client.get("/virtual-services/CyberArk-PSM/real-servers")
-        assert {s["label"]: s["weight"] for s in servers} == {"PSM1": 100, "PSM2": 100}
-        entry = box.client.get("/audit", limit=1)[0]
-        assert (entry["author"], entry["action"]) == ("loadbalancer", "restore")
-        shoot(page, "backup-restore")
+    page.set_input_files("#backup-file", str(saved))
+    page.get_by_role("button", name="Restore").click()
+    playwright.expect(page.get_by_role("status")).to_contain_text("was restored as revision")
+    servers = box.client.get("/virtual-services/CyberArk-PSM/real-servers")
+    assert {s["label"]: s["weight"] for s in servers} == {"PSM1": 100, "PSM2": 100}
+    entry = box.client.get("/audit", limit=1)[0]
+    assert (entry["author"], entry["action"]) == ("loadbalancer", "restore")
+    shoot(page, "backup-restore")
 
-        page.set_input_files(
-            "#backup-file",
-            files=[{"name": "bad.json", "mimeType": "application/json", "buffer": b"{oops"}],
-        )
-        head = box.client.get("/changes")["head"]
-        page.get_by_role("button", name="Restore").click()
-        playwright.expect(page.get_by_role("alert")).to_contain_text("is not JSON")
-        assert box.client.get("/changes")["head"] == head
+    page.set_input_files(
+        "#backup-file",
+        files=[{"name": "bad.json", "mimeType": "application/json", "buffer": b"{oops"}],
+    )
+    head = box.client.get("/changes")["head"]
+    page.get_by_role("button", name="Restore").click()
+    playwright.expect(page.get_by_role("alert")).to_contain_text("is not JSON")
+    assert box.client.get("/changes")["head"] == head
 
-        for name, path, heading in pages[1:]:
-            page.goto(box.webui + path.removeprefix("/lbadmin/"))
-            playwright.expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
-            shoot(page, name)
-        narrow = open_page(browser, 768, 1024)
-        sign_in(narrow, box)
-        for name, path, heading in pages:
-            narrow.goto(box.webui + path.removeprefix("/lbadmin/"))
-            playwright.expect(
-                narrow.get_by_role("heading", name=heading, exact=True)
-            ).to_be_visible()
-            # Nothing wider than the window: no sideways scrolling at 768 px.
-            assert narrow.evaluate("document.documentElement.scrollWidth") <= 768
-            shoot(narrow, f"{name}-768")
+    for name, path, heading in pages[1:]:
+        page.goto(box.webui + path.removeprefix("/lbadmin/"))
+        playwright.expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        shoot(page, name)
+    narrow = open_page(browser, 768, 1024)
+    sign_in(narrow, box)
+    for name, path, heading in pages:
+        narrow.goto(box.webui + path.removeprefix("/lbadmin/"))
+        playwright.expect(narrow.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+        # Nothing wider than the window: no sideways scrolling at 768 px.
+        assert narrow.evaluate("document.documentElement.scrollWidth") <= 768
+        shoot(narrow, f"{name}-768")

@@ -7,18 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from balancer.lab.clients import RdpSession
-from tests.appliance import Guide, guide_setup, wait_for
+from tests.appliance import Guide, wait_for
 from tests.browser import (
     SEEN_WITHIN,
-    chromium,
     lab_set,
     needs_chromium,
     open_page,
@@ -35,18 +30,6 @@ PAGES = {
     "reports": "reports",
     "logs": "logs",
 }
-
-
-@pytest.fixture
-def guide(tmp_path: Path) -> Iterator[Guide]:
-    with guide_setup(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-def browser(guide: Guide) -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 def rdp_clients(guide: Guide, sources: list[str]) -> list[str]:
