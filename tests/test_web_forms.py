@@ -14,13 +14,21 @@ import pytest
 from fastapi.testclient import TestClient
 
 from balancer import configuration
-from balancer.model import Config
+from balancer.model import Config, VirtualService
 from balancer.presets.psm import add_psm
 from balancer.web import help
 from tests.webapp import WebApp, webapp
 
 VS = "/lbadmin/virtual-services"
 RS = "/lbadmin/real-servers"
+PSM_WIZARD = "/lbadmin/wizards/psm"
+# The guide's answers to the PSM wizard: its VIPs and its two PSM servers.
+GUIDE_PSM = {
+    "rdp_vip": "192.168.94.100",
+    "web_vip": "192.168.94.101",
+    "servers__0__ip": "192.168.94.105",
+    "servers__1__ip": "192.168.94.106",
+}
 
 
 class Fields(HTMLParser):
@@ -94,6 +102,18 @@ def app(tmp_path: Path) -> Iterator[WebApp]:
         yield running
 
 
+def saved(app: WebApp, label: str) -> VirtualService:
+    """The newest revision's virtual service ``label``, which must be there."""
+    vs = app.store.head().config.virtual_service(label)
+    assert vs is not None, f"no virtual service {label} saved"
+    return vs
+
+
+def psm_wizard(app: WebApp, **changes: str) -> Any:
+    """The PSM wizard sent with the guide's answers, but for ``changes``."""
+    return submit(app.network, PSM_WIZARD, **{**GUIDE_PSM, **changes})
+
+
 def web_service(app: WebApp) -> None:
     reply = submit(app.network, f"{VS}/add", label="Web", ip="10.0.0.1", ports="80")
     assert reply.status_code == 303, reply.text
@@ -105,8 +125,7 @@ def test_add_a_virtual_service_as_the_guide_does(app: WebApp) -> None:
     )
     assert reply.status_code == 303
     assert reply.headers["location"] == VS
-    vs = app.store.head().config.virtual_service("CyberArk-PSM")
-    assert vs is not None
+    vs = saved(app, "CyberArk-PSM")
     assert (str(vs.ip), vs.ports, vs.protocol) == ("192.168.94.100", ((3389, 3389),), "tcp")
     assert app.store.head().author == "loadbalancer"
     listing = app.network.get(VS).text
@@ -126,8 +145,7 @@ def test_modify_sets_the_guides_persistence_and_health_check(app: WebApp) -> Non
         health_check__expect="PASS",
     )
     assert reply.status_code == 303, reply.text
-    vs = app.store.head().config.virtual_service("Web")
-    assert vs is not None
+    vs = saved(app, "Web")
     check = vs.health_check.model_dump(mode="json")
     assert check["type"] == "https"
     assert check["method"] == "GET"
@@ -144,8 +162,7 @@ def test_modify_sets_the_guides_persistence_and_health_check(app: WebApp) -> Non
     # Another kind of check leaves the negotiate fields behind, hidden on the page.
     reply = submit(app.network, f"{VS}/Web/modify", health_check__type="connect")
     assert reply.status_code == 303, reply.text
-    vs = app.store.head().config.virtual_service("Web")
-    assert vs is not None
+    vs = saved(app, "Web")
     assert (vs.health_check.type.value, vs.health_check.path) == ("connect", None)
 
 
@@ -234,8 +251,7 @@ def test_a_stale_form_is_refused_rather_than_overwriting(app: WebApp) -> None:
     assert "changed by someone else since you opened this page" in reply.text
     assert fields(reply.text).values["retries"] == "7"
     assert app.store.head().id == after.id
-    vs = app.store.head().config.virtual_service("Web")
-    assert vs is not None
+    vs = saved(app, "Web")
     assert vs.retries == 5
 
 
@@ -249,8 +265,7 @@ def test_real_servers_add_modify_and_delete(app: WebApp) -> None:
 
     reply = submit(app.network, f"{RS}/Web/PSM1/modify", weight="50", port="")
     assert reply.status_code == 303, reply.text
-    vs = app.store.head().config.virtual_service("Web")
-    assert vs is not None
+    vs = saved(app, "Web")
     rs = vs.real_server("PSM1")
     assert rs is not None
     assert (rs.weight, rs.port, str(rs.ip)) == (50, None, "10.0.0.5")
@@ -267,8 +282,7 @@ def test_real_servers_add_modify_and_delete(app: WebApp) -> None:
     assert "Delete the real server PSM1 (10.0.0.5) of virtual service Web?" in confirm
     reply = submit(app.network, f"{RS}/Web/PSM1/delete")
     assert reply.status_code == 303
-    vs = app.store.head().config.virtual_service("Web")
-    assert vs is not None
+    vs = saved(app, "Web")
     assert vs.real_servers == ()
     assert app.network.get(f"{RS}/Web/PSM1/modify").status_code == 404
 
@@ -296,15 +310,7 @@ def test_a_form_without_its_csrf_token_is_refused(app: WebApp) -> None:
 
 
 def test_the_psm_wizard_makes_what_the_preset_makes(app: WebApp) -> None:
-    wizard = "/lbadmin/wizards/psm"
-    reply = submit(
-        app.network,
-        wizard,
-        rdp_vip="192.168.94.100",
-        web_vip="192.168.94.101",
-        servers__0__ip="192.168.94.105",
-        servers__1__ip="192.168.94.106",
-    )
+    reply = psm_wizard(app)
     assert reply.status_code == 303, reply.text
     servers = [("PSM1", "192.168.94.105"), ("PSM2", "192.168.94.106")]
     expected = add_psm(
@@ -314,8 +320,7 @@ def test_the_psm_wizard_makes_what_the_preset_makes(app: WebApp) -> None:
 
 
 def test_the_psm_wizard_grows_a_row_and_takes_cyberarks_recommendations(app: WebApp) -> None:
-    wizard = "/lbadmin/wizards/psm"
-    grown = submit(app.network, wizard, rdp_vip="192.168.94.100", more="1")
+    grown = submit(app.network, PSM_WIZARD, rdp_vip="192.168.94.100", more="1")
     assert grown.status_code == 200
     assert app.store.head().id == 0  # adding a row saves nothing
     form = fields(grown.text).values
@@ -332,10 +337,9 @@ def test_the_psm_wizard_grows_a_row_and_takes_cyberarks_recommendations(app: Web
             "rdp_port": "13389",
         }
     )
-    reply = app.network.post(wizard, data=form, follow_redirects=False)
+    reply = app.network.post(PSM_WIZARD, data=form, follow_redirects=False)
     assert reply.status_code == 303, reply.text
-    rdp = app.store.head().config.virtual_service("CyberArk-PSM")
-    assert rdp is not None
+    rdp = saved(app, "CyberArk-PSM")
     assert [rs.label for rs in rdp.real_servers] == ["PSM1", "PSM2", "PSM3"]
     assert rdp.ports == ((13389, 13389),)
     assert rdp.balancing.value == "least_connections"
@@ -343,31 +347,15 @@ def test_the_psm_wizard_grows_a_row_and_takes_cyberarks_recommendations(app: Web
 
 
 def test_the_psm_wizard_names_the_field_of_each_problem(app: WebApp) -> None:
-    wizard = "/lbadmin/wizards/psm"
-    reply = submit(
-        app.network,
-        wizard,
-        rdp_vip="192.168.94.100",
-        web_vip="192.168.94.101",
-        servers__0__ip="192.168.94.105",
-        servers__1__ip="192.168.94.1O6",
-    )
+    reply = psm_wizard(app, servers__1__ip="192.168.94.1O6")
     assert reply.status_code == 422
     assert (
         cell_error(reply.text, "f-servers-1-ip")
         == "'192.168.94.1O6' is not an IPv4 or IPv6 address"
     )
-    reply = submit(app.network, wizard, rdp_vip="192.168.94.100", web_vip="x", rdp_port="RDP")
+    reply = psm_wizard(app, rdp_port="RDP")
     assert "valid integer" in field_error(reply.text, "rdp_port")
-    reply = submit(
-        app.network,
-        wizard,
-        rdp_vip="192.168.94.100",
-        web_vip="192.168.94.100",
-        rdp_port="443",
-        servers__0__ip="192.168.94.105",
-        servers__1__ip="192.168.94.106",
-    )
+    reply = psm_wizard(app, web_vip="192.168.94.100", rdp_port="443")
     assert (
         field_error(reply.text, "web_port")
         == "192.168.94.100:443 is already used by 'CyberArk-PSM'"
