@@ -18,6 +18,7 @@ from tests.backends import Addresses, EchoServer, free_port
 
 from . import (
     FAST_CHECK,
+    IO_TIMEOUT,
     Revisions,
     landing,
     real_server,
@@ -98,16 +99,24 @@ async def test_a_killed_worker_is_started_again_and_the_other_serves_on(
         # The other worker serves on; worker 0's clients wait in its listen queue, which the
         # supervisor keeps open, until worker 0 is back.
         assert [await landing(vip, s) for s in others] == ["A"] * len(others)
+        async with asyncio.timeout(IO_TIMEOUT):
+            reader, writer = await asyncio.open_connection(*vip, local_addr=(killed[0], 0))
+        try:
+            writer.write(b"hello\n")
+
+            async def restarted() -> bool:
+                now = await workers.worker_status()
+                return now[0]["pid"] != before[0]["pid"] and now[0]["status"] is not None
+
+            await wait_for(restarted, what="worker 0 is running again")
+            async with asyncio.timeout(IO_TIMEOUT):
+                assert await reader.readline() == b"A\n", "the waiting client is served"
+        finally:
+            writer.close()
         assert [await landing(vip, s) for s in killed] == ["A"] * len(killed)
-
-        async def restarted() -> bool:
-            now = await workers.worker_status()
-            return now[0]["pid"] != before[0]["pid"] and now[0]["status"] is not None
-
-        await wait_for(restarted, what="worker 0 is running again")
         after = await workers.worker_status()
         assert after[1]["pid"] == before[1]["pid"]
-        assert (await totals(workers))[0] == len(killed)
+        assert (await totals(workers))[0] == 1 + len(killed)
         assert (await workers.status()).revision == 1
 
 

@@ -254,6 +254,7 @@ class Worker:
             )
             if self.channel is not None:
                 self.channel.close()
+                self.channel = None
             steady = time.monotonic() - self.started > STEADY
             delay = RESTART_DELAY if steady else min(delay * 2, RESTART_DELAY_MAX)
             await asyncio.sleep(delay)
@@ -270,8 +271,11 @@ class Worker:
         async with self._talking:
             if self.channel is None:
                 raise ConnectionError(f"worker {self.index} is not running")
-            await self.channel.send(message, fds)
-            reply, _ = await self.channel.receive()
+            try:
+                await self.channel.send(message, fds)
+                reply, _ = await self.channel.receive()
+            except OSError as error:  # the worker went while we spoke
+                raise ConnectionError(f"worker {self.index}: {error}") from None
         if not reply.get("ok"):
             raise ApplyError(f"worker {self.index}: {reply.get('error')}")
         return reply
