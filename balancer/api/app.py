@@ -97,6 +97,7 @@ def create_app(
     def head() -> Config:
         return store.head().config
 
+    # One reader for the API and the overview: bandwidth is the rate since its last reading.
     system = System()
 
     @api.get("/status", response_model=Overview, summary="System Overview")
@@ -293,6 +294,6 @@ def create_app(
         max_lifetime=node.session_max_lifetime,
         clock=clock,
     )
-    web.install(app, store, controller, access)
+    web.install(app, store, controller, access, system)
     app.add_middleware(Gate, access=access)
     return app

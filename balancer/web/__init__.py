@@ -16,6 +16,7 @@ from balancer.api.access import Access
 from balancer.api.gate import STATIC
 from balancer.controller import Controller
 from balancer.store import Store
+from balancer.system import System
 from balancer.web import (
     local_configuration,
     logs,
@@ -32,10 +33,12 @@ from balancer.web import (
 from balancer.web.render import Renderer
 
 
-def install(app: FastAPI, store: Store, controller: Controller, access: Access) -> None:
+def install(
+    app: FastAPI, store: Store, controller: Controller, access: Access, system: System
+) -> None:
     render = Renderer(store, controller, access)
     app.include_router(sign_in.router(render, access))
-    app.include_router(overview.router(render, controller))
+    app.include_router(overview.router(render, controller, system))
     for page in (
         local_configuration,
         services,

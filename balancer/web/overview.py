@@ -30,9 +30,8 @@ ACTION_ERRORS = (ValueError, LookupError, CommitFailed, EngineError)
 TITLE = "System Overview"
 
 
-def router(render: Renderer, controller: Controller) -> APIRouter:
+def router(render: Renderer, controller: Controller, system: System) -> APIRouter:
     web = APIRouter(include_in_schema=False)
-    system = System()
 
     async def respond(template: str, request: Request, status: int, **context: Any) -> Response:
         view = await controller.overview()
