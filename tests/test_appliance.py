@@ -110,6 +110,10 @@ def test_a_failing_psm_server_takes_no_new_users_keeps_its_sessions_and_returns(
     logged = box.cli("logs", "--source", "engine")
     assert "PSM2" in logged.stdout
     assert "DOWN" in logged.stdout
+    found = box.cli("logs", "--source", "engine", "--text", "psm2").stdout.splitlines()
+    assert found
+    assert all("PSM2" in line for line in found)
+    assert len(found) < len(logged.stdout.splitlines())
 
 
 def test_drain_takes_effect_at_once_and_leaves_pending_edits_pending(

@@ -43,10 +43,11 @@ def logs(
     data_dir: DirOption = DATA_DIR,
     limit: int = 50,
     source: Annotated[str | None, typer.Option(help="engine or appliance")] = None,
+    text: Annotated[str | None, typer.Option(help="only entries with this text, any case")] = None,
 ) -> None:
     """The engine's and the appliance's logs, newest last."""
     with client(ctx, data_dir) as appliance:
-        entries = appliance.get("/logs", limit=limit, source=source)
+        entries = appliance.get("/logs", limit=limit, source=source, text=text)
     for entry in reversed(entries):
         when, source_name = moment(entry["time"]), entry.get("source", "-")
         typer.echo(f"{when} {source_name:9} {entry['level']:7} {entry['message']}")
