@@ -4,14 +4,18 @@ worker's share of a connection limit, and the node setting."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from ipaddress import ip_address
+from pathlib import Path
 
 import pytest
 
 from balancer.engines.builtin.listeners import listen_group
 from balancer.engines.builtin.workers import share
 from balancer.model import NodeSettings
+from balancer.store import Store
 from balancer.validate import Invalid, parse, parse_as
 from tests.backends import Addresses, free_port
 
@@ -99,3 +103,21 @@ def test_workers_out_of_range_are_refused_by_name(workers: object) -> None:
 
 def test_one_worker_is_the_default() -> None:
     assert NodeSettings().workers == 1
+
+
+def test_serve_refuses_a_bad_worker_count_and_keeps_the_setting(tmp_path: Path) -> None:
+    def serve(workers: str) -> subprocess.CompletedProcess[str]:
+        command = ["serve", "--dir", str(tmp_path), "--workers", workers]
+        return subprocess.run(
+            [sys.executable, "-m", "balancer", *command], capture_output=True, text=True, timeout=60
+        )
+
+    with Store(tmp_path / "balancer.db") as store:
+        store.save_node_settings(
+            store.node_settings().model_copy(update={"workers": 2}), author="t"
+        )
+    refused = serve("0")
+    assert refused.returncode != 0
+    assert "workers: Input should be greater than or equal to 1" in refused.stderr
+    with Store(tmp_path / "balancer.db") as store:
+        assert store.node_settings().workers == 2

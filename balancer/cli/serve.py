@@ -49,6 +49,10 @@ def serve(
     http_port: Annotated[
         int | None, typer.Option(help="plain HTTP WebUI, off by default; 0 turns it off; kept")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="relaying processes of the built-in engine, one per core; kept"),
+    ] = None,
 ) -> None:
     """Run the appliance: the management daemon, its WebUI, and the engine it supervises.
 
@@ -62,7 +66,12 @@ def serve(
     local_only(ctx, "serve")
     if engine is not None and engine not in ENGINES:
         fail(f"engine: {engine!r} is not one of {', '.join(ENGINES)}", 2)
-    given = {"engine": engine, "listen_address": listen, "https_port": https_port}
+    given = {
+        "engine": engine,
+        "listen_address": listen,
+        "https_port": https_port,
+        "workers": workers,
+    }
     changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     if http_port is not None:
         changes["http_port"] = http_port or None  # 0: off
