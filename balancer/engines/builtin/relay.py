@@ -42,12 +42,18 @@ _RESET = struct.pack("ii", 1, 0)
 READ_SIZE = 1024 * 1024
 
 
+# A chunk this small is copied rather than written from the buffer: were the peer slow to take
+# it, its rest would pin a whole READ_SIZE buffer. Interactive traffic (an RDP session's updates,
+# TLS records of 16 KiB) stays under it; bulk reads, 64 KiB and more, are relayed without a copy.
+COPY_UP_TO = 32 * 1024
+
+
 class ReadBuffer:
-    """The one buffer every connection of the process reads into. A chunk is written on as soon
-    as it is read, so the buffer is free again for the next read, whoever's it is; unless the
-    peer could not take all of it: then the transport keeps a view of the buffer for the rest,
-    and the next read gets a fresh one. One buffer, not one per connection: idle connections
-    are many."""
+    """The one buffer every connection of the process reads into. A big chunk is written on as
+    soon as it is read, so the buffer is free again for the next read, whoever's it is; unless
+    the peer could not take all of it: then the transport keeps a view of the buffer for the
+    rest, and the next read gets a fresh one. One buffer, not one per connection: idle
+    connections are many."""
 
     __slots__ = ("view",)
 
@@ -55,9 +61,9 @@ class ReadBuffer:
         self.view = memoryview(bytearray(READ_SIZE))
 
     def relay(self, size: int, transport: asyncio.Transport) -> None:
-        if transport.get_write_buffer_size():
-            # Queued behind what the peer has not taken yet: a copy, cheaper than a new
-            # (zeroed) buffer.
+        if size <= COPY_UP_TO or transport.get_write_buffer_size():
+            # Small, or queued behind what the peer has not taken yet: a copy, cheaper than a
+            # new (zeroed) buffer, and it holds only its own bytes.
             transport.write(bytes(self.view[:size]))
             return
         transport.write(self.view[:size])
