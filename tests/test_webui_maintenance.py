@@ -25,6 +25,7 @@ from tests.webapp import PASSWORD, WebApp, webapp
 PASSWORDS = "/lbadmin/maintenance/passwords"
 RESTORE = "/lbadmin/maintenance/backup/restore"
 SOCKETS = "/lbadmin/local-configuration/sockets"
+SESSIONS = "/lbadmin/local-configuration/sessions"
 
 
 @pytest.fixture
@@ -212,6 +213,32 @@ def test_service_socket_addresses_are_checked_saved_and_audited(app: WebApp) -> 
     )
     assert audited(app)[:2] == ("loadbalancer", "node_settings")
     assert NodeSettings.model_fields["http_port"].default is None  # plain HTTP stays off
+
+
+def test_session_timeouts_are_checked_saved_audited_and_hold_at_once(app: WebApp) -> None:
+    csrf = app.sign_in()
+    before = app.store.node_settings()
+    for form, problem in [
+        ({"idle_minutes": "soon", "lifetime_hours": "12"}, "<code>idle_minutes</code>: "),
+        ({"idle_minutes": "30", "lifetime_hours": "0"}, "<code>lifetime_hours</code>: "),
+        ({"idle_minutes": "-5", "lifetime_hours": "12"}, "<code>idle_minutes</code>: "),
+    ]:
+        reply = app.network.post(SESSIONS, data={"csrf_token": csrf, **form})
+        assert reply.status_code == 422, form
+        assert problem in reply.text, form
+        assert app.store.node_settings() == before
+
+    reply = app.network.post(
+        SESSIONS, data={"csrf_token": csrf, "idle_minutes": "5", "lifetime_hours": "1"}
+    )
+    assert "The session timeouts were saved" in reply.text
+    saved = app.store.node_settings()
+    assert (saved.session_idle_timeout, saved.session_max_lifetime) == (300, 3600)
+    assert audited(app)[:2] == ("loadbalancer", "node_settings")
+    # The open session follows the new idle timeout at once, without a restart.
+    app.clock.now += 301
+    ended = app.network.get("/lbadmin/", follow_redirects=False)
+    assert ended.status_code == 303
 
 
 # --- in a real browser, against the whole appliance --------------------------------------------

@@ -1,9 +1,10 @@
-"""Local Configuration: service socket addresses and the WebUI's certificate.
+"""Local Configuration: service socket addresses, WebUI sessions and the WebUI's certificate.
 
 Both are this node's own, never part of a backup (the guide's 14.1.1). New socket addresses are
 checked (valid, and free to bind) and saved; the listeners are opened again with them when the
 management service restarts (Restart Services), since this page is served by the very listener
-that would move. A new certificate is served from the next TLS handshake on.
+that would move. New session timeouts hold at once, for sessions already open too. A new
+certificate is served from the next TLS handshake on.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def router(render: Renderer) -> APIRouter:
             status=status,
             title="Local Configuration",
             saved=_addresses(saved),
+            sessions=_sessions(saved),
             running=_addresses(running) if running else None,
             restart_needed=running is not None and _addresses(running) != _addresses(saved),
             certificate=_shown(service.certificate.info()) if service else None,
@@ -75,6 +77,26 @@ def router(render: Renderer) -> APIRouter:
         if changed != node:
             store.save_node_settings(changed, author=user)
         return RedirectResponse(f"{PAGE}?done=sockets", status_code=303)
+
+    @web.post(f"{PAGE}/sessions")
+    def sessions(
+        request: Request, user: Author, idle_minutes: Field = "", lifetime_hours: Field = ""
+    ) -> Response:
+        node = store.node_settings()
+        sent = {"idle_minutes": idle_minutes.strip(), "lifetime_hours": lifetime_hours.strip()}
+        try:
+            changes = {
+                "session_idle_timeout": _number(sent, "idle_minutes") * 60,
+                "session_max_lifetime": _number(sent, "lifetime_hours") * 3600,
+            }
+            changed = validate.parse_as(NodeSettings, {**node.model_dump(), **changes})
+        except Invalid as error:
+            return page(request, status=422, session_problems=error.problems, session_form=sent)
+        if changed != node:
+            store.save_node_settings(changed, author=user)
+            render.access.sessions.idle_timeout = changed.session_idle_timeout
+            render.access.sessions.max_lifetime = changed.session_max_lifetime
+        return RedirectResponse(f"{PAGE}?done=sessions", status_code=303)
 
     @web.post(f"{PAGE}/certificate")
     async def certificate(request: Request, user: Author) -> Response:
@@ -111,6 +133,23 @@ def _addresses(node: NodeSettings) -> dict[str, Any]:
         "https_port": node.https_port,
         "http_port": node.http_port or "",
     }
+
+
+def _sessions(node: NodeSettings) -> dict[str, str]:
+    return {
+        "idle_minutes": f"{node.session_idle_timeout / 60:g}",
+        "lifetime_hours": f"{node.session_max_lifetime / 3600:g}",
+    }
+
+
+def _number(sent: dict[str, str], field: str) -> float:
+    try:
+        value = float(sent[field])
+    except ValueError:
+        raise Invalid([Problem(field, f"{sent[field]!r} is not a number")]) from None
+    if not 0 < value < 1e6:
+        raise Invalid([Problem(field, "must be more than 0 and less than 1,000,000")])
+    return value
 
 
 def _bindable(node: NodeSettings, running: NodeSettings) -> None:
