@@ -40,9 +40,10 @@ test: lint system
 # The built-in engine and HAProxy side by side (README, Performance); not part of `make test`.
 # BENCH_ARGS=--quick for a short run while developing; python -m bench --help for the rest.
 BENCH_ARGS ?=
+# perf profiles the targets the built-in engine does not meet (bench/profile.py).
 bench: setup system
-	@command -v $(CC) >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc >/dev/null; }
+	@command -v $(CC) >/dev/null && command -v perf >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc linux-perf >/dev/null; }
 	@mkdir -p bench/build
 	$(CC) -O2 -Wall -Wextra -o bench/build/loadgen bench/loadgen.c
 	$(CC) -O2 -Wall -Wextra -o bench/build/backends bench/backends.c

@@ -23,6 +23,11 @@ parser.add_argument(
 )
 parser.add_argument("--out", type=Path, default=Settings.out, help="where results are written")
 parser.add_argument(
+    "--no-profile",
+    action="store_true",
+    help="skip profiling the targets not met (which needs perf: apt-get install linux-perf)",
+)
+parser.add_argument(
     "--quick", action="store_true", help="for development: 1 s runs, 1,000 idle connections"
 )
 args = parser.parse_args()
@@ -32,7 +37,9 @@ if unknown:
     parser.error(f"--scenarios: {', '.join(unknown)} unknown; choose from {', '.join(SCENARIOS)}")
 if args.rounds < 3:
     parser.error("--rounds: at least 3, so that each ratio has a median and a spread")
-settings = Settings(args.duration, args.rounds, args.idle_conns, chosen, args.out)
+settings = Settings(
+    args.duration, args.rounds, args.idle_conns, chosen, args.out, profile=not args.no_profile
+)
 if args.quick:
     settings = dataclasses.replace(settings, duration=1.0, idle_conns=1000)
 sys.exit(main(settings))

@@ -11,13 +11,13 @@ PROC = Path("/proc")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def parse_stat(text: str) -> tuple[int, float]:
-    """``/proc/<pid>/stat``: the parent's pid and the CPU seconds used (user and system, of
-    every thread). The command name may hold spaces and parentheses: fields follow the last
-    ``)``."""
+def parse_stat(text: str) -> tuple[int, float, float]:
+    """``/proc/<pid>/stat``: the parent's pid and the CPU seconds used in user and in system
+    mode, by every thread. The command name may hold spaces and parentheses: fields follow the
+    last ``)``."""
     fields = text[text.rindex(")") + 2 :].split()
     # After the name: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[1]), int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 
 def parse_cpu_list(text: str) -> set[int]:
@@ -73,7 +73,7 @@ def family(root: int) -> list[int]:
     for entry in PROC.iterdir():
         if entry.name.isdigit():
             try:
-                parent, _ = parse_stat((entry / "stat").read_text())
+                parent, *_ = parse_stat((entry / "stat").read_text())
             except (OSError, ValueError):
                 continue  # it ended meanwhile
             children.setdefault(parent, []).append(int(entry.name))
@@ -89,14 +89,21 @@ def cpu_times() -> dict[int, tuple[int, int]]:
     return parse_cpu_times((PROC / "stat").read_text())
 
 
-def cpu_seconds(pids: Iterable[int]) -> float:
-    total = 0.0
+def cpu_split(pids: Iterable[int]) -> tuple[float, float]:
+    """CPU seconds used in user and in system mode by ``pids``, those still there."""
+    user = system = 0.0
     for pid in pids:
         try:
-            total += parse_stat((PROC / str(pid) / "stat").read_text())[1]
+            _, in_user, in_system = parse_stat((PROC / str(pid) / "stat").read_text())
         except (OSError, ValueError):
             continue
-    return total
+        user += in_user
+        system += in_system
+    return user, system
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    return sum(cpu_split(pids))
 
 
 def pss_kib(pids: Iterable[int]) -> int:

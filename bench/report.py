@@ -189,6 +189,7 @@ class Report:
     problems: Sequence[str] = ()  # bytes lost, connections failed, anything a run got wrong
     runs: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)  # copied into the JSON as is
+    appendix: Sequence[str] = ()  # Markdown lines after the tables: where the time goes
 
 
 def markdown(report: Report) -> str:
@@ -222,6 +223,8 @@ def markdown(report: Report) -> str:
         lines += ["", CORES, ""]
         lines += _table(cores, ratio_columns=False)
     lines += ["", *_checks(report)]
+    if report.appendix:
+        lines += ["", *report.appendix]
     return "\n".join(lines) + "\n"
 
 

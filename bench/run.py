@@ -23,10 +23,10 @@ from typing import Any
 
 from balancer.engines import EngineError
 from balancer.model import Config
-from bench import procfs, proxies, scenarios
+from bench import procfs, profile, proxies, scenarios
 from bench.proxies import Proxy
 from bench.record import LOAD_CORE, PROXY_CORE, Recorder
-from bench.report import DASH, Report, document, markdown, verdicts
+from bench.report import DASH, Report, Verdict, document, markdown, spread, verdicts
 from bench.scenarios import BenchError, Outcome, Tools
 
 HERE = Path(__file__).parent
@@ -36,6 +36,7 @@ SERVERS = ["127.5.1.1", "127.5.1.2"]
 CLIENTS, CLIENT_COUNT = "127.5.100.1", 256
 IDLE_CONNS = 10_000
 PAUSE = 0.5  # seconds between runs: the sockets of one run close before the next
+TRANSPORTS_MEASURED = 2000  # connections, for the memory a uvloop transport takes
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Settings:
     idle_conns: int = IDLE_CONNS
     scenarios: tuple[str, ...] = ("bulk", "connect", "serial", "idle")
     out: Path = HERE / "results"
+    profile: bool = True  # where the time goes, for each target not met
     build: Path = HERE / "build"
 
 
@@ -139,6 +141,10 @@ def bulk(tools: Tools, streams: int, duration: float) -> Run:
     return lambda target: scenarios.bulk(tools, target, streams, duration)
 
 
+def connect(tools: Tools, concurrency: int, duration: float) -> Run:
+    return lambda target: scenarios.connect(tools, target, concurrency, duration)
+
+
 # --- running the rounds ----------------------------------------------------------------------
 
 
@@ -173,6 +179,8 @@ class Bench:
         self.record = Recorder(settings.rounds)
         self.notes: dict[str, str] = {}
         self.pinning: dict[str, Any] = {}
+        self.appendix: list[str] = []  # where the time goes, in Markdown
+        self.profiled: dict[str, Any] = {}  # and its figures, for the JSON
 
     def config(self, vip: str, persistence: bool = True) -> Config:
         return proxies.configuration(vip, (self.sink, self.echo), SERVERS, persistence)
@@ -192,10 +200,6 @@ class Bench:
         if builtin2 is None:
             self.notes["connect_50__2cores"] = "built-in: workers not available yet"
         running = [p for p in (builtin, haproxy, big, builtin2, haproxy2) if p is not None]
-
-        def connect(concurrency: int) -> Run:
-            return lambda target: scenarios.connect(tools, target, concurrency, d)
-
         try:
             for proxy in running:
                 await proxy.start()
@@ -214,19 +218,19 @@ class Bench:
                 entries = [*one_core, Entry("haproxy", haproxy2, "2cores")]
                 if builtin2 is not None:
                     entries.append(Entry("builtin", builtin2, "2cores"))
-                await self.rounds("connect_50", entries, self.echo, connect(50))
+                await self.rounds("connect_50", entries, self.echo, connect(tools, 50, d))
             if "serial" in wanted:
                 print("one connection at a time", flush=True)
-                await self.rounds("serial", one_core, self.echo, connect(1))
+                await self.rounds("serial", one_core, self.echo, connect(tools, 1, d))
             if wanted & {"connect", "serial"}:
                 print("persistence off", flush=True)
                 for proxy in (builtin, haproxy):
                     await proxy.apply(self.config(proxy.vip, persistence=False))
                 off = [Entry(e.column, e.proxy, "nopersist") for e in one_core]
                 if "connect" in wanted:
-                    await self.rounds("connect_50", off, self.echo, connect(50))
+                    await self.rounds("connect_50", off, self.echo, connect(tools, 50, d))
                 if "serial" in wanted:
-                    await self.rounds("serial", off, self.echo, connect(1))
+                    await self.rounds("serial", off, self.echo, connect(tools, 1, d))
         finally:
             for proxy in running:
                 with contextlib.suppress(EngineError):
@@ -267,6 +271,78 @@ class Bench:
             return Outcome({}, [f"did not run: {error}"])
         finally:
             await proxy.stop()
+
+    # --- where the time goes ------------------------------------------------------------------
+
+    async def where_time_goes(self) -> None:
+        """Each target not met, its scenario once more under perf (see bench.profile)."""
+        unmet = [v for v in verdicts(self.record.metrics(self.notes)) if v.met is False]
+        if not unmet:
+            return
+        print("where the time goes, for the targets not met", flush=True)
+        chosen: dict[str, tuple[profile.Scenario, list[Verdict]]] = {}
+        for found in unmet:
+            scenario = profile.scenario_for(found.target)
+            if scenario is not None:
+                chosen.setdefault(scenario.key, (scenario, []))[1].append(found)
+        lines = [profile.HEADING]
+        if chosen:
+            lines += await self.profile_scenarios(list(chosen.values()))
+        memory = next((v for v in unmet if v.target.metric == "idle_memory"), None)
+        if memory is not None:
+            measured = self.record.metrics(self.notes)["idle_memory"].values
+            medians = {c: s.median for c, v in measured.items() if (s := spread(v))}
+            try:
+                found = await profile.transport_bytes(TRANSPORTS_MEASURED)
+            except BenchError as error:
+                lines += ["", f"### memory per idle connection: not measured: {error}"]
+            else:
+                self.profiled["idle_memory"] = found
+                lines += ["", *profile.memory_lines(memory, found, medians)]
+        self.appendix = lines
+
+    async def profile_scenarios(
+        self, chosen: list[tuple[profile.Scenario, list[Verdict]]]
+    ) -> list[str]:
+        use_perf = profile.perf_usable()
+        builtin = proxies.builtin(self.work / "profile-builtin", VIPS + "22", self.proxy_core)
+        haproxy = proxies.haproxy("haproxy", self.work / "profile-haproxy", VIPS + "23",
+                                  self.proxy_core)  # fmt: skip
+        assert builtin is not None
+        running = {"builtin": builtin, "haproxy": haproxy}
+        lines: list[str] = []
+        try:
+            for proxy in running.values():
+                await proxy.start()
+                await proxy.apply(self.config(proxy.vip))
+            for scenario, targets in chosen:
+                port, run = self.run_for(scenario.key)
+                figures = {}
+                try:
+                    for column, proxy in running.items():
+                        target = f"{proxy.vip}:{port}"
+                        figures[column] = await profile.measure(
+                            scenario, proxy.pids(), run, target, self.work, use_perf
+                        )
+                        await asyncio.sleep(PAUSE)
+                except (BenchError, EngineError) as error:
+                    lines += ["", f"### {scenario.title}: could not be profiled: {error}"]
+                    continue
+                self.profiled[scenario.key] = {c: f.as_json() for c, f in figures.items()}
+                found = profile.Profile(scenario, targets, figures, use_perf)
+                lines += ["", *profile.profile_lines(found)]
+        finally:
+            for proxy in running.values():
+                with contextlib.suppress(EngineError):
+                    await proxy.stop()
+        return lines
+
+    def run_for(self, key: str) -> tuple[int, Run]:
+        """The port and the run of a scenario the profile names."""
+        duration = self.settings.duration
+        if key.startswith("bulk_"):
+            return self.sink, bulk(self.tools, int(key.partition("_")[2]), duration)
+        return self.echo, connect(self.tools, 50 if key == "connect_50" else 1, duration)
 
     # --- rounds -----------------------------------------------------------------------------
 
@@ -333,6 +409,7 @@ class Bench:
                 "load_cpus": procfs.format_cpus(self.load_core or ()),
             },
             "pinning": self.pinning,
+            "profile": self.profiled,
             "runs": self.record.runs,
         }
         return Report(
@@ -343,6 +420,7 @@ class Bench:
             self.record.problems,
             len(self.record.runs),
             extra,
+            self.appendix,
         )
 
 
@@ -366,6 +444,8 @@ async def bench(settings: Settings) -> Report:
                 await run.steady()
             if "idle" in settings.scenarios:
                 await run.idle(idle_conns)
+            if settings.profile:
+                await run.where_time_goes()
     return run.report(idle_conns, open_files)
 
 

@@ -245,9 +245,10 @@ def test_json_document_has_rounds_summaries_ratios_and_verdicts() -> None:
 def test_proc_parsers() -> None:
     # A command name with a space and a parenthesis; utime 250 and stime 50 clock ticks.
     stat = "42 (a b) c) S 7 42 42 0 -1 4194560 1 0 0 0 250 50 0 0 20 0 1 0 1 0 0"
-    parent, seconds = procfs.parse_stat(stat)
+    parent, user, system = procfs.parse_stat(stat)
     assert parent == 7
-    assert seconds == pytest.approx(300 / procfs.TICKS)
+    assert user == pytest.approx(250 / procfs.TICKS)
+    assert system == pytest.approx(50 / procfs.TICKS)
     assert procfs.parse_cpu_list("0-2,4\n") == {0, 1, 2, 4}
     assert procfs.parse_cpu_list("1") == {1}
     assert procfs.field("Name:\thaproxy\nCpus_allowed_list:\t0\n", "Cpus_allowed_list") == "0"

@@ -1,0 +1,76 @@
+"""What was tried to bring the built-in engine to each target of issue 5, and what it measured:
+printed under the profile of any target not met, so that whoever runs the bench next starts
+from there. Numbers are from the development machine (2-core Xeon VM), each change measured
+against the one before on the same run of the bench. Add to it when you try something."""
+
+from __future__ import annotations
+
+BULK = (
+    "asyncio Streams: 2-4x slower than Protocols on every measure (issue 5's own measure); "
+    "the relay is two Protocols that pause and resume each other's reading.",
+    "`BufferedProtocol` reading into one 1 MiB buffer shared by every connection, each chunk "
+    "written on from where it was read: one stream 1,720 -> 2,022 and 2,057 MB/s (1.41x -> "
+    "1.45x and 1.58x HAProxy); the same with uvloop's own 256 KB reads gained nothing "
+    "(1,683 MB/s).",
+    "Write-buffer limits of 512/128 KiB: no pause/resume ping-pong (86 writes in ~7,400 met a "
+    "full socket). uvloop already sets TCP_NODELAY; nothing is logged per chunk.",
+    "Chunks of 32 KiB or less copied rather than written from the shared buffer, so that a "
+    "slow peer never pins it: no change in bulk (chunks are 64 KiB and more).",
+    "One stream is not CPU bound: the engine's core is 25-30% idle, the generator's too; each "
+    "64 KiB segment is relayed at once and wakes the sink on the other core.",
+    "Not tried: `os.splice` through pooled pipes. uvloop owns the sockets' reads; splicing "
+    "would mean taking each socket out of its transport for the bulk phase.",
+)
+
+CONNECTIONS = (
+    "A Task and an `asyncio.timeout` per client replaced by stepping uvloop's "
+    "`create_connection` by hand, and every relay's connect and idle timeouts on one timer, "
+    "filed in buckets: 0.39x -> 0.47x HAProxy.",
+    "`BufferedProtocol` (for bulk) costs a little per connection: 0.47x -> 0.44x.",
+    "Keepalive options set through one socket object, not uvloop's pseudo-socket (one socket "
+    "object made and unmade per option).",
+    "`gc.freeze()` after start-up and the two protocols' cycle broken at the end: the "
+    "collector adds nothing measurable.",
+    "Small writes held to the end of the loop's turn, so that the peers are woken once per "
+    "turn: wakeups of other processes per connection 0.92 -> 0.56, yet conn/s 10,730 -> 10,390 "
+    "(six runs alternated): not kept.",
+    "libuv without io_uring (`UV_USE_IO_URING=0`): 10,540 against 10,730 conn/s, no change.",
+    "Where it goes: the kernel's work per connection is HAProxy's (the same ~30 system calls); "
+    "what differs is ~35 µs of Python and uvloop per connection against HAProxy's ~6 µs, and "
+    "that a slower proxy leaves its peers asleep, so that more of its writes must wake them.",
+    "`workers = 2` on the second core: x1.47 conn/s (HAProxy nbthread 2: x0.95, the second "
+    "core being the generator's).",
+    "Left to try: making the real server's socket ourselves (options set before connect, no "
+    "`get_extra_info`), ~3 system calls of ~30.",
+)
+
+LATENCY = (
+    "One connection at a time is the new-connection path alone, so all that was tried for "
+    "new connections applies: each connection costs the engine ~100 µs of CPU against "
+    "HAProxy's ~40 µs, and that is its added latency.",
+    *CONNECTIONS[:4],
+)
+
+MEMORY = (
+    "`__slots__` on both relay objects; the list of bytes held while connecting and the tuple "
+    "of servers tried made only when needed; the connect deadline dropped once connected.",
+    "A timer per connection (~0.5 KiB) replaced by buckets on one timer: 3.27 -> 2.87 KiB per "
+    "idle connection (0.95x -> 0.83x HAProxy).",
+    "One read buffer for the process, not one per connection.",
+    "What is left is mostly uvloop's: two transports per relayed connection, each with its "
+    "libuv handle and a weak reference in uvloop's table of transports. Going below them "
+    "means a transport of our own, in C or Cython.",
+)
+
+BY_SCENARIO = {
+    "bulk_1": BULK,
+    "bulk_8": BULK,
+    "bulk_64": BULK,
+    "connect_50": CONNECTIONS,
+    "serial": LATENCY,
+    "idle_memory": MEMORY,
+}
+
+
+def for_scenario(key: str) -> tuple[str, ...]:
+    return BY_SCENARIO.get(key, ("Nothing recorded yet.",))
