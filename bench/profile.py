@@ -164,7 +164,7 @@ def perf_usable() -> bool:
 
 async def _spawn(*words: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        *words, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        *words, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
     )
 
 
@@ -265,7 +265,19 @@ def _per(figures: Figures, value: float | None, scale: float = 1.0) -> str:
     return "n/a" if found is None else number(found * scale)
 
 
-def profile_lines(profile: Profile) -> list[str]:
+Shown = dict[tuple[str, ...], str]  # what was tried, already printed -> under which heading
+
+
+def tried_lines(key: str, heading: str, shown: Shown) -> list[str]:
+    """What was tried for ``key``; once only when several scenarios share it."""
+    found = tried.for_scenario(key)
+    if found in shown:
+        return ["", f"What was tried: as for {shown[found]}, above."]
+    shown[found] = heading
+    return ["", "What was tried:", "", *(f"- {line}" for line in found)]
+
+
+def profile_lines(profile: Profile, shown: Shown) -> list[str]:
     scenario = profile.scenario
     targets = "; ".join(f"{v.target.text}: {v.text()}" for v in profile.targets)
     lines = [f"### {scenario.title} ({targets})", ""]
@@ -303,12 +315,12 @@ def profile_lines(profile: Profile) -> list[str]:
                 lines += ["", f"Busiest functions, {names[column]}: {listed}."]
     else:
         lines += ["", "`perf` is not installed: no system call counts nor CPU samples."]
-    lines += ["", "What was tried:", ""]
-    lines += [f"- {line}" for line in tried.for_scenario(scenario.key)]
-    return lines
+    return lines + tried_lines(scenario.key, scenario.title, shown)
 
 
-def memory_lines(verdict: Verdict, found: dict[str, Any], measured: dict[str, float]) -> list[str]:
+def memory_lines(
+    verdict: Verdict, found: dict[str, Any], measured: dict[str, float], shown: Shown
+) -> list[str]:
     """Memory per idle connection, and how much of it is uvloop's two transports."""
     per_transport = found["bytes_per_transport"] / 1024
     relay = found["relay_objects_bytes"] / 1024
@@ -327,9 +339,7 @@ def memory_lines(verdict: Verdict, found: dict[str, Any], measured: dict[str, fl
         f"a child process): {2 * per_transport:.2f} KiB, before anything of the engine's own. "
         f"The relay's own two objects take {relay:.2f} KiB."
     )
-    lines += ["", "What was tried:", ""]
-    lines += [f"- {line}" for line in tried.for_scenario("idle_memory")]
-    return lines
+    return lines + tried_lines("idle_memory", "memory per idle connection", shown)
 
 
 HEADING = (

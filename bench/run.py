@@ -285,9 +285,9 @@ class Bench:
             scenario = profile.scenario_for(found.target)
             if scenario is not None:
                 chosen.setdefault(scenario.key, (scenario, []))[1].append(found)
-        lines = [profile.HEADING]
+        lines, shown = [profile.HEADING], profile.Shown()
         if chosen:
-            lines += await self.profile_scenarios(list(chosen.values()))
+            lines += await self.profile_scenarios(list(chosen.values()), shown)
         memory = next((v for v in unmet if v.target.metric == "idle_memory"), None)
         if memory is not None:
             measured = self.record.metrics(self.notes)["idle_memory"].values
@@ -298,11 +298,11 @@ class Bench:
                 lines += ["", f"### memory per idle connection: not measured: {error}"]
             else:
                 self.profiled["idle_memory"] = found
-                lines += ["", *profile.memory_lines(memory, found, medians)]
+                lines += ["", *profile.memory_lines(memory, found, medians, shown)]
         self.appendix = lines
 
     async def profile_scenarios(
-        self, chosen: list[tuple[profile.Scenario, list[Verdict]]]
+        self, chosen: list[tuple[profile.Scenario, list[Verdict]]], shown: profile.Shown
     ) -> list[str]:
         use_perf = profile.perf_usable()
         builtin = proxies.builtin(self.work / "profile-builtin", VIPS + "22", self.proxy_core)
@@ -330,7 +330,7 @@ class Bench:
                     continue
                 self.profiled[scenario.key] = {c: f.as_json() for c, f in figures.items()}
                 found = profile.Profile(scenario, targets, figures, use_perf)
-                lines += ["", *profile.profile_lines(found)]
+                lines += ["", *profile.profile_lines(found, shown)]
         finally:
             for proxy in running.values():
                 with contextlib.suppress(EngineError):

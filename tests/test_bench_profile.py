@@ -81,7 +81,7 @@ def test_profile_table_is_per_unit_of_work_with_what_was_tried() -> None:
     found = Profile(
         scenario, [target("connect_50")], {"builtin": builtin, "haproxy": haproxy}, True
     )
-    text = "\n".join(profile.profile_lines(found))
+    text = "\n".join(profile.profile_lines(found, {}))
     assert "### new connections, 50 at once (new conn/s, 50 at once: NOT MET (0.44" in text
     assert "| CPU, user (µs) | 35.0 | 5.00 |" in text
     assert "| CPU, system (µs) | 64.0 | 40.0 |" in text
@@ -98,7 +98,7 @@ def test_without_perf_the_proc_figures_stay_and_the_report_says_why() -> None:
     scenario = Scenario("bulk_1", "bulk, 1 stream", "MB relayed")
     alone = Figures(0, user=1.0, system=2.0)  # a run that relayed nothing has no per-MB figure
     found = Profile(scenario, [target("bulk_1")], {"builtin": alone}, False)
-    text = "\n".join(profile.profile_lines(found))
+    text = "\n".join(profile.profile_lines(found, {}))
     assert "| CPU, user (µs) | n/a |" in text
     assert "`perf` is not installed" in text
     assert "| CPU in" not in text
@@ -107,7 +107,7 @@ def test_without_perf_the_proc_figures_stay_and_the_report_says_why() -> None:
 def test_memory_says_how_much_of_the_target_uvloop_transports_take() -> None:
     found = {"connections": 2000, "bytes_per_transport": 1306.0, "relay_objects_bytes": 224}
     text = "\n".join(
-        profile.memory_lines(target("idle_memory"), found, {"builtin": 2.87, "haproxy": 3.46})
+        profile.memory_lines(target("idle_memory"), found, {"builtin": 2.87, "haproxy": 3.46}, {})
     )
     assert "the target is 2.42 KiB or less" in text
     assert "each 1.28 KiB" in text
@@ -136,3 +136,13 @@ def test_a_uvloop_transport_measured_in_a_process_of_its_own() -> None:
     # tens of thousands.
     assert 300 < found["bytes_per_transport"] < 10_000
     assert found["relay_objects_bytes"] > 100
+
+
+def test_what_was_tried_is_printed_once_for_scenarios_that_share_it() -> None:
+    shown: profile.Shown = {}
+    first = profile.tried_lines("bulk_1", "bulk, 1 stream", shown)
+    assert first[1] == "What was tried:"
+    assert len(first) == 3 + len(tried.for_scenario("bulk_1"))
+    again = profile.tried_lines("bulk_64", "bulk, 64 streams", shown)
+    assert again == ["", "What was tried: as for bulk, 1 stream, above."]
+    assert profile.tried_lines("connect_50", "new connections", shown)[1] == "What was tried:"
