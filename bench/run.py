@@ -285,7 +285,7 @@ class Bench:
             scenario = profile.scenario_for(found.target)
             if scenario is not None:
                 chosen.setdefault(scenario.key, (scenario, []))[1].append(found)
-        lines, shown = [profile.HEADING], profile.Shown()
+        lines, shown = [profile.HEADING], {}
         if chosen:
             lines += await self.profile_scenarios(list(chosen.values()), shown)
         memory = next((v for v in unmet if v.target.metric == "idle_memory"), None)
@@ -435,7 +435,8 @@ async def bench(settings: Settings) -> Report:
     for tool in (tools.loadgen, tools.backends):
         if not os.access(tool, os.X_OK):
             raise BenchError(f"{tool} is missing: `make bench` builds it")
-    ports = free_ports([*(f"{VIPS}{i}" for i in range(10, 22)), *SERVERS], 2)
+    # Free on every VIP the bench listens on: .10-.21 the rounds', .22 and .23 the profile's.
+    ports = free_ports([*(f"{VIPS}{i}" for i in range(10, 24)), *SERVERS], 2)
     # A short directory: engine control sockets must fit in sun_path.
     with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as work:
         run = Bench(settings, tools, Path(work), ports, placement)
