@@ -108,7 +108,7 @@ def parse_perf_report(text: str) -> list[tuple[float, str, str]]:
 def where(dso: str) -> str:
     """What a shared object is, in the words of the report."""
     name = Path(dso).name
-    if dso.startswith("[kernel") or dso.startswith("[k"):
+    if dso.startswith("[kernel"):
         return "kernel"
     if name.startswith("libpython") or name.startswith("python3"):
         return "Python interpreter"

@@ -276,7 +276,8 @@ class Bench:
 
     async def where_time_goes(self) -> None:
         """Each target not met, its scenario once more under perf (see bench.profile)."""
-        unmet = [v for v in verdicts(self.record.metrics(self.notes)) if v.met is False]
+        metrics = self.record.metrics(self.notes)
+        unmet = [v for v in verdicts(metrics) if v.met is False]
         if not unmet:
             return
         print("where the time goes, for the targets not met", flush=True)
@@ -290,7 +291,7 @@ class Bench:
             lines += await self.profile_scenarios(list(chosen.values()), shown)
         memory = next((v for v in unmet if v.target.metric == "idle_memory"), None)
         if memory is not None:
-            measured = self.record.metrics(self.notes)["idle_memory"].values
+            measured = metrics["idle_memory"].values
             medians = {c: s.median for c, v in measured.items() if (s := spread(v))}
             try:
                 found = await profile.transport_bytes(TRANSPORTS_MEASURED)
