@@ -5,6 +5,7 @@ UV_VERSION := 0.13.9
 UV := $(PYTHON) -m uv
 VENV := .venv
 BIN := $(VENV)/bin
+AXE := tests/axe/node_modules/.package-lock.json
 
 ENGINE ?= builtin
 
@@ -20,10 +21,16 @@ $(BIN)/.synced: pyproject.toml uv.lock
 setup: $(BIN)/.synced
 
 # The HAProxy engine runs Debian's haproxy; the tests run every scenario on both engines.
-# The WebUI's browser tests drive Debian's chromium.
+# The WebUI's browser tests drive Debian's chromium; npm installs their accessibility checker.
 system:
-	@command -v haproxy >/dev/null && command -v chromium >/dev/null || { apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy chromium >/dev/null; }
+	@command -v haproxy >/dev/null && command -v chromium >/dev/null && command -v npm >/dev/null || \
+		{ apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy chromium npm >/dev/null; }
+
+# axe-core, the accessibility checker the WebUI's pages are run through, exactly as the lock pins.
+$(AXE): tests/axe/package.json tests/axe/package-lock.json | system
+	npm ci --prefix tests/axe --no-audit --no-fund --silent
+	@touch $@
 
 demo: setup
 	@if [ "$(ENGINE)" = haproxy ]; then $(MAKE) --no-print-directory system; fi
@@ -34,7 +41,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint system
+test: lint system $(AXE)
 	$(BIN)/pytest
 
 # The built-in engine and HAProxy side by side (README, Performance); not part of `make test`.
@@ -50,4 +57,4 @@ bench: setup system
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache tests/axe/node_modules
