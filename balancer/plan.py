@@ -1,7 +1,8 @@
 """Running versus desired configuration: the list of changes a commit makes. Pure.
 
 Each change says whether an engine can make it at runtime (weight, drain, halt) or needs to
-reload; the built-in engine does everything at runtime, HAProxy reloads for the rest.
+reload; the built-in engine does everything at runtime, HAProxy reloads for the rest. What a
+change is called in the guide's words is ``balancer.web.words.said``.
 """
 
 from __future__ import annotations
@@ -20,19 +21,6 @@ class Change:
     before: Any
     after: Any
     runtime: bool
-
-    def __str__(self) -> str:
-        # An object (a service, a real server, a fallback) is added or removed; a setting that
-        # goes from none to a value, or back, is changed.
-        if self.before is None and isinstance(self.after, dict):
-            return f"add {self.path}"
-        if self.after is None and isinstance(self.before, dict):
-            return f"remove {self.path}"
-        return f"{self.path}: {_show(self.before)} -> {_show(self.after)}"
-
-
-def _show(value: Any) -> str:
-    return "none" if value is None else str(value)
 
 
 def changes(running: Config | None, desired: Config) -> list[Change]:

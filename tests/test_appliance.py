@@ -127,7 +127,7 @@ def test_drain_takes_effect_at_once_and_leaves_pending_edits_pending(
     assert box.server("CyberArk-PSM", "PSM1")["state"] == "drain"
     assert box.server("CyberArk-PSM-Web", "PSM2")["weight"] == 100  # not committed yet
     pending = box.cli("changes").stdout
-    assert "real_servers[PSM2].weight: 100 -> 50" in pending
+    assert "Change Weight of real server PSM2 in CyberArk-PSM-Web from 100 to 50" in pending
     assert "state" not in pending  # the drain is running, so it is no pending change
     assert {asyncio.run(rdp_lands(psm.rdp_vip, c)) for c in sources(64, 6)} == {"PSM2"}
 

@@ -58,7 +58,6 @@ def test_everything_is_added_to_nothing() -> None:
         (WEB, None, False),
     ]
     assert found[0].after["real_servers"][0]["label"] == "PSM1"
-    assert [str(c) for c in found] == [f"add {PSM}", f"add {WEB}"]
     assert needs_reload(found)
 
 
@@ -132,10 +131,6 @@ def test_added_and_removed_real_servers() -> None:
         (f"{PSM}.real_servers[PSM1]", False, True, False),
         (f"{PSM}.real_servers[PSM3]", True, False, False),
     ]
-    assert [str(c) for c in found] == [
-        f"remove {PSM}.real_servers[PSM1]",
-        f"add {PSM}.real_servers[PSM3]",
-    ]
     assert needs_reload(found)
 
 
@@ -143,7 +138,10 @@ def test_added_and_removed_virtual_services() -> None:
     after = document()
     after["virtual_services"][1]["label"] = "Renamed"  # a new label is a new service
     found = changes(config(document()), config(after))
-    assert [str(c) for c in found] == [f"remove {WEB}", "add virtual_services[Renamed]"]
+    assert [(c.path, c.before is None) for c in found] == [
+        (WEB, False),
+        ("virtual_services[Renamed]", True),
+    ]
     emptied = changes(config(document()), Config())
     assert [(c.path, c.after, c.runtime) for c in emptied] == [
         (PSM, None, False),
@@ -176,33 +174,12 @@ def test_several_changes_at_once() -> None:
     assert not needs_reload([c for c in found if c.runtime])
 
 
-@pytest.mark.parametrize(
-    ("path", "value", "field", "before", "after"),
-    [
-        ([0, "real_servers", 0, "weight"], 50, "real_servers[PSM1].weight", "100", "50"),
-        ([0, "balancing"], "least_connections", "balancing", "round_robin", "least_connections"),
-        # A setting that goes from none to a value (or back) is changed, not added or removed.
-        ([0, "health_check", "port"], None, "health_check.port", "443", "none"),
-        ([0, "real_servers", 0, "port"], None, "real_servers[PSM1].port", "3389", "none"),
-        ([0, "health_check", "expect"], None, "health_check.expect", "PASS", "none"),
-    ],
-)
-def test_change_reads_well(
-    path: list[Any], value: Any, field: str, before: str, after: str
-) -> None:
-    [change] = changes(config(document()), edited(path, value))
-    assert str(change) == f"{PSM}.{field}: {before} -> {after}"
-    [back] = changes(edited(path, value), config(document()))
-    assert str(back) == f"{PSM}.{field}: {after} -> {before}"
-
-
-def test_adding_a_fallback_reads_as_an_addition() -> None:
+def test_adding_a_fallback_is_one_change() -> None:
     [change] = changes(
         config(document()), edited([0, "fallback"], {"ip": "192.168.94.200", "port": 3389})
     )
     assert change.path == f"{PSM}.fallback"
     assert change.after == {"ip": "192.168.94.200", "port": 3389}
-    assert str(change) == f"add {PSM}.fallback"
     assert not change.runtime
 
 

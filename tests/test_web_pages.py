@@ -67,6 +67,44 @@ def section(page: str, id_: str) -> str:
     return page[start : page.index("</section>", start)]
 
 
+# --- The Commit box -------------------------------------------------------------------------
+
+
+def test_the_commit_box_lists_changes_in_the_guides_words(app: WebApp) -> None:
+    assert app.local.post("/api/v1/virtual-services", json=GUIDE_VIP).is_success
+    box = text(section(app.network.get("/lbadmin/").text, "commit-box"))
+    assert "Revision 1 is saved. Nothing is running yet." in box
+    assert "Add virtual service CyberArk-PSM at 192.168.94.100, port 3389" in box
+    assert "none" not in box
+    assert "virtual_services[" not in box
+
+    for server in (PSM1, PSM2):
+        added = app.local.post("/api/v1/virtual-services/CyberArk-PSM/real-servers", json=server)
+        assert added.is_success, added.text
+    assert app.local.post("/api/v1/commit").is_success
+    changed = app.network.patch(
+        "/api/v1/virtual-services/CyberArk-PSM/real-servers/PSM1",
+        json={"weight": 50},
+        headers=csrf(app),
+    )
+    assert changed.is_success, changed.text
+    box = text(section(app.network.get("/lbadmin/").text, "commit-box"))
+    assert "Revision 4 is saved; revision 3 runs." in box
+    assert "Change Weight of real server PSM1 in CyberArk-PSM from 100 to 50" in box
+    pending = app.local.get("/api/v1/changes").json()
+    assert pending["changes"] == [
+        "Change Weight of real server PSM1 in CyberArk-PSM from 100 to 50"
+    ]
+    assert pending["items"] == [
+        {
+            "path": "virtual_services[CyberArk-PSM].real_servers[PSM1].weight",
+            "before": 100,
+            "after": 50,
+            "runtime": True,
+        }
+    ]
+
+
 # --- View Configuration ---------------------------------------------------------------------
 
 

@@ -66,7 +66,9 @@ def test_the_commit_box_lists_saved_changes_and_commits_them(browser: Any, guide
     page = open_page(browser, 1280, 800)
     sign_in(page, guide.box)
     box = page.locator("#commit-box")
-    playwright.expect(box).to_contain_text("real_servers[PSM2].weight: 100 -> 50")
+    playwright.expect(box).to_contain_text(
+        "Change Weight of real server PSM2 in CyberArk-PSM-Web from 100 to 50"
+    )
     shoot(page, "commit-changes")
     box.get_by_role("button", name="Commit").click()
     playwright.expect(box).to_contain_text("is running")

@@ -117,7 +117,7 @@ def add_server(page: Any, service: str, label: str, ip: str, port: int) -> None:
 
 def commit_and_see_both_services_green(page: Any, guide: Guide) -> None:
     box = page.locator("#commit-box")
-    expect(box).to_contain_text("add virtual_services[CyberArk-PSM]")
+    expect(box).to_contain_text("Add virtual service CyberArk-PSM at")
     box.get_by_role("button", name="Commit").click()
     expect(box).to_contain_text("is running")
     menu(page, "System Overview")

@@ -22,6 +22,7 @@ from balancer.presets.psm import add_psm
 from balancer.state import Overview
 from balancer.store import Store
 from balancer.system import System, SystemFigures
+from balancer.web import words
 
 Base = Annotated[
     int | None,
@@ -207,11 +208,17 @@ def create_app(
 
     @api.get("/changes", summary="Saved but not yet committed")
     def changes() -> dict[str, Any]:
+        """``changes`` in the guide's words, as the Commit box lists them; ``items`` the same
+        changes for programs: where, from what, to what, and whether it needs a reload."""
         pending = controller.pending()
         return {
             "head": pending.head,
             "applied": pending.applied,
-            "changes": [str(c) for c in pending.changes],
+            "changes": [words.said(c) for c in pending.changes],
+            "items": [
+                {"path": c.path, "before": c.before, "after": c.after, "runtime": c.runtime}
+                for c in pending.changes
+            ],
         }
 
     @api.post("/commit", summary="Apply the saved configuration (the guide's Reload)")

@@ -23,10 +23,18 @@ def changes(ctx: typer.Context, data_dir: DirOption = DATA_DIR) -> None:
     """Show saved changes that a commit will apply."""
     with client(ctx, data_dir) as appliance:
         pending = appliance.get("/changes")
+    running = pending["applied"]
     if not pending["changes"]:
-        typer.echo(f"nothing to commit: revision {pending['head']} is running")
+        typer.echo(
+            f"nothing to commit: revision {running} is running"
+            if running is not None
+            else "nothing to commit, and nothing is running yet"
+        )
         return
-    typer.echo(f"revision {pending['head']} saved, {pending['applied']} running:")
+    typer.echo(
+        f"revision {pending['head']} saved, "
+        + (f"{running} running:" if running is not None else "nothing is running yet:")
+    )
     for change in pending["changes"]:
         typer.echo(f"  {change}")
 

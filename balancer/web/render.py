@@ -16,6 +16,7 @@ from balancer.api.access import Access, Caller
 from balancer.api.gate import CALLER, STATIC
 from balancer.controller import Controller
 from balancer.store import Store
+from balancer.web import words
 from balancer.web.units import moment
 
 
@@ -63,6 +64,7 @@ class Renderer:
         self.controller = controller
         self.access = access
         self.templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+        self.templates.env.filters["said"] = words.said  # a pending change in the guide's words
 
     def __call__(
         self, request: Request, template: str, *, status: int = 200, **context: Any
