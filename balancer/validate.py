@@ -7,7 +7,7 @@ Field paths name objects by label where one is known, so an operator reads
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any, TypeVar
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from balancer.model import Config, VirtualService
-from balancer.model.types import each_port
+from balancer.model.types import LABEL_PATTERN, LABEL_RULE, each_port
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -71,13 +71,82 @@ def problems_of(error: ValidationError, data: Any, prefix: str = "") -> list[Pro
             # A model-level rule names its own field as "field: reason".
             loc.append(matched.group(1))
             message = matched.group(2)
-        elif message.startswith("Value error, "):
-            message = message.removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "is not a known setting"
+        else:
+            message = reason(item)
         path = _labelled(loc, data)
         found.append(Problem(".".join(p for p in (prefix, path) if p), message))
     return found
+
+
+def reason(item: Mapping[str, Any]) -> str:
+    """One of pydantic's errors in the operator's words: "must be at most 65535, not 99999"
+    rather than "Input should be less than or equal to 65535". The API, the CLI and the WebUI
+    all show these; a kind not known here keeps pydantic's own message."""
+    kind = str(item["type"])
+    given = item.get("input")
+    ctx = item.get("ctx") or {}
+    if kind == "missing" or (given == "" and kind in _EMPTY_MEANS_MISSING):
+        return "is required"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == LABEL_PATTERN:
+        return LABEL_RULE
+    if kind in _BOUNDS:
+        word, key = _BOUNDS[kind]
+        return f"must be {word} {_number(ctx[key])}, not {_number(given)}"
+    if kind in ("enum", "literal_error"):
+        return f"must be {ctx['expected']}, not {given!r}"
+    if kind in _KINDS:
+        return _KINDS[kind].format(given=given, **ctx)
+    return str(item["msg"]).removeprefix("Value error, ")
+
+
+# A form's field left empty arrives as "", which pydantic calls a bad number or a bad pattern.
+_EMPTY_MEANS_MISSING = {
+    "int_parsing",
+    "float_parsing",
+    "bool_parsing",
+    "string_pattern_mismatch",
+    "string_too_short",
+}
+_BOUNDS = {
+    "greater_than_equal": ("at least", "ge"),
+    "greater_than": ("more than", "gt"),
+    "less_than_equal": ("at most", "le"),
+    "less_than": ("less than", "lt"),
+}
+_KINDS = {
+    "extra_forbidden": "is not a known setting",
+    "int_parsing": "{given!r} is not a whole number",
+    "int_type": "{given!r} is not a whole number",
+    "int_from_float": "{given!r} is not a whole number",
+    "float_parsing": "{given!r} is not a number",
+    "float_type": "{given!r} is not a number",
+    "finite_number": "{given!r} is not a number",
+    "bool_parsing": "must be true or false, not {given!r}",
+    "bool_type": "must be true or false, not {given!r}",
+    "string_type": "must be text, not {given!r}",
+    "string_pattern_mismatch": "{given!r} is not in the form {pattern}",
+    "string_too_short": "must be at least {min_length} characters long",
+    "string_too_long": "must be at most {max_length} characters long",
+    "model_type": "must be an object of settings ({{...}}), not {given!r}",
+    "model_attributes_type": "must be an object of settings ({{...}}), not {given!r}",
+    "dict_type": "must be an object of settings ({{...}}), not {given!r}",
+    "tuple_type": "must be a list ([...]), not {given!r}",
+    "list_type": "must be a list ([...]), not {given!r}",
+}
+
+
+def _number(value: Any) -> str:
+    """604800 rather than 604800.0, and 99999 typed into a form as 99999; anything that is
+    not a number, quoted."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return str(value)
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return str(value).strip()
 
 
 def parse_as(model: type[M], data: Any, prefix: str = "") -> M:

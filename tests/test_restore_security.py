@@ -69,7 +69,7 @@ def hostile(app: WebApp) -> dict[str, tuple[bytes, str, str]]:
         "nested within the limit": (
             _with(app, config=_services(json.loads("[" * 12 + "]" * 12))),
             "config.virtual_services[0]",
-            "valid dictionary",
+            "must be an object of settings",
         ),
         "not an object": (b"[1, 2]", "", "must be a JSON object"),
         "NaN": (head.encode() + b'"config": {"virtual_services": []}, "x": NaN}', "file", "NaN"),
@@ -89,7 +89,7 @@ def hostile(app: WebApp) -> dict[str, tuple[bytes, str, str]]:
         "a list for an object": (
             _with(app, config={"virtual_services": "Web"}),
             "config.virtual_services",
-            "valid",
+            "must be a list",
         ),
         "unknown field": (
             _with(app, config=_services({**WEB, "colour": "red"})),
@@ -100,7 +100,7 @@ def hostile(app: WebApp) -> dict[str, tuple[bytes, str, str]]:
         "markup in a label": (
             _with(app, config=_services({**WEB, "label": SCRIPT})),
             f"config.virtual_services[{SCRIPT}].label",
-            "should match pattern",
+            "use letters, digits, dots, dashes and underscores",
         ),
         "duplicate keys": (
             # A parser keeping the last "config" would restore an empty configuration.

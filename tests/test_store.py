@@ -228,7 +228,7 @@ def _with_two_services_of_one_label(document: dict[str, Any]) -> Any:
         (lambda d: {**d, "version": 2}, "version", "2 is not supported; supported versions: 1"),
         (lambda d: {k: v for k, v in d.items() if k != "version"}, "version", "is missing"),
         (lambda d: {k: v for k, v in d.items() if k != "config"}, "config", "is missing"),
-        (lambda d: {**d, "config": None}, "config", "valid dictionary"),
+        (lambda d: {**d, "config": None}, "config", "must be an object of settings"),
         (lambda d: {**d, "users": []}, "users", "is not a known setting"),
         (
             _with_bad_ip,

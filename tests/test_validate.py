@@ -121,6 +121,91 @@ def test_reasons_carry_no_pydantic_prefix() -> None:
     ]
 
 
+LABEL_RULE = (
+    "use letters, digits, dots, dashes and underscores, up to 64 characters, "
+    "starting with a letter or digit"
+)
+
+
+@pytest.mark.parametrize(
+    ("settings", "field", "reason"),
+    [
+        ({"label": "PSM 2"}, "label", LABEL_RULE),
+        ({"label": ""}, "label", "is required"),
+        ({"label": 7}, "label", "must be text, not 7"),
+        ({"ip": None}, "ip", "None is not an IPv4 or IPv6 address"),
+        ({"port": "99999"}, "port", "must be at most 65535, not 99999"),
+        ({"port": 0}, "port", "must be at least 1, not 0"),
+        ({"port": "443x"}, "port", "'443x' is not a whole number"),
+        ({"port": 44.5}, "port", "44.5 is not a whole number"),
+        ({"weight": ""}, "weight", "is required"),
+        ({"state": "up"}, "state", "must be 'online', 'drain' or 'halt', not 'up'"),
+        ({"colour": "red"}, "colour", "is not a known setting"),
+    ],
+)
+def test_a_real_servers_problems_in_the_operators_words(
+    settings: dict[str, Any], field: str, reason: str
+) -> None:
+    found = problems(service("A", real_servers=[{**server("PSM1"), **settings}]))
+    name = settings.get("label", "PSM1")
+    where = f"virtual_services[A].real_servers[{name if isinstance(name, str) and name else 0}]"
+    assert found == [(f"{where}.{field}", reason)]
+
+
+@pytest.mark.parametrize(
+    ("settings", "field", "reason"),
+    [
+        ({"label": None}, "label", "is required"),
+        ({"protocol": "udp"}, "protocol", "must be 'tcp', not 'udp'"),
+        ({"persistence": {"timeout": "long"}}, "persistence.timeout", "'long' is not a number"),
+        ({"client_timeout": 1e9}, "client_timeout", "must be at most 604800, not 1000000000"),
+        (
+            {"health_check": {"also_check_service_port": "maybe"}},
+            "health_check.also_check_service_port",
+            "must be true or false, not 'maybe'",
+        ),
+        (
+            {"fallback": "10.0.0.9"},
+            "fallback",
+            "must be an object of settings ({...}), not '10.0.0.9'",
+        ),
+        ({"real_servers": "PSM1"}, "real_servers", "must be a list ([...]), not 'PSM1'"),
+    ],
+)
+def test_a_virtual_services_problems_in_the_operators_words(
+    settings: dict[str, Any], field: str, reason: str
+) -> None:
+    document = {**service("A"), **settings}
+    if settings.get("label", "A") is None:
+        del document["label"]
+    found = problems(document)
+    where = "virtual_services[A]" if "label" in document else "virtual_services[0]"
+    assert found == [(f"{where}.{field}", reason)]
+
+
+def test_no_reason_is_pydantics_own() -> None:
+    """Every kind of problem a document can have is said in the operator's words."""
+    document = {
+        "label": "a b",
+        "ip": "10.0.0.1",
+        "ports": "1",
+        "protocol": 6,
+        "balancing": "fastest",
+        "retries": "3.5",
+        "connect_timeout": float("nan"),
+        "persistence": {"mode": "cookie", "table_size": True, "x": 1},
+        "health_check": {"rise": 0, "fall": 1000, "interval": "", "path": 5},
+        "real_servers": [{"ip": "10.0.0.2", "weight": 2.5}, 3],
+    }
+    found = problems(document)
+    assert len(found) >= 12
+    for field, reason in found:
+        assert not any(word in reason for word in ("Input should", "String should", "Field ")), (
+            field,
+            reason,
+        )
+
+
 @pytest.mark.parametrize("document", [[], "config", None, 5])
 def test_a_document_that_is_not_an_object(document: Any) -> None:
     with pytest.raises(Invalid) as caught:

@@ -118,6 +118,6 @@ def test_serve_refuses_a_bad_worker_count_and_keeps_the_setting(tmp_path: Path) 
         )
     refused = serve("0")
     assert refused.returncode != 0
-    assert "workers: Input should be greater than or equal to 1" in refused.stderr
+    assert "workers: must be at least 1, not 0" in refused.stderr
     with Store(tmp_path / "balancer.db") as store:
         assert store.node_settings().workers == 2

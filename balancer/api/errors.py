@@ -15,7 +15,7 @@ from balancer.configuration import Missing
 from balancer.controller import CommitFailed
 from balancer.engines import EngineError
 from balancer.store import Conflict, NotFound
-from balancer.validate import Invalid, Problem
+from balancer.validate import Invalid, Problem, reason
 
 
 class ErrorItem(BaseModel):
@@ -88,8 +88,7 @@ def install(app: FastAPI) -> None:
             loc = [
                 str(step) for step in item["loc"] if step not in ("body", "query", "path", "header")
             ]
-            message = str(item["msg"]).removeprefix("Value error, ")
-            problems.append(Problem(".".join(loc) or str(item["loc"][0]), message))
+            problems.append(Problem(".".join(loc) or str(item["loc"][0]), reason(item)))
         return reply(422, problems)
 
     @app.exception_handler(Missing)

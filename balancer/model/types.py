@@ -24,10 +24,13 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
 
 
-Label = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
-]
+LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# What LABEL_PATTERN asks, in the words an operator is refused with.
+LABEL_RULE = (
+    "use letters, digits, dots, dashes and underscores, up to 64 characters, "
+    "starting with a letter or digit"
+)
+Label = Annotated[str, StringConstraints(strip_whitespace=True, pattern=LABEL_PATTERN)]
 """A name the operator gives: letters, digits, '.', '_' and '-', at most 64, e.g. CyberArk-PSM."""
 
 Port = Annotated[int, Field(ge=1, le=65535)]

@@ -22,7 +22,7 @@ from balancer import configuration
 from balancer.api.gate import WEBUI, Author
 from balancer.model.types import Port
 from balancer.presets import psm
-from balancer.validate import Invalid, Problem
+from balancer.validate import Invalid, Problem, reason
 from balancer.web import help, services
 from balancer.web.cluster_configuration import Form, Refused, form_page, read_form, save, where
 from balancer.web.render import Renderer
@@ -181,7 +181,7 @@ def _psm_arguments(form: Form, servers: list[tuple[str, str]]) -> dict[str, Any]
         try:
             ports[name] = _PORT.validate_strings(value)
         except ValidationError as error:
-            problems.append(Problem(name, error.errors()[0]["msg"]))
+            problems.append(Problem(name, reason(error.errors()[0])))
     if problems:
         raise Invalid(problems)
     return {
