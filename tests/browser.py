@@ -45,12 +45,16 @@ def chromium() -> Iterator[Any]:
         launched.close()
 
 
-def open_page(browser: Any, width: int, height: int, *, downloads: bool = False) -> Any:
+def open_page(
+    browser: Any, width: int, height: int, *, downloads: bool = False, bypass_csp: bool = False
+) -> Any:
+    """``bypass_csp``: for a test that injects a script of its own (axe-core) into the pages."""
     # The appliance's certificate is self-signed, as the guide warns the browser will say.
     context = browser.new_context(
         ignore_https_errors=True,
         viewport={"width": width, "height": height},
         accept_downloads=downloads,
+        bypass_csp=bypass_csp,
     )
     context.set_default_timeout(SEEN_WITHIN)
     return context.new_page()
