@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 
 from balancer import configuration
-from balancer.model import Config, VirtualService
-from balancer.presets.psm import add_psm
+from balancer.model import Config, RealServer, VirtualService
+from balancer.presets.psm import RDP_PORT, WEB_PORT, add_psm
 from balancer.web import help
+from balancer.web.cluster_configuration import shown
 from tests.webapp import WebApp, webapp
 
 VS = "/lbadmin/virtual-services"
@@ -405,3 +407,64 @@ def test_the_setup_wizard_makes_a_service_and_its_servers_in_one_revision(app: W
         "starting with a letter or digit"
     )
     assert app.store.head().id == 1
+
+
+def model_default(model: type[BaseModel], name: str) -> str | None:
+    """What the form should show in field ``name`` (dotted, as "persistence.mode") of a new
+    ``model``: its default as a form shows it, or None where the field is required."""
+    *sections, last = name.split(".")
+    for section in sections:
+        annotation = model.model_fields[section].annotation
+        assert isinstance(annotation, type), name
+        assert issubclass(annotation, BaseModel), name
+        model = annotation
+    info = model.model_fields[last]
+    return None if info.is_required() else shown(info.get_default(call_default_factory=True))
+
+
+FORMS = {
+    f"{VS}/add": lambda name: model_default(VirtualService, name),
+    f"{RS}/Web/add": lambda name: model_default(RealServer, name),
+    "/lbadmin/wizards/layer-7": lambda name: model_default(
+        *(
+            (RealServer, name.split(".", 2)[2])
+            if name.startswith("real_servers.")
+            else (VirtualService, name)
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("url", FORMS)
+def test_every_field_of_a_new_form_is_empty_or_the_models_default(app: WebApp, url: str) -> None:
+    web_service(app)
+    page = app.network.get(url).text
+    values = fields(page).values
+    assert "PydanticUndefined" not in page
+    for name, value in values.items():
+        if name in ("csrf_token", "revision", "rows"):
+            continue
+        default = FORMS[url](name)
+        assert value == (default or ""), name
+        assert value not in ("None", "PydanticUndefined"), name
+
+
+def test_the_psm_wizard_starts_with_the_presets_defaults_and_no_addresses(app: WebApp) -> None:
+    values = fields(app.network.get(PSM_WIZARD).text).values
+    assert (values["rdp_port"], values["web_port"]) == (str(RDP_PORT), str(WEB_PORT))
+    assert (values["servers.0.label"], values["servers.1.label"]) == ("PSM1", "PSM2")
+    for name in ("rdp_vip", "web_vip", "check_port", "servers.0.ip", "servers.1.ip"):
+        assert values[name] == "", name
+
+
+def test_local_configuration_and_passwords_start_with_what_is_saved(app: WebApp) -> None:
+    node = app.store.node_settings()
+    page = app.network.get("/lbadmin/local-configuration").text
+    for text in ("PydanticUndefined", 'value="None"'):
+        assert text not in page
+    assert f'value="{node.https_port}"' in page
+    assert 'name="http_port" value=""' in page
+    assert 'name="listen_address" value=""' in page
+    passwords = app.network.get("/lbadmin/maintenance/passwords").text
+    assert "PydanticUndefined" not in passwords
+    assert not re.search(r'type="password"[^>]* value=', passwords)

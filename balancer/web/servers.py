@@ -123,8 +123,11 @@ def router(render: Renderer) -> APIRouter:
 
     @web.get(PAGE + "/{service}/add")
     def add_page(request: Request, service: str) -> Response:
+        # A required field has no default to show (pydantic's is a marker): it starts empty.
         blank = RealServer.model_fields
-        form = {name: shown(blank[name].default) for name in FIELDS}
+        form = {
+            name: "" if blank[name].is_required() else shown(blank[name].default) for name in FIELDS
+        }
         return page(request, service, form, store.head().id)
 
     @web.post(PAGE + "/{service}/add")
