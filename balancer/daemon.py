@@ -49,6 +49,8 @@ async def serve(data_dir: Path, node_changes: dict[str, Any] | None = None) -> N
             log.info("first start: a password was made for the WebUI user and shown once")
         certificate = ServedCertificate(first_start.certificate(data_dir, node.hostname))
         network: list[tuple[socket.socket, bool]] | None = _network(node)
+        # The sockets listen already: connections wait in their backlog until served.
+        print(first_start.ready(node, certificate.info().fingerprint), flush=True)
         # Each round is one run of the management service; Restart Services starts another.
         while network is not None:
             network = await _run(store, data_dir, certificate, node, network)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from balancer import certificates, defaults, users
+from balancer.model import NodeSettings
 from balancer.store import Store
 
 
@@ -45,3 +46,23 @@ def announce(password: str) -> str:
         "It is shown only this once; only its hash is kept. "
         "Set another with `balancer init`."
     )
+
+
+def ready(node: NodeSettings, fingerprint: str) -> str:
+    """What `balancer serve` prints once it listens: where the WebUI is, and the fingerprint to
+    compare with the browser's certificate warning (or to give the remote CLI's --fingerprint)."""
+    address = node.listen_address
+    if address is None:
+        host = "<this machine's address>"
+    else:
+        host = f"[{address}]" if address.version == 6 else str(address)
+    lines = ["Balancer is ready. The WebUI is at:", f"  https://{host}:{node.https_port}/lbadmin/"]
+    if node.http_port is not None:
+        lines.append(f"  http://{host}:{node.http_port}/lbadmin/")
+    if address is None:
+        lines.append("  (it listens on every address of this machine: use one of them)")
+    lines += [
+        "Its certificate's SHA-256 fingerprint, as browsers and openssl show it:",
+        f"  sha256 Fingerprint={fingerprint}",
+    ]
+    return "\n".join(lines)

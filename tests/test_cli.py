@@ -6,13 +6,16 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
 
-from tests.appliance import Appliance, appliance
+from balancer.client import Client, api_socket
+from tests.appliance import WEBUI_HOST, Appliance, appliance, free_port, wait_for
 
 
 def balancer(
@@ -125,3 +128,45 @@ def test_an_api_key_is_shown_once_listed_without_its_text_and_revoked(tmp_path: 
         # Only an appliance user can own a key.
         stranger = balancer(box, "key", "create", "ci", "--owner", "mallory")
         assert stranger.stderr == "error: owner: there is no user 'mallory'\n"
+
+
+def test_serve_prints_the_webui_address_and_its_certificate_fingerprint(tmp_path: Path) -> None:
+    """What the operator starting an appliance needs first: where the WebUI is, and the
+    fingerprint to compare with the browser's warning about its self-signed certificate."""
+    data_dir, port = tmp_path / "appliance", free_port([WEBUI_HOST])
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "balancer", "serve", "--dir", str(data_dir),
+         "--listen", WEBUI_HOST, "--https-port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    box = Appliance(data_dir, serve, Client(api_socket(data_dir), user="tester"), port)
+    printed: list[str] = []
+    reader = threading.Thread(
+        target=lambda: printed.extend(line.decode() for line in serve.stdout or ()), daemon=True
+    )
+    reader.start()
+    try:
+        wait_for("the ready message", lambda: any("Fingerprint=" in line for line in printed))
+        text = "".join(printed)
+        assert f"The WebUI is at:\n  https://{WEBUI_HOST}:{port}/lbadmin/\n" in text
+        # The fingerprint of the certificate served, as openssl prints it.
+        served = ssl.get_server_certificate((WEBUI_HOST, port))
+        openssl = subprocess.run(
+            ["openssl", "x509", "-noout", "-fingerprint", "-sha256"],
+            input=served, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        assert f"\n  {openssl}\n" in text, text
+        wait_for("the API", lambda: balancer(box, "changes").returncode == 0)
+        assert balancer(box, "changes").stdout == "nothing to commit, and nothing is running yet\n"
+    finally:
+        balancer(box, "stop", "--engine")
+        try:
+            serve.wait(30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait()
+        reader.join(10)
+        if serve.stdout is not None:
+            serve.stdout.close()
+        box.client.close()
