@@ -104,6 +104,14 @@ def helped(guide: Guide, page: Any) -> Any:
     return page
 
 
+def unknown(guide: Guide, page: Any) -> Any:
+    """An address that is no page: a page with the menu to go on from, not the API's JSON."""
+    answer = page.goto(guide.box.webui + "no-such-page")
+    assert answer.status == 404
+    playwright.expect(page.get_by_role("navigation", name="Main menu")).to_be_visible()
+    return page
+
+
 def at(path: str) -> Callable[[Guide, Any], Any]:
     def shown_page(guide: Guide, page: Any) -> Any:
         page.goto(guide.box.webui + path)
@@ -137,7 +145,7 @@ PAGES: dict[str, Callable[[Guide, Any], Any]] = {
     "view-configuration": at("view-configuration"),
     "reports": at("reports"),
     "logs": at("logs"),
-    "unknown-page": at("no-such-page"),
+    "unknown-page": unknown,
 }
 
 

@@ -18,9 +18,11 @@ from balancer.controller import Controller
 from balancer.store import Store
 from balancer.system import System
 from balancer.web import (
+    error_pages,
     local_configuration,
     logs,
     maintenance,
+    not_found,
     overview,
     passwords,
     reports,
@@ -52,3 +54,5 @@ def install(
     ):
         app.include_router(page.router(render))
     app.mount(STATIC.rstrip("/"), StaticFiles(directory=Path(__file__).parent / "static"))
+    error_pages.install(app, render)
+    app.include_router(not_found.router(render))
