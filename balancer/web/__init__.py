@@ -22,7 +22,6 @@ from balancer.web import (
     local_configuration,
     logs,
     maintenance,
-    not_found,
     overview,
     passwords,
     reports,
@@ -55,4 +54,3 @@ def install(
         app.include_router(page.router(render))
     app.mount(STATIC.rstrip("/"), StaticFiles(directory=Path(__file__).parent / "static"))
     error_pages.install(app, render)
-    app.include_router(not_found.router(render))
