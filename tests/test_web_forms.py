@@ -468,3 +468,37 @@ def test_local_configuration_and_passwords_start_with_what_is_saved(app: WebApp)
     passwords = app.network.get("/lbadmin/maintenance/passwords").text
     assert "PydanticUndefined" not in passwords
     assert not re.search(r'type="password"[^>]* value=', passwords)
+
+
+def status(page: str) -> str:
+    found = re.search(r'role="status">([^<]*)<', page)
+    return unescape(found.group(1)) if found else ""
+
+
+def test_every_save_says_what_it_saved_once(app: WebApp) -> None:
+    web_service(app)
+    assert status(app.network.get(VS).text) == (
+        "Saved: virtual service Web added. Commit to put it in service."
+    )
+    assert status(app.network.get(VS).text) == ""  # a reload does not say it again
+    reply = submit(app.network, f"{RS}/Web/add", label="PSM2", ip="10.0.0.6")
+    assert reply.status_code == 303
+    assert app.network.get(VS).status_code == 200  # said on the next page only
+    assert status(app.network.get(RS).text) == ""
+    submit(app.network, f"{RS}/Web/add", label="PSM1", ip="10.0.0.5")
+    assert status(app.network.get(RS).text) == (
+        "Saved: real server PSM1 added to Web. Commit to put it in service."
+    )
+    submit(app.network, f"{RS}/Web/PSM1/modify", weight="50")
+    assert status(app.network.get(RS).text).startswith("Saved: real server PSM1 of Web modified")
+    submit(app.network, f"{RS}/Web/PSM1/delete")
+    assert status(app.network.get(RS).text).startswith("Saved: real server PSM1 deleted from Web")
+    submit(app.network, f"{VS}/Web/modify", retries="2")
+    assert status(app.network.get(VS).text).startswith("Saved: virtual service Web modified")
+    psm_wizard(app)
+    assert status(app.network.get(VS).text).startswith(
+        "Saved: virtual services CyberArk-PSM and CyberArk-PSM-Web added with PSM servers "
+        "PSM1, PSM2"
+    )
+    submit(app.network, f"{VS}/Web/delete")
+    assert status(app.network.get(VS).text).startswith("Saved: virtual service Web deleted")

@@ -28,6 +28,8 @@ class Session:
     password_hash: str
     opened: float
     last_used: float
+    # What the WebUI's last save did, said once on the page it leads to (see web/saved.py).
+    saved: str = ""
 
 
 class Sessions:

@@ -16,7 +16,7 @@ from balancer import configuration
 from balancer.api.gate import WEBUI, Author
 from balancer.model import RealServer, VirtualService
 from balancer.model.types import format_ports
-from balancer.web import help
+from balancer.web import help, saved
 from balancer.web.cluster_configuration import (
     Document,
     Form,
@@ -59,6 +59,7 @@ def router(render: Renderer) -> APIRouter:
             status=status,
             services=[_service(vs) for vs in store.head().config.virtual_services],
             error=error,
+            saved=saved.told(render, request),
         )
 
     def missing(request: Request, service: str, server: str = "") -> Response:
@@ -148,6 +149,7 @@ def router(render: Renderer) -> APIRouter:
             )
         except Refused as refusal:
             return page(request, service, form, form.get("revision"), refusal)
+        saved.tell(render, request, f"real server {document['label']} added to {service}")
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{service}/{server}/modify")
@@ -176,6 +178,7 @@ def router(render: Renderer) -> APIRouter:
             )
         except Refused as refusal:
             return page(request, service, form, form.get("revision"), refusal, server=server)
+        saved.tell(render, request, f"real server {changes['label']} of {service} modified")
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{service}/{server}/delete")
@@ -199,6 +202,7 @@ def router(render: Renderer) -> APIRouter:
             )
         except Refused as refusal:
             return confirm(request, service, server, form.get("revision"), refusal)
+        saved.tell(render, request, f"real server {server} deleted from {service}")
         return RedirectResponse(PAGE, status_code=303)
 
     return web

@@ -17,7 +17,7 @@ from balancer import configuration
 from balancer.api.gate import WEBUI, Author
 from balancer.model import Config, VirtualService
 from balancer.model.types import format_ports
-from balancer.web import help
+from balancer.web import help, saved
 from balancer.web.cluster_configuration import (
     Document,
     Form,
@@ -97,6 +97,7 @@ def router(render: Renderer) -> APIRouter:
             status=status,
             services=[_row(vs) for vs in store.head().config.virtual_services],
             error=error,
+            saved=saved.told(render, request),
         )
 
     def page(
@@ -150,6 +151,7 @@ def router(render: Renderer) -> APIRouter:
             )
         except Refused as refusal:
             return page(request, form, form.get("revision"), refusal)
+        saved.tell(render, request, f"virtual service {label} added")
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{label}/modify")
@@ -180,6 +182,7 @@ def router(render: Renderer) -> APIRouter:
             )
         except Refused as refusal:
             return page(request, form, form.get("revision"), refusal, label=label)
+        saved.tell(render, request, f"virtual service {changes['label']} modified")
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{label}/delete")
@@ -208,6 +211,7 @@ def router(render: Renderer) -> APIRouter:
             if vs is None:
                 return listing(request, status=refusal.status, error="; ".join(refusal.general))
             return _confirm(render, request, vs, form.get("revision"), refusal)
+        saved.tell(render, request, f"virtual service {label} deleted")
         return RedirectResponse(PAGE, status_code=303)
 
     return web

@@ -23,7 +23,7 @@ from balancer.api.gate import WEBUI, Author
 from balancer.model.types import Port
 from balancer.presets import psm
 from balancer.validate import Invalid, Problem, reason
-from balancer.web import help, services
+from balancer.web import help, saved, services
 from balancer.web.cluster_configuration import Form, Refused, form_page, read_form, save, where
 from balancer.web.render import Renderer
 from balancer.web.servers import server_document
@@ -109,6 +109,10 @@ def router(render: Renderer) -> APIRouter:
             )
         except Refused as refusal:
             return page(request, "wizard.html", form, form.get("revision"), refusal)
+        with_servers = (
+            f" with real servers {', '.join(s['label'] for s in servers)}" if servers else ""
+        )
+        saved.tell(render, request, f"virtual service {label} added{with_servers}")
         return RedirectResponse(services.PAGE, status_code=303)
 
     @web.get(PSM)
@@ -144,6 +148,12 @@ def router(render: Renderer) -> APIRouter:
             )
         except Refused as refusal:
             return page(request, "wizard_psm.html", form, form.get("revision"), refusal)
+        labels = ", ".join(label for label, _ in servers)
+        saved.tell(
+            render,
+            request,
+            f"virtual services {psm.RDP_LABEL} and {psm.WEB_LABEL} added with PSM servers {labels}",
+        )
         return RedirectResponse(services.PAGE, status_code=303)
 
     return web
