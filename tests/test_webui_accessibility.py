@@ -29,7 +29,7 @@ pytestmark = [
     ),
 ]
 
-# The violations of the page shown, worst first; each with the elements that have it.
+# The page's violations of the impacts asked for, each with the elements that have it and why.
 RUN_AXE = """async (impacts) => {
   const results = await axe.run(document, {resultTypes: ["violations"]});
   return results.violations
@@ -45,8 +45,9 @@ RUN_AXE = """async (impacts) => {
 
 @pytest.fixture(scope="module")
 def shown(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Guide, Any]]:
-    """The guide's appliance with a server in each state and a change not yet committed, and a
-    browser signed in to it (the CSP bypassed: axe-core is injected as an inline script)."""
+    """The guide's appliance with real servers online, draining and failed and a change not yet
+    committed (so that every page shows the Commit box), and a browser signed in to it (the CSP
+    bypassed: axe-core is injected as an inline script)."""
     with guide_setup(tmp_path_factory.mktemp("accessibility")) as guide:
         box = guide.box
         lab_set(guide, "PSM2", "fail")
@@ -86,10 +87,8 @@ def refused(guide: Guide, page: Any) -> Any:
     page.goto(guide.box.webui + "real-servers/CyberArk-PSM/add")
     label, address = page.locator("#f-label"), page.locator("#f-ip")
     label.click()
-    page.keyboard.press("Control+A")
     label.press_sequentially("PSM 3")
     address.click()
-    page.keyboard.press("Control+A")
     address.press_sequentially("192.168.1")
     page.keyboard.press("Enter")
     playwright.expect(page.locator(".field.invalid").first).to_be_visible()
