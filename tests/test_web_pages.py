@@ -145,7 +145,7 @@ def test_view_configuration_shows_the_running_revision_beside_saved_changes(app:
     assert '"weight": 50' in text(section(page, "stored"))
     running = text(section(page, "running"))
     assert "Running: revision 3" in running
-    assert "real_servers[PSM2].weight: 100 -> 50" in running
+    assert "Change Weight of real server PSM2 in CyberArk-PSM from 100 to 50" in running
     assert '"weight": 50' not in text(section(page, "running"))
     assert '"weight": 50' not in text(section(page, "engine"))  # not committed: the engine runs 3
     assert "by loadbalancer: modify real server CyberArk-PSM/PSM2" in text(section(page, "stored"))
@@ -415,3 +415,39 @@ def test_every_page_has_the_heartbeat_and_it_is_not_use(app: WebApp) -> None:
     assert signed_out.status_code in (200, 303)
     ended = app.network.get("/lbadmin/heartbeat", headers={"HX-Request": "1"})
     assert (ended.status_code, ended.headers["hx-redirect"]) == (401, "/lbadmin/sign-in")
+
+
+# --- Pages that are not there ---------------------------------------------------------------
+
+
+def test_an_unknown_page_is_a_page_with_the_menu_for_a_signed_in_user(app: WebApp) -> None:
+    page = app.network.get("/lbadmin/foo")
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert "There is no page at /lbadmin/foo." in text(page.text)
+    assert 'href="/lbadmin/view-configuration"' in page.text  # the menu
+    # The API keeps its JSON, and a signed-out visitor learns nothing but the way to sign in.
+    api = app.network.get("/api/v1/nothing-here")
+    assert api.status_code == 404
+    assert api.json()["detail"][0]["reason"] == "Not Found"
+    app.network.cookies.clear()
+    signed_out = app.network.get("/lbadmin/foo", follow_redirects=False)
+    assert signed_out.status_code == 303
+    assert signed_out.headers["location"].startswith("/lbadmin/sign-in")
+
+
+def test_a_wrong_method_and_a_failure_are_pages_too(app: WebApp) -> None:
+    wrong = app.network.post("/lbadmin/view-configuration", headers=csrf(app))
+    assert wrong.status_code == 405
+    assert "The page /lbadmin/view-configuration does not take a POST request." in text(wrong.text)
+    assert 'href="/lbadmin/logs"' in wrong.text
+
+    async def broken() -> str:
+        raise RuntimeError("a fault")
+
+    app.engine.configuration = broken  # type: ignore[method-assign]
+    app.network._transport.raise_server_exceptions = False  # type: ignore[attr-defined]
+    failed = app.network.get("/lbadmin/view-configuration")
+    assert failed.status_code == 500
+    assert "could not be shown: the appliance met an error it did not expect" in text(failed.text)
+    assert "a fault" not in failed.text  # no traceback, no internal words

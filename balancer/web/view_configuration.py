@@ -12,6 +12,7 @@ from starlette.responses import Response
 from balancer.engines import EngineError
 from balancer.model import Config
 from balancer.store import NotFound, Revision
+from balancer.web import words
 from balancer.web.render import Renderer
 from balancer.web.units import moment
 
@@ -46,7 +47,7 @@ def router(render: Renderer) -> APIRouter:
             head=pending.head,
             running=_revision(running) if running and running.id != shown.id else None,
             applied=pending.applied,
-            changes=[str(change) for change in pending.changes],
+            changes=[words.said(change) for change in pending.changes],
             engine=controller.engine.name,
             engine_text=engine_text,
             engine_error=engine_error,
