@@ -20,3 +20,25 @@
     }
   });
 })();
+
+// A field's "?" help (a <details class="help">) closes with Escape, and keyboard focus goes back
+// to its "?", so the next Tab carries on from the field whose help was read.
+(function () {
+  "use strict";
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") {
+      return;
+    }
+    var open = event.target.closest ? event.target.closest("details.help[open]") : null;
+    var all = open ? [open] : document.querySelectorAll("details.help[open]");
+    if (!all.length) {
+      return;
+    }
+    for (var i = 0; i < all.length; i++) {
+      all[i].open = false;
+    }
+    all[all.length - 1].querySelector("summary").focus();
+    event.preventDefault();
+  });
+})();
