@@ -23,6 +23,14 @@ def service_shown(servers: list[str]) -> str:
     return "degraded" if "failed" in servers else "online"
 
 
+def leaves_none_up(servers: dict[str, str], server: str) -> bool:
+    """Whether draining or halting ``server`` leaves its virtual service with no real server
+    to take new users: it is the only one online and passing. ``servers`` maps each real
+    server's label to its word (``shown``)."""
+    others = (word for label, word in servers.items() if label != server)
+    return servers.get(server) == "online" and all(word != "online" for word in others)
+
+
 def render(overview: dict[str, Any]) -> str:
     lines = [f"System Overview  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"]
     engine = overview.get("engine")

@@ -25,6 +25,9 @@ class NodeSettings(Frozen):
     session_idle_timeout: float = Field(defaults.SESSION_IDLE_TIMEOUT, gt=0)
     # However busy, a WebUI session this old must sign in again.
     session_max_lifetime: float = Field(defaults.SESSION_MAX_LIFETIME, gt=0)
+    # System Overview offers the Setup Wizard while nothing is configured (the guide's 8.3),
+    # until an operator dismisses the offer.
+    setup_wizard_dismissed: bool = False
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Self:

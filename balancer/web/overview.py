@@ -1,15 +1,19 @@
-"""System Overview (the guide's 11.1): every virtual service with its real servers, coloured
-by state and refreshed in place; drain, halt and online at once; the Commit button; and the
-appliance's network bandwidth, load average and memory.
+"""System Overview (the guide's 11.1): every virtual service with its real servers, each state
+in a word, a shape and a colour, refreshed in place; drain, halt and online at once; the Commit
+button; the appliance's network bandwidth, load average and memory; and, while nothing is
+configured, the guide's offer of the Setup Wizard (8.3).
 
 An action from htmx gets the refreshed table (and the commit box, out of band); one from a
-plain form goes back to the page, so that reloading it does not repeat the action. A refusal is
-said in the page, in the words the API would use.
+plain form goes back to the page, at the server's row, so that reloading it does not repeat the
+action. Draining or halting the one real server of a service that is up asks first, on a page
+of its own, so that it works by keyboard and without script. A refusal is said in the page, in
+the words the API would use.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
@@ -18,20 +22,30 @@ from balancer.api.gate import WEBUI, Author
 from balancer.controller import CommitFailed, Controller
 from balancer.engines import EngineError
 from balancer.model import RealServerState
-from balancer.overview import service_shown, shown
+from balancer.overview import leaves_none_up, service_shown, shown
 from balancer.state import Overview, RealServerStatus
 from balancer.system import System, SystemFigures
 from balancer.web.render import Renderer, is_htmx
 from balancer.web.units import bitrate, size
+from balancer.web.wizards import LAYER_7
 
 Field = Annotated[str, Form()]
 # What an operator's action can run into: a bad or vanished server, a refusing engine.
 ACTION_ERRORS = (ValueError, LookupError, CommitFailed, EngineError)
 TITLE = "System Overview"
+CONFIRM = f"{WEBUI}overview/confirm"
+# What a real server's row says it will do when drained or halted, and its button.
+ACTIONS = {"drain": "Drain", "halt": "Halt", "online": "Online"}
 
 
 def router(render: Renderer, controller: Controller, system: System) -> APIRouter:
     web = APIRouter(include_in_schema=False)
+    store = render.store
+
+    def offer_setup_wizard() -> bool:
+        return not (
+            store.head().config.virtual_services or store.node_settings().setup_wizard_dismissed
+        )
 
     async def respond(template: str, request: Request, status: int, **context: Any) -> Response:
         view = await controller.overview()
@@ -39,7 +53,15 @@ def router(render: Renderer, controller: Controller, system: System) -> APIRoute
         return render(request, template, status=status, **_table(view), **figures, **context)
 
     async def page(request: Request, *, status: int = 200, **context: Any) -> Response:
-        return await respond("overview.html", request, status, title=TITLE, **context)
+        return await respond(
+            "overview.html",
+            request,
+            status,
+            title=TITLE,
+            offer_setup_wizard=offer_setup_wizard(),
+            setup_wizard=LAYER_7,
+            **context,
+        )
 
     async def live(request: Request, *, status: int = 200, **context: Any) -> Response:
         return await respond("overview_live.html", request, status, **context)
@@ -64,16 +86,54 @@ def router(render: Renderer, controller: Controller, system: System) -> APIRoute
 
     @web.post(f"{WEBUI}overview/state")
     async def set_state(
-        request: Request, user: Author, service: Field, server: Field, state: Field
+        request: Request,
+        user: Author,
+        service: Field,
+        server: Field,
+        state: Field,
+        confirm: Annotated[bool, Form()] = False,
     ) -> Response:
+        servers = _servers(await controller.overview(), service)
         try:
-            await controller.set_state(service, server, RealServerState(state), user)
+            wanted = RealServerState(state)
+            taken_out = wanted is not RealServerState.ONLINE
+            if taken_out and not confirm and leaves_none_up(_words(servers), server):
+                return _ask(request, service, server, wanted)
+            # The button of the state it is already in does nothing, and is not audited.
+            if servers.get(server, {}).get("state") != wanted.value:
+                await controller.set_state(service, server, wanted, user)
         except ACTION_ERRORS as error:
             if is_htmx(request):
                 return await live(request, status=422, oob=True, action_error=str(error))
             return await page(request, status=422, action_error=str(error))
         if is_htmx(request):
             return await live(request, oob=True)
+        return RedirectResponse(f"{WEBUI}#{_row_id(service, server)}", status_code=303)
+
+    @web.get(CONFIRM)
+    async def confirm_page(
+        request: Request, service: str, server: str, state: RealServerState
+    ) -> Response:
+        """Asked before the one real server of a service that is up is drained or halted."""
+        servers = _servers(await controller.overview(), service)
+        return render(
+            request,
+            "overview_confirm.html",
+            title=TITLE,
+            service=service,
+            server=server,
+            state=state.value,
+            action=ACTIONS[state.value],
+            none_left=leaves_none_up(_words(servers), server),
+            back=f"{WEBUI}#{_row_id(service, server)}",
+        )
+
+    @web.post(f"{WEBUI}overview/setup-wizard/dismiss")
+    def dismiss_setup_wizard(user: Author) -> Response:
+        node = store.node_settings()
+        if not node.setup_wizard_dismissed:
+            dismissed = node.model_copy(update={"setup_wizard_dismissed": True})
+            store.save_node_settings(dismissed, author=user)
         return RedirectResponse(WEBUI, status_code=303)
 
     @web.post(f"{WEBUI}commit")
@@ -91,10 +151,18 @@ def router(render: Renderer, controller: Controller, system: System) -> APIRoute
     return web
 
 
+def _ask(request: Request, service: str, server: str, state: RealServerState) -> Response:
+    """Off to the page that asks first: a whole page, so htmx is told to go there."""
+    asked = f"{CONFIRM}?{urlencode({'service': service, 'server': server, 'state': state.value})}"
+    if is_htmx(request):
+        return Response(headers={"HX-Redirect": asked})
+    return RedirectResponse(asked, status_code=303)
+
+
 def _table(view: Overview) -> dict[str, Any]:
     services = []
     for vs in view.engine.virtual_services if view.engine else ():
-        servers = [_server(rs) for rs in vs.real_servers]
+        servers = [_server(vs.label, rs) for rs in vs.real_servers]
         services.append(
             {
                 "label": vs.label,
@@ -105,14 +173,32 @@ def _table(view: Overview) -> dict[str, Any]:
                 "real_servers": servers,
             }
         )
-    return {"overview": view, "services": services}
+    return {"overview": view, "services": services, "actions": ACTIONS}
 
 
-def _server(rs: RealServerStatus) -> dict[str, Any]:
-    host = f"[{rs.ip}]" if ":" in rs.ip else rs.ip
+def _servers(view: Overview, service: str) -> dict[str, dict[str, Any]]:
+    """The real servers of ``service`` as the page shows them, by label."""
+    for vs in _table(view)["services"]:
+        if vs["label"] == service:
+            return {rs["label"]: rs for rs in vs["real_servers"]}
+    return {}
+
+
+def _words(servers: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {label: rs["shown"] for label, rs in servers.items()}
+
+
+def _row_id(service: str, server: str) -> str:
+    # Labels are letters, digits, dots, dashes and underscores: never a slash.
+    return f"server:{service}/{server}"
+
+
+def _server(service: str, rs: RealServerStatus) -> dict[str, Any]:
     return {
+        "id": _row_id(service, rs.label),
         "label": rs.label,
-        "address": f"{host}:{rs.port}" if rs.port else rs.ip,
+        "ip": rs.ip,
+        "port": rs.port,
         "conns": rs.counters.active,
         "weight": rs.weight,
         "state": rs.state,

@@ -1,22 +1,55 @@
-// The WebUI's one script besides htmx: say so when the appliance cannot be reached, and stop
+// The WebUI's one script besides htmx and its morph extension: say so when the appliance cannot
+// be reached or does not answer in time, and since when the page has not been updated; stop
 // saying so once it answers again. (A file, not inline: the Content-Security-Policy forbids
 // inline script.)
 (function () {
   "use strict";
 
-  function unreachable(shown) {
-    var banner = document.getElementById("unreachable");
-    if (banner) {
-      banner.hidden = !shown;
-    }
+  // Every poll (a request sent with X-Balancer-Poll: System Overview's and Reports' refresh,
+  // every page's heartbeat) waits this long at most, so that a hung appliance shows the banner
+  // as a stopped one does.
+  var POLL_TIME_LIMIT = 5000; // ms
+  var answered = new Date(); // the page itself was an answer
+
+  // As the pages write a moment: 2026-06-19 08:30:01 UTC.
+  function moment(date) {
+    return date.toISOString().slice(0, 19).replace("T", " ") + " UTC";
   }
 
+  function unreachable(shown) {
+    var banner = document.getElementById("unreachable");
+    if (!banner) {
+      return;
+    }
+    if (shown && banner.hidden) {
+      document.getElementById("unreachable-since").textContent = moment(answered);
+    }
+    banner.hidden = !shown;
+  }
+
+  document.addEventListener("htmx:configRequest", function (event) {
+    if (event.detail.headers["X-Balancer-Poll"]) {
+      event.detail.timeout = POLL_TIME_LIMIT;
+    }
+  });
   document.addEventListener("htmx:sendError", function () {
+    unreachable(true);
+  });
+  document.addEventListener("htmx:timeout", function () {
     unreachable(true);
   });
   document.addEventListener("htmx:afterRequest", function (event) {
     if (event.detail.successful) {
+      answered = new Date();
       unreachable(false);
+    }
+  });
+  // A refusal (422) is a page part that says why, in the operator's words: show it where the
+  // answer goes, as a plain form's refusal is shown.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (event.detail.xhr.status === 422) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
     }
   });
 })();
