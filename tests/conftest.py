@@ -1,4 +1,5 @@
-"""Fixtures the browser tests share: the guide's setup, and a browser started after it."""
+"""Fixtures the browser tests share: the guide's setup, or the lab behind an appliance with no
+configuration at all (``bare``), and a browser started after either."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.appliance import Guide, guide_setup
+from balancer.lab.server import LabServerSpec
+from tests.appliance import HOSTS, Guide, appliance, free_port, guide_setup, lab
 
 
 @pytest.fixture
@@ -21,6 +23,25 @@ def guide(tmp_path: Path) -> Iterator[Guide]:
 def browser(guide: Guide) -> Iterator[Any]:
     """Chromium, started after the appliance and stopped before it (see tests/browser.py)."""
     # Imported here: tests/browser.py skips whoever imports it when Playwright is missing.
+    from tests.browser import chromium
+
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def bare(tmp_path: Path) -> Iterator[Guide]:
+    """The lab's two PSM servers and an appliance with no configuration at all."""
+    rdp, web = free_port(HOSTS.values()), free_port(HOSTS.values())
+    specs = [LabServerSpec(name, HOSTS[name], rdp, web) for name in ("PSM1", "PSM2")]
+    with lab(tmp_path, specs) as lab_dir, appliance(tmp_path) as box:
+        assert box.client.get("/config") == {"virtual_services": []}
+        yield Guide(box, lab_dir, (HOSTS["rdp_vip"], rdp), (HOSTS["web_vip"], web))
+
+
+@pytest.fixture
+def bare_browser(bare: Guide) -> Iterator[Any]:
+    """Chromium, started after the bare appliance and stopped before it."""
     from tests.browser import chromium
 
     with chromium() as launched:

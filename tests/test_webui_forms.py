@@ -7,15 +7,10 @@ saved. Screenshots go to artifacts/screenshots.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from balancer.lab.server import LabServerSpec
-from tests.appliance import HOSTS, Guide, appliance, free_port, lab, wait_for
-from tests.browser import chromium, needs_chromium, open_page, playwright, row, shoot, sign_in
+from tests.appliance import HOSTS, Guide, wait_for
+from tests.browser import needs_chromium, open_page, playwright, row, shoot, sign_in
 
 pytestmark = needs_chromium
 
@@ -24,22 +19,6 @@ SERVICES = ("CyberArk-PSM", "CyberArk-PSM-Web")
 SERVERS = ("PSM1", "PSM2")
 # What the guide's health check says of a healthy PSM server, once it has run.
 PASSED = "PASS (HTTP 200)"
-
-
-@pytest.fixture
-def bare(tmp_path: Path) -> Iterator[Guide]:
-    """The lab's two PSM servers and an appliance with no configuration at all."""
-    rdp, web = free_port(HOSTS.values()), free_port(HOSTS.values())
-    specs = [LabServerSpec(name, HOSTS[name], rdp, web) for name in SERVERS]
-    with lab(tmp_path, specs) as lab_dir, appliance(tmp_path) as box:
-        assert box.client.get("/config") == {"virtual_services": []}
-        yield Guide(box, lab_dir, (HOSTS["rdp_vip"], rdp), (HOSTS["web_vip"], web))
-
-
-@pytest.fixture
-def browser(bare: Guide) -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 def field(page: Any, label: str) -> Any:
@@ -135,8 +114,8 @@ def commit_and_see_both_services_green(page: Any, guide: Guide) -> None:
             expect(row(page, service, server)).to_have_class("rip state-online")
 
 
-def test_the_guides_services_built_through_the_forms(browser: Any, bare: Guide) -> None:
-    page = open_page(browser, 1280, 800)
+def test_the_guides_services_built_through_the_forms(bare_browser: Any, bare: Guide) -> None:
+    page = open_page(bare_browser, 1280, 800)
     sign_in(page, bare.box)
     (rdp_vip, rdp), (web_vip, web) = bare.rdp_vip, bare.web_vip
     add_service(page, "CyberArk-PSM", rdp_vip, rdp)
@@ -172,8 +151,8 @@ def test_the_guides_services_built_through_the_forms(browser: Any, bare: Guide) 
     commit_and_see_both_services_green(page, bare)
 
 
-def test_the_psm_wizard_builds_both_services_in_one_form(browser: Any, bare: Guide) -> None:
-    page = open_page(browser, 1280, 800)
+def test_the_psm_wizard_builds_both_services_in_one_form(bare_browser: Any, bare: Guide) -> None:
+    page = open_page(bare_browser, 1280, 800)
     sign_in(page, bare.box)
     (rdp_vip, rdp), (web_vip, web) = bare.rdp_vip, bare.web_vip
     menu(page, "Layer 7 \N{EN DASH} Virtual Services")
@@ -206,9 +185,9 @@ def test_the_psm_wizard_builds_both_services_in_one_form(browser: Any, bare: Gui
 
 
 def test_bad_values_are_refused_at_their_field_and_nothing_is_saved(
-    browser: Any, bare: Guide
+    bare_browser: Any, bare: Guide
 ) -> None:
-    page = open_page(browser, 768, 1024)
+    page = open_page(bare_browser, 768, 1024)
     sign_in(page, bare.box)
     (rdp_vip, rdp), _ = bare.rdp_vip, bare.web_vip
     cluster(page, "Layer 7 \N{EN DASH} Virtual Services")
