@@ -117,11 +117,15 @@ def test_view_configuration_shows_the_saved_revision_the_engines_and_the_revisio
     stored = text(section(page.text, "stored"))
     assert "As saved: revision 3 (the latest), running" in stored
     assert "by alice: add real server CyberArk-PSM/PSM2" in stored
-    assert '"ip": "192.168.94.106"' in stored  # the whole configuration, indented
+    # Once, as an operator reads it: the guide's names, values as the forms show them.
+    assert "Virtual service CyberArk-PSM IP Address 192.168.94.100 Ports 3389" in stored
+    assert "Persistence Timeout 1800 " in stored
+    assert "Health Checks Connect to Port" in stored
+    assert "PSM2 192.168.94.106 3389 100 0 online" in stored
+    assert "1800.0" not in page.text
+    assert '"ip"' not in page.text
     assert 'id="running"' not in page.text  # nothing else runs
-    engine = text(section(page.text, "engine"))
-    assert "As the engine runs it: the fake engine's revision" in engine
-    assert '"label": "PSM2"' in engine  # the engine's one-line JSON, made readable
+    assert 'id="engine"' not in page.text  # the built-in (here fake) engine runs it as shown
     revisions = text(section(page.text, "revisions"))
     for number, message in (
         (3, "add real server CyberArk-PSM/PSM2"),
@@ -142,12 +146,10 @@ def test_view_configuration_shows_the_running_revision_beside_saved_changes(app:
     assert changed.is_success, changed.text
     page = app.network.get("/lbadmin/view-configuration").text
     assert "As saved: revision 4 (the latest)" in text(section(page, "stored"))
-    assert '"weight": 50' in text(section(page, "stored"))
+    assert "PSM2 192.168.94.106 3389 50 0 online" in text(section(page, "stored"))
     running = text(section(page, "running"))
     assert "Running: revision 3" in running
     assert "Change Weight of real server PSM2 in CyberArk-PSM from 100 to 50" in running
-    assert '"weight": 50' not in text(section(page, "running"))
-    assert '"weight": 50' not in text(section(page, "engine"))  # not committed: the engine runs 3
     assert "by loadbalancer: modify real server CyberArk-PSM/PSM2" in text(section(page, "stored"))
     assert "saved, not committed" in text(section(page, "revisions"))
 
@@ -171,10 +173,20 @@ def test_view_configuration_names_a_bad_revision_and_an_unreachable_engine(app: 
         raise EngineError("engine socket refused")
 
     app.engine.configuration = refused  # type: ignore[method-assign]
+    app.engine.name = "haproxy"  # only HAProxy's own form (haproxy.cfg) is shown beside
     page = app.network.get("/lbadmin/view-configuration")
     assert page.status_code == 200
     assert "The engine cannot be reached: engine socket refused." in text(page.text)
     assert "As saved: revision 3" in text(page.text)  # what is stored is still shown
+
+    async def haproxy_cfg() -> str:
+        return "frontend CyberArk-PSM\n    bind 192.168.94.100:3389"
+
+    app.engine.configuration = haproxy_cfg  # type: ignore[method-assign]
+    engine = text(section(app.network.get("/lbadmin/view-configuration").text, "engine"))
+    assert (
+        "As HAProxy runs it: haproxy.cfg frontend CyberArk-PSM bind 192.168.94.100:3389" in engine
+    )
 
 
 def test_view_configuration_before_anything_is_committed(app: WebApp) -> None:
@@ -446,6 +458,7 @@ def test_a_wrong_method_and_a_failure_are_pages_too(app: WebApp) -> None:
         raise RuntimeError("a fault")
 
     app.engine.configuration = broken  # type: ignore[method-assign]
+    app.engine.name = "haproxy"  # View Configuration then asks the engine for haproxy.cfg
     app.network._transport.raise_server_exceptions = False  # type: ignore[attr-defined]
     failed = app.network.get("/lbadmin/view-configuration")
     assert failed.status_code == 500

@@ -1,10 +1,11 @@
-"""View Configuration: the configuration as stored (the saved revision, and the running one
-when they differ) and as the engine runs it (haproxy.cfg, or the built-in engine's document),
-with the recent revisions and who made them. Read only."""
+"""View Configuration: the saved configuration as an operator reads it (each virtual service's
+settings by the guide's names, then its real servers), what a commit would change where the
+running revision differs, haproxy.cfg where the engine is HAProxy (the built-in engine runs
+the configuration as shown), and the recent revisions and who made them. Read only."""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -12,7 +13,7 @@ from starlette.responses import Response
 from balancer.engines import EngineError
 from balancer.model import Config
 from balancer.store import NotFound, Revision
-from balancer.web import words
+from balancer.web import help, words
 from balancer.web.render import Renderer
 from balancer.web.units import moment
 
@@ -33,10 +34,12 @@ def router(render: Renderer) -> APIRouter:
         except (ValueError, NotFound) as error:
             problem, shown = f"revision: {error}", store.head()
         running = store.revision(pending.applied) if pending.applied is not None else None
-        try:
-            engine_text, engine_error = _readable(await controller.configuration()), None
-        except EngineError as error:
-            engine_text, engine_error = "", str(error)
+        engine_text, engine_error = "", None
+        if controller.engine.name == "haproxy":  # its own form: the built-in runs the above
+            try:
+                engine_text = await controller.configuration()
+            except EngineError as error:
+                engine_error = str(error)
         return render(
             request,
             "view_configuration.html",
@@ -45,13 +48,14 @@ def router(render: Renderer) -> APIRouter:
             problem=problem,
             shown=_revision(shown),
             head=pending.head,
-            running=_revision(running) if running and running.id != shown.id else None,
+            running=_revision(running, text=False) if running and running.id != shown.id else None,
             applied=pending.applied,
             changes=[words.said(change) for change in pending.changes],
             engine=controller.engine.name,
             engine_text=engine_text,
             engine_error=engine_error,
             revisions=[_revision(r, text=False) for r in store.revisions(RECENT)],
+            server_columns=[words.name(f, server=True) for f in SERVER_COLUMNS[:-1]] + ["State"],
         )
 
     return web
@@ -69,18 +73,37 @@ def _revision(revision: Revision, *, text: bool = True) -> dict[str, object]:
         "created": moment(revision.created),
         "author": revision.author,
         "message": revision.message,
-        "text": _stored(revision.config) if text else "",
+        "services": _readable(revision.config) if text else [],
     }
 
 
-def _stored(config: Config) -> str:
-    """As `balancer config show` prints it, and the API's /config answers."""
-    return json.dumps(config.model_dump(mode="json"), indent=2)
+def _readable(config: Config) -> list[dict[str, Any]]:
+    """Each virtual service's settings as (the guide's name, the value as the form shows it),
+    and its real servers' rows."""
+    services = []
+    for service in config.model_dump(mode="json")["virtual_services"]:
+        settings = []
+        for field, about in help.VIRTUAL_SERVICE.items():
+            value = _at(service, field)
+            if field == "label" or (value is None and not about.default):
+                continue  # the label heads the service; a setting not used is not shown
+            if field == "health_check.type":
+                shown = words.check_type(value, service["health_check"]["method"])
+            else:
+                shown = about.default if value is None else words.shown(field, value)
+            settings.append((about.label, shown))
+        servers = [
+            [words.shown(field, server.get(field)) for field in SERVER_COLUMNS]
+            for server in service["real_servers"]
+        ]
+        services.append({"label": service["label"], "settings": settings, "servers": servers})
+    return services
 
 
-def _readable(text: str) -> str:
-    """haproxy.cfg as it is; the built-in engine's one-line JSON document indented."""
-    try:
-        return json.dumps(json.loads(text), indent=2)
-    except ValueError:
-        return text
+SERVER_COLUMNS = ("label", "ip", "port", "weight", "max_connections", "state")
+
+
+def _at(document: dict[str, Any], path: str) -> Any:
+    for step in path.split("."):
+        document = document.get(step) if isinstance(document, dict) else None  # type: ignore[assignment]
+    return document
