@@ -233,3 +233,27 @@ def test_releasing_for_a_removed_server_forgets_nothing_else(clock: Clock) -> No
     stuck.release("10.0.0.1", None)  # its server left the configuration meanwhile
     clock.advance(60)
     assert stuck.lookup("10.0.0.1") is None
+
+
+def test_a_connection_ending_leaves_a_failed_over_client_where_it_moved(clock: Clock) -> None:
+    stuck = table(clock, timeout=60)
+    stuck.stick("10.0.0.1", "PSM1")
+    stuck.hold("10.0.0.1")  # a session on PSM1
+    clock.advance(10)
+    stuck.stick("10.0.0.1", "PSM2")  # PSM1 failed: the client's new connection went to PSM2
+    clock.advance(10)
+    stuck.release("10.0.0.1", "PSM1")  # the session on PSM1 ends
+    assert stuck.lookup("10.0.0.1") == "PSM2"
+    clock.advance(59)
+    assert stuck.lookup("10.0.0.1") == "PSM2", "the timeout counts from the session's end"
+    clock.advance(1)
+    assert stuck.lookup("10.0.0.1") is None
+
+
+def test_a_connection_ending_after_a_clear_remembers_its_server(clock: Clock) -> None:
+    stuck = table(clock, timeout=60)
+    stuck.stick("10.0.0.1", "PSM1")
+    stuck.hold("10.0.0.1")
+    stuck.forget()
+    stuck.release("10.0.0.1", "PSM1")
+    assert stuck.lookup("10.0.0.1") == "PSM1"

@@ -12,13 +12,17 @@ import asyncio
 import contextlib
 import copy
 import inspect
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from balancer.engines import Engine
 from balancer.model import Config
 from balancer.state import EngineStatus, RealServerStatus, VirtualServiceStatus
 from balancer.validate import parse
+from tests.backends import HEALTH_PATH, Addresses, EchoServer, HealthEndpoint, common_port
 
 IO_TIMEOUT = 5.0  # no single socket operation of a test may take longer than this
 
@@ -89,6 +93,39 @@ class Revisions:
             if vs["label"] == label:
                 return copy.deepcopy(vs)
         raise KeyError(label)
+
+
+def https_check(port: int) -> Document:
+    """The guide's health check (PSM's health page over HTTPS), quick."""
+    return {"type": "https", "path": HEALTH_PATH, "expect": "PASS", "port": port, **FAST_CHECK}
+
+
+# --- PSM stand-ins ------------------------------------------------------------------------------
+
+
+@dataclass
+class Psm:
+    """A stand-in PSM server: an RDP-like echo service and an HTTPS health page on one IP."""
+
+    service: EchoServer
+    health: HealthEndpoint
+
+
+@asynccontextmanager
+async def psm_servers(
+    net: Addresses, tls: ssl.SSLContext, *names: str
+) -> AsyncIterator[tuple[list[Psm], int]]:
+    """PSM stand-ins, each on its own address; their health pages share one port, as the
+    check port of a virtual service is the same for every real server."""
+    ips = [net.ip() for _ in names]
+    health_port = common_port(ips)
+    async with AsyncExitStack() as stack:
+        servers = []
+        for name, ip in zip(names, ips, strict=True):
+            service = await stack.enter_async_context(EchoServer(name, ip))
+            health = await stack.enter_async_context(HealthEndpoint(ip, tls, health_port))
+            servers.append(Psm(service, health))
+        yield servers, health_port
 
 
 # --- status -------------------------------------------------------------------------------------

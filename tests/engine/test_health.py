@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
 from balancer.engines import Engine
-from tests.backends import (
-    HEALTH_PATH,
-    Addresses,
-    EchoServer,
-    HealthEndpoint,
-    common_port,
-    free_port,
-)
+from tests.backends import Addresses, EchoServer, free_port
 
 from . import (
-    FAST_CHECK,
     Client,
+    Psm,
     Revisions,
     does,
+    https_check,
     landing,
+    psm_servers,
     real_server,
     refused,
     server_status,
@@ -34,35 +25,6 @@ from . import (
     wait_for,
     wait_for_health,
 )
-
-
-@dataclass
-class Psm:
-    """A stand-in PSM server: an RDP-like echo service and an HTTPS health page on one IP."""
-
-    service: EchoServer
-    health: HealthEndpoint
-
-
-@asynccontextmanager
-async def psm_servers(
-    net: Addresses, tls: ssl.SSLContext, *names: str
-) -> AsyncIterator[tuple[list[Psm], int]]:
-    """PSM stand-ins, each on its own address; their health pages share one port, as the
-    check port of a virtual service is the same for every real server."""
-    ips = [net.ip() for _ in names]
-    health_port = common_port(ips)
-    async with AsyncExitStack() as stack:
-        servers = []
-        for name, ip in zip(names, ips, strict=True):
-            service = await stack.enter_async_context(EchoServer(name, ip))
-            health = await stack.enter_async_context(HealthEndpoint(ip, tls, health_port))
-            servers.append(Psm(service, health))
-        yield servers, health_port
-
-
-def https_check(port: int) -> dict[str, Any]:
-    return {"type": "https", "path": HEALTH_PATH, "expect": "PASS", "port": port, **FAST_CHECK}
 
 
 async def test_https_check_takes_a_failing_server_out_and_back(

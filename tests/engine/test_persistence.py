@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 from collections import Counter
 
 from balancer.engines import Engine
 from tests.backends import Addresses, EchoServer, free_port
 
-from . import Client, Revisions, landing, real_server, virtual_service
+from . import (
+    Client,
+    Revisions,
+    https_check,
+    landing,
+    psm_servers,
+    real_server,
+    server_status,
+    virtual_service,
+    wait_for,
+    wait_for_health,
+)
 
 SOURCE_IP = {"mode": "source_ip", "timeout": 600}
 
@@ -87,3 +99,41 @@ async def test_a_session_longer_than_the_timeout_keeps_its_client(
             assert again == [session.name] * 4
         finally:
             await session.close()
+
+
+async def test_a_failed_over_client_stays_on_its_new_server(
+    engine: Engine, net: Addresses, tls: ssl.SSLContext
+) -> None:
+    """A client whose server fails moves to another; when its old connection to the failed
+    server ends, and that server recovers, the client stays where it moved."""
+    async with psm_servers(net, tls, "A", "B") as (psms, health_port):
+        vip = (net.ip(), free_port(net.ip()))
+        servers = [real_server(p.service.name, p.service.address) for p in psms]
+        check = https_check(health_port)
+        await Revisions(engine).apply(
+            virtual_service("rdp", vip, servers, persistence=SOURCE_IP, health_check=check)
+        )
+        source = net.ip()
+        held = await Client.open(vip, source)
+        try:
+            failed, other = sorted(psms, key=lambda p: p.service.name != held.name)
+            failed.health.answer = "FAIL"
+            await wait_for_health(engine, "rdp", failed.service.name, "down", timeout=5)
+            assert await landing(vip, source) == other.service.name, "the client moves"
+
+            await held.close()
+
+            async def ended() -> bool:
+                status = await engine.status()
+                return server_status(status, "rdp", failed.service.name).counters.active == 0
+
+            await wait_for(ended, what="the engine has seen the held connection end")
+            failed.health.answer = "PASS"
+            await wait_for_health(engine, "rdp", failed.service.name, "up", timeout=5)
+
+            again = [await landing(vip, source) for _ in range(4)]
+            assert again == [other.service.name] * 4
+            [entry] = await engine.persistence("rdp")
+            assert (entry["client"], entry["server"]) == (source, other.service.name)
+        finally:
+            await held.close()

@@ -33,11 +33,17 @@ class StickTable:
         self._open[client] = self._open.get(client, 0) + 1
 
     def release(self, client: str, server: str | None) -> None:
-        """One of ``client``'s connections ended; remember it on ``server`` from now."""
+        """One of ``client``'s connections, to ``server``, ended: the client's entry counts its
+        timeout from now. The entry keeps the server it points to: a failover may have moved
+        the client since this connection began, and the client stays where it moved. A client
+        without an entry (the table was cleared meanwhile) is remembered on ``server``."""
         count = self._open.pop(client, 0) - 1
         if count > 0:
             self._open[client] = count
-        if server is not None:
+        entry = self._entries.get(client)
+        if entry is not None:
+            self.stick(client, entry[0])
+        elif server is not None:
             self.stick(client, server)
 
     def _expired(self, client: str, used: float, now: float) -> bool:
