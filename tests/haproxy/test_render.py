@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from balancer.engines.haproxy.limits import Limit
 from balancer.engines.haproxy.paths import Paths
 from balancer.engines.haproxy.render import duration, quote, render
 from balancer.model import Config
@@ -22,6 +23,7 @@ from balancer.validate import parse
 GOLDEN = Path(__file__).parent / "golden"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 PATHS = Paths(Path("/var/lib/balancer"))
+LIMIT = Limit(open_files=20_000, threads=2)
 PSM = {
     "rdp_vip": "192.168.94.100",
     "web_vip": "192.168.94.101",
@@ -106,7 +108,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_render_matches_the_golden_file(name: str) -> None:
-    rendered = render(CASES[name](), PATHS, revision=7)
+    rendered = render(CASES[name](), PATHS, LIMIT, revision=7)
     golden = GOLDEN / name
     if os.environ.get("BALANCER_GOLDEN") == "write":
         golden.write_text(rendered)
@@ -123,14 +125,14 @@ def test_haproxy_accepts_the_golden_file(name: str) -> None:
 
 
 def test_an_empty_configuration_still_runs_the_sockets() -> None:
-    rendered = render(Config(), PATHS)
+    rendered = render(Config(), PATHS, LIMIT)
     assert "\nlisten " not in rendered
     assert "stats socket /var/lib/balancer/haproxy/haproxy.sock" in rendered
     assert "BALANCER_REVISION" not in rendered
 
 
 def test_the_same_model_renders_the_same_text() -> None:
-    assert render(psm(True), PATHS, 3) == render(psm(True), PATHS, 3)
+    assert render(psm(True), PATHS, LIMIT, 3) == render(psm(True), PATHS, LIMIT, 3)
 
 
 @pytest.mark.parametrize(

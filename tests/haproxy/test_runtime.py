@@ -216,7 +216,7 @@ def test_drain_is_weight_zero_in_the_carried_state() -> None:
 
 
 def test_nothing_to_carry() -> None:
-    assert runtime.carried_state("", recorded_config(), recorded_config()) == ""
+    assert runtime.carried_state("", recorded_config(), recorded_config()) == runtime.NO_STATE
 
 
 # --- HAProxy's refusals -------------------------------------------------------------------------

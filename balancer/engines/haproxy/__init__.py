@@ -24,10 +24,11 @@ from typing import Any
 
 from balancer import plan
 from balancer.engines import EngineError, EngineRejected
-from balancer.engines.haproxy import ports, runtime
+from balancer.engines.haproxy import limits, ports, runtime
+from balancer.engines.haproxy.limits import Limit
 from balancer.engines.haproxy.master import POLL, Master
 from balancer.engines.haproxy.paths import Paths
-from balancer.engines.haproxy.render import render
+from balancer.engines.haproxy.render import files, render
 from balancer.engines.haproxy.status import engine_status
 from balancer.model import Config, PersistenceMode, VirtualService
 from balancer.state import EngineStatus
@@ -77,7 +78,8 @@ class HaproxyEngine:
         paths.running.unlink(missing_ok=True)
         self._running = self._revision = self._reloaded = None
         # A configuration that binds nothing; the controller applies its revision next.
-        _write(paths.config, render(Config(), paths))
+        _write(paths.config, render(Config(), paths, Limit.of_this_process()))
+        _write(paths.state_file, runtime.NO_STATE)  # no health to carry into a fresh start
         await self.master.start()
         return None
 
@@ -110,8 +112,14 @@ class HaproxyEngine:
 
     async def _apply(self, config: Config, revision: int) -> None:
         paths = self.paths
+        limit = Limit.of_this_process()
+        too_large = limits.problems(files(config, limit), limit)
+        if too_large:
+            why = "; ".join(str(problem) for problem in too_large)
+            log.warning("revision %s rejected: %s", revision, why, extra=_event(revision))
+            raise EngineRejected(why)
         candidate = paths.directory / "haproxy.cfg.new"
-        _write(candidate, render(config, paths, revision))
+        _write(candidate, render(config, paths, limit, revision))
         try:
             await self.master.check(candidate)
             taken = ports.unbindable(config, ports.listening(paths.config.read_text()))

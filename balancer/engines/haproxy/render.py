@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from ipaddress import IPv6Address
 
+from balancer.engines.haproxy import limits
+from balancer.engines.haproxy.limits import Files, Limit
 from balancer.engines.haproxy.paths import Paths
 from balancer.model import (
     Balancing,
@@ -33,13 +35,14 @@ from balancer.model import (
     RealServerState,
     VirtualService,
 )
-from balancer.model.types import IPAddress
+from balancer.model.types import IPAddress, each_port
 
 REVISION_VARIABLE = "BALANCER_REVISION"
 FALLBACK = "fallback"
 PEERS = "balancer"
 LOCAL_PEER = "local"
 SNIPPET = 160  # bytes of a failing health page quoted in its reason; shortened later
+BODY = "body"  # the check's variable holding them
 USER_AGENT = "Balancer-health-check"
 # As the built-in engine: keepalive finds a vanished peer of an idle RDP session in ~7 minutes.
 KEEPALIVE = {"idle": "300s", "intvl": "30s", "cnt": "4"}
@@ -47,9 +50,16 @@ KEEPALIVE = {"idle": "300s", "intvl": "30s", "cnt": "4"}
 BALANCE = {Balancing.ROUND_ROBIN: "roundrobin", Balancing.LEAST_CONNECTIONS: "leastconn"}
 
 
-def render(config: Config, paths: Paths, revision: int | None = None) -> str:
-    """haproxy.cfg for ``config``; ``revision`` is written into it for the worker to report."""
-    sections = [_global(config, paths, revision), _defaults(), _peers(paths)]
+def render(config: Config, paths: Paths, limit: Limit, revision: int | None = None) -> str:
+    """haproxy.cfg for ``config``, sized to ``limit``; ``revision`` is written into it for the
+    worker to report."""
+    counted = files(config, limit)
+    connections = max(limits.max_connections(counted, limit), limits.MINIMUM_CONNECTIONS)
+    sections = [
+        _global(config, paths, revision) + _sized(counted, limit, connections),
+        _defaults(connections),
+        _peers(paths),
+    ]
     sections += [_listen(vs) for vs in config.virtual_services]
     head = f"# Balancer revision {'none' if revision is None else revision}; generated, not edited"
     return head + "\n" + "\n\n".join("\n".join(section) for section in sections) + "\n"
@@ -73,10 +83,42 @@ def _global(config: Config, paths: Paths, revision: int | None) -> list[str]:
     return lines
 
 
-def _defaults() -> list[str]:
+def files(config: Config, limit: Limit) -> Files:
+    """What HAProxy counts for ``config`` before any connection; see ``limits``."""
+    checked = [
+        (vs, rs)
+        for vs in config.virtual_services
+        if vs.health_check.type is not CheckType.NONE
+        for rs in vs.real_servers
+    ]
+    return Files(
+        listeners=sum(len(each_port(vs.ports)) for vs in config.virtual_services),
+        checks=len(checked),
+        check_ports=sum(1 for vs, rs in checked if check_port(vs, rs) is not None),
+        own=limits.own(limit),
+    )
+
+
+def _sized(counted: Files, limit: Limit, connections: int) -> list[str]:
+    """The connection limit, and the open-files limit HAProxy stays within (it never tries to
+    raise its own above it)."""
+    return [
+        f"    # Sized to this node's open-files limit, {limit.open_files}: "
+        f"{counted.listeners} listening ports, {counted.checks + counted.check_ports} for "
+        f"health checks and {counted.own} for HAProxy itself leave room for {connections} "
+        f"connections of {limits.PER_CONNECTION} files each",
+        f"    fd-hard-limit {limit.open_files}",
+        f"    ulimit-n {limit.open_files}",
+        f"    maxconn {connections}",
+    ]
+
+
+def _defaults(connections: int) -> list[str]:
     return [
         "defaults",
         "    mode tcp",
+        # Each service may take every connection the node has room for.
+        f"    maxconn {connections}",
         "    log global",
         "    option tcplog",
         "    option dontlognull",
@@ -214,10 +256,15 @@ def _http_rules(check: HealthCheck) -> list[str]:
     if check.expect is not None:
         # on-error is a log-format string: a literal % is written %%.
         literal = expect_prefix(check.expect).replace("%", "%%")
-        message = f"{literal}%[res.body,bytes(0,{SNIPPET})]"
-        lines.append(
-            f"    http-check expect string {quote(check.expect)} on-error {quote(message)}"
-        )
+        # The body is quoted through a variable: res.body in a log-format would make HAProxy
+        # warn that a TCP service cannot log HTTP. The first rule, which no body can fail
+        # but an empty one, waits for the whole body before the variable is set.
+        lines += [
+            f"    http-check expect ! rstring '(?!)' on-error {quote(literal)}",
+            f"    http-check set-var(check.{BODY}) res.body,bytes(0,{SNIPPET})",
+            f"    http-check expect string {quote(check.expect)} "
+            f"on-error {quote(f'{literal}%[var(check.{BODY})]')}",
+        ]
     return lines
 
 

@@ -216,6 +216,9 @@ def command_failed(reply: str) -> bool:
 
 # --- the server-state file handed to the next worker ------------------------------------------
 
+# A file with no server in it: the format's version alone (HAProxy warns of an empty file).
+NO_STATE = "1\n"
+
 
 def carried_state(dump: str, running: Config, desired: Config) -> str:
     """The server-state file for the next worker, from the running worker's ``show servers
@@ -224,7 +227,7 @@ def carried_state(dump: str, running: Config, desired: Config) -> str:
     weight and state are rewritten to the desired ones, so the file never overrides them."""
     lines = dump.strip().splitlines()
     if len(lines) < 2 or not lines[1].startswith("#"):
-        return ""
+        return NO_STATE
     names = lines[1].lstrip("# ").split()
     kept = lines[:2]
     for line in lines[2:]:
@@ -238,7 +241,7 @@ def carried_state(dump: str, running: Config, desired: Config) -> str:
         row["srv_admin_state"] = "5" if new.state is RealServerState.HALT else "0"
         row["srv_uweight"] = row["srv_iweight"] = str(runtime_weight(new))
         kept.append(" ".join(row[name] for name in names))
-    return "\n".join(kept) + "\n" if len(kept) > 2 else ""
+    return "\n".join(kept) + "\n" if len(kept) > 2 else NO_STATE
 
 
 def _same_server(running: Config, desired: Config, service: str, label: str) -> RealServer | None:
