@@ -18,6 +18,7 @@ from balancer.controller import Controller
 from balancer.store import Store
 from balancer.system import System
 from balancer.web import (
+    error_pages,
     local_configuration,
     logs,
     maintenance,
@@ -52,3 +53,4 @@ def install(
     ):
         app.include_router(page.router(render))
     app.mount(STATIC.rstrip("/"), StaticFiles(directory=Path(__file__).parent / "static"))
+    error_pages.install(app, render)
