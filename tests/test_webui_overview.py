@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -23,7 +22,6 @@ import pytest
 from balancer.overview import leaves_none_up
 from tests.appliance import Guide, appliance, wait_for
 from tests.browser import (
-    SCREENSHOTS,
     chromium,
     lab_set,
     needs_chromium,
@@ -36,7 +34,6 @@ from tests.browser import (
 from tests.webapp import WebApp, csrf_of, webapp
 
 STATIC_DIR = Path(__file__).parent.parent / "balancer" / "web" / "static"
-README_IMAGE = Path(__file__).parent.parent / "docs" / "images" / "system-overview.png"
 VIP = {"label": "CyberArk-PSM", "ip": "192.168.94.100", "ports": "3389"}
 SERVERS = ({"label": "PSM1", "ip": "192.168.94.105"}, {"label": "PSM2", "ip": "192.168.94.106"})
 ASKED = "CyberArk-PSM will stop taking new users: no other real server is up."
@@ -345,8 +342,8 @@ def test_states_in_words_and_the_table_fits_800_px(browser: Any, guide: Guide) -
     playwright.expect(healthy.locator(".state")).to_have_text("online")
     vip = page.locator('tr.vip[data-service="CyberArk-PSM"] .state')
     playwright.expect(vip).to_have_text("degraded")
-    shoot(page, "system-overview")  # the README's: PSM2 failing its health check
-    shutil.copyfile(SCREENSHOTS / "system-overview.png", README_IMAGE)
+    # The README's docs/images/system-overview.png: PSM2 failing its health check.
+    shoot(page, "system-overview")
 
     web = "/virtual-services/CyberArk-PSM-Web/real-servers"
     box.client.post(f"{web}/PSM1/state", {"state": "drain"})
