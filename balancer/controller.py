@@ -4,6 +4,11 @@ Saved edits wait in the store until a commit applies them (the guide's "Commit c
 Drain, halt and online are operator actions that take effect at once, as on the guide's System
 Overview, without committing anyone's other pending edits: the action is applied to the running
 revision, then carried into the pending one.
+
+The data plane failing never takes the management plane with it. An engine that cannot start,
+or refuses the applied revision (a port another process holds, a limit HAProxy cannot raise), is
+a fault kept in the engine's own words for System Overview, and the supervisor tries again,
+waiting longer each time, until it works or a commit brings a configuration that does.
 """
 
 from __future__ import annotations
@@ -25,10 +30,21 @@ from balancer.store import Applied, Revision, Store
 log = logging.getLogger("balancer.controller")
 
 SUPERVISE_INTERVAL = 2.0
+# After a failed start the supervisor doubles its wait up to this: a port another process holds
+# may be freed at any time, and trying costs little.
+RETRY_LIMIT = 60.0
 
 
 class CommitFailed(Exception):
     """The engine refused the revision; the previous one still runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """Why the data plane does not run the applied revision, in the engine's words."""
+
+    error: str
+    running: bool  # the engine runs, with nothing of the applied revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,32 +60,67 @@ class Controller:
         self.engine = engine
         self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task[None] | None = None
+        self._fault: Fault | None = None
+
+    @property
+    def engine_error(self) -> str | None:
+        """Why the data plane does not run the applied revision; None when it does."""
+        return self._fault.error if self._fault is not None else None
 
     async def start(self) -> None:
+        """Find or start the data plane with the applied revision; a failure is a fault to
+        show and retry (see ``engine_error``), never an exception."""
         async with self._lock:
-            await self._attach()
+            await self._recover()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
-    async def _attach(self) -> None:
+    async def _recover(self) -> None:
         """Find (or start) the data plane and make sure it runs the applied revision."""
-        running = await self.engine.attach()
+        try:
+            running = await self.engine.attach()
+        except EngineError as error:
+            self._faulty(Fault(str(error), running=False))
+            return
         applied = self.store.applied()
         if applied is not None and running != applied.revision:
             log.info("engine runs revision %s; applying revision %s", running, applied.revision)
-            await self.engine.apply(self.store.revision(applied.revision).config, applied.revision)
+            try:
+                await self.engine.apply(
+                    self.store.revision(applied.revision).config, applied.revision
+                )
+            except EngineRejected as error:
+                self._faulty(Fault(f"revision {applied.revision} refused: {error}", running=True))
+                return
+            except EngineError as error:
+                self._faulty(Fault(str(error), running=False))
+                return
+        self._healthy()
+
+    def _faulty(self, fault: Fault) -> None:
+        if fault != self._fault:  # said once, not at every retry
+            log.error("engine: %s", fault.error, extra={"event": "engine_fault"})
+        self._fault = fault
+
+    def _healthy(self) -> None:
+        if self._fault is not None:
+            log.info("engine runs the applied revision again", extra={"event": "engine_fault"})
+        self._fault = None
 
     async def _supervise(self) -> None:
+        wait = SUPERVISE_INTERVAL
         while True:
-            await asyncio.sleep(SUPERVISE_INTERVAL)
+            await asyncio.sleep(wait)
             async with self._lock:
-                try:
-                    await self.engine.status()
-                except EngineError as error:
-                    log.error("engine not answering (%s); starting it again", error)
+                if self._fault is None:
                     try:
-                        await self._attach()
-                    except EngineError as again:
-                        log.error("engine could not be started: %s", again)
+                        await self.engine.status()
+                    except EngineError as error:
+                        log.error("engine not answering (%s); starting it again", error)
+                        await self._recover()
+                else:
+                    await self._recover()
+                failing = self._fault is not None
+            wait = min(wait * 2, RETRY_LIMIT) if failing else SUPERVISE_INTERVAL
 
     def pending(self) -> Pending:
         head = self.store.head()
@@ -80,10 +131,16 @@ class Controller:
         )
 
     async def commit(self, author: str) -> Applied:
+        """Apply the newest saved revision. After a fault the engine is started and given the
+        applied revision first, as the supervisor would: a commit is how an operator says 'now'."""
         async with self._lock:
+            if self._fault is not None:
+                await self._recover()
+                if self._fault is not None and not self._fault.running:
+                    raise EngineError(self._fault.error)
             head = self.store.head()
             applied = self.store.applied()
-            if applied is not None and applied.revision == head.id:
+            if self._fault is None and applied is not None and applied.revision == head.id:
                 return applied
             await self._apply(head, author)
             return self.store.mark_applied(head.id, author=author)
@@ -99,6 +156,7 @@ class Controller:
                 detail={"revision": revision.id, "error": str(error)},
             )
             raise CommitFailed(str(error)) from None
+        self._healthy()
 
     async def set_state(
         self, service: str, server: str, state: RealServerState, author: str
@@ -135,13 +193,17 @@ class Controller:
         return await self.engine.status()
 
     async def overview(self) -> Overview:
-        """System Overview; an engine that cannot be reached is part of the answer, not an error."""
+        """System Overview; an engine that cannot be reached, or does not run the applied
+        revision, is part of the answer, not an error."""
         pending = self.pending()
-        try:
-            engine: EngineStatus | None = await self.status()
-            problem = None
-        except Exception as error:
-            engine, problem = None, str(error)
+        fault = self._fault
+        engine: EngineStatus | None = None
+        problem = fault.error if fault is not None else None
+        if fault is None or fault.running:
+            try:
+                engine = await self.status()
+            except Exception as error:
+                problem = str(error)
         return Overview(
             head=pending.head,
             applied=pending.applied,

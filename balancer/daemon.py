@@ -38,17 +38,23 @@ log = logging.getLogger("balancer.daemon")
 
 async def serve(data_dir: Path, node_changes: dict[str, Any] | None = None) -> None:
     """Run until asked to stop; ``node_changes`` (engine, ports, listen address) are kept."""
+    # Every path the node uses comes from here, made absolute once: HAProxy reads a relative
+    # socket path as an address, and the engines' processes may start from another directory.
+    data_dir = data_dir.resolve()
     database = first_start.prepare(data_dir)
     logs.setup(data_dir / "logs" / "balancer.log", "appliance")
     with Store(database) as store:
-        node = await _node_settings(store, data_dir, node_changes or {})
+        kept = store.node_settings()
+        node = validate.parse_as(NodeSettings, {**kept.model_dump(), **(node_changes or {})})
+        # Taken before anything is kept: a port that cannot be had changes nothing.
+        network: list[tuple[socket.socket, bool]] | None = _network(node)
+        await _keep(store, data_dir, kept, node)
         password = first_start.first_password(store)
         if password is not None:
             # Shown once on the terminal that started the appliance; never logged or kept.
             print(first_start.announce(password), flush=True)
             log.info("first start: a password was made for the WebUI user and shown once")
         certificate = ServedCertificate(first_start.certificate(data_dir, node.hostname))
-        network: list[tuple[socket.socket, bool]] | None = _network(node)
         # The sockets listen already: connections wait in their backlog until served.
         print(first_start.ready(node, certificate.info().fingerprint), flush=True)
         # Each round is one run of the management service; Restart Services starts another.
@@ -159,14 +165,12 @@ def _rebound(store: Store, previous: NodeSettings) -> list[tuple[socket.socket, 
         return _network(previous)
 
 
-async def _node_settings(store: Store, data_dir: Path, changes: dict[str, Any]) -> NodeSettings:
-    node = store.node_settings()
-    changed = validate.parse_as(NodeSettings, {**node.model_dump(), **changes})
+async def _keep(store: Store, data_dir: Path, node: NodeSettings, changed: NodeSettings) -> None:
+    """Save the settings ``balancer serve`` was given, for this start and the next."""
     if changed == node:
-        return node
+        return
     if changed.engine != node.engine:
         # The old engine holds the VIPs' ports: it stops before the new one takes them.
         await engines.engine(node.engine, data_dir).stop()
         log.info("engine changed", extra={"event": "engine", "engine": changed.engine})
     store.save_node_settings(changed, author="local")
-    return changed

@@ -39,8 +39,10 @@ def render(overview: dict[str, Any]) -> str:
             f"! {len(overview['pending'])} saved change(s) not yet committed "
             f"(revision {overview['head']}; running {overview['applied']}): `balancer commit`"
         )
+    if overview.get("engine_error"):
+        # The engine's own words: it cannot start, or refuses the applied revision.
+        lines.append(f"! engine: {overview['engine_error']}")
     if engine is None:
-        lines.append(f"! engine not reachable: {overview.get('engine_error')}")
         return "\n".join(lines)
     lines.append(f"engine {engine['engine']} pid {engine['pid']}, revision {engine['revision']}")
     lines.append("")

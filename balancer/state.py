@@ -59,4 +59,6 @@ class Overview(Snapshot):
     applied: int | None
     pending: list[str]
     engine: EngineStatus | None
-    engine_error: str | None = None  # why ``engine`` is None: the engine cannot be reached
+    # Why ``engine`` is None (it cannot be reached or started), or why it does not run
+    # ``applied`` (it refused it): the engine's own words, one line.
+    engine_error: str | None = None

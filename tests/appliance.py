@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from balancer import users
@@ -75,9 +77,21 @@ class Appliance:
     def webui(self) -> str:
         return f"https://{WEBUI_HOST}:{self.https_port}/lbadmin/"
 
-    def start(self) -> None:
-        self.process = spawn(self.data_dir, self.https_port, self.engine)
+    def start(self, *, cwd: Path | None = None, open_files: int | None = None) -> None:
+        self.process = spawn(
+            self.data_dir, self.https_port, self.engine, cwd=cwd, open_files=open_files
+        )
         wait_for("the appliance's API", self._listening, START_TIMEOUT)
+
+    def stop(self) -> None:
+        """Stop `balancer serve` and its engine, as `balancer stop --engine` does."""
+        with contextlib.suppress(ApiError):
+            self.client.post("/shutdown", engine="true")
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
     def _listening(self) -> bool:
         if self.process.poll() is not None:
@@ -106,20 +120,38 @@ class Appliance:
         return server
 
 
-def spawn(data_dir: Path, https_port: int, engine: str) -> subprocess.Popen[bytes]:
+def spawn(
+    data_dir: Path,
+    https_port: int,
+    engine: str,
+    *,
+    cwd: Path | None = None,
+    open_files: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """`balancer serve`; with ``cwd``, started there and given the data directory relative to
+    it; with ``open_files``, under that limit of open files (and so is the engine it starts)."""
+
+    named = data_dir.relative_to(cwd) if cwd is not None else data_dir
     with (data_dir.parent / "serve.err").open("ab") as errors:
         return subprocess.Popen(
             [
-                sys.executable, "-m", "balancer", "serve", "--dir", str(data_dir),
+                sys.executable, "-m", "balancer", "serve", "--dir", str(named),
                 "--listen", WEBUI_HOST, "--https-port", str(https_port), "--engine", engine,
             ],
+            cwd=cwd,
+            preexec_fn=None if open_files is None else partial(_limit_files, open_files),
             stdout=subprocess.DEVNULL,
             stderr=errors,
         )  # fmt: skip
 
 
+def _limit_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 @contextlib.contextmanager
-def appliance(root: Path, engine: str = "builtin") -> Iterator[Appliance]:
+def appliance(root: Path, engine: str = "builtin", cwd: Path | None = None) -> Iterator[Appliance]:
+    """`balancer serve` on a fresh data directory; see ``spawn`` for ``cwd``."""
     data_dir = root / "appliance"
     data_dir.mkdir(parents=True)
     with Store(data_dir / "balancer.db") as store:  # as `balancer init` would
@@ -132,18 +164,12 @@ def appliance(root: Path, engine: str = "builtin") -> Iterator[Appliance]:
         free_port([WEBUI_HOST]),
         engine,
     )
-    running.start()
+    running.start(cwd=cwd)
     try:
         yield running
     finally:
-        with contextlib.suppress(ApiError):
-            client.post("/shutdown", engine="true")
+        running.stop()
         client.close()
-        try:
-            running.process.wait(15)
-        except subprocess.TimeoutExpired:
-            running.process.kill()
-            running.process.wait()
         _kill_engine(data_dir)
 
 

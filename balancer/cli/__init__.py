@@ -3,6 +3,7 @@ has the operator do. Errors are one line on stderr and a non-zero exit."""
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -66,3 +67,10 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as error:
+        # A fault of Balancer's own: one line here; its traceback in the log, if there is one
+        # (`balancer serve` has balancer.log).
+        if logging.getLogger().handlers:
+            logging.getLogger("balancer").exception("unexpected error")
+        typer.echo(f"error: {type(error).__name__}: {error}", err=True)
+        sys.exit(1)

@@ -143,6 +143,8 @@ def router(render: Renderer) -> APIRouter:
                 store.audit(author=user, action="restart_engine", target=controller.engine.name)
                 await controller.close(stop_engine=True)
                 await controller.start()
+                if controller.engine_error is not None:
+                    raise EngineError(controller.engine_error)
             else:
                 service = management.of(request)
                 if service is None:

@@ -49,7 +49,9 @@ class BuiltinEngine:
                 extra={"event": "workers", "workers": self.workers},
             )
             await self.stop()
-        self._spawn()
+        output = self.log_file.parent / "engine.out"
+        said_from = output.stat().st_size if output.exists() else 0
+        self._spawn(output)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
         while True:
@@ -58,16 +60,16 @@ class BuiltinEngine:
             except EngineError:
                 if self._child is not None and self._child.poll() is not None:
                     raise EngineError(
-                        f"the engine exited with status {self._child.returncode}; "
-                        f"see {self.log_file.parent / 'engine.out'}"
+                        f"the engine exited with status {self._child.returncode}"
+                        f"{_last_words(output, said_from)}; see {output}"
                     ) from None
                 if loop.time() > deadline:
                     raise
                 await asyncio.sleep(0.05)
 
-    def _spawn(self) -> None:
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with (self.log_file.parent / "engine.out").open("ab") as out:
+    def _spawn(self, output: Path) -> None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("ab") as out:
             self._child = subprocess.Popen(
                 [
                     sys.executable,
@@ -149,6 +151,17 @@ class BuiltinEngine:
             return None
         ours = b"balancer.engines.builtin" in command and str(self.data_dir).encode() in command
         return pid if ours else None
+
+
+def _last_words(output: Path, offset: int) -> str:
+    """The last line the engine wrote to ``output`` before it died (a traceback's ends with
+    the error itself), as ': <line>'; empty if it said nothing."""
+    with contextlib.suppress(OSError), output.open("rb") as file:
+        file.seek(offset)
+        lines = file.read().decode(errors="replace").strip().splitlines()
+        if lines:
+            return f": {lines[-1].strip()}"
+    return ""
 
 
 def _alive(pid: int) -> bool:
