@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import shutil
 import socket
 import subprocess
@@ -14,8 +15,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from balancer.client import api_socket
 from balancer.engines import ENGINES
 from balancer.lab.clients import rdp_lands
 from balancer.lab.server import LabServerSpec
@@ -76,6 +79,11 @@ def shown_error(box: Appliance) -> str:
     status = box.cli("status")
     assert status.returncode == 0, status.stderr
     assert f"! engine: {error}" in status.stdout.splitlines()
+    # The WebUI's System Overview, as the Unix socket (a trusted local caller) serves it.
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(api_socket(box.data_dir)))) as web:
+        page = web.get("http://balancer/lbadmin/overview/live")
+    assert page.status_code == 200
+    assert error in html.unescape(page.text)
     return error
 
 
