@@ -119,10 +119,18 @@ def at(path: str) -> Callable[[Guide, Any], Any]:
     return shown_page
 
 
+def asked(guide: Guide, page: Any) -> Any:
+    """System Overview asking before PSM1 is drained: PSM2 fails, so none would be left up."""
+    page.goto(guide.box.webui + "overview/confirm?service=CyberArk-PSM&server=PSM1&state=drain")
+    playwright.expect(page.get_by_text("will stop taking new users")).to_be_visible()
+    return page
+
+
 # Every page of the WebUI, as the operator reaches it.
 PAGES: dict[str, Callable[[Guide, Any], Any]] = {
     "sign-in": signed_out,
     "system-overview": at(""),
+    "drain-last-server-confirm": asked,
     "local-configuration": at("local-configuration"),
     "virtual-services": at("virtual-services"),
     "virtual-service-add": at("virtual-services/add"),
