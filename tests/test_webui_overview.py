@@ -307,7 +307,9 @@ def test_drain_halt_and_online_by_keyboard_while_it_refreshes(browser: Any, guid
     page.keyboard.press("Enter")
     page.wait_for_url("**/lbadmin/overview/confirm?*")
     playwright.expect(page.get_by_role("alertdialog")).to_contain_text(ASKED)
-    assert focused(page) == "Cancel"  # the safe answer is the one Enter gives
+    # The safe answer is the one Enter gives (autofocus lands after load: wait for it as an
+    # operator waits to see the focus before pressing a key).
+    playwright.expect(page.get_by_role("link", name="Cancel")).to_be_focused()
     tab_to(page, "Yes, drain PSM2", back=True)
     page.keyboard.press("Enter")
     page.wait_for_url("**/lbadmin/#server:CyberArk-PSM/PSM2")
@@ -322,7 +324,8 @@ def test_drain_halt_and_online_by_keyboard_while_it_refreshes(browser: Any, guid
     tab_to(page, "Halt", psm2, back=True)
     page.keyboard.press("Enter")
     page.wait_for_url("**/lbadmin/overview/confirm?*")
-    page.keyboard.press("Enter")  # on Cancel
+    playwright.expect(page.get_by_role("link", name="Cancel")).to_be_focused()
+    page.keyboard.press("Enter")
     page.wait_for_url("**/lbadmin/#server:CyberArk-PSM/PSM2")
     playwright.expect(row(page, "CyberArk-PSM", "PSM2")).to_have_class("rip state-online")
     assert box.server("CyberArk-PSM", "PSM2")["state"] == "online"
