@@ -1,0 +1,146 @@
+"""What happens on this node, as one stream of typed events.
+
+The controller publishes every saved and applied revision, every operator action, and every
+change of a real server's health or of the engine's state. The WebUI's live views, the logs
+and the HA pair's sync subscribe to the stream rather than poll the store.
+
+Publishing never blocks and never fails: the controller must not wait on a slow reader. Each
+subscriber has a bounded queue; one that falls behind loses its oldest events and is told how
+many with a ``Missed`` event, so that it can read the current state once and go on. Pure but
+for asyncio's queues; time comes from the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Self
+
+# A subscriber that has not read this many events is behind, not merely busy.
+QUEUE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionSaved:
+    """A new head: an edit, a restore, or an operator action's carried-over edits."""
+
+    revision: int
+    author: str
+    action: str
+    target: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionApplied:
+    """The data plane runs ``revision`` (a commit, or an action that takes effect at once)."""
+
+    revision: int
+    author: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorAction:
+    """Drain, halt or online of a real server; in effect at once, not waiting for a commit."""
+
+    action: str
+    service: str
+    server: str
+    author: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HealthChanged:
+    """A real server's health check says otherwise than before; ``reason`` is its verdict."""
+
+    service: str
+    server: str
+    health: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EngineChanged:
+    """The data plane runs the applied revision again (``error`` None), or does not, and why."""
+
+    error: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Missed:
+    """Only to a subscriber that fell behind: ``count`` events were dropped before this one."""
+
+    count: int
+
+
+Event = RevisionSaved | RevisionApplied | OperatorAction | HealthChanged | EngineChanged
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    """One reader's queue; iterate it (``async for``) inside ``with`` to leave the stream."""
+
+    _stream: Stream
+    _queue: deque[Event | Missed] = field(default_factory=deque)
+    _missed: int = 0
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _put(self, event: Event) -> None:
+        if len(self._queue) >= QUEUE:
+            self._queue.popleft()
+            self._missed += 1
+        self._queue.append(event)
+        self._ready.set()
+
+    async def next(self) -> Event | Missed:
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        if self._missed:
+            missed, self._missed = Missed(self._missed), 0
+            return missed
+        return self._queue.popleft()
+
+    def pending(self) -> list[Event | Missed]:
+        """What is queued, without waiting; empties the queue."""
+        found: list[Event | Missed] = [Missed(self._missed)] if self._missed else []
+        found += self._queue
+        self._queue.clear()
+        self._missed = 0
+        return found
+
+    def __aiter__(self) -> AsyncIterator[Event | Missed]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event | Missed]:
+        while True:
+            yield await self.next()
+
+    def close(self) -> None:
+        self._stream._subscribers.discard(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Stream:
+    def __init__(self) -> None:
+        self._subscribers: set[Subscription] = set()
+
+    def publish(self, event: Event) -> None:
+        for subscriber in self._subscribers:
+            subscriber._put(event)
+
+    def subscribe(self) -> Subscription:
+        subscription = Subscription(self)
+        self._subscribers.add(subscription)
+        return subscription

@@ -1,0 +1,67 @@
+"""The event stream: every subscriber sees every event in order; a slow one is told what it lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+from balancer import events
+from balancer.events import EngineChanged, HealthChanged, Missed, RevisionApplied, Stream
+
+
+def test_every_subscriber_gets_every_event_in_order() -> None:
+    stream = Stream()
+    first, second = stream.subscribe(), stream.subscribe()
+    published = [RevisionApplied(n, "admin", float(n)) for n in range(5)]
+    for event in published:
+        stream.publish(event)
+    assert first.pending() == published
+    assert second.pending() == published
+    assert first.pending() == []
+
+
+def test_a_closed_subscription_gets_nothing_more() -> None:
+    stream = Stream()
+    with stream.subscribe() as gone:
+        pass
+    kept = stream.subscribe()
+    stream.publish(EngineChanged(None, 1.0))
+    assert gone.pending() == []
+    assert kept.pending() == [EngineChanged(None, 1.0)]
+
+
+def test_a_subscriber_that_falls_behind_is_told_how_many_it_missed() -> None:
+    stream = Stream()
+    slow = stream.subscribe()
+    total = events.QUEUE + 7
+    for n in range(total):
+        stream.publish(RevisionApplied(n, "admin", 0.0))
+    got = slow.pending()
+    assert got[0] == Missed(7)
+    assert got[1:] == [RevisionApplied(n, "admin", 0.0) for n in range(7, total)]
+
+
+def test_a_reader_waits_for_the_next_event() -> None:
+    async def scenario() -> list[object]:
+        stream = Stream()
+        seen: list[object] = []
+
+        async def read() -> None:
+            with stream.subscribe() as subscription:
+                async for event in subscription:
+                    seen.append(event)
+                    if len(seen) == 2:
+                        return
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0)  # the reader subscribes and waits
+        stream.publish(HealthChanged("PSM", "PSM1", "down", "connection refused", 1.0))
+        await asyncio.sleep(0)
+        stream.publish(HealthChanged("PSM", "PSM1", "up", "connected", 2.0))
+        await asyncio.wait_for(reader, 5)
+        assert not stream._subscribers  # leaving the ``with`` unsubscribed it
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        HealthChanged("PSM", "PSM1", "down", "connection refused", 1.0),
+        HealthChanged("PSM", "PSM1", "up", "connected", 2.0),
+    ]
