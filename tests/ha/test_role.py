@@ -1,0 +1,130 @@
+"""This node's HA state from keepalived's notify FIFO: the pure machine, and the FIFO read."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from balancer.ha import role
+from balancer.ha.role import State
+
+
+def feed(lines: list[str]) -> list[role.Change]:
+    """The changes ``lines`` make, one second apart, from the start."""
+    status = role.initial(0.0)
+    changes = []
+    for second, line in enumerate(lines, start=1):
+        status, change = role.apply(status, role.parse(line), float(second))
+        if change is not None:
+            changes.append(change)
+    return changes
+
+
+def test_a_takeover_a_fault_and_the_way_back_each_say_why() -> None:
+    changes = feed(
+        [
+            'INSTANCE "balancer" BACKUP 100',
+            'INSTANCE "balancer" MASTER 100',
+            'INSTANCE "balancer" FAULT 100',
+            'INSTANCE "balancer" BACKUP 100',
+            'INSTANCE "balancer" STOP 100',
+        ]
+    )
+    assert [(c.after.state, c.after.reason) for c in changes] == [
+        (State.PASSIVE, "keepalived started; listening for the peer"),
+        (State.ACTIVE, "the peer went silent or gave the floating IPs up"),
+        (State.FAULT, "the link is down or the engine check fails; the floating IPs are given up"),
+        (State.PASSIVE, "the link is up and the engine check passes again"),
+        (State.FAULT, "keepalived stopped"),
+    ]
+    assert [c.after.since for c in changes] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert changes[1].before.state is State.PASSIVE
+    assert changes[1].lasted == 1.0
+
+
+def test_before_keepalived_speaks_the_node_cannot_take_over() -> None:
+    status = role.initial(7.0)
+    assert (status.state, status.word, status.since) == (State.FAULT, None, 7.0)
+
+
+def test_the_same_word_again_changes_nothing() -> None:
+    status, _ = role.apply(role.initial(0.0), role.parse('INSTANCE "balancer" BACKUP 100'), 1.0)
+    again, change = role.apply(status, role.parse('INSTANCE "balancer" BACKUP 100'), 5.0)
+    assert change is None
+    assert again == status  # since stays 1.0: the state did not begin again
+
+
+def test_a_step_keepalived_never_takes_raises_and_can_be_adopted() -> None:
+    status, _ = role.apply(role.initial(0.0), role.parse('INSTANCE "balancer" BACKUP 100'), 1.0)
+    status, _ = role.apply(status, role.parse('INSTANCE "balancer" FAULT 100'), 2.0)
+    master = role.parse('INSTANCE "balancer" MASTER 100')
+    with pytest.raises(ValueError, match="from FAULT to MASTER"):
+        role.apply(status, master, 3.0)
+    adopted, change = role.adopt(status, master, 3.0)
+    assert adopted.state is State.ACTIVE
+    assert change.after.reason == "keepalived reports MASTER after FAULT"
+
+
+def test_keepalived_can_stop_in_every_state_and_start_again() -> None:
+    for word in ("BACKUP", "MASTER", "FAULT"):
+        assert role.TRANSITIONS[(word, "STOP")].startswith("keepalived stopped")
+    assert role.TRANSITIONS[("STOP", "BACKUP")] == role.TRANSITIONS[(None, "BACKUP")]
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("", "not a keepalived notice"),
+        ('GROUP "pair" MASTER 100', "not a keepalived notice"),
+        ('INSTANCE "other" MASTER 100', "instance 'other', not 'balancer'"),
+        ('INSTANCE "balancer" MASTER_RX_LOWER_PRI 100', "none Balancer knows"),
+        ('INSTANCE "balancer" MASTER', "not a keepalived notice"),
+    ],
+)
+def test_lines_that_are_no_notice_of_ours_are_refused(line: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        role.parse(line)
+
+
+def test_a_notice_keeps_its_priority() -> None:
+    assert role.parse('INSTANCE "balancer" FAULT 150\n') == role.Notice("FAULT", 150)
+
+
+def test_follow_reads_the_fifo_across_writers_and_skips_what_is_no_notice(
+    tmp_path: Path,
+) -> None:
+    fifo = tmp_path / "notify"
+    os.mkfifo(fifo, 0o600)
+    ticks = iter(float(n) for n in range(100))
+
+    async def scenario() -> list[role.Change]:
+        changes: list[role.Change] = []
+
+        async def read() -> None:
+            async for change in role.follow(fifo, clock=lambda: next(ticks)):
+                changes.append(change)
+                if len(changes) == 3:
+                    return
+
+        reading = asyncio.create_task(read())
+        await asyncio.sleep(0.05)
+        # Two writers one after the other, as keepalived stopped and started again.
+        for text in (
+            b'INSTANCE "balancer" BACKUP 100\nnoise\n',
+            b'INSTANCE "other" MASTER 100\nINSTANCE "balancer" MASTER 100\n',
+        ):
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.write(writer, text)
+            os.close(writer)
+        writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.write(writer, b'INSTANCE "balancer" STOP 100\n')
+        os.close(writer)
+        await asyncio.wait_for(reading, 10)
+        return changes
+
+    changes = asyncio.run(scenario())
+    assert [c.after.word for c in changes] == ["BACKUP", "MASTER", "STOP"]
+    assert [c.after.since for c in changes] == [1.0, 2.0, 3.0]
