@@ -190,9 +190,20 @@ class Report:
     runs: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)  # copied into the JSON as is
     appendix: Sequence[str] = ()  # Markdown lines after the tables: where the time goes
+    # Markdown lines of the scenarios with tables of their own (the control plane's), after
+    # the appendix; a run of those alone has no metrics and prints no table of issue 5.
+    sections: Sequence[str] = ()
 
 
 def markdown(report: Report) -> str:
+    lines = _proxies(report) if report.metrics or not report.sections else []
+    if report.sections:
+        lines += ["", *report.sections] if lines else list(report.sections)
+    return "\n".join(lines) + "\n"
+
+
+def _proxies(report: Report) -> list[str]:
+    """The built-in engine and HAProxy side by side (issue 5)."""
     metrics = report.metrics
     lines = [report.setting, ""]
     lines += _table([m for m in metrics.values() if m.table == "results"], ratio_columns=True)
@@ -225,7 +236,7 @@ def markdown(report: Report) -> str:
     lines += ["", *_checks(report)]
     if report.appendix:
         lines += ["", *report.appendix]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 CORES = (

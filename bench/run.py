@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -23,7 +24,7 @@ from typing import Any
 
 from balancer.engines import EngineError
 from balancer.model import Config
-from bench import procfs, profile, proxies, scenarios
+from bench import control_plane, procfs, profile, proxies, scenarios
 from bench.proxies import Proxy
 from bench.record import LOAD_CORE, PROXY_CORE, Recorder
 from bench.report import DASH, Report, Verdict, document, markdown, spread, verdicts
@@ -35,6 +36,7 @@ VIPS = "127.5.0."
 SERVERS = ["127.5.1.1", "127.5.1.2"]
 CLIENTS, CLIENT_COUNT = "127.5.100.1", 256
 IDLE_CONNS = 10_000
+CONTROL_PLANE = "control-plane"  # issue 11's scenario: bench/control_plane.py
 PAUSE = 0.5  # seconds between runs: the sockets of one run close before the next
 TRANSPORTS_MEASURED = 2000  # connections, for the memory a uvloop transport takes
 
@@ -44,10 +46,11 @@ class Settings:
     duration: float = 4.0  # seconds of each run
     rounds: int = 3
     idle_conns: int = IDLE_CONNS
-    scenarios: tuple[str, ...] = ("bulk", "connect", "serial", "idle")
+    scenarios: tuple[str, ...] = ("bulk", "connect", "serial", "idle", CONTROL_PLANE)
     out: Path = HERE / "results"
     profile: bool = True  # where the time goes, for each target not met
     build: Path = HERE / "build"
+    quick: bool = False  # for development: fewer runs and sizes
 
 
 # --- the machine -----------------------------------------------------------------------------
@@ -492,23 +495,44 @@ def write(report: Report, out: Path) -> None:
     text = markdown(report)
     (out / "latest.md").write_text(text)
     (out / "latest.json").write_text(json.dumps(document(report), indent=1) + "\n")
-    draw(report, out / "ratios.png")
+    written = "latest.md, latest.json"
+    if report.metrics:
+        draw(report, out / "ratios.png")
+        written += ", ratios.png"
     print()
     print(text)
-    print("Targets (issue 5):")
-    for found in verdicts(report.metrics):
-        print(f"  {found.target.text} {found.target.condition()} {found.target.versus}: "
-              f"{found.text()}")  # fmt: skip
-    print(f"\nWritten: {out}/latest.md, latest.json, ratios.png")
+    if report.metrics:
+        print("Targets (issue 5):")
+        for found in verdicts(report.metrics):
+            print(f"  {found.target.text} {found.target.condition()} {found.target.versus}: "
+                  f"{found.text()}")  # fmt: skip
+    print(f"\nWritten: {out}/{written}")
+
+
+def control(settings: Settings) -> tuple[list[str], dict[str, Any]]:
+    """The control plane's scenario, before the proxies' pin this process to a core."""
+    chosen = control_plane.RunSettings()
+    if settings.quick:
+        chosen = control_plane.RunSettings(
+            sizes=control_plane.SIZES[:2], repeats=3, growth_budget=20.0, cli_runs=5
+        )
+    # A short directory: engine control sockets must fit in sun_path.
+    with tempfile.TemporaryDirectory(prefix="bench-cp-", dir="/tmp") as work:
+        return control_plane.run(Path(work), chosen)
 
 
 def main(settings: Settings) -> int:
     started = time.monotonic()
+    lines, found = control(settings) if CONTROL_PLANE in settings.scenarios else ([], {})
     try:
-        report = asyncio.run(bench(settings))
+        proxies_chosen = set(settings.scenarios) - {CONTROL_PLANE}
+        report = asyncio.run(bench(settings)) if proxies_chosen else Report({}, "")
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 1
+    if lines:
+        extra = {**report.extra, "control_plane": found}
+        report = dataclasses.replace(report, sections=lines, extra=extra)
     write(report, settings.out)
     print(f"Took {time.monotonic() - started:.0f} s.")
     return 0
