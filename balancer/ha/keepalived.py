@@ -211,8 +211,8 @@ def render(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def complaints(output: str, config: Path) -> str:
-    """What ``keepalived -t`` said about ``config``, as one line."""
+def complaints(output: str) -> str:
+    """What ``keepalived -t`` said, as one line."""
     found = []
     for line in output.splitlines():
         line = line.strip()
@@ -223,7 +223,7 @@ def complaints(output: str, config: Path) -> str:
             line = f"line {match['line']}: {line[match.end() :]}"
         if line not in found:
             found.append(line)
-    return f"keepalived refused {config.name}: {'; '.join(found)}"
+    return f"keepalived refused its configuration: {'; '.join(found)}"
 
 
 class Keepalived:
@@ -263,7 +263,7 @@ class Keepalived:
             raise KeepalivedError(f"keepalived -t did not finish in {CHECK_TIMEOUT}s") from None
         said = output.decode(errors="replace").strip()
         if tested.returncode != 0 or said:
-            raise KeepalivedError(complaints(said or f"exit status {tested.returncode}", config))
+            raise KeepalivedError(complaints(said or f"exit status {tested.returncode}"))
 
     async def configure(self, settings: Settings) -> None:
         """Test the configuration for ``settings`` and put it in place; the running keepalived
