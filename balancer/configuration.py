@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from balancer.model import Config
-from balancer.validate import Invalid, Problem, parse
+from balancer.model import Config, VirtualService
+from balancer.validate import Invalid, Problem, checked, parse_as
 
 
 class Missing(LookupError):
@@ -24,9 +24,11 @@ class Missing(LookupError):
 Document = dict[str, Any]
 
 
-def _services(config: Config) -> list[Document]:
-    services: list[Document] = config.model_dump(mode="json")["virtual_services"]
-    return services
+def _index(config: Config, label: str, field: str) -> int:
+    for index, vs in enumerate(config.virtual_services):
+        if vs.label == label:
+            return index
+    raise Missing(field, f"there is no virtual service {label!r}")
 
 
 def _find(items: list[Document], label: str, field: str, noun: str) -> int:
@@ -36,8 +38,19 @@ def _find(items: list[Document], label: str, field: str, noun: str) -> int:
     raise Missing(field, f"there is no {noun} {label!r}")
 
 
-def _rebuild(services: list[Document]) -> Config:
-    return parse({"virtual_services": services})
+def _with(config: Config, index: int, document: Document | None, *, insert: bool = False) -> Config:
+    """``config`` with the virtual service at ``index`` replaced by ``document`` (inserted
+    there, or removed if None). Only that service is parsed and checked on its own; every other
+    one is the same object as before, so an edit costs one service, not the configuration."""
+    services = list(config.virtual_services)
+    if document is None:
+        del services[index]
+    else:
+        label = document.get("label")
+        where = f"virtual_services[{label if isinstance(label, str) and label else index}]"
+        vs = parse_as(VirtualService, document, where)
+        services[index : index if insert else index + 1] = [vs]
+    return checked(Config(virtual_services=tuple(services)), known=config)
 
 
 def _object(data: Any, noun: str) -> Document:
@@ -47,58 +60,53 @@ def _object(data: Any, noun: str) -> Document:
 
 
 def add_virtual_service(config: Config, data: Any) -> Config:
-    return _rebuild([*_services(config), _object(data, "virtual service")])
+    document = _object(data, "virtual service")
+    return _with(config, len(config.virtual_services), document, insert=True)
 
 
 def modify_virtual_service(config: Config, label: str, changes: Any) -> Config:
-    services = _services(config)
-    index = _find(services, label, "label", "virtual service")
+    index = _index(config, label, "label")
+    current: Document = config.virtual_services[index].model_dump(mode="json")
     changes = _object(changes, "virtual service")
     check = changes.get("health_check")
     if (
         isinstance(check, dict)
-        and check.get("type", services[index]["health_check"]["type"])
-        != (services[index]["health_check"]["type"])
+        and check.get("type", current["health_check"]["type"]) != (current["health_check"]["type"])
     ):
         # A new kind of check starts from its own defaults, not the old kind's path or script.
-        services[index]["health_check"] = {
-            key: value
-            for key, value in services[index]["health_check"].items()
-            if key not in TYPE_SPECIFIC
+        current["health_check"] = {
+            key: value for key, value in current["health_check"].items() if key not in TYPE_SPECIFIC
         }
-    services[index] = _merge(services[index], changes)
-    return _rebuild(services)
+    return _with(config, index, _merge(current, changes))
 
 
 TYPE_SPECIFIC = ("method", "path", "expect", "script")
 
 
 def remove_virtual_service(config: Config, label: str) -> Config:
-    services = _services(config)
-    del services[_find(services, label, "label", "virtual service")]
-    return _rebuild(services)
+    return _with(config, _index(config, label, "label"), None)
 
 
 def add_real_server(config: Config, service: str, data: Any) -> Config:
-    services = _services(config)
-    vs = services[_find(services, service, "virtual_service", "virtual service")]
+    index = _index(config, service, "virtual_service")
+    vs: Document = config.virtual_services[index].model_dump(mode="json")
     vs["real_servers"].append(_object(data, "real server"))
-    return _rebuild(services)
+    return _with(config, index, vs)
 
 
 def modify_real_server(config: Config, service: str, label: str, changes: Any) -> Config:
-    services = _services(config)
-    vs = services[_find(services, service, "virtual_service", "virtual service")]
-    index = _find(vs["real_servers"], label, "label", f"real server in {service!r} called")
-    vs["real_servers"][index] = _merge(vs["real_servers"][index], _object(changes, "real server"))
-    return _rebuild(services)
+    index = _index(config, service, "virtual_service")
+    vs: Document = config.virtual_services[index].model_dump(mode="json")
+    at = _find(vs["real_servers"], label, "label", f"real server in {service!r} called")
+    vs["real_servers"][at] = _merge(vs["real_servers"][at], _object(changes, "real server"))
+    return _with(config, index, vs)
 
 
 def remove_real_server(config: Config, service: str, label: str) -> Config:
-    services = _services(config)
-    vs = services[_find(services, service, "virtual_service", "virtual service")]
+    index = _index(config, service, "virtual_service")
+    vs: Document = config.virtual_services[index].model_dump(mode="json")
     del vs["real_servers"][_find(vs["real_servers"], label, "label", "real server")]
-    return _rebuild(services)
+    return _with(config, index, vs)
 
 
 def _merge(current: Document, changes: Document) -> Document:
