@@ -311,8 +311,16 @@ class Keepalived:
         raise KeepalivedError(f"keepalived did not start in {START_TIMEOUT}s; see {self.log}")
 
     def running(self) -> bool:
-        """Whether the keepalived this object started still runs (a supervisor restarts it)."""
+        """Whether the keepalived this object started still runs."""
         return self._process is not None and self._process.returncode is None
+
+    async def wait(self) -> str:
+        """Wait until the keepalived this object started ends, for a supervisor to restart it;
+        why it ended, in one line."""
+        if self._process is None:
+            raise KeepalivedError("keepalived was not started here")
+        status = await self._process.wait()
+        return f"keepalived exited with status {status}: {_last_line(self.log)}"
 
     def reload(self) -> None:
         """Have keepalived read the configuration in place; the floating IPs stay put."""

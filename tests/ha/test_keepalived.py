@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -350,5 +351,28 @@ def test_a_refused_configuration_leaves_the_one_in_place(tmp_path: Path) -> None
                 "keepalived.conf",
                 "notify",
             ]
+
+    asyncio.run(scenario())
+
+
+@needs_netns
+@needs_keepalived
+def test_a_supervisor_learns_that_keepalived_died(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        with network() as net:
+            host = net.host("n1", "198.18.0.11")
+            keepalived = Keepalived(tmp_path / "n1", wrap=host.command())
+            settings = replace(
+                SETTINGS, check=EngineCheck(("/bin/true",)), fifo=tmp_path / "n1" / "notify"
+            )
+            await keepalived.configure(settings)
+            await keepalived.start()
+            assert keepalived.running()
+            pid = keepalived.pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            said = await asyncio.wait_for(keepalived.wait(), WAIT)
+            assert said.startswith("keepalived exited with status -9: ")
+            assert not keepalived.running()
 
     asyncio.run(scenario())
