@@ -4,35 +4,85 @@ their API keys, the audit log.
 One SQLite file in WAL mode with ``synchronous=FULL``: once a write returns it is on disk, so a
 crash at any instant loses no acknowledged revision. Every write is one transaction. Revisions
 are never changed: a change, a restore or a rollback is a new revision on top of the head.
+
+A revision costs what it changes. Each virtual service's canonical JSON is stored once, in the
+``service`` table under its SHA-256; a revision is a manifest of service ids, written as a
+splice of its parent's manifest (one service changed: a few bytes) with a whole manifest every
+``FULL_EVERY`` revisions, so reading any revision replays at most that many small splices. The
+parsed services and the newest revisions are kept in memory, so reading the head and saving a
+one-field change parse and serialise one service, not the configuration.
+
+A revision is named on every node by its number, allocated by the node that owns the
+configuration, and by its digest, the SHA-256 of the configuration's canonical JSON
+(``digest``), which is carried with it (``export``, ``receive``).
+
+What an HA pair replicates and what each node keeps to itself (the guide's 14.1.1):
+- cluster-wide: ``revision`` and ``service`` (the configuration and its history), ``user`` and
+  ``api_key``;
+- node-local: ``node_settings`` (hostname, addresses, ports), ``applied`` (what this node's
+  data plane runs) and ``audit`` (what was done on this node).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+from pydantic import ValidationError
+
 from balancer import validate
 from balancer.configuration import Missing
-from balancer.model import Config, NodeSettings
+from balancer.model import Config, NodeSettings, VirtualService
 from balancer.validate import Invalid, Problem
 
 BACKUP_FORMAT = "balancer-configuration"
-BACKUP_VERSION = 1
-BACKUP_VERSIONS_READ = (1,)
-_BACKUP_KEYS = frozenset({"format", "version", "exported", "revision", "config"})
+# 2: the document carries its revision's digest.
+BACKUP_VERSION = 2
+BACKUP_VERSIONS_READ = (1, 2)
+_BACKUP_KEYS = frozenset({"format", "version", "exported", "revision", "digest", "config"})
+
+# A revision's manifest is written whole at least this often, so reading any revision replays
+# at most this many splices.
+FULL_EVERY = 100
+# Revisions kept parsed in memory: the head, the applied one, and what a page of history shows.
+_RECENT = 64
+
+
+def _split_revisions(db: sqlite3.Connection) -> None:
+    """Schema step 3: each revision's whole document becomes its services, stored once each,
+    and a whole manifest. The stored JSON is taken as it is, not parsed by today's model, so a
+    revision reads back exactly as it did before."""
+    for (id,) in db.execute("SELECT id FROM revision ORDER BY id").fetchall():
+        (text,) = db.execute("SELECT config FROM revision WHERE id = ?", (id,)).fetchone()
+        document = json.loads(text)
+        services = [_canonical(vs) for vs in document.pop("virtual_services", [])]
+        db.execute(
+            "UPDATE revision SET digest = ?, settings = ?, services = ?, depth = 0 WHERE id = ?",
+            (
+                _sha256(_compose(document, services)),
+                _canonical(document),
+                json.dumps([_service_id(db, service) for service in services]),
+                id,
+            ),
+        )
+
+
+Step = str | Callable[[sqlite3.Connection], None]
 
 # Step n takes the schema from version n to n + 1; PRAGMA user_version counts the steps run.
 # Append steps; never edit one that has shipped, since databases in the field already ran it.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     (
         """CREATE TABLE revision (id INTEGER PRIMARY KEY, created REAL NOT NULL,
             author TEXT NOT NULL, message TEXT NOT NULL, config TEXT NOT NULL)""",
@@ -60,6 +110,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             owner TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, created REAL NOT NULL,
             revoked REAL)""",
     ),
+    (
+        # One row per distinct virtual service ever saved: its canonical JSON and the SHA-256
+        # of that JSON, by which a save finds a service that is already stored.
+        """CREATE TABLE service (id INTEGER PRIMARY KEY, digest TEXT NOT NULL UNIQUE,
+            document TEXT NOT NULL)""",
+        # digest: SHA-256 of the configuration's canonical JSON. settings: the configuration
+        # apart from its virtual services, canonical JSON. services: with depth 0, the JSON
+        # list of the revision's service ids; with depth n, [start, end, [ids]]: the previous
+        # revision's list with [start:end] replaced by ids, n splices from a whole list.
+        "ALTER TABLE revision ADD COLUMN digest TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE revision ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE revision ADD COLUMN services TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE revision ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
+        _split_revisions,
+        "ALTER TABLE revision DROP COLUMN config",
+    ),
 )
 
 
@@ -70,6 +136,7 @@ class Revision:
     author: str
     message: str
     config: Config
+    digest: str  # SHA-256 of the configuration's canonical JSON: the same on every node
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +184,36 @@ class NotFound(StoreError):
     """No such revision."""
 
 
+class Mismatch(StoreError):
+    """A revision received from the owning node does not have the digest it came with."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A revision as read or written, with its manifest: what the next one is a splice of."""
+
+    revision: Revision
+    services: tuple[int, ...]
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Content:
+    """A configuration taken apart as the store keeps it: canonical JSON of its settings and
+    of each virtual service, and the service ids already known (None: look it up, or add it)."""
+
+    config: Config
+    texts: tuple[str, ...]
+    ids: tuple[int | None, ...]
+    settings: dict[str, Any]
+    digest: str
+
+    @classmethod
+    def of(cls, config: Config, texts: tuple[str, ...], ids: tuple[int | None, ...]) -> Self:
+        settings = _settings(config)
+        return cls(config, texts, ids, settings, _sha256(_compose(settings, texts)))
+
+
 class Store:
     """One SQLite connection, shared by threads one at a time."""
 
@@ -124,6 +221,15 @@ class Store:
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
+        # Caches of what never changes once committed; read and written under _lock.
+        # Service id -> (parsed, canonical JSON).
+        self._services: dict[int, tuple[VirtualService, str]] = {}
+        # id() of a parsed service -> (that object, its service id): an edit keeps the services
+        # it did not touch, so a save finds their ids without serialising them. The object is
+        # held so that its id() is not reused.
+        self._ids: dict[int, tuple[VirtualService, int]] = {}
+        self._recent: OrderedDict[int, _Stored] = OrderedDict()
+        self._prune_at = 10_000
         self._db = _connect(path)
         try:
             _configure(self._db, path)
@@ -146,17 +252,22 @@ class Store:
         self.close()
 
     def head(self) -> Revision:
-        return self._revisions("ORDER BY id DESC LIMIT 1", ())[0]
+        with self._lock:
+            (id,) = self._db.execute("SELECT max(id) FROM revision").fetchone()
+            return self._load(self._db, id).revision
 
     def revision(self, id: int) -> Revision:
-        found = self._revisions("WHERE id = ?", (id,))
-        if not found:
-            raise NotFound(f"there is no revision {id}")
-        return found[0]
+        with self._lock:
+            return self._load(self._db, id).revision
 
     def revisions(self, limit: int = 50) -> list[Revision]:
         """Newest first."""
-        return self._revisions("ORDER BY id DESC LIMIT ?", (limit,))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM revision ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+            # Oldest first, so that each is a splice of one just read.
+            return [self._load(self._db, id).revision for (id,) in reversed(rows)][::-1]
 
     def save(
         self,
@@ -168,19 +279,66 @@ class Store:
         action: str = "change",
         target: str = "",
     ) -> Revision:
-        """Save ``config`` as the new head, if ``base`` is still the head; audited."""
-        validate.checked(config)
+        """Save ``config`` as the new head, if ``base`` is still the head; audited.
+
+        The services ``config`` shares with a revision read or saved here (an edit of the head
+        keeps every service it does not touch) are neither checked on their own again nor
+        serialised again."""
+        validate.checked(config, known=self._known())
+        content = self._content(config)
         with self._transaction() as db:
             (head,) = db.execute("SELECT max(id) FROM revision").fetchone()
             if base != head:
                 raise Conflict(
                     f"revision {base} is no longer the newest: revision {head} was saved since"
                 )
-            revision = Revision(head + 1, self._clock(), author, message, config)
-            _insert_revision(db, revision)
-            detail = {"revision": revision.id, "message": message}
-            _insert_audit(db, revision.created, author, action, target, detail)
-        return revision
+            stored = self._insert(db, head + 1, self._clock(), author, message, content)
+            detail = {"revision": head + 1, "message": message}
+            _insert_audit(db, stored.revision.created, author, action, target, detail)
+        self._remember(stored, content)
+        return stored.revision
+
+    def receive(
+        self,
+        config: Config,
+        *,
+        revision: int,
+        digest: str,
+        author: str,
+        message: str = "",
+        created: float | None = None,
+    ) -> Revision:
+        """Record a revision made by the node that owns the configuration, under the owner's
+        number and digest: an HA pair's Secondary keeps the Primary's revisions so. Refused with
+        Mismatch if ``config`` does not have ``digest``, and with Conflict if ``revision`` is not
+        newer than the head; the same revision received again is already here and is returned.
+        Audited as ``receive``."""
+        validate.checked(config, known=self._known())
+        content = self._content(config)
+        if content.digest != digest:
+            raise Mismatch(
+                f"revision {revision}: the configuration received has digest "
+                f"{content.digest}, not {digest} as sent"
+            )
+        with self._transaction() as db:
+            (head,) = db.execute("SELECT max(id) FROM revision").fetchone()
+            if revision <= head:
+                same = db.execute(
+                    "SELECT 1 FROM revision WHERE id = ? AND digest = ?", (revision, digest)
+                ).fetchone()
+                if same is None:
+                    raise Conflict(
+                        f"revision {revision} is not newer than revision {head}, the newest here"
+                    )
+                return self._load(db, revision).revision
+            at = self._clock()
+            stored = self._insert(
+                db, revision, at if created is None else created, author, message, content
+            )
+            detail = {"revision": revision, "digest": digest, "message": message}
+            _insert_audit(db, at, author, "receive", "", detail)
+        self._remember(stored, content)
+        return stored.revision
 
     def applied(self) -> Applied | None:
         """The revision the data plane runs; head differs while changes are saved, not committed."""
@@ -325,6 +483,7 @@ class Store:
             "version": BACKUP_VERSION,
             "exported": datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="seconds"),
             "revision": chosen.id,
+            "digest": chosen.digest,
             "config": chosen.config.model_dump(mode="json"),
         }
 
@@ -355,11 +514,137 @@ class Store:
         with self._lock:
             return self._db.execute(sql, parameters).fetchall()
 
-    def _revisions(self, clause: str, parameters: tuple[Any, ...]) -> list[Revision]:
-        rows = self._query(
-            f"SELECT id, created, author, message, config FROM revision {clause}", parameters
+    def _known(self) -> Config | None:
+        """The newest configuration in memory: its services were checked when they were saved."""
+        with self._lock:
+            return self._recent[max(self._recent)].revision.config if self._recent else None
+
+    def _content(self, config: Config) -> _Content:
+        services = config.virtual_services
+        with self._lock:
+            known = [self._ids.get(id(vs)) for vs in services]
+            ids = tuple(
+                k[1] if k is not None and k[0] is vs else None
+                for k, vs in zip(known, services, strict=True)
+            )
+            texts = tuple(
+                self._services[i][1] if i is not None else _canonical(vs.model_dump(mode="json"))
+                for i, vs in zip(ids, services, strict=True)
+            )
+        return _Content.of(config, texts, ids)
+
+    def _insert(
+        self,
+        db: sqlite3.Connection,
+        id: int,
+        created: float,
+        author: str,
+        message: str,
+        content: _Content,
+    ) -> _Stored:
+        """Write revision ``id`` on top of the newest one; the caller holds the transaction."""
+        ids = tuple(
+            known if known is not None else _service_id(db, text)
+            for known, text in zip(content.ids, content.texts, strict=True)
         )
-        return [_revision(row) for row in rows]
+        (parent,) = db.execute("SELECT max(id) FROM revision").fetchone()
+        depth, services = 0, json.dumps(ids)
+        if parent is not None:
+            before = self._load(db, parent)
+            start, end, middle = _splice(before.services, ids)
+            # A splice as long as half the list saves little and costs a step at every read.
+            if before.depth + 1 < FULL_EVERY and 2 * len(middle) < max(len(ids), 1):
+                depth, services = before.depth + 1, json.dumps([start, end, middle])
+        revision = Revision(id, created, author, message, content.config, content.digest)
+        db.execute(
+            "INSERT INTO revision (id, created, author, message, digest, settings, services, depth)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                id,
+                created,
+                author,
+                message,
+                revision.digest,
+                _canonical(content.settings),
+                services,
+                depth,
+            ),
+        )
+        return _Stored(revision, ids, depth)
+
+    def _remember(self, stored: _Stored, content: _Content) -> None:
+        """Keep what was just committed; never what a rolled-back transaction wrote."""
+        with self._lock:
+            services = content.config.virtual_services
+            for n, known in enumerate(content.ids):
+                if known is None:
+                    sid, vs = stored.services[n], services[n]
+                    self._services.setdefault(sid, (vs, content.texts[n]))
+                    self._ids[id(vs)] = (vs, sid)
+            self._keep(stored)
+
+    def _load(self, db: sqlite3.Connection, id: int) -> _Stored:
+        """Revision ``id``, from memory or replayed from its last whole manifest; the caller
+        holds the lock."""
+        if id in self._recent:
+            self._recent.move_to_end(id)
+            return self._recent[id]
+        row = db.execute(
+            "SELECT created, author, message, digest, settings, depth FROM revision WHERE id = ?",
+            (id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"there is no revision {id}")
+        created, author, message, digest, settings, depth = row
+        chain = db.execute(
+            "SELECT id, services FROM revision WHERE id <= ? ORDER BY id DESC LIMIT ?",
+            (id, depth + 1),
+        ).fetchall()[::-1]
+        # Start from the newest revision of the chain already in memory, else the whole list.
+        start = max((n for n, (i, _) in enumerate(chain) if i in self._recent and n), default=0)
+        ids = list(self._recent[chain[start][0]].services) if start else json.loads(chain[0][1])
+        for _, splice in chain[start + 1 :]:
+            begin, end, middle = json.loads(splice)
+            ids[begin:end] = middle
+        services = self._parsed(db, ids, id)
+        try:
+            config = Config.model_validate({**json.loads(settings), "virtual_services": services})
+        except ValidationError as error:
+            raise StoreError(f"revision {id} cannot be read: {error}") from None
+        stored = _Stored(Revision(id, created, author, message, config, digest), tuple(ids), depth)
+        self._keep(stored)
+        return stored
+
+    def _parsed(
+        self, db: sqlite3.Connection, ids: Sequence[int], revision: int
+    ) -> list[VirtualService]:
+        missing = sorted({sid for sid in ids if sid not in self._services})
+        for chunk in range(0, len(missing), 500):
+            wanted = missing[chunk : chunk + 500]
+            rows = db.execute(
+                f"SELECT id, document FROM service WHERE id IN ({','.join('?' * len(wanted))})",
+                wanted,
+            ).fetchall()
+            for sid, text in rows:
+                try:
+                    vs = VirtualService.model_validate_json(text)
+                except ValidationError as error:
+                    raise StoreError(f"revision {revision} cannot be read: {error}") from None
+                self._services[sid] = (vs, text)
+                self._ids[id(vs)] = (vs, sid)
+        return [self._services[sid][0] for sid in ids]
+
+    def _keep(self, stored: _Stored) -> None:
+        self._recent[stored.revision.id] = stored
+        self._recent.move_to_end(stored.revision.id)
+        while len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+        # Services only older revisions used are let go once they outnumber the kept ones.
+        if max(len(self._services), len(self._ids)) > self._prune_at:
+            kept = {sid for recent in self._recent.values() for sid in recent.services}
+            self._services = {sid: self._services[sid] for sid in kept}
+            self._ids = {id(vs): (vs, sid) for sid, (vs, _) in self._services.items()}
+            self._prune_at = 2 * len(kept) + 10_000
 
     def _migrate(self) -> None:
         with self._transaction() as db:
@@ -371,12 +656,15 @@ class Store:
                 )
             for step in MIGRATIONS[done:]:
                 for statement in step:
-                    db.execute(statement)
+                    if isinstance(statement, str):
+                        db.execute(statement)
+                    else:
+                        statement(db)
             if done < len(MIGRATIONS):
                 db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
             if db.execute("SELECT 1 FROM revision LIMIT 1").fetchone() is None:
-                first = Revision(0, self._clock(), "system", "empty configuration", Config())
-                _insert_revision(db, first)
+                content = _Content.of(Config(), (), ())
+                self._insert(db, 0, self._clock(), "system", "empty configuration", content)
 
 
 def parse_backup(document: Any) -> Config:
@@ -436,11 +724,6 @@ def _configure(db: sqlite3.Connection, path: Path) -> None:
     db.execute("PRAGMA foreign_keys = ON")
 
 
-def _revision(row: tuple[Any, ...]) -> Revision:
-    id, created, author, message, config = row
-    return Revision(id, created, author, message, Config.model_validate_json(config))
-
-
 def _audit_entry(row: tuple[Any, ...]) -> AuditEntry:
     id, at, author, action, target, detail = row
     return AuditEntry(id, at, author, action, target, json.loads(detail))
@@ -451,12 +734,52 @@ def _rowid(cursor: sqlite3.Cursor) -> int:
     return cursor.lastrowid
 
 
-def _insert_revision(db: sqlite3.Connection, revision: Revision) -> None:
-    config = revision.config.model_dump_json()
-    db.execute(
-        "INSERT INTO revision (id, created, author, message, config) VALUES (?, ?, ?, ?, ?)",
-        (revision.id, revision.created, revision.author, revision.message, config),
-    )
+def digest(config: Config) -> str:
+    """SHA-256 of the configuration's canonical JSON: what names its content on any node."""
+    return _sha256(_canonical(config.model_dump(mode="json")))
+
+
+def _settings(config: Config) -> dict[str, Any]:
+    """The configuration apart from its virtual services, which are stored one by one."""
+    return config.model_dump(mode="json", exclude={"virtual_services"})
+
+
+def _canonical(value: Any) -> str:
+    """The one JSON text of a value: keys sorted, no spaces, ASCII only."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _compose(settings: dict[str, Any], services: Sequence[str]) -> str:
+    """The canonical JSON of a configuration, from its settings and its services' canonical
+    JSON: the same text as ``_canonical`` of the whole, without serialising every service."""
+    parts = {key: _canonical(value) for key, value in settings.items()}
+    parts["virtual_services"] = "[" + ",".join(services) + "]"
+    return "{" + ",".join(f"{_canonical(key)}:{parts[key]}" for key in sorted(parts)) + "}"
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _service_id(db: sqlite3.Connection, text: str) -> int:
+    """The id of the service whose canonical JSON is ``text``, stored now if it is new."""
+    key = _sha256(text)
+    row = db.execute("SELECT id FROM service WHERE digest = ?", (key,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    return _rowid(db.execute("INSERT INTO service (digest, document) VALUES (?, ?)", (key, text)))
+
+
+def _splice(before: Sequence[int], after: Sequence[int]) -> tuple[int, int, list[int]]:
+    """(start, end, middle) such that before[:start] + middle + before[end:] == after."""
+    start = 0
+    most = min(len(before), len(after))
+    while start < most and before[start] == after[start]:
+        start += 1
+    end, tail = len(before), len(after)
+    while end > start and tail > start and before[end - 1] == after[tail - 1]:
+        end, tail = end - 1, tail - 1
+    return start, end, list(after[start:tail])
 
 
 def _insert_audit(

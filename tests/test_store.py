@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import random
 import signal
 import sqlite3
@@ -19,8 +21,24 @@ from typing import Any
 
 import pytest
 
+from balancer.configuration import (
+    add_real_server,
+    add_virtual_service,
+    modify_real_server,
+    modify_virtual_service,
+    remove_virtual_service,
+)
 from balancer.model import Config, NodeSettings
-from balancer.store import MIGRATIONS, Applied, Conflict, NotFound, Store, StoreError
+from balancer.store import (
+    MIGRATIONS,
+    Applied,
+    Conflict,
+    Mismatch,
+    NotFound,
+    Store,
+    StoreError,
+    digest,
+)
 from balancer.validate import Invalid
 
 
@@ -177,9 +195,9 @@ def test_export_then_restore_gives_the_same_config(path: Path) -> None:
         store.save(config, base=0, author="alice", message="two PSM servers")
         store.save_node_settings(NodeSettings(hostname="lb01"), author="alice")
         document = store.export()
-        assert set(document) == {"format", "version", "exported", "revision", "config"}
-        assert (document["format"], document["version"]) == ("balancer-configuration", 1)
-        assert document["revision"] == 1
+        assert set(document) == {"format", "version", "exported", "revision", "digest", "config"}
+        assert (document["format"], document["version"]) == ("balancer-configuration", 2)
+        assert (document["revision"], document["digest"]) == (1, digest(config))
         assert datetime.fromisoformat(document["exported"]) == datetime.fromtimestamp(
             clock.now, UTC
         )
@@ -225,7 +243,7 @@ def _with_two_services_of_one_label(document: dict[str, Any]) -> Any:
         (lambda d: "<xml/>", "", "JSON object"),
         (lambda d: {**d, "format": "loadbalancer.org-xml"}, "format", "not a Balancer backup"),
         (lambda d: {k: v for k, v in d.items() if k != "format"}, "format", "must be"),
-        (lambda d: {**d, "version": 2}, "version", "2 is not supported; supported versions: 1"),
+        (lambda d: {**d, "version": 3}, "version", "3 is not supported; supported versions: 1, 2"),
         (lambda d: {k: v for k, v in d.items() if k != "version"}, "version", "is missing"),
         (lambda d: {k: v for k, v in d.items() if k != "config"}, "config", "is missing"),
         (lambda d: {**d, "config": None}, "config", "must be an object of settings"),
@@ -376,3 +394,244 @@ def _kill_a_writer(path: Path, lines: int, pause: float) -> list[int]:
         acknowledged += [int(line) for line in writer.stdout]
     assert writer.returncode == -signal.SIGKILL, "the writer finished before it was killed"
     return acknowledged
+
+
+# --- revisions at scale, digests, old databases, revisions from the owning node ------------
+
+
+def many(services: int, servers: int, *, weight: int = 1) -> Config:
+    """``services`` virtual services of ``servers`` real servers each, one port each."""
+    return Config.model_validate(
+        {
+            "virtual_services": [
+                {
+                    "label": f"VIP{v}",
+                    "ip": f"10.{v // 250}.{v % 250}.1",
+                    "ports": "3389",
+                    "persistence": {"mode": "source_ip"},
+                    "real_servers": [
+                        {"label": f"RIP{r}", "ip": f"10.200.{v % 250}.{r + 1}", "weight": weight}
+                        for r in range(servers)
+                    ],
+                }
+                for v in range(services)
+            ]
+        }
+    )
+
+
+def on_disk(path: Path) -> int:
+    """Bytes the store takes once its write-ahead log is folded into the file."""
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path.stat().st_size
+
+
+def test_the_database_grows_with_the_change_not_the_configuration(path: Path) -> None:
+    with Store(path) as store:
+        config = many(200, 5)
+        store.save(config, base=0, author="alice", message="200 services")
+        whole = len(config.model_dump_json())
+        before = on_disk(path)
+        for n in range(300):
+            head = store.head()
+            edited = modify_real_server(
+                head.config, f"VIP{n * 7 % 200}", f"RIP{n % 5}", {"weight": 2 + n % 100}
+            )
+            store.save(edited, base=head.id, author="alice", message=f"weight {n}")
+    grown = on_disk(path) - before
+    # Whole documents would add 300 x 100 KiB; one service, a row and an audit entry are
+    # under 2 KiB a save.
+    assert whole > 100_000
+    assert grown < 300 * 8_000, f"300 one-field saves added {grown} bytes"
+
+
+def test_every_revision_reads_back_as_it_was_saved(path: Path) -> None:
+    """Enough saves for several whole manifests, with every kind of edit; read back in a
+    fresh store, in random order, exported and rolled back."""
+    chance = random.Random(11)
+    saved: dict[int, Config] = {}
+    with Store(path) as store:
+        config = many(30, 3)
+        saved[store.save(config, base=0, author="a", message="30").id] = config
+        for n in range(260):
+            head = store.head()
+            labels = [vs.label for vs in head.config.virtual_services]
+            pick = chance.choice(labels)
+            kind = n % 7
+            if kind == 0:
+                edited = add_virtual_service(
+                    head.config, {"label": f"NEW{n}", "ip": f"10.99.{n % 250}.1", "ports": "80"}
+                )
+            elif kind == 1 and len(labels) > 5:
+                edited = remove_virtual_service(head.config, pick)
+            elif kind == 2:
+                edited = modify_virtual_service(head.config, pick, {"label": f"R{n}"})
+            else:
+                vs = head.config.virtual_service(pick)
+                assert vs is not None
+                if kind == 3 or not vs.real_servers:
+                    server = {"label": f"X{n}", "ip": f"10.98.{n % 250}.9"}
+                    edited = add_real_server(head.config, pick, server)
+                else:
+                    first = vs.real_servers[0].label
+                    edited = modify_real_server(head.config, pick, first, {"weight": n % 200})
+            saved[store.save(edited, base=head.id, author="a", message=str(n)).id] = edited
+        # A rollback: an old revision's configuration saved as the head.
+        head = store.head()
+        saved[store.save(saved[5], base=head.id, author="a", message="back to 5").id] = saved[5]
+    with Store(path) as store:
+        ids = list(saved)
+        chance.shuffle(ids)
+        for id in ids:
+            revision = store.revision(id)
+            assert revision.config == saved[id], f"revision {id}"
+            assert revision.digest == digest(saved[id])
+        assert store.revision(max(saved)).digest == store.revision(5).digest
+        assert store.export(40)["config"] == saved[40].model_dump(mode="json")
+        assert [r.id for r in store.revisions(300)] == sorted([*saved, 0], reverse=True)
+
+
+def test_digest_is_sha256_of_the_canonical_json(store: Store) -> None:
+    config = psm("192.168.85.10", "192.168.85.11")
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    assert digest(config) == hashlib.sha256(text.encode()).hexdigest()
+    revision = store.save(config, base=0, author="alice", message="two")
+    assert revision.digest == digest(config)
+    assert store.head().digest == digest(config) != store.revision(0).digest
+    # The same content built another way, keys in another order, has the same digest.
+    again = Config.model_validate(json.loads(json.dumps(config.model_dump(mode="json"))[::1]))
+    assert digest(again) == digest(config)
+    assert store.save(again, base=1, author="bob", message="same").digest == revision.digest
+
+
+def test_a_backup_without_a_digest_still_restores(store: Store) -> None:
+    config = psm("192.168.85.10")
+    document = {
+        "format": "balancer-configuration",
+        "version": 1,
+        "revision": 4,
+        "config": config.model_dump(mode="json"),
+    }
+    assert store.restore(document, base=0, author="alice").config == config
+
+
+# Schema version 2 as the release before content-addressed revisions shipped it: each revision
+# holds its whole configuration.
+OLD_SCHEMA = (
+    """CREATE TABLE revision (id INTEGER PRIMARY KEY, created REAL NOT NULL,
+        author TEXT NOT NULL, message TEXT NOT NULL, config TEXT NOT NULL)""",
+    """CREATE TABLE applied (id INTEGER PRIMARY KEY CHECK (id = 1),
+        revision INTEGER NOT NULL REFERENCES revision (id),
+        at REAL NOT NULL, author TEXT NOT NULL)""",
+    """CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,
+        author TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+        detail TEXT NOT NULL)""",
+    "CREATE INDEX audit_by_author ON audit (author, id)",
+    "CREATE INDEX audit_by_action ON audit (action, id)",
+    """CREATE TABLE node_settings (id INTEGER PRIMARY KEY CHECK (id = 1),
+        settings TEXT NOT NULL)""",
+    """CREATE TABLE user (name TEXT PRIMARY KEY, hash TEXT NOT NULL,
+        created REAL NOT NULL, changed REAL NOT NULL)""",
+    """CREATE TABLE api_key (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+        owner TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, created REAL NOT NULL,
+        revoked REAL)""",
+    "PRAGMA user_version = 2",
+)
+
+
+def test_a_database_of_the_old_schema_opens_with_every_revision(path: Path) -> None:
+    configs = [
+        Config(),
+        psm("192.168.85.10"),
+        psm("192.168.85.10", "192.168.85.11"),
+        many(20, 3),
+        many(20, 3, weight=7),
+    ]
+    with closing(sqlite3.connect(path)) as db, db:
+        for statement in OLD_SCHEMA:
+            db.execute(statement)
+        for id, config in enumerate(configs):
+            db.execute(
+                "INSERT INTO revision (id, created, author, message, config)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (id, 1_700_000_000.0 + id, "alice", f"r{id}", config.model_dump_json()),
+            )
+        db.execute("INSERT INTO applied (id, revision, at, author) VALUES (1, 3, 1.0, 'bob')")
+        db.execute("INSERT INTO user VALUES ('admin', 'hash', 1.0, 1.0)")
+        db.execute(
+            "INSERT INTO audit (at, author, action, target, detail) "
+            "VALUES (1.0, 'bob', 'commit', '', '{\"revision\": 3}')"
+        )
+    with Store(path) as store:
+        for id, config in enumerate(configs):
+            revision = store.revision(id)
+            assert (revision.config, revision.message) == (config, f"r{id}")
+            assert revision.digest == digest(config)
+        assert store.head().id == 4
+        assert store.applied() == Applied(3, 1.0, "bob")
+        assert store.password_hash("admin") == "hash"
+        assert store.audit_log()[0].detail == {"revision": 3}
+        edited = modify_real_server(configs[4], "VIP3", "RIP1", {"weight": 9})
+        assert store.save(edited, base=4, author="carol", message="after").id == 5
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
+        columns = [row[1] for row in db.execute("PRAGMA table_info(revision)")]
+        assert "config" not in columns
+        # Revisions 1 and 2 hold one service each, 3 and 4 differ in all 20; 5 adds one.
+        assert db.execute("SELECT count(*) FROM service").fetchone() == (1 + 1 + 20 + 20 + 1,)
+    assert integrity(path) == [("ok",)]
+
+
+def test_a_revision_from_the_owning_node_keeps_its_number_and_digest(tmp_path: Path) -> None:
+    with Store(tmp_path / "primary.db") as primary, Store(tmp_path / "secondary.db") as secondary:
+        for n in range(3):
+            primary.save(psm(f"192.168.85.{10 + n}"), base=n, author="alice", message=str(n))
+        owned = primary.head()
+        received = secondary.receive(
+            owned.config,
+            revision=owned.id,
+            digest=owned.digest,
+            author="primary",
+            message=owned.message,
+            created=owned.created,
+        )
+        assert (received.id, received.digest, received.config) == (3, owned.digest, owned.config)
+        assert received.created == owned.created
+        assert secondary.head() == received
+        assert secondary.export()["digest"] == primary.export()["digest"]
+        entry = secondary.audit_log(limit=1)[0]
+        assert (entry.author, entry.action, entry.detail["revision"]) == ("primary", "receive", 3)
+        # Sent again (the acknowledgement was lost): already here, nothing written.
+        again = secondary.receive(owned.config, revision=3, digest=owned.digest, author="primary")
+        assert again == received
+        assert len(secondary.audit_log()) == 1
+
+
+def test_a_revision_received_with_the_wrong_digest_is_refused(store: Store) -> None:
+    config = psm("192.168.85.10")
+    wrong = digest(psm("192.168.85.11"))
+    with pytest.raises(Mismatch, match=f"revision 4: .* not {wrong} as sent"):
+        store.receive(config, revision=4, digest=wrong, author="primary")
+    assert store.head().id == 0
+    assert store.audit_log() == []
+
+
+def test_a_revision_received_that_is_not_newer_is_refused(store: Store) -> None:
+    store.save(psm("192.168.85.10"), base=0, author="alice", message="local")
+    config = psm("192.168.85.11")
+    for number in (0, 1):
+        with pytest.raises(Conflict, match=f"revision {number} is not newer than revision 1"):
+            store.receive(config, revision=number, digest=digest(config), author="primary")
+    assert (store.head().id, len(store.audit_log())) == (1, 1)
+    received = store.receive(config, revision=7, digest=digest(config), author="primary")
+    assert store.head() == received
+    assert store.save(Config(), base=7, author="alice", message="next").id == 8
+
+
+def test_an_invalid_revision_received_is_refused(store: Store) -> None:
+    service = psm("192.168.85.10").virtual_services[0]
+    twice = Config(virtual_services=(service, service))
+    with pytest.raises(Invalid):
+        store.receive(twice, revision=1, digest=digest(twice), author="primary")
+    assert store.head().id == 0
