@@ -74,7 +74,7 @@ def hostile(app: WebApp) -> dict[str, tuple[bytes, str, str]]:
         "not an object": (b"[1, 2]", "", "must be a JSON object"),
         "NaN": (head.encode() + b'"config": {"virtual_services": []}, "x": NaN}', "file", "NaN"),
         "wrong format": (_with(app, format="other"), "format", "not a Balancer backup"),
-        "wrong version": (_with(app, version=2), "version", "2 is not supported"),
+        "wrong version": (_with(app, version=3), "version", "3 is not supported"),
         "version as text": (_with(app, version="1"), "version", "'1' is not supported"),
         "no configuration": (
             json.dumps({"format": "balancer-configuration", "version": 1}).encode(),
