@@ -332,21 +332,27 @@ class Keepalived:
     async def stop(self) -> None:
         """Stop keepalived: it tells the peer (priority 0), which takes the floating IPs over
         at once, and removes them here."""
-        pid = self.pid()
+        if self._process is not None:
+            # Ours, even if its pid file is gone.
+            with contextlib.suppress(ProcessLookupError):
+                self._process.terminate()
+            try:
+                await asyncio.wait_for(self._process.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                self._process.kill()
+                await self._process.wait()
+            self._process = None
+        pid = self.pid()  # one an earlier run of Balancer left running
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             for _ in range(int(STOP_TIMEOUT / POLL)):
-                if self.pid() is None:  # gone, or a zombie until reaped below
+                if self.pid() is None:
                     break
                 await asyncio.sleep(POLL)
             else:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        if self._process is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._process.wait(), STOP_TIMEOUT)
-            self._process = None
 
     def pid(self) -> int | None:
         """keepalived's main pid; a stale pid file may name some other process by now."""
