@@ -263,3 +263,41 @@ def test_edits_do_not_touch_the_changes_given() -> None:
     server: dict[str, Any] = {"label": "PSM3", "ip": "192.168.94.107"}
     add_real_server(base(), "CyberArk-PSM", server)
     assert server == {"label": "PSM3", "ip": "192.168.94.107"}
+
+
+def test_an_edit_keeps_every_service_it_does_not_touch() -> None:
+    """The same objects, so the store neither checks nor serialises them again."""
+    before = add_virtual_service(
+        add_virtual_service(base(), WEB), {**WEB, "label": "C", "ports": 80}
+    )
+    edits: list[Callable[[Config], Config]] = [
+        lambda c: modify_real_server(c, "CyberArk-PSM-Web", "PSM1", {"weight": 5}),
+        lambda c: modify_virtual_service(c, "CyberArk-PSM-Web", {"retries": 5}),
+        lambda c: remove_real_server(c, "CyberArk-PSM-Web", "PSM1"),
+        lambda c: remove_virtual_service(c, "CyberArk-PSM-Web"),
+    ]
+    before = add_real_server(before, "CyberArk-PSM-Web", {"label": "PSM1", "ip": "10.0.0.1"})
+    first, _, last = before.virtual_services
+    for edit in edits:
+        after = edit(before)
+        assert after.virtual_services[0] is first
+        assert after.virtual_services[-1] is last
+        assert after.virtual_services[1:-1] != before.virtual_services[1:2]
+    added = add_virtual_service(before, {**WEB, "label": "D", "ports": 8080})
+    assert added.virtual_services[:3] == before.virtual_services
+    assert all(
+        a is b for a, b in zip(added.virtual_services[:3], before.virtual_services, strict=True)
+    )
+
+
+def test_an_edit_that_clashes_with_another_service_names_it() -> None:
+    before = add_virtual_service(base(), WEB)
+    with pytest.raises(Invalid) as caught:
+        modify_virtual_service(before, "CyberArk-PSM-Web", {"ip": "192.168.94.100", "ports": 3389})
+    assert [str(p) for p in caught.value.problems] == [
+        "virtual_services[CyberArk-PSM-Web].ports: 192.168.94.100:3389 is already used by "
+        "'CyberArk-PSM'"
+    ]
+    with pytest.raises(Invalid) as caught:
+        modify_virtual_service(before, "CyberArk-PSM-Web", {"label": "CyberArk-PSM"})
+    assert fields(caught.value) == ["virtual_services[CyberArk-PSM].label"]

@@ -367,3 +367,34 @@ def test_parse_returns_the_config() -> None:
     assert isinstance(config, Config)
     assert config.virtual_services[0].real_servers[0].label == "PSM1"
     assert parse({}) == Config()
+
+
+def test_services_already_checked_are_not_checked_on_their_own_again() -> None:
+    """``known``: an edit's other services, the same objects as in the revision they came from.
+    What spans services is still checked."""
+    twice = [server("PSM1"), server("PSM1", ip="192.168.94.106")]
+    # Built without the checks, as only a bug could: a service checked once cannot be so.
+    bad = Config.model_validate({"virtual_services": [service("A", real_servers=twice)]})
+    assert check(bad) == [
+        Problem("virtual_services[A].real_servers[PSM1].label", "'PSM1' is used twice")
+    ]
+    assert check(bad, known=bad) == []
+    other = Config.model_validate({"virtual_services": [service("A", ip="192.168.94.101")]})
+    both = Config(virtual_services=(*bad.virtual_services, *other.virtual_services))
+    assert check(both, known=bad) == [Problem("virtual_services[A].label", "'A' is used twice")]
+    # An equal service that is not the same object is checked.
+    again = Config.model_validate(bad.model_dump())
+    assert check(again, known=bad) == check(bad)
+
+
+def test_a_wildcard_service_clashes_with_any_address_of_its_family() -> None:
+    assert problems(service("A"), service("B", ip="0.0.0.0")) == [
+        ("virtual_services[B].ports", "0.0.0.0:3389 is already used by 'A'")
+    ]
+    assert problems(service("A", ip="0.0.0.0"), service("B")) == [
+        ("virtual_services[B].ports", "192.168.94.100:3389 is already used by 'A'")
+    ]
+    assert problems(service("A", ip="::"), service("B")) == []
+    assert problems(service("A", ip="2001:db8::1"), service("B", ip="::", ports="443,3389")) == [
+        ("virtual_services[B].ports", ":::3389 is already used by 'A'")
+    ]
