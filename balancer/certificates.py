@@ -11,6 +11,7 @@ handshake, and keeps the old one if anything goes wrong.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -31,12 +32,13 @@ VALIDITY = timedelta(days=3650)
 RSA_MIN_BITS = 2048
 # Far more than a certificate, its chain and a key take; an upload beyond it is not one.
 MAX_PEM_SIZE = 64 << 10
+_SHA256_HEX = re.compile(r"[0-9A-F]{64}")
 
 
 def certificate(path: Path, name: str) -> Path:
     """``path``, holding a certificate for ``name`` (CN and DNS name), made if missing."""
     if not path.exists():
-        _write(path, _self_signed(name))
+        write_private(path, _self_signed(name))
     return path
 
 
@@ -109,6 +111,16 @@ def fingerprint(der: bytes) -> str:
     digest = hashes.Hash(hashes.SHA256())
     digest.update(der)
     return ":".join(f"{byte:02X}" for byte in digest.finalize())
+
+
+def parse_fingerprint(text: str) -> str:
+    """``text`` as ``fingerprint`` writes it. ``text`` may be as openssl prints it
+    (``sha256 Fingerprint=AB:CD:...``), with or without colons, in either case; ValueError with
+    the reason if it is no SHA-256 fingerprint."""
+    digits = text.rpartition("=")[2].strip().replace(":", "").upper()
+    if not _SHA256_HEX.fullmatch(digits):
+        raise ValueError("must be a SHA-256 fingerprint, 64 hex digits, with or without colons")
+    return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
 
 
 def checked_pair(certificate: bytes, key: bytes, *, now: datetime) -> bytes:
@@ -204,11 +216,11 @@ class ServedCertificate:
     def replace(self, pem: bytes) -> CertificateInfo:
         """Serve ``pem`` (from ``checked_pair``) from the next handshake on, and keep it."""
         old = self.path.read_bytes()
-        _write(self.path, pem)
+        write_private(self.path, pem)
         try:
             self._load()
         except (OSError, ssl.SSLError):
-            _write(self.path, old)
+            write_private(self.path, old)
             self._load()
             raise
         return self.info()
@@ -220,7 +232,8 @@ class ServedCertificate:
             context.load_cert_chain(self.path)
 
 
-def _write(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` readable by its owner only (it may hold a key)."""
     # Written aside and renamed so a reader never sees half a file.
     scratch = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
