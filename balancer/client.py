@@ -5,21 +5,29 @@ OS user, or HTTPS from elsewhere with an API key, which acts as its owner. The a
 certificate is self-signed by default, so besides the usual trust in certificate authorities
 the client can trust one certificate as it is, named by its SHA-256 fingerprint, and is then
 checked during the TLS handshake, before the key is sent.
+
+It speaks HTTP/1.1 with the standard library, one connection a request: every ``balancer``
+command starts a Python of its own, and an HTTP library's import alone took longer than a whole
+command may (README, Performance).
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
+import http.client
+import json
+import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode, urlsplit
 
-import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+if TYPE_CHECKING:
+    from cryptography import x509
+
+API = "/api/v1"
 
 
 def api_socket(data_dir: Path) -> Path:
@@ -50,6 +58,33 @@ class Remote:
     insecure: bool = False
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("balancer", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(str(self.path))
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
 class Client:
     def __init__(
         self,
@@ -63,23 +98,16 @@ class Client:
         If-Match, so they are refused (409) if another revision was saved since."""
         self.where = where
         self.base = base
+        self.timeout = timeout
         if isinstance(where, Remote):
-            self._http = httpx.Client(
-                base_url=f"{where.url}/api/v1",
-                headers={"Authorization": f"Bearer {where.key}"},
-                verify=_trust(where),
-                timeout=timeout,
-            )
+            self._headers = {"Authorization": f"Bearer {where.key}"}
+            self._context: ssl.SSLContext | None = _trust(where)
         else:
-            self._http = httpx.Client(
-                transport=httpx.HTTPTransport(uds=str(where)),
-                base_url="http://balancer/api/v1",
-                headers={"X-Balancer-User": user or getpass.getuser()},
-                timeout=timeout,
-            )
+            self._headers = {"X-Balancer-User": user or getpass.getuser()}
+            self._context = None
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing is held between requests; kept so that a client is used as a context."""
 
     def __enter__(self) -> Client:
         return self
@@ -88,35 +116,52 @@ class Client:
         self.close()
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        # httpx leaks its socket when the path is missing; say so before it tries.
         if isinstance(self.where, Path) and not self.where.exists():
             raise ApiError(self._unreachable("no such socket"))
         headers = {"If-Match": str(self.base)} if self.base is not None and method != "GET" else {}
+        content = None
+        if body is not None:
+            content = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        query = urlencode({k: v for k, v in params.items() if v is not None})
         try:
-            response = self._http.request(
-                method,
-                path,
-                json=body,
-                params={k: v for k, v in params.items() if v is not None},
-                headers=headers,
-            )
-        except httpx.TransportError as error:
+            response = self._request(method, API + path + (f"?{query}" if query else ""),
+                                     content, headers)  # fmt: skip
+        except (OSError, http.client.HTTPException) as error:
             raise ApiError(self._failed(error)) from None
-        if response.status_code == 401 and isinstance(self.where, Remote):
+        if response.status == 401 and isinstance(self.where, Remote):
             raise ApiError(
                 f"the appliance at {self.where.url} refused the API key: it is wrong, or was "
                 "revoked, or its owner removed (HTTP 401)",
                 401,
             )
-        if response.status_code >= 400:
-            raise ApiError(_explain(response), response.status_code)
-        if not response.content:
+        if response.status >= 400:
+            raise ApiError(_explain(response), response.status)
+        if not response.body:
             return None
-        if response.headers.get("content-type", "").startswith("text/plain"):
+        if response.content_type.startswith("text/plain"):
             return response.text
-        return response.json()
+        return json.loads(response.body)
 
-    def _failed(self, error: httpx.TransportError) -> str:
+    def _request(
+        self, method: str, target: str, content: bytes | None, headers: dict[str, str]
+    ) -> Response:
+        connection: http.client.HTTPConnection
+        if isinstance(self.where, Remote):
+            parts = urlsplit(self.where.url)
+            connection = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=self.timeout, context=self._context
+            )
+        else:
+            connection = _UnixConnection(self.where, self.timeout)
+        try:
+            connection.request(method, target, content, {**self._headers, **headers})
+            answer = connection.getresponse()
+            return Response(answer.status, answer.getheader("Content-Type", ""), answer.read())
+        finally:
+            connection.close()
+
+    def _failed(self, error: BaseException) -> str:
         tls = _cause(error, ssl.SSLError)
         if not isinstance(self.where, Remote) or tls is None:
             return self._unreachable(str(error) or type(error).__name__)
@@ -163,11 +208,11 @@ class Client:
         return self.call("DELETE", path)
 
 
-def _explain(response: httpx.Response) -> str:
+def _explain(response: Response) -> str:
     try:
-        detail = response.json()["detail"]
+        detail = json.loads(response.body)["detail"]
     except (ValueError, KeyError, TypeError):
-        return f"HTTP {response.status_code}: {response.text.strip()[:200]}"
+        return f"HTTP {response.status}: {response.text.strip()[:200]}"
     if isinstance(detail, list):
         return "; ".join(
             f"{item['field']}: {item['reason']}" if item.get("field") else str(item["reason"])
@@ -207,6 +252,10 @@ class _PinnedSocket(ssl.SSLSocket):
 
 
 def _trust(remote: Remote) -> ssl.SSLContext:
+    # cryptography takes longer to import than a command on the Unix socket may take.
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
     if remote.insecure:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -234,6 +283,8 @@ def _trust(remote: Remote) -> ssl.SSLContext:
 
 
 def _is_authority(certificate: x509.Certificate) -> bool:
+    from cryptography import x509
+
     try:
         constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
     except x509.ExtensionNotFound:

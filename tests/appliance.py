@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import httpx
+
 from balancer import users
 from balancer.client import ApiError, Client, api_socket
 from balancer.lab.process import lab_status, run_lab, stop_lab
@@ -108,6 +110,16 @@ class Appliance:
             text=True,
             timeout=60,
             check=False,
+        )
+
+    def http(self) -> httpx.Client:
+        """The API on the Unix socket as a plain HTTP client, for what ``client`` will not
+        send: a body as it is, a header of the test's own."""
+        return httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(api_socket(self.data_dir))),
+            base_url="http://balancer/api/v1",
+            headers={"X-Balancer-User": "tester"},
+            timeout=30,
         )
 
     def engine_pid(self) -> int:

@@ -341,9 +341,10 @@ def test_invalid_input_names_the_field_and_changes_nothing(
     # Addresses and ports of this run's guide setup stand in the table as placeholders.
     text = json.dumps(body).replace('"$RDP_PORT"', str(unchanged.rdp_vip[1]))
     text = text.replace("$RDP_VIP", HOSTS["rdp_vip"]).replace("$PSM1", HOSTS["PSM1"])
-    response = box.client._http.request(
-        method.upper(), path, content=text, headers={"Content-Type": "application/json"}
-    )
+    with box.http() as http:
+        response = http.request(
+            method.upper(), path, content=text, headers={"Content-Type": "application/json"}
+        )
     assert response.status_code == status, response.text
     fields = [item["field"] for item in response.json()["detail"]]
     assert field in fields, response.json()
@@ -354,9 +355,12 @@ def test_invalid_input_names_the_field_and_changes_nothing(
 def test_stale_writes_get_409(unchanged: Guide) -> None:
     box = unchanged.box
     head = box.client.get("/changes")["head"]
-    response = box.client._http.patch(
-        "/virtual-services/CyberArk-PSM", json={"retries": 2}, headers={"If-Match": str(head - 1)}
-    )
+    with box.http() as http:
+        response = http.patch(
+            "/virtual-services/CyberArk-PSM",
+            json={"retries": 2},
+            headers={"If-Match": str(head - 1)},
+        )
     assert response.status_code == 409
     assert response.json()["detail"][0]["field"] == "revision"
     assert box.client.get("/changes")["head"] == head
@@ -380,7 +384,8 @@ def test_command_line_errors_are_one_line_and_a_non_zero_exit(
 
 def test_the_api_describes_itself(unchanged: Guide) -> None:
     box = unchanged.box
-    schema = box.client._http.get("/openapi.json").json()
+    with box.http() as http:
+        schema = http.get("/openapi.json").json()
     assert "/api/v1/virtual-services/{label}/real-servers" in schema["paths"]
     assert "/api/v1/commit" in schema["paths"]
 

@@ -170,3 +170,18 @@ def test_serve_prints_the_webui_address_and_its_certificate_fingerprint(tmp_path
         if serve.stdout is not None:
             serve.stdout.close()
         box.client.close()
+
+
+def test_a_value_typer_cannot_read_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    box = Appliance(tmp_path / "nothing", None, None)  # type: ignore[arg-type]  # never started
+    wrong = balancer(box, "serve", "--https-port", "abc")
+    assert (wrong.returncode, wrong.stdout) == (2, "")
+    assert wrong.stderr == (
+        "error: --https-port: Input should be a valid integer, unable to parse string as an "
+        "integer\n"
+    )
+    missing = balancer(box, "rip", "drain", "CyberArk-PSM")
+    assert (missing.returncode, missing.stderr) == (2, "error: Missing argument 'label'.\n")
+    unknown = balancer(box, "status", "--colour")
+    assert (unknown.returncode, unknown.stderr) == (2, "error: No such option: --colour\n")
+    assert not (tmp_path / "nothing").exists()  # refused before anything was done

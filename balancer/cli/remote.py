@@ -12,7 +12,6 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
-from cryptography import x509
 
 from balancer.cli.answer import fail
 from balancer.client import Remote
@@ -113,6 +112,8 @@ class RemoteOptions:
             text = self.ca_file.read_text()
         except (OSError, UnicodeDecodeError) as error:
             fail(f"--ca-file {self.ca_file}: {getattr(error, 'strerror', None) or error}", 2)
+        from cryptography import x509  # slow to import: only when a file is given
+
         try:
             x509.load_pem_x509_certificates(text.encode())
         except ValueError:
