@@ -88,6 +88,7 @@ class Found:
     over: float | None = None  # seconds
     note: str = ""
     phases: Mapping[str, Sequence[float]] = field(default_factory=dict)  # e.g. save, commit (ms)
+    detail: str = ""  # for where the time (or the space) goes
 
 
 def verdict(measure: Measure, size: str, found: Found | None) -> bool | None:
@@ -172,6 +173,8 @@ def where_lines(
         for phase, values in found.phases.items():
             if values:
                 lines.append(f"- {phase}: {number(statistics.median(values))} ms (median)")
+        if found.detail:
+            lines.append(f"- {found.detail}")
         profile = profiles.get(f"{measure.key}|{engine}")
         if profile:
             lines += profile_lines(profile)
@@ -445,6 +448,7 @@ class RunSettings:
     repeats: int = REPEATS
     growth_budget: float = GROWTH_BUDGET
     cli_runs: int = CLI_RUNS
+    open_files: int = 0  # the limit `balancer serve` and its engine inherit
 
 
 Step = Callable[[Appliance, int], dict[str, float]]  # the appliance, the run -> phases in ms
@@ -567,10 +571,11 @@ def database_growth(box: Appliance, size: Size, settings: RunSettings) -> Found:
         if time.monotonic() - started > settings.growth_budget:
             break
     grown = (box.database_bytes() - before) / 1e6
+    detail = f"{grown / saves * 1000:,.1f} KB a save, over {saves:,} saves"
     if saves == GROWTH_SAVES:
-        return Found([grown])
+        return Found([grown], detail=detail)
     note = f"extrapolated from {saves} saves in {settings.growth_budget:g} s"
-    return Found([grown / saves * GROWTH_SAVES], note=note)
+    return Found([grown / saves * GROWTH_SAVES], note=note, detail=detail)
 
 
 # --- the command line on the guide's appliance ---------------------------------------------------
@@ -677,7 +682,8 @@ def describe(settings: RunSettings) -> str:
         "without commits, the database measured with its write-ahead log folded in; it is the "
         "store's, so it is measured on the first engine only. The `balancer` commands run "
         f"{settings.cli_runs} times each on the guide's appliance (the PSM preset), bytecode "
-        "cached as after a first run. The goals are issue 11's, held at 1,000 "
+        f"cached as after a first run. Open-files limit {settings.open_files:,} (HAProxy sizes "
+        "itself to it). The goals are issue 11's, held at 1,000 "
         f"{TIMES} 10 and at the guide's size; the other sizes are for comparison."
     )
 

@@ -37,6 +37,9 @@ SERVERS = ["127.5.1.1", "127.5.1.2"]
 CLIENTS, CLIENT_COUNT = "127.5.100.1", 256
 IDLE_CONNS = 10_000
 CONTROL_PLANE = "control-plane"  # issue 11's scenario: bench/control_plane.py
+# HAProxy sizes itself to its open-files limit and refuses what does not fit: 5,000 x 10 with
+# a check each needs about 105,000.
+CONTROL_OPEN_FILES = 1 << 17
 PAUSE = 0.5  # seconds between runs: the sockets of one run close before the next
 TRANSPORTS_MEASURED = 2000  # connections, for the memory a uvloop transport takes
 
@@ -511,10 +514,10 @@ def write(report: Report, out: Path) -> None:
 
 def control(settings: Settings) -> tuple[list[str], dict[str, Any]]:
     """The control plane's scenario, before the proxies' pin this process to a core."""
-    chosen = control_plane.RunSettings()
+    chosen = control_plane.RunSettings(open_files=raise_open_files(CONTROL_OPEN_FILES))
     if settings.quick:
-        chosen = control_plane.RunSettings(
-            sizes=control_plane.SIZES[:2], repeats=3, growth_budget=20.0, cli_runs=5
+        chosen = dataclasses.replace(
+            chosen, sizes=control_plane.SIZES[:2], repeats=3, growth_budget=20.0, cli_runs=5
         )
     # A short directory: engine control sockets must fit in sun_path.
     with tempfile.TemporaryDirectory(prefix="bench-cp-", dir="/tmp") as work:

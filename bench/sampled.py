@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import signal
 import sys
 import threading
@@ -27,8 +28,8 @@ def where(frame: FrameType) -> str:
     code = frame.f_code
     path = code.co_filename
     # Our own code by module path, the rest by package: enough to tell them apart.
-    short = path.partition("/balancer/")[2] or path.rpartition("site-packages/")[2] or path
-    return f"{short}:{code.co_name}"
+    short = path.partition("/balancer/")[2] or path.rpartition("site-packages/")[2]
+    return f"{short or re.sub(r'^.*/lib/python3[.0-9]*/', '', path)}:{code.co_name}"
 
 
 class Sampler:

@@ -64,6 +64,22 @@ MEMORY = (
     "means a transport of our own, in C or Cython.",
 )
 
+COMMAND_LINE = (
+    "Every command imported every command's module and what those import (httpx, "
+    "cryptography, typer and the pydantic it checks options with): 0.40 s a command with "
+    "bytecode cached, ~0.6 s without. Each command's module is now imported when it runs "
+    "(balancer/cli/__init__.py): 0.18 s against a missing socket.",
+    "httpx replaced by http.client over the Unix socket (balancer/client.py): its import "
+    "(~150 ms) and its transport's TLS context (~70 ms, made even for the Unix socket) gone; "
+    "cryptography imported only for HTTPS trust and --ca-file (~60 ms).",
+    "What is left is Python itself (~20 ms), typer (~35 ms) and pydantic (~55 ms): typer 0.29 "
+    "checks every option through a pydantic TypeAdapter. argparse in typer's place would save "
+    "~90 ms a command; not done.",
+    "Without cached bytecode (PYTHONDONTWRITEBYTECODE=1, as in the development sandbox) every "
+    "module is compiled again on every run, ~0.35 s for typer and pydantic alone: the bench "
+    "runs the commands with bytecode cached, as on an installed appliance after a first run.",
+)
+
 BY_SCENARIO = {
     "bulk_1": BULK,
     "bulk_8": BULK,
@@ -71,6 +87,9 @@ BY_SCENARIO = {
     "connect_50": CONNECTIONS,
     "serial": LATENCY,
     "idle_memory": MEMORY,
+    "control_cli_status": COMMAND_LINE,
+    "control_cli_commit": COMMAND_LINE,
+    "control_cli_drain": COMMAND_LINE,
 }
 
 
