@@ -4,6 +4,7 @@ the checks of requests and certificates, and the files."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import socket
@@ -178,6 +179,40 @@ def test_a_server_without_the_pairs_certificate_of_the_peer_is_refused(
     answer, served = exchange(context, trust.client_context(pair.primary, SECONDARY), host)
     assert isinstance(answer, ssl.SSLCertVerificationError)
     assert served.received is None
+
+
+async def exchange_over_asyncio(
+    server: ssl.SSLContext, client: ssl.SSLContext, host: IPv4Address
+) -> bytes:
+    """As ``exchange``, over asyncio's streams, whose TLS goes through SSLContext.wrap_bio."""
+
+    async def pong(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            writer.write(b"pong " + await reader.readexactly(4))
+            await writer.drain()
+        writer.close()
+
+    async with (
+        asyncio.timeout(TIMEOUT),
+        await asyncio.start_server(pong, str(host), 0, ssl=server) as listener,
+    ):
+        port = listener.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(str(host), port, ssl=client)
+        try:
+            writer.write(b"ping")
+            return await reader.read(64)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+def test_asyncio_streams_take_the_peer_and_refuse_the_other_node(pair: Pair) -> None:
+    client = trust.client_context(pair.primary, SECONDARY)
+    secondary = trust.server_context(pair.secondary)
+    assert asyncio.run(exchange_over_asyncio(secondary, client, SECONDARY)) == b"pong ping"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        asyncio.run(exchange_over_asyncio(trust.server_context(pair.primary), client, PRIMARY))
 
 
 class WebUI:
