@@ -6,8 +6,8 @@ replies, both pure; ``monitor`` is the only part that touches the network, proce
 
 from __future__ import annotations
 
-from balancer.health.monitor import Monitor, probe
+from balancer.health.monitor import Monitor, Pace, probe
 from balancer.health.probes import Outcome
 from balancer.health.verdict import Verdict
 
-__all__ = ["Monitor", "Outcome", "Verdict", "probe"]
+__all__ = ["Monitor", "Outcome", "Pace", "Verdict", "probe"]

@@ -17,7 +17,7 @@ from balancer.engines.builtin.listeners import listen
 from balancer.engines.builtin.relay import ClientSide
 from balancer.engines.builtin.service import RunningServer, RunningService
 from balancer.engines.builtin.timeouts import Timeouts
-from balancer.health.monitor import Monitor
+from balancer.health.monitor import Monitor, Pace
 from balancer.health.probes import Outcome
 from balancer.health.verdict import Verdict
 from balancer.model import Config, VirtualService
@@ -97,6 +97,7 @@ class DataPlane:
         self.services: dict[str, RunningService] = {}
         self.listeners: dict[tuple[str, int], Listener] = {}
         self.monitors: dict[tuple[str, str], Monitor] = {}
+        self.pace = Pace()
         self.revision: int | None = None
         self.started = time.time()
         self.timeouts = Timeouts(self.loop)
@@ -196,6 +197,7 @@ class DataPlane:
                 self._on_change(service, running),
                 vip_ip=str(vs.ip),
                 vip_port=vip_port,
+                pace=self.pace,
             )
             self.monitors[(service.label, label)] = monitor
             monitor.start()
