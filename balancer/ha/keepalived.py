@@ -137,6 +137,12 @@ class Settings:
             if not lowest <= value <= highest:
                 raise ValueError(f"{name}: {value} must be between {lowest} and {highest}")
 
+    @property
+    def silence(self) -> float:
+        """How long this node hears nothing from the peer before it takes over: three adverts
+        and a skew that makes the node of lower priority wait longer (RFC 5798)."""
+        return 3 * self.advert + (256 - self.priority) * self.advert / 256
+
 
 def _address(field: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:

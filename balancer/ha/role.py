@@ -5,8 +5,11 @@ keepalived writes a line to its notify FIFO on every change of its VRRP instance
 the table below and says why; both are pure, and time comes from the caller. ``follow`` is the
 I/O edge: it reads the FIFO and yields each change.
 
-keepalived does not say why it changed; each reason is what causes that step in keepalived's
-VRRP machine. A reload does not repeat the current state, so the state lasts across reloads.
+The FIFO does not say why. keepalived's log does, before the line where it enters the new
+state ("Netlink reports eth0 down", then "Entering FAULT STATE"), and it has written both before
+the notice: ``Causes`` collects them, and a step takes the first cause that can lead to it. With
+no log, or a cause the table does not know, the reason is what can cause that step in
+keepalived's VRRP machine. A reload does not repeat the current state, so it lasts across reloads.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -34,6 +38,15 @@ class State(StrEnum):
     FAULT = "Fault"  # cannot take them over
 
 
+class Cause(StrEnum):
+    GAVE_UP = "gave up"
+    SILENT = "silent"
+    ENGINE_DOWN = "engine down"
+    ENGINE_UP = "engine up"
+    LINK_DOWN = "link down"
+    LINK_UP = "link up"
+
+
 # keepalived's word for its instance's state, and ours.
 STATES = {
     "MASTER": State.ACTIVE,
@@ -44,21 +57,52 @@ STATES = {
 STARTED = "keepalived started; listening for the peer"
 FAULTED = "the link is down or the engine check fails"
 STOPPED = "keepalived stopped"
-# Every step keepalived takes (from its word before, None at start, to its word now), and why.
-TRANSITIONS: dict[tuple[str | None, str], str] = {
-    (None, "BACKUP"): STARTED,
-    (None, "FAULT"): f"keepalived started, but {FAULTED}",
-    ("BACKUP", "MASTER"): "the peer went silent or gave the floating IPs up",
-    ("BACKUP", "FAULT"): FAULTED,
-    ("BACKUP", "STOP"): STOPPED,
-    ("MASTER", "BACKUP"): "the peer took the floating IPs over with a higher priority",
-    ("MASTER", "FAULT"): f"{FAULTED}; the floating IPs are given up",
-    ("MASTER", "STOP"): f"{STOPPED}; the floating IPs are given up",
-    ("FAULT", "BACKUP"): "the link is up and the engine check passes again",
-    ("FAULT", "STOP"): STOPPED,
-    ("STOP", "BACKUP"): STARTED,
-    ("STOP", "FAULT"): f"keepalived started, but {FAULTED}",
+FAULTS = frozenset({Cause.LINK_DOWN, Cause.ENGINE_DOWN})
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    reason: str  # when the log names no cause
+    causes: frozenset[Cause] = frozenset()  # the causes in the log that lead to this step
+
+
+# Every step keepalived takes (from its word before, None at start, to its word now).
+TRANSITIONS: dict[tuple[str | None, str], Step] = {
+    (None, "BACKUP"): Step(STARTED),
+    (None, "FAULT"): Step(f"keepalived started, but {FAULTED}", FAULTS),
+    ("BACKUP", "MASTER"): Step(
+        "the peer went silent or gave the floating IPs up",
+        frozenset({Cause.GAVE_UP, Cause.SILENT}),
+    ),
+    ("BACKUP", "FAULT"): Step(FAULTED, FAULTS),
+    ("BACKUP", "STOP"): Step(STOPPED),
+    ("MASTER", "BACKUP"): Step("the peer took the floating IPs over with a higher priority"),
+    ("MASTER", "FAULT"): Step(FAULTED, FAULTS),
+    ("MASTER", "STOP"): Step(STOPPED),
+    ("FAULT", "BACKUP"): Step(
+        "the link is up and the engine check passes again",
+        frozenset({Cause.LINK_UP, Cause.ENGINE_UP}),
+    ),
+    ("FAULT", "STOP"): Step(STOPPED),
+    ("STOP", "BACKUP"): Step(STARTED),
+    ("STOP", "FAULT"): Step(f"keepalived started, but {FAULTED}", FAULTS),
 }
+# keepalived 2.2's log lines (after the date) that name a cause, and the cause in our words.
+_CAUSES: tuple[tuple[re.Pattern[str], Cause, str], ...] = (
+    (re.compile(r"\(\S+\) Backup received priority 0 advertisement"), Cause.GAVE_UP,
+     "the peer gave the floating IPs up"),
+    (re.compile(r"\(\S+\) Receive advertisement timeout"), Cause.SILENT, "the peer went silent"),
+    (re.compile(r"VRRP_Script\(engine\) failed \((?P<detail>[^)]*)\)"), Cause.ENGINE_DOWN,
+     "the engine is not answering (its check {detail})"),
+    (re.compile(r"VRRP_Script\(engine\) timed out"), Cause.ENGINE_DOWN,
+     "the engine is not answering (its check timed out)"),
+    (re.compile(r"VRRP_Script\(engine\) succeeded"), Cause.ENGINE_UP, "the engine answers again"),
+    (re.compile(r"Netlink reports (?P<interface>\S+) down"), Cause.LINK_DOWN,
+     "link {interface} is down"),
+    (re.compile(r"Netlink reports (?P<interface>\S+) up"), Cause.LINK_UP,
+     "link {interface} is up again"),
+)  # fmt: skip
+_ENTERED = re.compile(r"\(\S+\) Entering (?P<word>MASTER|BACKUP|FAULT) STATE|(?P<stop>Stopping)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +152,18 @@ def parse(line: str, instance: str = INSTANCE) -> Notice:
     return Notice(match["word"], int(match["priority"]))
 
 
-def apply(status: Status, notice: Notice, now: float) -> tuple[Status, Change | None]:
-    """The status after ``notice`` and the change, if any. A step keepalived does not take
+def apply(
+    status: Status, notice: Notice, now: float, causes: Sequence[tuple[Cause, str]] = ()
+) -> tuple[Status, Change | None]:
+    """The status after ``notice`` and the change, if any; the reason is the first of
+    ``causes`` (from ``Causes.take``) that leads to this step. A step keepalived does not take
     raises ValueError; the same word again changes nothing."""
     if notice.word == status.word:
         return status, None
-    reason = TRANSITIONS.get((status.word, notice.word))
-    if reason is None:
-        raise ValueError(
-            f"keepalived went from {status.word} to {notice.word}, a step it never takes"
-        )
+    step = TRANSITIONS.get((status.word, notice.word))
+    if step is None:
+        raise ValueError(f"keepalived never goes from {status.word} to {notice.word}")
+    reason = next((said for cause, said in causes if cause in step.causes), step.reason)
     after = Status(STATES[notice.word], notice.word, reason, now)
     return after, Change(status, after)
 
@@ -132,6 +178,48 @@ def adopt(status: Status, notice: Notice, now: float) -> tuple[Status, Change]:
         now,
     )
     return after, Change(status, after)
+
+
+@dataclass
+class Causes:
+    """keepalived's log read line by line: the causes it gave before each state it entered.
+
+    ``silence`` is how long this node waits for the peer's advert before taking over
+    (``Settings.silence``), to say in the reason.
+    """
+
+    silence: float | None = None
+    _pending: list[tuple[Cause, str]] = field(default_factory=list)
+    # States entered and not yet taken; a notice read late finds its own among them.
+    _entered: deque[tuple[str, list[tuple[Cause, str]]]] = field(
+        default_factory=lambda: deque(maxlen=16)
+    )
+
+    def feed(self, line: str) -> None:
+        message = line.rstrip("\n").split(": ", 1)[-1]  # after the date
+        entered = _ENTERED.fullmatch(message)
+        if entered:
+            self._entered.append((entered["word"] or "STOP", self._pending))
+            self._pending = []
+            return
+        for pattern, cause, said in _CAUSES:
+            found = pattern.fullmatch(message)
+            if found:
+                said = said.format(**found.groupdict())
+                if cause is Cause.SILENT and self.silence is not None:
+                    said += f" (no advert for {self.silence:.2f} s)"
+                self._pending.append((cause, said))
+                return
+
+    def take(self, word: str) -> list[tuple[Cause, str]]:
+        """The causes given before keepalived entered ``word``; none if the log has not said
+        so yet. States entered before it are dropped: their notices came and went."""
+        if all(entered != word for entered, _ in self._entered):
+            return []
+        while True:
+            entered, causes = self._entered.popleft()
+            if entered == word:
+                return causes
 
 
 async def lines(fifo: Path) -> AsyncIterator[str]:
@@ -161,20 +249,52 @@ async def lines(fifo: Path) -> AsyncIterator[str]:
 
 
 async def follow(
-    fifo: Path, instance: str = INSTANCE, clock: Callable[[], float] = time.time
+    fifo: Path,
+    instance: str = INSTANCE,
+    clock: Callable[[], float] = time.time,
+    keepalived_log: Path | None = None,
+    silence: float | None = None,
 ) -> AsyncIterator[Change]:
-    """Every change of this node's state, as keepalived reports it through ``fifo``."""
+    """Every change of this node's state, as keepalived reports it through ``fifo``; the
+    reasons from ``keepalived_log`` (what keepalived writes from now on), if given."""
     status = initial(clock())
+    causes = Causes(silence)
+    tail = _Tail(keepalived_log) if keepalived_log is not None else None
     async for line in lines(fifo):
         try:
             notice = parse(line, instance)
         except ValueError as error:
             log.warning("%s: %s", fifo, error)
             continue
+        if tail is not None:
+            for said in tail.read():
+                causes.feed(said)
         try:
-            status, change = apply(status, notice, clock())
+            status, change = apply(status, notice, clock(), causes.take(notice.word))
         except ValueError as error:
             log.warning("%s: %s", fifo, error)
             status, change = adopt(status, notice, clock())
         if change is not None:
             yield change
+
+
+class _Tail:
+    """The whole lines added to a file since the last read (keepalived appends to its log)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.partial = b""
+
+    def read(self) -> list[str]:
+        try:
+            with self.path.open("rb") as file:
+                if os.fstat(file.fileno()).st_size < self.offset:  # a new file
+                    self.offset = 0
+                file.seek(self.offset)
+                data = file.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        *whole, self.partial = (self.partial + data).split(b"\n")
+        return [line.decode(errors="replace") for line in whole]

@@ -11,6 +11,8 @@ import pytest
 from balancer.ha import role
 from balancer.ha.role import State
 
+RECORDED = Path(__file__).parent / "recorded"  # keepalived 2.2.7's logs in tests/ha/test_keepalived
+
 
 def feed(lines: list[str]) -> list[role.Change]:
     """The changes ``lines`` make, one second apart, from the start."""
@@ -36,7 +38,7 @@ def test_a_takeover_a_fault_and_the_way_back_each_say_why() -> None:
     assert [(c.after.state, c.after.reason) for c in changes] == [
         (State.PASSIVE, "keepalived started; listening for the peer"),
         (State.ACTIVE, "the peer went silent or gave the floating IPs up"),
-        (State.FAULT, "the link is down or the engine check fails; the floating IPs are given up"),
+        (State.FAULT, "the link is down or the engine check fails"),
         (State.PASSIVE, "the link is up and the engine check passes again"),
         (State.FAULT, "keepalived stopped"),
     ]
@@ -61,7 +63,7 @@ def test_a_step_keepalived_never_takes_raises_and_can_be_adopted() -> None:
     status, _ = role.apply(role.initial(0.0), role.parse('INSTANCE "balancer" BACKUP 100'), 1.0)
     status, _ = role.apply(status, role.parse('INSTANCE "balancer" FAULT 100'), 2.0)
     master = role.parse('INSTANCE "balancer" MASTER 100')
-    with pytest.raises(ValueError, match="from FAULT to MASTER"):
+    with pytest.raises(ValueError, match="never goes from FAULT to MASTER"):
         role.apply(status, master, 3.0)
     adopted, change = role.adopt(status, master, 3.0)
     assert adopted.state is State.ACTIVE
@@ -70,7 +72,7 @@ def test_a_step_keepalived_never_takes_raises_and_can_be_adopted() -> None:
 
 def test_keepalived_can_stop_in_every_state_and_start_again() -> None:
     for word in ("BACKUP", "MASTER", "FAULT"):
-        assert role.TRANSITIONS[(word, "STOP")].startswith("keepalived stopped")
+        assert role.TRANSITIONS[(word, "STOP")].reason == "keepalived stopped"
     assert role.TRANSITIONS[("STOP", "BACKUP")] == role.TRANSITIONS[(None, "BACKUP")]
 
 
@@ -91,6 +93,63 @@ def test_lines_that_are_no_notice_of_ours_are_refused(line: str, error: str) -> 
 
 def test_a_notice_keeps_its_priority() -> None:
     assert role.parse('INSTANCE "balancer" FAULT 150\n') == role.Notice("FAULT", 150)
+
+
+def replay(log: str, words: list[str], silence: float | None = None) -> list[str]:
+    """The reasons of each change to ``words``, with the log read before the first notice, as
+    when notices are read late."""
+    causes = role.Causes(silence)
+    for line in (RECORDED / log).read_text().splitlines():
+        causes.feed(line)
+    status, reasons = role.initial(0.0), []
+    for second, word in enumerate(words, start=1):
+        status, change = role.apply(
+            status, role.Notice(word, 100), float(second), causes.take(word)
+        )
+        assert change is not None
+        reasons.append(change.after.reason)
+    return reasons
+
+
+def test_the_log_says_a_cut_link_faulted_the_owner_and_the_peer_heard_it_fall_silent() -> None:
+    assert replay("link-cut-owner.log", ["BACKUP", "MASTER", "FAULT", "BACKUP", "STOP"]) == [
+        "keepalived started; listening for the peer",
+        "the peer went silent",
+        "link eth0 is down",
+        "link eth0 is up again",
+        "keepalived stopped",
+    ]
+    assert replay("link-cut-peer.log", ["BACKUP", "MASTER", "STOP"], 0.6) == [
+        "keepalived started; listening for the peer",
+        "the peer went silent (no advert for 0.60 s)",
+        "keepalived stopped",
+    ]
+
+
+def test_the_log_says_the_engine_stopped_answering() -> None:
+    assert replay("engine-death-owner.log", ["BACKUP", "MASTER", "FAULT", "BACKUP"]) == [
+        "keepalived started; listening for the peer",
+        "the peer went silent",
+        "the engine is not answering (its check exited with status 1)",
+        "the engine answers again",
+    ]
+
+
+def test_the_log_says_the_peer_gave_the_floating_ips_up() -> None:
+    # A priority 0 advert, then the short wait that follows it: the first cause is the one.
+    assert replay("stop-peer.log", ["BACKUP", "MASTER"]) == [
+        "keepalived started; listening for the peer",
+        "the peer gave the floating IPs up",
+    ]
+
+
+def test_without_the_log_having_said_it_the_reason_is_the_tables() -> None:
+    causes = role.Causes()
+    causes.feed("Fri Dec  4 12:40:28 2026: Netlink reports eth0 down")
+    assert causes.take("FAULT") == []  # the notice came before the log's Entering line
+    causes.feed("Fri Dec  4 12:40:28 2026: (balancer) Entering FAULT STATE")
+    assert causes.take("FAULT") == [(role.Cause.LINK_DOWN, "link eth0 is down")]
+    assert causes.take("FAULT") == []  # taken once
 
 
 def test_follow_reads_the_fifo_across_writers_and_skips_what_is_no_notice(
