@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from balancer.certificates import server_context
-from balancer.health import Monitor, Outcome, Verdict, probe
+from balancer.health import Monitor, Outcome, Pace, Verdict, probe
 from balancer.model.health_check import HealthCheck
 
 LOCAL = "127.0.0.1"
@@ -478,3 +478,45 @@ def test_monitor_with_the_real_probe(closed_port: int) -> None:
 
     asyncio.run(scenario())
     assert seen == [Outcome(False, "connect refused")]
+
+
+def test_pace_spaces_first_checks_started_together() -> None:
+    async def delays() -> list[float]:
+        pace = Pace(rate=100.0)
+        return [pace.delay() for _ in range(3)]
+
+    first, second, third = asyncio.run(delays())
+    assert first == 0.0
+    assert second == pytest.approx(0.01, abs=0.005)
+    assert third == pytest.approx(0.02, abs=0.005)
+
+
+def test_a_paced_monitor_waits_its_turn_before_its_first_check() -> None:
+    fake = Fake("P")
+
+    async def scenario() -> None:
+        pace = Pace(rate=10.0)
+        pace.delay()  # another monitor took the first turn
+        monitor = Monitor(
+            check(**PSM), LOCAL, 3389, fake.on_change, sleep=fake.sleep, probe=fake.probe, pace=pace
+        )
+        monitor.start()
+        await asyncio.wait_for(fake.finished.wait(), 5)
+        await monitor.stop()
+
+    asyncio.run(scenario())
+    waited, *rest = fake.events
+    assert float(waited.split()[1]) == pytest.approx(0.1, abs=0.05)
+    assert rest == ["probe", "sleep 4.0"]
+
+
+def test_a_connect_check_closes_with_a_reset() -> None:
+    """As HAProxy's do: no TIME_WAIT left on the checking side for each check."""
+    with socket.socket() as listener:
+        listener.bind((LOCAL, 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        assert run_probe(check(type="connect"), port) == Outcome(True, "connected")
+        accepted, _ = listener.accept()
+        with accepted, pytest.raises(ConnectionResetError):
+            accepted.recv(1)
