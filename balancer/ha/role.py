@@ -29,6 +29,7 @@ from balancer.ha.keepalived import INSTANCE
 
 log = logging.getLogger(__name__)
 LINE_LIMIT = 4096  # keepalived's lines are short; a longer one is no notice of its
+KEPT = 16  # causes, and states entered, kept until a notice takes them
 _NOTICE = re.compile(r'^INSTANCE "(?P<instance>[^"]+)" (?P<word>[A-Z_]+) (?P<priority>\d+)$')
 
 
@@ -189,10 +190,10 @@ class Causes:
     """
 
     silence: float | None = None
-    _pending: list[tuple[Cause, str]] = field(default_factory=list)
+    _pending: list[tuple[Cause, str]] = field(default_factory=list, init=False)
     # States entered and not yet taken; a notice read late finds its own among them.
     _entered: deque[tuple[str, list[tuple[Cause, str]]]] = field(
-        default_factory=lambda: deque(maxlen=16)
+        default_factory=lambda: deque(maxlen=KEPT), init=False
     )
 
     def feed(self, line: str) -> None:
@@ -209,6 +210,7 @@ class Causes:
                 if cause is Cause.SILENT and self.silence is not None:
                     said += f" (no advert for {self.silence:.2f} s)"
                 self._pending.append((cause, said))
+                del self._pending[:-KEPT]  # causes no state follows must not pile up
                 return
 
     def take(self, word: str) -> list[tuple[Cause, str]]:
