@@ -24,7 +24,7 @@ from typing import Any
 
 from balancer.engines import EngineError
 from balancer.model import Config
-from bench import control_plane, procfs, profile, proxies, scenarios
+from bench import control_plane, procfs, profile, proxies, scale, scenarios
 from bench.proxies import Proxy
 from bench.record import LOAD_CORE, PROXY_CORE, Recorder
 from bench.report import DASH, Report, Verdict, document, markdown, spread, verdicts
@@ -37,6 +37,7 @@ SERVERS = ["127.5.1.1", "127.5.1.2"]
 CLIENTS, CLIENT_COUNT = "127.5.100.1", 256
 IDLE_CONNS = 10_000
 CONTROL_PLANE = "control-plane"  # issue 11's scenario: bench/control_plane.py
+SCALE = "scale"  # issue 11's built-in engine at 1,000 x 10: bench/scale.py
 # HAProxy sizes itself to its open-files limit and refuses what does not fit: 5,000 x 10 with
 # a check each needs about 105,000.
 CONTROL_OPEN_FILES = 1 << 17
@@ -49,7 +50,7 @@ class Settings:
     duration: float = 4.0  # seconds of each run
     rounds: int = 3
     idle_conns: int = IDLE_CONNS
-    scenarios: tuple[str, ...] = ("bulk", "connect", "serial", "idle", CONTROL_PLANE)
+    scenarios: tuple[str, ...] = ("bulk", "connect", "serial", "idle", SCALE, CONTROL_PLANE)
     out: Path = HERE / "results"
     profile: bool = True  # where the time goes, for each target not met
     build: Path = HERE / "build"
@@ -187,6 +188,7 @@ class Bench:
         self.pinning: dict[str, Any] = {}
         self.appendix: list[str] = []  # where the time goes, in Markdown
         self.profiled: dict[str, Any] = {}  # and its figures, for the JSON
+        self.scaled: scale.Scale | None = None
 
     def config(self, vip: str, persistence: bool = True) -> Config:
         return proxies.configuration(vip, (self.sink, self.echo), SERVERS, persistence)
@@ -419,6 +421,8 @@ class Bench:
             "profile": self.profiled,
             "runs": self.record.runs,
         }
+        if self.scaled is not None:
+            extra["scale"] = self.scaled.as_json()
         return Report(
             self.record.metrics(self.notes),
             describe(
@@ -428,6 +432,7 @@ class Bench:
             len(self.record.runs),
             extra,
             self.appendix,
+            scale.markdown(self.scaled) if self.scaled is not None else (),
         )
 
 
@@ -448,12 +453,14 @@ async def bench(settings: Settings) -> Report:
     with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as work:
         run = Bench(settings, tools, Path(work), ports, placement)
         async with backends(tools, ports):
-            if set(settings.scenarios) - {"idle"}:
+            if set(settings.scenarios) & {"bulk", "connect", "serial"}:
                 await run.steady()
             if "idle" in settings.scenarios:
                 await run.idle(idle_conns)
             if settings.profile:
                 await run.where_time_goes()
+        if SCALE in settings.scenarios:
+            run.scaled = await scale.scale(Path(work), tools.backends, run.proxy_core)
     return run.report(idle_conns, open_files)
 
 
@@ -535,7 +542,7 @@ def main(settings: Settings) -> int:
         return 1
     if lines:
         extra = {**report.extra, "control_plane": found}
-        report = dataclasses.replace(report, sections=lines, extra=extra)
+        report = dataclasses.replace(report, sections=[*lines, *report.sections], extra=extra)
     write(report, settings.out)
     print(f"Took {time.monotonic() - started:.0f} s.")
     return 0
