@@ -286,6 +286,19 @@ class Monitor:
     """Watches one real server: checks it now (or when ``pace`` lets it) and then every
     interval, and reports flips."""
 
+    # Ten thousand of them in a large configuration: no __dict__ each.
+    __slots__ = (
+        "_check",
+        "_last",
+        "_on_change",
+        "_pace",
+        "_probe",
+        "_sleep",
+        "_target",
+        "_task",
+        "_verdict",
+    )
+
     def __init__(
         self,
         check: HealthCheck,
@@ -301,7 +314,6 @@ class Monitor:
     ) -> None:
         self._check = check
         self._target = (ip, service_port, vip_ip, vip_port)
-        self._name = f"{_bracket(ip)}:{service_port}"
         self._on_change = on_change
         self._sleep = sleep
         self._probe = probe
@@ -348,7 +360,10 @@ class Monitor:
     def _crashed(self, task: asyncio.Task[None]) -> None:
         # Said at once: until its owner stops it, a dead monitor leaves a stale verdict standing.
         if not task.cancelled() and (error := task.exception()) is not None:
-            log.error("health checks of real server %s stopped", self._name, exc_info=error)
+            ip, port = self._target[:2]
+            log.error(
+                "health checks of real server %s:%s stopped", _bracket(ip), port, exc_info=error
+            )
 
     def _record(self, outcome: Outcome) -> None:
         self._verdict, changed = apply(self._verdict, outcome.passed)
