@@ -25,11 +25,11 @@ from typing import Any
 
 from balancer import engines, first_start, logs, management, validate
 from balancer.api.app import create_app
-from balancer.api.gate import local
-from balancer.api.listeners import Listener, listener, network_socket, unix_socket
 from balancer.certificates import ServedCertificate
 from balancer.client import api_socket
 from balancer.controller import Controller
+from balancer.front.gate import local
+from balancer.front.listeners import Listener, listener, network_socket, unix_socket
 from balancer.model import NodeSettings
 from balancer.store import Store
 

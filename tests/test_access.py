@@ -14,10 +14,10 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import Mount, Route
 
 from balancer import users
-from balancer.api.gate import SIGN_IN, is_public
-from balancer.api.sessions import Sessions
-from balancer.api.throttle import Throttle
 from balancer.defaults import SESSION_IDLE_TIMEOUT, SESSION_MAX_LIFETIME, SIGN_IN_FREE_FAILURES
+from balancer.front.gate import SIGN_IN, is_public
+from balancer.front.sessions import Sessions
+from balancer.front.throttle import Throttle
 from tests.webapp import PASSWORD, Clock, WebApp, sign_in_token, webapp
 
 GUIDE_VIP = {"label": "CyberArk-PSM", "ip": "192.168.94.100", "ports": "3389"}

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 
 from balancer import users
 from balancer.api.app import create_app
-from balancer.api.gate import SIGN_IN, local
 from balancer.controller import Controller
 from balancer.engines import EngineError
+from balancer.front.gate import SIGN_IN, local
 from balancer.model import Config
 from balancer.model.types import format_ports
 from balancer.state import EngineStatus, Health, RealServerStatus, VirtualServiceStatus

@@ -13,10 +13,11 @@ from pydantic import BaseModel, Field
 
 from balancer import backup as backups
 from balancer import configuration, logs, web
-from balancer.api import bodies, errors, users
-from balancer.api.access import Access
-from balancer.api.gate import Author, Gate
+from balancer.api import users
 from balancer.controller import Controller
+from balancer.front import bodies, errors
+from balancer.front.access import Access
+from balancer.front.gate import Author, Gate
 from balancer.model import Config, RealServer, RealServerState, VirtualService
 from balancer.presets.psm import add_psm
 from balancer.state import Overview

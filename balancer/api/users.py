@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
 from balancer import users
-from balancer.api.gate import Author
+from balancer.front.gate import Author
 from balancer.store import Store
 
 # A key's id is an SQLite row id: a bigger number names no key, and SQLite cannot take it.

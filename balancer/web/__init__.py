@@ -12,9 +12,9 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from balancer.api.access import Access
-from balancer.api.gate import STATIC
 from balancer.controller import Controller
+from balancer.front.access import Access
+from balancer.front.gate import STATIC
 from balancer.store import Store
 from balancer.system import System
 from balancer.web import (

@@ -12,10 +12,10 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import PlainTextResponse, Response
 
-from balancer.api.errors import allowed_methods
-from balancer.api.gate import CALLER, STATIC
 from balancer.configuration import Missing
 from balancer.engines import EngineError
+from balancer.front.errors import allowed_methods
+from balancer.front.gate import CALLER, STATIC
 from balancer.store import NotFound
 from balancer.web.render import Renderer, is_htmx
 
@@ -50,7 +50,7 @@ def sentence(request: Request, status: int, reason: str) -> str:
 
 
 def install(app: FastAPI, render: Renderer) -> None:
-    """Put a page in front of the API's error answers (``balancer.api.errors``) for browsers."""
+    """Put a page in front of the API's error answers (``balancer.front.errors``) for browsers."""
     answers = dict(app.exception_handlers)
 
     def page(request: Request, status: int, reason: str) -> Response:

@@ -17,9 +17,9 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
 from balancer import certificates, management, validate
-from balancer.api.gate import Author
-from balancer.api.listeners import network_socket
 from balancer.certificates import CertificateInfo
+from balancer.front.gate import Author
+from balancer.front.listeners import network_socket
 from balancer.model import NodeSettings
 from balancer.validate import Invalid, Problem
 from balancer.web import uploads

@@ -19,9 +19,9 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
 from balancer import backup, management
-from balancer.api.gate import Author
 from balancer.controller import CommitFailed
 from balancer.engines import EngineError
+from balancer.front.gate import Author
 from balancer.store import Conflict
 from balancer.validate import Invalid, Problem
 from balancer.web import uploads

@@ -18,9 +18,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
-from balancer.api.gate import WEBUI, Author
 from balancer.controller import CommitFailed, Controller
 from balancer.engines import EngineError
+from balancer.front.gate import WEBUI, Author
 from balancer.model import RealServerState
 from balancer.overview import leaves_none_up, service_shown, shown
 from balancer.state import Overview, RealServerStatus

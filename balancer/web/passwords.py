@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from balancer import users
-from balancer.api.gate import SIGN_IN, Author
 from balancer.configuration import Missing
+from balancer.front.gate import SIGN_IN, Author
 from balancer.validate import Invalid, Problem
 from balancer.web.render import Renderer
 from balancer.web.units import moment

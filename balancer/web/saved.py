@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from balancer.api.gate import CALLER
-from balancer.api.sessions import Session
+from balancer.front.gate import CALLER
+from balancer.front.sessions import Session
 from balancer.web.render import Renderer
 
 COMMIT = "Commit to put it in service."

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from balancer import configuration
-from balancer.api.gate import WEBUI, Author
+from balancer.front.gate import WEBUI, Author
 from balancer.model import RealServer, VirtualService
 from balancer.model.types import format_ports
 from balancer.web import help, saved

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
-from balancer.api.access import SESSION_COOKIE, SIGN_IN_COOKIE, Access, SignInRefused
-from balancer.api.gate import CALLER, SIGN_IN, WEBUI, caller
+from balancer.front.access import SESSION_COOKIE, SIGN_IN_COOKIE, Access, SignInRefused
+from balancer.front.gate import CALLER, SIGN_IN, WEBUI, caller
 from balancer.web.render import Renderer
 
 Field = Annotated[str, Form()]

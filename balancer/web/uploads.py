@@ -12,7 +12,7 @@ from fastapi import Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from balancer.api import bodies
+from balancer.front import bodies
 from balancer.validate import Invalid, Problem
 
 # Beyond the files' own limits: field names, the token, part headers.

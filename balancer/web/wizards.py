@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.responses import RedirectResponse, Response
 
 from balancer import configuration
-from balancer.api.gate import WEBUI, Author
+from balancer.front.gate import WEBUI, Author
 from balancer.model.types import Port
 from balancer.presets import psm
 from balancer.validate import Invalid, Problem, reason

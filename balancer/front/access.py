@@ -13,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from balancer import users
-from balancer.api.sessions import Sessions
-from balancer.api.throttle import Throttle
+from balancer.front.sessions import Sessions
+from balancer.front.throttle import Throttle
 from balancer.store import Store
 
 log = logging.getLogger("balancer.access")

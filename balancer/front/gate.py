@@ -25,7 +25,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from balancer.api.access import SIGN_IN_COOKIE, Access, Caller
+from balancer.front.access import SIGN_IN_COOKIE, Access, Caller
 
 LOCAL = "balancer.local"
 CALLER = "balancer.caller"
