@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -163,9 +164,7 @@ def unmet(results: Results) -> list[tuple[Measure, str, str, Found]]:
     return found
 
 
-def where_lines(
-    results: Results, profiles: Mapping[str, Mapping[str, Any]], imports: Mapping[str, Any]
-) -> list[str]:
+def where_lines(results: Results, profiles: Profiles, imports: Mapping[str, Any]) -> list[str]:
     """For each goal not met: the phases, what the appliance was doing, and what was tried."""
     lines: list[str] = []
     for measure, size, engine, found in unmet(results):
@@ -186,19 +185,29 @@ def where_lines(
     return lines
 
 
-def profile_lines(profile: Mapping[str, Any]) -> list[str]:
-    ticks, busy = profile["ticks"], profile["busy_ticks"]
-    if not ticks:
-        return ["- the appliance's process: no sample taken"]
-    share = busy / ticks * 100
-    lines = [
-        f"- the appliance's process ({profile['seconds']:.1f} s sampled) was busy in "
-        f"{share:.0f}% of {ticks:,} samples; the rest it waited (for the engine, the disk, "
-        "or the next request). Under our own functions (% of busy samples):"
-    ]
-    lines += [f"  - {name}: {count / max(busy, 1) * 100:.0f}%" for name, count in profile["ours"]]
-    lines.append("- innermost frames (% of busy samples):")
-    lines += [f"  - {name}: {count / max(busy, 1) * 100:.0f}%" for name, count in profile["inner"]]
+PROCESSES = {"serve": "`balancer serve`", "engine": "the built-in engine's process"}
+
+
+def profile_lines(profiles: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What each process sampled was doing (``bench.sampled``); HAProxy is not sampled."""
+    lines = []
+    for process, profile in profiles.items():
+        ticks, busy = profile["ticks"], profile["busy_ticks"]
+        name = PROCESSES.get(process, process)
+        if not ticks:
+            lines.append(f"- {name}: no sample taken")
+            continue
+        lines.append(
+            f"- {name} ({profile['seconds']:.1f} s sampled) was busy in "
+            f"{busy / ticks * 100:.0f}% of {ticks:,} samples, waiting in the rest (for the "
+            "other process, the disk or the next request). Under our own functions (% of its "
+            "busy samples):"
+        )
+        share = [(n, c / max(busy, 1) * 100) for n, c in profile["ours"]]
+        lines += [f"  - {n}: {p:.0f}%" for n, p in share]
+        lines.append("  - and innermost, what ran:")
+        inner = [(n, c / max(busy, 1) * 100) for n, c in profile["inner"]]
+        lines += [f"    - {n}: {p:.0f}%" for n, p in inner]
     return lines
 
 
@@ -208,11 +217,15 @@ def import_lines(found: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+Profiles = Mapping[str, Mapping[str, Mapping[str, Any]]]  # "measure|engine" -> process -> stats
+
+
 def markdown(
     results: Results,
-    profiles: Mapping[str, Mapping[str, Any]],
+    profiles: Profiles,
     imports: Mapping[str, Any],
     setting: str,
+    notes: Sequence[str] = (),
 ) -> list[str]:
     return [
         "## The control plane (issue 11)",
@@ -220,6 +233,7 @@ def markdown(
         setting,
         "",
         *table(results),
+        *(["", *notes] if notes else []),
         *where_lines(results, profiles, imports),
     ]
 
@@ -262,6 +276,32 @@ def real_server_ip(index: int) -> str:
     return f"127.9.{index // 250}.{index % 250 + 1}"
 
 
+def fitted(document: dict[str, Any], engine: str) -> str:
+    """On HAProxy, under an open-files limit too low for a check of every real server, checks
+    off on as many services as it takes (the last ones): HAProxy would refuse the whole
+    configuration, as issue 11 wants it to. What was turned off, in words; "" if nothing."""
+    if engine != "haproxy":
+        return ""
+    from balancer.engines.haproxy import limits
+    from balancer.engines.haproxy.render import files
+    from balancer.validate import parse
+
+    limit = limits.Limit.of_this_process()
+    counted = files(parse(document), limit)
+    short = counted.fixed + limits.PER_CONNECTION * limits.MINIMUM_CONNECTIONS - limit.open_files
+    if short <= 0:
+        return ""
+    services = document["virtual_services"]
+    per_service = (counted.checks + counted.check_ports) / len(services)
+    unchecked = min(len(services), int(short // per_service) + 1)
+    for service in services[len(services) - unchecked :]:
+        service["health_check"] = {"type": "none"}
+    return (
+        f"checks off on the last {unchecked:,} of {len(services):,} services, the open-files "
+        f"limit ({limit.open_files:,}) being too low for a check of every real server"
+    )
+
+
 def configuration(size: Size, port: int) -> dict[str, Any]:
     """``size`` virtual services, each on its own address and ``port``, persistence on, a
     TCP-connect check, its real servers on addresses nothing listens on."""
@@ -286,6 +326,7 @@ def configuration(size: Size, port: int) -> dict[str, Any]:
 
 # --- a running appliance -------------------------------------------------------------------------
 
+HOOK = Path(__file__).parent / "hook"
 START_CAP = 120.0  # seconds for `balancer serve` to listen
 STEP_CAP = 30.0  # seconds for one API call of a one-field step
 FULL_CAP = 120.0  # seconds for the full apply
@@ -305,10 +346,11 @@ class Failed(Exception):
 
 
 def free_port(hosts: Sequence[str]) -> int:
+    """A port free on every one of ``hosts``, below Linux's ephemeral range (32768 on): at
+    5,000 x 10 the appliance's own health checks hold thousands of ephemeral ports, and the
+    port the bench picked at random among them was taken by the time the engine listened."""
     for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind((hosts[0], 0))
-            port: int = probe.getsockname()[1]
+        port = random.randrange(20000, 32000)
         try:
             for host in hosts:
                 with socket.socket() as sock:
@@ -329,7 +371,7 @@ class Appliance:
         self.engine = engine
         self.data_dir = root / "appliance"
         self.socket = api_socket(self.data_dir)
-        self.samples = root / "samples.json"
+        self.samples = root / "samples"
         self.process: subprocess.Popen[bytes] | None = None
 
     def seed(self, document: dict[str, Any]) -> None:
@@ -343,12 +385,20 @@ class Appliance:
 
     def start(self) -> None:
         port = free_port(["127.0.0.1"])
+        self.samples.mkdir()
+        # Every Python of the appliance gets the sampler: bench/hook/sitecustomize.py.
+        path = [str(HOOK), str(HOOK.parent.parent), os.environ.get("PYTHONPATH", "")]
+        env = {
+            **os.environ,
+            "BENCH_SAMPLES": str(self.samples),
+            "PYTHONPATH": os.pathsep.join(path),
+        }
         with (self.root / "serve.err").open("ab") as errors:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bench.sampled", str(self.samples), "serve",
+                [sys.executable, "-m", "balancer", "serve",
                  "--dir", str(self.data_dir), "--listen", "127.0.0.1",
                  "--https-port", str(port), "--engine", self.engine],
-                stdout=subprocess.DEVNULL, stderr=errors,
+                env=env, stdout=subprocess.DEVNULL, stderr=errors,
             )  # fmt: skip
         deadline = time.monotonic() + START_CAP
         while time.monotonic() < deadline:
@@ -389,20 +439,29 @@ class Appliance:
 
     @contextlib.contextmanager
     def sampled(self) -> Iterator[dict[str, Any]]:
-        """The profile of what runs inside: filled in when the block ends."""
+        """What `serve` and the built-in engine were doing, by process: filled in when the
+        block ends."""
         assert self.process is not None
+        pids = {"serve": self.process.pid}
+        with contextlib.suppress(OSError, ValueError):
+            pids["engine"] = int((self.data_dir / "engine.pid").read_text())
         found: dict[str, Any] = {}
-        self.samples.unlink(missing_ok=True)
-        os.kill(self.process.pid, signal.SIGUSR1)
+        for pid in pids.values():
+            (self.samples / f"{pid}.json").unlink(missing_ok=True)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
         try:
             yield found
         finally:
-            os.kill(self.process.pid, signal.SIGUSR2)
-            deadline = time.monotonic() + 10
-            while not self.samples.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            with contextlib.suppress(OSError, ValueError):
-                found.update(json.loads(self.samples.read_text()))
+            for process, pid in pids.items():
+                written = self.samples / f"{pid}.json"
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR2)
+                deadline = time.monotonic() + 10
+                while not written.exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                with contextlib.suppress(OSError, ValueError):
+                    found[process] = json.loads(written.read_text())
 
     def database_bytes(self) -> int:
         """The database's size once its write-ahead log is folded into it."""
@@ -413,8 +472,15 @@ class Appliance:
         return path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
     def stop(self) -> None:
+        """`balancer stop --engine`; then whatever of the engine is left is killed. Its pid is
+        read first: a stopping engine removes its pid file, and one busy at 5,000 x 10 was
+        seen to outlive `serve` by minutes."""
         if self.process is None:
             return
+        engines = []
+        for pid_file in (self.data_dir / "engine.pid", self.data_dir / "haproxy" / "haproxy.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                engines.append(int(pid_file.read_text().split()[0]))
         with contextlib.suppress(Over, Failed):
             self.call("POST", "/shutdown", cap=30, engine="true")
         try:
@@ -422,9 +488,9 @@ class Appliance:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        for pid_file in (self.data_dir / "engine.pid", self.data_dir / "haproxy" / "haproxy.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        for pid in engines:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 # --- the steps -----------------------------------------------------------------------------------
@@ -436,6 +502,9 @@ class Run:
     results: Results = field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     imports: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(
+        default_factory=list
+    )  # what a size ran with that the setting does not say
 
     def put(self, size: str, key: str, engine: str, found: Found) -> None:
         self.results.setdefault(size, {}).setdefault(key, {})[engine] = found
@@ -507,8 +576,12 @@ def at_size(run: Run, size: Size, engine: str, work: Path, growth: bool) -> None
     root = Path(tempfile.mkdtemp(prefix=f"cp-{engine}-{size.key}-", dir=work))
     box = Appliance(root, engine)
     port = free_port([vip(0), real_server_ip(0)])
+    document = configuration(size, port)
+    fit = fitted(document, engine)
+    if fit:
+        run.notes.append(f"{ENGINES[engine]} at {size.text}: {fit}.")
     try:
-        box.seed(configuration(size, port))
+        box.seed(document)
         box.start()
     except (Over, RuntimeError, OSError, ValueError) as error:
         why = f"over {START_CAP:g} s to start" if isinstance(error, Over) else str(error)
@@ -532,11 +605,10 @@ def at_size(run: Run, size: Size, engine: str, work: Path, growth: bool) -> None
             for key in ("weight", "drain", "interval"):
                 run.put(size.key, key, engine, Found(note="not measured: the appliance is busy"))
             return
-        last = f"vs{size.services - 1}"
-        steps = {
-            "weight": weight(last, "rs1"),
-            "drain": drain(last, "rs0"),
-            "interval": interval(last),
+        steps = {  # on the first service, which keeps its checks whatever ``fitted`` did
+            "weight": weight("vs0", "rs1"),
+            "drain": drain("vs0", "rs0"),
+            "interval": interval("vs0"),
         }
         for key, step in steps.items():
             found = repeated(box, step, run.settings.repeats)
@@ -647,6 +719,12 @@ def guide(run: Run, engine: str, work: Path) -> None:
         box.call("POST", "/commit")
         env = cli_environment(box, pycache)
         base = command_line()
+        # The commands' wall time is the machine's as much as theirs: say how busy it was.
+        load = os.getloadavg()[0]
+        run.notes.append(
+            f"The `balancer` commands on {ENGINES[engine]}: load average {load:.1f} on "
+            f"{os.cpu_count()} cores as they started."
+        )
         for key, args in CLI_COMMANDS.items():
             try:
                 timed([*base, *args], env)  # the first run writes the bytecode
@@ -696,10 +774,11 @@ def run(work: Path, settings: RunSettings) -> tuple[list[str], dict[str, Any]]:
         guide(found, engine, work)
         for size in settings.sizes:
             at_size(found, size, engine, work, growth=engine == next(iter(ENGINES)))
-    lines = markdown(found.results, found.profiles, found.imports, describe(settings))
+    lines = markdown(found.results, found.profiles, found.imports, describe(settings), found.notes)
     document = {
         "results": as_json(found.results),
         "profiles": found.profiles,
         "imports": found.imports,
+        "notes": found.notes,
     }
     return lines, document

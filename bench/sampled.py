@@ -1,6 +1,7 @@
-"""``python -m bench.sampled OUT balancer-args...``: the ``balancer`` command, with a sampling
-profiler that the control-plane bench turns on (SIGUSR1) for one step and off (SIGUSR2), which
-writes what it saw to OUT as JSON.
+"""A sampling profiler in every Python process of an appliance the control-plane bench starts:
+`balancer serve` and the built-in engine it starts (``bench/hook/sitecustomize.py`` installs it
+when ``BENCH_SAMPLES`` names a directory). The bench turns it on (SIGUSR1) for one step and off
+(SIGUSR2); each process then writes what it saw to ``<pid>.json`` in that directory.
 
 It samples every thread's stack, not only the one that turned it on as cProfile would: FastAPI
 runs the API's plain functions in a pool of threads, and the saves are among them."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 import signal
 import sys
@@ -28,7 +30,7 @@ def where(frame: FrameType) -> str:
     code = frame.f_code
     path = code.co_filename
     # Our own code by module path, the rest by package: enough to tell them apart.
-    short = path.partition("/balancer/")[2] or path.rpartition("site-packages/")[2]
+    short = path.partition("/balancer/")[2] or path.partition("site-packages/")[2]
     return f"{short or re.sub(r'^.*/lib/python3[.0-9]*/', '', path)}:{code.co_name}"
 
 
@@ -87,16 +89,8 @@ class Sampler:
             time.sleep(INTERVAL)
 
 
-def main() -> None:
-    sampler = Sampler(Path(sys.argv[1]))
+def install(directory: Path) -> None:
+    sampler = Sampler(directory / f"{os.getpid()}.json")
     signal.signal(signal.SIGUSR1, sampler.start)
     signal.signal(signal.SIGUSR2, sampler.stop)
     threading.Thread(target=sampler.run, daemon=True).start()
-    sys.argv = ["balancer", *sys.argv[2:]]
-    from balancer.cli import main as balancer
-
-    balancer()
-
-
-if __name__ == "__main__":
-    main()

@@ -91,12 +91,12 @@ def test_each_goal_not_met_says_where_its_time_goes_and_what_was_tried() -> None
         "ours": [["store.py:save", 300]],
         "inner": [["json/encoder.py:iterencode", 70]],
     }
-    text = "\n".join(markdown(found, {"weight|haproxy": profile}, {}, "setting"))
+    text = "\n".join(markdown(found, {"weight|haproxy": {"serve": profile}}, {}, "setting"))
     assert "#### save + commit: a real server's weight, 1,000\u00d710, HAProxy" in text
     assert "- save: 800 ms (median)\n- commit: 700 ms (median)" in text
-    assert "busy in 50% of 700 samples" in text
+    assert "- `balancer serve` (1.5 s sampled) was busy in 50% of 700 samples" in text
     assert "  - store.py:save: 86%" in text
-    assert "  - json/encoder.py:iterencode: 20%" in text
+    assert "    - json/encoder.py:iterencode: 20%" in text
     assert text.count("Tried:") == 2
     assert "built-in" not in text.partition("### Where")[2].split("####")[1]  # met: not listed
 
