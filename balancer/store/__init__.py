@@ -5,12 +5,8 @@ One SQLite file in WAL mode with ``synchronous=FULL``: once a write returns it i
 crash at any instant loses no acknowledged revision. Every write is one transaction. Revisions
 are never changed: a change, a restore or a rollback is a new revision on top of the head.
 
-A revision costs what it changes. Each virtual service's canonical JSON is stored once, in the
-``service`` table under its SHA-256; a revision is a manifest of service ids, written as a
-splice of its parent's manifest (one service changed: a few bytes) with a whole manifest every
-``FULL_EVERY`` revisions, so reading any revision replays at most that many small splices. The
-parsed services and the newest revisions are kept in memory, so reading the head and saving a
-one-field change parse and serialise one service, not the configuration.
+A revision costs what it changes: each virtual service is stored once, and a revision is a
+splice of its parent's list of services (``balancer.store.revisions``).
 
 A revision is named on every node by its number, allocated by the node that owns the
 configuration, and by its digest, the SHA-256 of the configuration's canonical JSON
@@ -25,58 +21,45 @@ What an HA pair replicates and what each node keeps to itself (the guide's 14.1.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import ValidationError
-
 from balancer import validate
 from balancer.configuration import Missing
-from balancer.model import Config, NodeSettings, VirtualService
+from balancer.model import Config, NodeSettings
+from balancer.store.errors import Conflict, Mismatch, NotFound, StoreError
+from balancer.store.revisions import Content, History, Revision, digest, split_revisions
 from balancer.validate import Invalid, Problem
+
+__all__ = [
+    "ApiKey",
+    "Applied",
+    "AuditEntry",
+    "Conflict",
+    "Mismatch",
+    "NotFound",
+    "Revision",
+    "Store",
+    "StoreError",
+    "User",
+    "digest",
+    "parse_backup",
+]
 
 BACKUP_FORMAT = "balancer-configuration"
 # 2: the document carries its revision's digest.
 BACKUP_VERSION = 2
 BACKUP_VERSIONS_READ = (1, 2)
 _BACKUP_KEYS = frozenset({"format", "version", "exported", "revision", "digest", "config"})
-
-# A revision's manifest is written whole at least this often, so reading any revision replays
-# at most this many splices.
-FULL_EVERY = 100
-# Revisions kept parsed in memory: the head, the applied one, and what a page of history shows.
-_RECENT = 64
-
-
-def _split_revisions(db: sqlite3.Connection) -> None:
-    """Schema step 3: each revision's whole document becomes its services, stored once each,
-    and a whole manifest. The stored JSON is taken as it is, not parsed by today's model, so a
-    revision reads back exactly as it did before."""
-    for (id,) in db.execute("SELECT id FROM revision ORDER BY id").fetchall():
-        (text,) = db.execute("SELECT config FROM revision WHERE id = ?", (id,)).fetchone()
-        document = json.loads(text)
-        services = [_canonical(vs) for vs in document.pop("virtual_services", [])]
-        db.execute(
-            "UPDATE revision SET digest = ?, settings = ?, services = ?, depth = 0 WHERE id = ?",
-            (
-                _digest(document, services),
-                _canonical(document),
-                json.dumps([_service_id(db, service) for service in services]),
-                id,
-            ),
-        )
-
 
 Step = str | Callable[[sqlite3.Connection], None]
 
@@ -123,20 +106,11 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         "ALTER TABLE revision ADD COLUMN settings TEXT NOT NULL DEFAULT '{}'",
         "ALTER TABLE revision ADD COLUMN services TEXT NOT NULL DEFAULT '[]'",
         "ALTER TABLE revision ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
-        _split_revisions,
+        # Its code is part of this step: what it writes must not change once shipped.
+        split_revisions,
         "ALTER TABLE revision DROP COLUMN config",
     ),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Revision:
-    id: int
-    created: float
-    author: str
-    message: str
-    config: Config
-    digest: str  # SHA-256 of the configuration's canonical JSON: the same on every node
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,48 +146,6 @@ class ApiKey:
     revoked: float | None
 
 
-class StoreError(Exception):
-    """The store cannot do what was asked."""
-
-
-class Conflict(StoreError):
-    """The change was made on a revision that is no longer the head: someone else saved first."""
-
-
-class NotFound(StoreError):
-    """No such revision."""
-
-
-class Mismatch(StoreError):
-    """A revision received from the owning node does not have the digest it came with."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    """A revision as read or written, with its manifest: what the next one is a splice of."""
-
-    revision: Revision
-    services: tuple[int, ...]
-    depth: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Content:
-    """A configuration taken apart as the store keeps it: canonical JSON of its settings and
-    of each virtual service, and the service ids already known (None: look it up, or add it)."""
-
-    config: Config
-    texts: tuple[str, ...]
-    ids: tuple[int | None, ...]
-    settings: dict[str, Any]
-    digest: str
-
-    @classmethod
-    def of(cls, config: Config, texts: tuple[str, ...], ids: tuple[int | None, ...]) -> Self:
-        settings = _settings(config)
-        return cls(config, texts, ids, settings, _digest(settings, texts))
-
-
 class Store:
     """One SQLite connection, shared by threads one at a time."""
 
@@ -221,15 +153,7 @@ class Store:
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
-        # Caches of what never changes once committed; read and written under _lock.
-        # Service id -> (parsed, canonical JSON).
-        self._services: dict[int, tuple[VirtualService, str]] = {}
-        # id() of a parsed service -> (that object, its service id): an edit keeps the services
-        # it did not touch, so a save finds their ids without serialising them. The object is
-        # held so that its id() is not reused.
-        self._ids: dict[int, tuple[VirtualService, int]] = {}
-        self._recent: OrderedDict[int, _Stored] = OrderedDict()
-        self._prune_at = 10_000
+        self._history = History()  # used under _lock
         self._db = _connect(path)
         try:
             _configure(self._db, path)
@@ -254,11 +178,11 @@ class Store:
     def head(self) -> Revision:
         with self._lock:
             (id,) = self._db.execute("SELECT max(id) FROM revision").fetchone()
-            return self._load(self._db, id).revision
+            return self._history.load(self._db, id).revision
 
     def revision(self, id: int) -> Revision:
         with self._lock:
-            return self._load(self._db, id).revision
+            return self._history.load(self._db, id).revision
 
     def revisions(self, limit: int = 50) -> list[Revision]:
         """Newest first."""
@@ -267,7 +191,7 @@ class Store:
                 "SELECT id FROM revision ORDER BY id DESC LIMIT ?", (limit,)
             ).fetchall()
             # Oldest first, so that each is a splice of one just read.
-            return [self._load(self._db, id).revision for (id,) in reversed(rows)][::-1]
+            return [self._history.load(self._db, id).revision for (id,) in reversed(rows)][::-1]
 
     def save(
         self,
@@ -284,18 +208,18 @@ class Store:
         The services ``config`` shares with a revision read or saved here (an edit of the head
         keeps every service it does not touch) are neither checked on their own again nor
         serialised again."""
-        validate.checked(config, known=self._known())
-        content = self._content(config)
+        content = self._checked(config)
         with self._transaction() as db:
             (head,) = db.execute("SELECT max(id) FROM revision").fetchone()
             if base != head:
                 raise Conflict(
                     f"revision {base} is no longer the newest: revision {head} was saved since"
                 )
-            stored = self._insert(db, head + 1, self._clock(), author, message, content)
+            stored = self._history.insert(db, head + 1, self._clock(), author, message, content)
             detail = {"revision": head + 1, "message": message}
             _insert_audit(db, stored.revision.created, author, action, target, detail)
-        self._remember(stored, content)
+        with self._lock:
+            self._history.remember(stored, content)
         return stored.revision
 
     def receive(
@@ -313,8 +237,7 @@ class Store:
         Mismatch if ``config`` does not have ``digest``, and with Conflict if ``revision`` is not
         newer than the head; the same revision received again is already here and is returned.
         Audited as ``receive``."""
-        validate.checked(config, known=self._known())
-        content = self._content(config)
+        content = self._checked(config)
         if content.digest != digest:
             raise Mismatch(
                 f"revision {revision}: the configuration received has digest "
@@ -330,14 +253,15 @@ class Store:
                     raise Conflict(
                         f"revision {revision} is not newer than revision {head}, the newest here"
                     )
-                return self._load(db, revision).revision
+                return self._history.load(db, revision).revision
             at = self._clock()
-            stored = self._insert(
+            stored = self._history.insert(
                 db, revision, at if created is None else created, author, message, content
             )
             detail = {"revision": revision, "digest": digest, "message": message}
             _insert_audit(db, at, author, "receive", "", detail)
-        self._remember(stored, content)
+        with self._lock:
+            self._history.remember(stored, content)
         return stored.revision
 
     def applied(self) -> Applied | None:
@@ -514,137 +438,13 @@ class Store:
         with self._lock:
             return self._db.execute(sql, parameters).fetchall()
 
-    def _known(self) -> Config | None:
-        """The newest configuration in memory: its services were checked when they were saved."""
+    def _checked(self, config: Config) -> Content:
+        """``config`` checked and taken apart as it is stored."""
         with self._lock:
-            return self._recent[max(self._recent)].revision.config if self._recent else None
-
-    def _content(self, config: Config) -> _Content:
-        services = config.virtual_services
+            known = self._history.known()
+        validate.checked(config, known=known)
         with self._lock:
-            known = [self._ids.get(id(vs)) for vs in services]
-            ids = tuple(
-                k[1] if k is not None and k[0] is vs else None
-                for k, vs in zip(known, services, strict=True)
-            )
-            texts = tuple(
-                self._services[i][1] if i is not None else _canonical(vs.model_dump(mode="json"))
-                for i, vs in zip(ids, services, strict=True)
-            )
-        return _Content.of(config, texts, ids)
-
-    def _insert(
-        self,
-        db: sqlite3.Connection,
-        id: int,
-        created: float,
-        author: str,
-        message: str,
-        content: _Content,
-    ) -> _Stored:
-        """Write revision ``id`` on top of the newest one; the caller holds the transaction."""
-        ids = tuple(
-            known if known is not None else _service_id(db, text)
-            for known, text in zip(content.ids, content.texts, strict=True)
-        )
-        (parent,) = db.execute("SELECT max(id) FROM revision").fetchone()
-        depth, services = 0, json.dumps(ids)
-        if parent is not None:
-            before = self._load(db, parent)
-            start, end, middle = _splice(before.services, ids)
-            # A splice as long as half the list saves little and costs a step at every read.
-            if before.depth + 1 < FULL_EVERY and 2 * len(middle) < max(len(ids), 1):
-                depth, services = before.depth + 1, json.dumps([start, end, middle])
-        revision = Revision(id, created, author, message, content.config, content.digest)
-        db.execute(
-            "INSERT INTO revision (id, created, author, message, digest, settings, services, depth)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                id,
-                created,
-                author,
-                message,
-                revision.digest,
-                _canonical(content.settings),
-                services,
-                depth,
-            ),
-        )
-        return _Stored(revision, ids, depth)
-
-    def _remember(self, stored: _Stored, content: _Content) -> None:
-        """Keep what was just committed; never what a rolled-back transaction wrote."""
-        with self._lock:
-            services = content.config.virtual_services
-            for n, known in enumerate(content.ids):
-                if known is None:
-                    sid, vs = stored.services[n], services[n]
-                    self._services.setdefault(sid, (vs, content.texts[n]))
-                    self._ids[id(vs)] = (vs, sid)
-            self._keep(stored)
-
-    def _load(self, db: sqlite3.Connection, id: int) -> _Stored:
-        """Revision ``id``, from memory or replayed from its last whole manifest; the caller
-        holds the lock."""
-        if id in self._recent:
-            self._recent.move_to_end(id)
-            return self._recent[id]
-        row = db.execute(
-            "SELECT created, author, message, digest, settings, depth FROM revision WHERE id = ?",
-            (id,),
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"there is no revision {id}")
-        created, author, message, digest, settings, depth = row
-        chain = db.execute(
-            "SELECT id, services FROM revision WHERE id <= ? ORDER BY id DESC LIMIT ?",
-            (id, depth + 1),
-        ).fetchall()[::-1]
-        # Start from the newest revision of the chain already in memory, else the whole list.
-        start = max((n for n, (i, _) in enumerate(chain) if i in self._recent and n), default=0)
-        ids = list(self._recent[chain[start][0]].services) if start else json.loads(chain[0][1])
-        for _, splice in chain[start + 1 :]:
-            begin, end, middle = json.loads(splice)
-            ids[begin:end] = middle
-        services = self._parsed(db, ids, id)
-        try:
-            config = Config.model_validate({**json.loads(settings), "virtual_services": services})
-        except ValidationError as error:
-            raise StoreError(f"revision {id} cannot be read: {error}") from None
-        stored = _Stored(Revision(id, created, author, message, config, digest), tuple(ids), depth)
-        self._keep(stored)
-        return stored
-
-    def _parsed(
-        self, db: sqlite3.Connection, ids: Sequence[int], revision: int
-    ) -> list[VirtualService]:
-        missing = sorted({sid for sid in ids if sid not in self._services})
-        for chunk in range(0, len(missing), 500):
-            wanted = missing[chunk : chunk + 500]
-            rows = db.execute(
-                f"SELECT id, document FROM service WHERE id IN ({','.join('?' * len(wanted))})",
-                wanted,
-            ).fetchall()
-            for sid, text in rows:
-                try:
-                    vs = VirtualService.model_validate_json(text)
-                except ValidationError as error:
-                    raise StoreError(f"revision {revision} cannot be read: {error}") from None
-                self._services[sid] = (vs, text)
-                self._ids[id(vs)] = (vs, sid)
-        return [self._services[sid][0] for sid in ids]
-
-    def _keep(self, stored: _Stored) -> None:
-        self._recent[stored.revision.id] = stored
-        self._recent.move_to_end(stored.revision.id)
-        while len(self._recent) > _RECENT:
-            self._recent.popitem(last=False)
-        # Services only older revisions used are let go once they outnumber the kept ones.
-        if max(len(self._services), len(self._ids)) > self._prune_at:
-            kept = {sid for recent in self._recent.values() for sid in recent.services}
-            self._services = {sid: self._services[sid] for sid in kept}
-            self._ids = {id(vs): (vs, sid) for sid, (vs, _) in self._services.items()}
-            self._prune_at = 2 * len(kept) + 10_000
+            return self._history.content(config)
 
     def _migrate(self) -> None:
         with self._transaction() as db:
@@ -663,8 +463,8 @@ class Store:
             if done < len(MIGRATIONS):
                 db.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
             if db.execute("SELECT 1 FROM revision LIMIT 1").fetchone() is None:
-                content = _Content.of(Config(), (), ())
-                self._insert(db, 0, self._clock(), "system", "empty configuration", content)
+                content = Content.of(Config(), (), ())
+                self._history.insert(db, 0, self._clock(), "system", "empty configuration", content)
 
 
 def parse_backup(document: Any) -> Config:
@@ -732,70 +532,6 @@ def _audit_entry(row: tuple[Any, ...]) -> AuditEntry:
 def _rowid(cursor: sqlite3.Cursor) -> int:
     assert cursor.lastrowid is not None  # an INSERT always has one
     return cursor.lastrowid
-
-
-def digest(config: Config) -> str:
-    """SHA-256 of the configuration's canonical JSON: what names its content on any node."""
-    return _sha256(_canonical(config.model_dump(mode="json")))
-
-
-def _settings(config: Config) -> dict[str, Any]:
-    """The configuration apart from its virtual services, which are stored one by one."""
-    return config.model_dump(mode="json", exclude={"virtual_services"})
-
-
-def _canonical(value: Any) -> str:
-    """The one JSON text of a value: keys sorted, no spaces, ASCII only."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _digest(settings: dict[str, Any], services: Sequence[str]) -> str:
-    """``digest`` of a configuration from its settings and its services' canonical JSON: the
-    same text hashed piece by piece, neither serialised again nor joined into one string
-    (5,000 services: 5 ms rather than 25)."""
-    hashed = hashlib.sha256()
-    for piece in _pieces(settings, services):
-        hashed.update(piece.encode())
-    return hashed.hexdigest()
-
-
-def _pieces(settings: dict[str, Any], services: Sequence[str]) -> Iterator[str]:
-    yield "{"
-    for n, key in enumerate(sorted([*settings, "virtual_services"])):
-        yield ("," if n else "") + _canonical(key) + ":"
-        if key == "virtual_services":
-            yield "["
-            for m, text in enumerate(services):
-                yield "," + text if m else text
-            yield "]"
-        else:
-            yield _canonical(settings[key])
-    yield "}"
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _service_id(db: sqlite3.Connection, text: str) -> int:
-    """The id of the service whose canonical JSON is ``text``, stored now if it is new."""
-    key = _sha256(text)
-    row = db.execute("SELECT id FROM service WHERE digest = ?", (key,)).fetchone()
-    if row is not None:
-        return int(row[0])
-    return _rowid(db.execute("INSERT INTO service (digest, document) VALUES (?, ?)", (key, text)))
-
-
-def _splice(before: Sequence[int], after: Sequence[int]) -> tuple[int, int, list[int]]:
-    """(start, end, middle) such that before[:start] + middle + before[end:] == after."""
-    start = 0
-    most = min(len(before), len(after))
-    while start < most and before[start] == after[start]:
-        start += 1
-    end, tail = len(before), len(after)
-    while end > start and tail > start and before[end - 1] == after[tail - 1]:
-        end, tail = end - 1, tail - 1
-    return start, end, list(after[start:tail])
 
 
 def _insert_audit(
