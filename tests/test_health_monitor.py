@@ -9,7 +9,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -316,8 +316,12 @@ def test_external_script_not_runnable(tmp_path: Path) -> None:
     assert run_probe(health_check, 3389) == Outcome(False, "script not runnable: permission denied")
 
 
+def parked() -> None:
+    """What a timer that is never to fire calls: nothing."""
+
+
 class Fake:
-    """A probe that plays results ("P"/"F") in order, a sleep that returns at once, and a record
+    """A probe that plays results ("P"/"F") in order, a timer that fires at once, and a record
     of what the monitor did, so a run of many intervals takes milliseconds."""
 
     def __init__(self, results: str) -> None:
@@ -334,11 +338,12 @@ class Fake:
             return Outcome(True, "PASS (HTTP 200)")
         return Outcome(False, "expected PASS, got FAIL")
 
-    async def sleep(self, seconds: float) -> None:
+    def later(self, seconds: float, callback: Callable[[], None]) -> asyncio.Handle:
         self.events.append(f"sleep {seconds}")
         if len(self.calls) == len(self.results):
             self.finished.set()
-            await asyncio.Future()  # parked until the monitor is stopped
+            callback = parked  # the last timer never fires: stop() cancels it
+        return asyncio.get_running_loop().call_soon(callback)
 
     def on_change(self, verdict: Verdict, outcome: Outcome) -> None:
         self.changes.append((len(self.calls), verdict.up, outcome.reason))
@@ -356,7 +361,7 @@ def watch(fake: Fake) -> Monitor:
             fake.on_change,
             vip_ip="127.0.0.9",
             vip_port=3389,
-            sleep=fake.sleep,
+            later=fake.later,
             probe=fake.probe,
         )
         monitor.start()
@@ -428,7 +433,7 @@ def test_start_twice_is_a_mistake() -> None:
 
     async def scenario() -> None:
         monitor = Monitor(
-            check(**PSM), LOCAL, 3389, fake.on_change, sleep=fake.sleep, probe=fake.probe
+            check(**PSM), LOCAL, 3389, fake.on_change, later=fake.later, probe=fake.probe
         )
         monitor.start()
         try:
@@ -448,7 +453,7 @@ def test_a_broken_owner_callback_is_logged_and_raised_by_stop(
 
     async def scenario() -> None:
         fake = Fake("F")
-        monitor = Monitor(check(**PSM), LOCAL, 3389, broken, sleep=fake.sleep, probe=fake.probe)
+        monitor = Monitor(check(**PSM), LOCAL, 3389, broken, later=fake.later, probe=fake.probe)
         monitor.start()
         for _ in range(5):
             await asyncio.sleep(0)
@@ -463,15 +468,15 @@ def test_monitor_with_the_real_probe(closed_port: int) -> None:
     fake = Fake("")
     seen: list[Outcome] = []
 
-    async def sleep(seconds: float) -> None:
+    def later(seconds: float, callback: Callable[[], None]) -> asyncio.Handle:
         fake.finished.set()
-        await asyncio.Future()
+        return asyncio.get_running_loop().call_soon(parked)
 
     async def scenario() -> None:
         def on_change(verdict: Verdict, outcome: Outcome) -> None:
             seen.append(outcome)
 
-        monitor = Monitor(check(type="connect"), LOCAL, closed_port, on_change, sleep=sleep)
+        monitor = Monitor(check(type="connect"), LOCAL, closed_port, on_change, later=later)
         monitor.start()
         await asyncio.wait_for(fake.finished.wait(), 5)
         await monitor.stop()
@@ -498,7 +503,7 @@ def test_a_paced_monitor_waits_its_turn_before_its_first_check() -> None:
         pace = Pace(rate=10.0)
         pace.delay()  # another monitor took the first turn
         monitor = Monitor(
-            check(**PSM), LOCAL, 3389, fake.on_change, sleep=fake.sleep, probe=fake.probe, pace=pace
+            check(**PSM), LOCAL, 3389, fake.on_change, later=fake.later, probe=fake.probe, pace=pace
         )
         monitor.start()
         await asyncio.wait_for(fake.finished.wait(), 5)

@@ -44,5 +44,7 @@ def apply(verdict: Verdict, passed: bool) -> tuple[Verdict, bool]:
         health = max(verdict.health - 1, 0)
         if health < verdict.rise:
             health = 0
+    if health == verdict.health:
+        return verdict, False  # a steady server's every check: nothing new to allocate
     up = health >= verdict.rise
     return Verdict(up, health, verdict.rise, verdict.fall), up != verdict.up
