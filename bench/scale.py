@@ -5,9 +5,9 @@ the C backends listen on, so every check succeeds. Read from /proc: the resident
 engine's processes once the revision is applied and again once checks have run a while, and the
 CPU (user + system) they use over a fixed window in which the checks are all they do.
 
-Where the built-in engine misses a target, ``python -m bench.scale where`` runs its data plane
-in a child process under tracemalloc, as the engine process runs it (the configuration parsed
-from JSON, applied, checks running), and the largest allocations are shown by file and line.
+Where the built-in engine misses a target, ``python -m bench.scale where`` runs the engine
+process's code in a child process under tracemalloc, sends it the revision as the daemon does
+and lets the checks run; the largest allocations are shown by file and line.
 
 ``python -m bench.scale`` runs the scenario on its own; ``python -m bench`` runs it with the
 rest (``--scenarios scale``)."""
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from balancer.engines import EngineError
+from balancer.engines.builtin.process import paths as builtin_paths
 from balancer.model import Config
 from balancer.validate import parse
 from bench import procfs, proxies
@@ -287,8 +288,9 @@ def markdown(result: Scale) -> list[str]:
     if result.where:
         lines += [
             "",
-            f"Where the built-in engine's memory goes: its data plane under tracemalloc in a "
-            f"child process, the revision parsed and applied and checks running; "
+            f"Where the built-in engine's memory goes: the engine process's code under "
+            f"tracemalloc in a child process, sent the revision as the daemon sends it, checks "
+            f"running; "
             f"{result.where_total_mib:.1f} MiB traced in all, the largest by file and line:",
             "",
             "| MiB | blocks | where |",
@@ -309,18 +311,30 @@ def printed(result: Scale) -> str:
 
 
 async def _traced(document: dict[str, Any]) -> dict[str, Any]:
-    from balancer.engines.builtin.dataplane import DataPlane
+    """The engine process's own code (``process.run``) in this process, sent the revision
+    through its control socket as the daemon sends it; only what it allocates is traced (the
+    sender's copy of the configuration is made before tracing starts)."""
+    from balancer.engines.builtin import process
 
-    tracemalloc.start(1)
-    config = parse(document)  # as the engine process does with the apply request
+    config = parse(document)
     del document
-    plane = DataPlane()
-    await plane.apply(config, 1)
-    del config
-    await asyncio.sleep(CHECK_INTERVAL + 2)  # every check has run at least once
-    snapshot = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    await plane.close()
+    with tempfile.TemporaryDirectory(prefix="scale-where-", dir="/tmp") as work:
+        tracemalloc.start(1)
+        proxy = proxies.builtin(Path(work), "", None)
+        assert proxy is not None
+        running = asyncio.get_running_loop().create_task(process.run(Path(work)))
+        for _ in range(200):  # until it listens: start() would start another engine
+            if builtin_paths(Path(work))[0].exists() or running.done():
+                break
+            await asyncio.sleep(0.05)
+        await proxy.start()
+        await proxy.apply(config)
+        del config
+        await asyncio.sleep(CHECK_INTERVAL + 2)  # every check has run at least once
+        snapshot = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        await proxy.stop()
+        await running
     keep = snapshot.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
     stats = keep.statistics("lineno")
     root = str(Path(__file__).parent.parent) + os.sep
