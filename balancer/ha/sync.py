@@ -10,8 +10,9 @@ below over the pair's mutual TLS, and feeds back what comes.
 One revision is on its way at a time and the Secondary answers each, so the numbers it holds
 are the Primary's and a timeout says which one went unanswered. A Secondary that was away is
 first asked where it stands (``Ask``, answered by ``Heads``) and then sent each revision it
-lacks, oldest first, so its history is the Primary's; it runs only the last, the Primary's
-applied one. Users travel as a whole snapshot, so only the newest is sent.
+lacks, oldest first (at most ``HISTORY`` of them), so its history is the Primary's; it runs
+only the last, the Primary's applied one. Users travel as a whole snapshot, so only the newest
+is sent.
 
 The Secondary's side is ``judge`` (keep a revision, already have it, or refuse it) and the
 rules of ``refuse_edit`` and ``act``: the cluster configuration is read-only there, and drain,
@@ -37,6 +38,10 @@ from balancer.model import RealServerState
 TIMEOUT = 10.0
 # After silence or an unreachable Secondary, the Primary asks again this much later.
 RETRY = 2.0
+# A Secondary further behind is sent only this many of the newest revisions: each is the whole
+# configuration (1,000 services x 10: 1.6 MB, and 0.4-0.6 s to check and record on the
+# Secondary), and the older ones would be history it never runs. Its history then has a gap.
+HISTORY = 20
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -380,6 +385,7 @@ class Sync:
     since: float = 0.0
     timeout: float = TIMEOUT
     retry: float = RETRY
+    history: int = HISTORY
 
 
 def start(kind: Kind, target: Mark, now: float) -> tuple[Sync, Ask]:
@@ -393,10 +399,10 @@ def apply(sync: Sync, event: Event, now: float) -> tuple[Sync, Ask | Send | None
     before = status(sync)
     after = _step(sync, event, now)
     action = _next(after)
-    if action is not None:
-        number = action.number if isinstance(action, Send) else None
-        apply_ = isinstance(action, Send) and action.apply
-        after = replace(after, waiting=Waiting(number, apply_, now), retry_at=None)
+    if isinstance(action, Send):
+        after = replace(after, waiting=Waiting(action.number, action.apply, now))
+    elif isinstance(action, Ask):
+        after = replace(after, waiting=Waiting(None, False, now))
     changed = status(after)
     # A new state, or a new reason, begins anew; "behind" by another count does not.
     if (changed.state, changed.reason) != (before.state, before.reason):
@@ -476,7 +482,7 @@ def _next(sync: Sync) -> Ask | Send | None:
         return None if sync.running else Send(sync.kind, target.number, True)
     # The history in order, for revisions; a snapshot replaces every older one.
     if sync.kind is Kind.CONFIGURATION and held is not None:
-        number = held.number + 1
+        number = max(held.number + 1, target.number - sync.history + 1)
     else:
         number = target.number
     return Send(sync.kind, number, number == target.number)

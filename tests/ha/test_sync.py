@@ -121,6 +121,13 @@ def test_a_secondary_away_for_several_commits_catches_up_in_order_and_runs_the_l
     assert (str(sync.status(state)), sync.status(state).since) == ("in sync", 23.0)
 
 
+def test_a_secondary_far_behind_is_sent_only_the_newest_revisions() -> None:
+    state, _ = sync.start(CONFIGURATION, mark(30), 0.0)
+    state, action = sync.apply(state, Heard(mark(3), True), 1.0)
+    assert action == Send(CONFIGURATION, 30 - sync.HISTORY + 1, apply=False)
+    assert str(sync.status(state)) == "behind by 27"
+
+
 def test_a_secondary_that_holds_the_revision_but_does_not_run_it_is_sent_it_to_run() -> None:
     state, _ = sync.start(CONFIGURATION, mark(2), 0.0)
     state, action = sync.apply(state, Heard(mark(2), False), 1.0)
