@@ -14,10 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from balancer import configuration
+from balancer import configuration, help
 from balancer.model import Config, RealServer, VirtualService
 from balancer.presets.psm import RDP_PORT, WEB_PORT, add_psm
-from balancer.web import help
 from balancer.web.cluster_configuration import shown
 from tests.webapp import WebApp, webapp
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from balancer import words
 from balancer.model import HealthCheck, Persistence, RealServer, VirtualService
 from balancer.model.types import Endpoint
 from balancer.plan import Change, changes
-from balancer.web import words
 from tests.test_plan import config, document, edited
 
 

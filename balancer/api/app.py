@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from balancer import backup as backups
-from balancer import configuration, logs, web
+from balancer import configuration, logs, web, words
 from balancer.api import users
 from balancer.controller import Controller
 from balancer.front import bodies, errors
@@ -23,7 +23,6 @@ from balancer.presets.psm import add_psm
 from balancer.state import Overview
 from balancer.store import Store
 from balancer.system import System, SystemFigures
-from balancer.web import words
 
 Base = Annotated[
     int | None,

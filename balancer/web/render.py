@@ -12,11 +12,11 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import Response
 
+from balancer import words
 from balancer.controller import Controller
 from balancer.front.access import Access, Caller
 from balancer.front.gate import CALLER, STATIC
 from balancer.store import Store
-from balancer.web import words
 from balancer.web.units import moment
 
 

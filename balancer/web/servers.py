@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from balancer import configuration
+from balancer import configuration, help
 from balancer.front.gate import WEBUI, Author
 from balancer.model import RealServer, VirtualService
 from balancer.model.types import format_ports
-from balancer.web import help, saved
+from balancer.web import saved
 from balancer.web.cluster_configuration import (
     Document,
     Form,

@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from balancer import help, words
 from balancer.engines import EngineError
 from balancer.model import Config
 from balancer.store import NotFound, Revision
-from balancer.web import help, words
 from balancer.web.render import Renderer
 from balancer.web.units import moment
 

@@ -18,12 +18,12 @@ from fastapi import APIRouter, Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import RedirectResponse, Response
 
-from balancer import configuration
+from balancer import configuration, help
 from balancer.front.gate import WEBUI, Author
 from balancer.model.types import Port
 from balancer.presets import psm
 from balancer.validate import Invalid, Problem, reason
-from balancer.web import help, saved, services
+from balancer.web import saved, services
 from balancer.web.cluster_configuration import Form, Refused, form_page, read_form, save, where
 from balancer.web.render import Renderer
 from balancer.web.servers import server_document

@@ -1,6 +1,6 @@
 """The guide's words for a setting, its value, and a change to it: what the Commit box, View
 Configuration, `balancer changes` and the API's /changes say. The names are the ones the
-"?" help gives each field (``balancer.web.help``), so every page calls a field the same.
+"?" help gives each field (``balancer.help``), so every page calls a field the same.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from balancer import help
 from balancer.plan import Change
-from balancer.web import help
 
 # Settings the forms show inside another field's choice (the check's method is part of
 # "Negotiate HTTPS (GET)") or as a pair of fields (the fallback's address and port).
