@@ -353,13 +353,13 @@ class Status:
 
     kind: Kind
     state: State
-    behind: int | None
+    behind: int | None  # revisions; None for users
     reason: str | None
     since: float
 
     def __str__(self) -> str:
         if self.state is State.BEHIND:
-            return f"behind by {self.behind}"
+            return "behind" if self.behind is None else f"behind by {self.behind}"
         if self.state is State.FAILED:
             return f"failed: {self.reason}"
         if self.state is State.UNKNOWN:
@@ -525,6 +525,8 @@ def status(sync: Sync) -> Status:
         return made(State.UNKNOWN)
     if sync.held == sync.target and sync.running:
         return made(State.IN_SYNC)
+    if sync.kind is Kind.USERS:
+        return made(State.BEHIND)  # versions count changes, which say nothing to an operator
     # Holding nothing is being behind by every number from 0.
     held = sync.held.number if sync.held is not None else -1
     return made(State.BEHIND, behind=sync.target.number - held)
