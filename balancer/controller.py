@@ -25,7 +25,7 @@ from balancer.configuration import modify_real_server
 from balancer.engines import Engine, EngineError, EngineRejected
 from balancer.model import Config, RealServerState
 from balancer.state import EngineStatus, Overview
-from balancer.store import Applied, Revision, Store
+from balancer.store import Applied, NotFound, Revision, Store
 
 log = logging.getLogger("balancer.controller")
 
@@ -61,6 +61,8 @@ class Controller:
         self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task[None] | None = None
         self._fault: Fault | None = None
+        # The revision the engine runs, as far as the controller knows: what plans start from.
+        self._runs: int | None = None
 
     @property
     def engine_error(self) -> str | None:
@@ -77,17 +79,16 @@ class Controller:
     async def _recover(self) -> None:
         """Find (or start) the data plane and make sure it runs the applied revision."""
         try:
-            running = await self.engine.attach()
+            self._runs = await self.engine.attach()
         except EngineError as error:
+            self._runs = None
             self._faulty(Fault(str(error), running=False))
             return
         applied = self.store.applied()
-        if applied is not None and running != applied.revision:
-            log.info("engine runs revision %s; applying revision %s", running, applied.revision)
+        if applied is not None and self._runs != applied.revision:
+            log.info("engine runs revision %s; applying revision %s", self._runs, applied.revision)
             try:
-                await self.engine.apply(
-                    self.store.revision(applied.revision).config, applied.revision
-                )
+                await self._engine_apply(self.store.revision(applied.revision))
             except EngineRejected as error:
                 self._faulty(Fault(f"revision {applied.revision} refused: {error}", running=True))
                 return
@@ -122,6 +123,29 @@ class Controller:
                 failing = self._fault is not None
             wait = min(wait * 2, RETRY_LIMIT) if failing else SUPERVISE_INTERVAL
 
+    def _plan(self, revision: Revision) -> plan.Plan:
+        """From what the engine runs to ``revision``: the one comparison a commit makes."""
+        base = self._runs
+        running = None
+        if base is not None:
+            try:
+                running = self.store.revision(base).config
+            except NotFound:  # a revision of another store: the engine makes its own plan
+                base = None
+        return plan.make(running, revision.config, revision.id, base)
+
+    async def _engine_apply(self, revision: Revision) -> None:
+        """Apply ``revision``; what the engine runs after an error other than a refusal (which
+        leaves the previous revision running) is not known."""
+        try:
+            await self.engine.apply(self._plan(revision))
+        except EngineRejected:
+            raise
+        except EngineError:
+            self._runs = None
+            raise
+        self._runs = revision.id
+
     def pending(self) -> Pending:
         head = self.store.head()
         applied = self.store.applied()
@@ -147,7 +171,7 @@ class Controller:
 
     async def _apply(self, revision: Revision, author: str) -> None:
         try:
-            await self.engine.apply(revision.config, revision.id)
+            await self._engine_apply(revision)
         except EngineRejected as error:
             self.store.audit(
                 author=author,

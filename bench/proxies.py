@@ -17,6 +17,7 @@ from balancer.engines.builtin import BuiltinEngine
 from balancer.engines.builtin.process import paths as builtin_paths
 from balancer.engines.haproxy import HaproxyEngine
 from balancer.model import Config
+from balancer.plan import make
 from balancer.validate import parse
 from bench import procfs
 
@@ -81,7 +82,8 @@ class Proxy:
 
     async def apply(self, config: Config) -> None:
         self.revision += 1
-        await self.engine.apply(config, self.revision)
+        # A plan from nothing: the engine makes its own from what it runs.
+        await self.engine.apply(make(None, config, self.revision, None))
         if isinstance(self.engine, HaproxyEngine):
             if self.tuning:
                 await _tune(self.engine, self.tuning)

@@ -11,6 +11,7 @@ import pytest
 from balancer.engines.builtin.balancing import LeastConnections, RoundRobin
 from balancer.engines.builtin.service import RunningServer, RunningService
 from balancer.model import VirtualService
+from balancer.plan import service_change
 from balancer.state import Health
 
 CLIENTS = [f"10.1.0.{n}" for n in range(1, 13)]
@@ -58,7 +59,10 @@ def pick(service: RunningService, client: str, *tried: str) -> str | None:
 def update(
     service: RunningService, clock: Clock, *servers: dict[str, Any], **settings: Any
 ) -> list[str]:
-    return service.reconfigure(config(*servers, **settings), clock)
+    """Reconfigure as a plan says; the servers whose health is to be found afresh."""
+    change = service_change(service.config, config(*servers, **settings))
+    service.reconfigure(change, clock)
+    return sorted(change.rechecked)
 
 
 # --- choosing ------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def test_a_connection_limit_is_shared_out_among_the_workers() -> None:
     )
 
     def limits(index: int) -> list[int]:
-        servers = share(config, index, 3).virtual_services[0].real_servers
+        servers = share(config.virtual_services[0], index, 3).real_servers
         return [rs.max_connections for rs in servers]
 
     assert [limits(i) for i in range(3)] == [[4, 1, 0], [3, 1, 0], [3, 1, 0]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from balancer.model import Config
+from balancer.plan import Plan
 from balancer.state import EngineStatus
 
 
@@ -23,8 +23,10 @@ class Engine(Protocol):
     async def attach(self) -> int | None:
         """Find the running data plane or start one; return the revision it runs, if any."""
 
-    async def apply(self, config: Config, revision: int) -> None:
-        """Make the data plane run ``config``; established connections are never dropped."""
+    async def apply(self, plan: Plan) -> None:
+        """Make the data plane run ``plan.config`` by doing what ``plan`` says, without
+        comparing configurations again; established connections are never dropped. A plan
+        from a revision other than the one the engine runs is made again from that one."""
 
     async def status(self) -> EngineStatus:
         """What the data plane is doing now."""

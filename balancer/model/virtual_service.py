@@ -49,3 +49,16 @@ class VirtualService(Frozen):
 
     def real_server(self, label: str) -> RealServer | None:
         return next((rs for rs in self.real_servers if rs.label == label), None)
+
+    @property
+    def first_port(self) -> int:
+        """The port a real server without a port of its own is checked on."""
+        return self.ports[0][0]
+
+    def service_port(self, rs: RealServer) -> int:
+        """``rs``'s port for the service's first port: its own, or the same one."""
+        return rs.target_port(self.first_port)
+
+    def check_port(self, rs: RealServer) -> int:
+        """Where ``rs``'s health check connects: the check's port, else its service port."""
+        return self.health_check.port or self.service_port(rs)

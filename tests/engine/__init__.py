@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from balancer.engines import Engine
 from balancer.model import Config
+from balancer.plan import Plan, make
 from balancer.state import EngineStatus, RealServerStatus, VirtualServiceStatus
 from balancer.validate import parse
 from tests.backends import HEALTH_PATH, Addresses, EchoServer, HealthEndpoint, common_port
@@ -77,14 +78,19 @@ class Revisions:
         self.engine = engine
         self.revision = 0
         self.document: Document = {"virtual_services": []}
+        self.config: Config | None = None
+        self.plans: list[Plan] = []  # what the engine was given, newest last
 
     async def apply(self, *services: Document) -> int:
-        """Apply a configuration of ``services``; returns its revision number."""
+        """Apply a configuration of ``services`` as the controller does, planned from the
+        revision applied before; returns its revision number."""
         document = {"virtual_services": copy.deepcopy(list(services))}
         config: Config = parse(document)
         revision = self.revision + 1
-        await self.engine.apply(config, revision)
-        self.revision, self.document = revision, document
+        plan = make(self.config, config, revision, self.revision if self.config else None)
+        self.plans.append(plan)
+        await self.engine.apply(plan)
+        self.revision, self.document, self.config = revision, document, config
         return revision
 
     def service(self, label: str) -> Document:

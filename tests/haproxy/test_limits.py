@@ -17,6 +17,7 @@ from balancer.engines.haproxy.limits import Limit, problems
 from balancer.engines.haproxy.paths import Paths
 from balancer.engines.haproxy.render import files, render
 from balancer.model import Config
+from balancer.plan import make
 from balancer.validate import parse
 from tests.backends import Addresses, EchoServer
 from tests.engine import landing
@@ -94,7 +95,7 @@ async def test_a_thousand_services_of_ten_servers_start_within_the_limit(
         for rs in vs.real_servers:
             assert rs.port is not None
             await stack.enter_async_context(EchoServer(rs.label, str(rs.ip), rs.port))
-        await haproxy.apply(config, 1)
+        await haproxy.apply(make(None, config, 1, None))
         info = await haproxy.master.cli(runtime.worker(None, "show info"))
         found = dict(re.findall(r"^(Maxsock|Maxconn|Ulimit-n): (\d+)$", info, re.MULTILINE))
         limit = Limit.of_this_process()
@@ -114,5 +115,5 @@ async def test_a_thousand_services_checked_on_their_own_port_are_refused(
     servers = (limit.open_files // 2) // 1000 + 1  # two files a server: one too many
     config = many(net, 1000, servers, {"type": "connect", "port": 9, "interval": 60})
     with pytest.raises(EngineRejected, match=f"open-files limit is {limit.open_files:,}"):
-        await haproxy.apply(config, 1)
+        await haproxy.apply(make(None, config, 1, None))
     assert "\nlisten " not in await haproxy.configuration(), "HAProxy was never asked"

@@ -13,6 +13,7 @@ import pytest
 
 from balancer.engines.haproxy import runtime
 from balancer.model import Config
+from balancer.plan import Plan, make
 from balancer.validate import parse
 
 RECORDED = Path(__file__).parent / "recorded"
@@ -20,6 +21,10 @@ RECORDED = Path(__file__).parent / "recorded"
 
 def recorded(name: str) -> str:
     return (RECORDED / name).read_text()
+
+
+def planned(running: Config, desired: Config) -> Plan:
+    return make(running, desired, 2, 1)
 
 
 def recorded_config(**changes: Any) -> Config:
@@ -177,7 +182,10 @@ def test_restore_persistence_in_a_new_worker() -> None:
 def test_runtime_commands_for_real_server_changes(
     before: dict[str, Any], after: dict[str, Any], commands: list[str]
 ) -> None:
-    assert runtime.runtime_commands(recorded_config(**before), recorded_config(**after)) == commands
+    assert (
+        runtime.runtime_commands(planned(recorded_config(**before), recorded_config(**after)))
+        == commands
+    )
 
 
 def test_a_command_that_works_answers_blank_lines() -> None:
@@ -192,7 +200,7 @@ def test_the_next_worker_gets_health_only() -> None:
     dump = recorded("show-servers-state.txt")
     desired = recorded_config(state="halt").model_dump(mode="json")
     desired["virtual_services"][0]["real_servers"][1]["ip"] = "127.88.0.33"  # PSM2 moves
-    carried = runtime.carried_state(dump, recorded_config(), parse(desired))
+    carried = runtime.carried_state(dump, planned(recorded_config(), parse(desired)))
     lines = carried.splitlines()
     assert lines[:2] == dump.splitlines()[:2]
     rows = {line.split()[3]: line.split() for line in lines[2:]}
@@ -204,19 +212,23 @@ def test_the_next_worker_gets_health_only() -> None:
 
 def test_a_halted_server_is_checked_afresh_when_it_returns() -> None:
     dump = recorded("show-servers-state.txt")
-    carried = runtime.carried_state(dump, recorded_config(state="halt"), recorded_config())
+    carried = runtime.carried_state(dump, planned(recorded_config(state="halt"), recorded_config()))
     assert "PSM1" not in carried
 
 
 def test_drain_is_weight_zero_in_the_carried_state() -> None:
     dump = recorded("show-servers-state.txt")
-    carried = runtime.carried_state(dump, recorded_config(), recorded_config(state="drain"))
+    carried = runtime.carried_state(
+        dump, planned(recorded_config(), recorded_config(state="drain"))
+    )
     psm1 = next(line.split() for line in carried.splitlines() if " PSM1 " in line)
     assert psm1[6:9] == ["0", "0", "0"]
 
 
 def test_nothing_to_carry() -> None:
-    assert runtime.carried_state("", recorded_config(), recorded_config()) == runtime.NO_STATE
+    assert (
+        runtime.carried_state("", planned(recorded_config(), recorded_config())) == runtime.NO_STATE
+    )
 
 
 # --- HAProxy's refusals -------------------------------------------------------------------------

@@ -17,8 +17,9 @@ from typing import Any
 
 from balancer import control
 from balancer.engines import EngineError, EngineRejected
+from balancer.engines.builtin import message
 from balancer.engines.builtin.process import paths
-from balancer.model import Config
+from balancer.plan import Plan
 from balancer.state import EngineStatus
 
 log = logging.getLogger("balancer.engine")
@@ -92,10 +93,17 @@ class BuiltinEngine:
         except control.ControlError as error:
             raise EngineError(str(error)) from None
 
-    async def apply(self, config: Config, revision: int) -> None:
-        message = {"op": "apply", "revision": revision, "config": config.model_dump(mode="json")}
+    async def apply(self, plan: Plan) -> None:
+        """Send what ``plan`` changes; the whole configuration only to an engine that runs
+        another revision than the plan starts from (it makes its own plan from what runs)."""
+        reply = await self._apply(message.changes(plan))
+        if "stale" in reply:
+            log.info("%s: sending the whole configuration", reply["stale"])
+            await self._apply(message.whole(plan.config, plan.revision))
+
+    async def _apply(self, request: dict[str, Any]) -> dict[str, Any]:
         try:
-            await control.request(self.socket, message, timeout=60.0)
+            return await control.request(self.socket, request, timeout=60.0)
         except control.ControlError as error:
             if not self.socket.exists():
                 raise EngineError(str(error)) from None

@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from balancer.health.probes import Outcome
 from balancer.health.verdict import Verdict
 from balancer.model import Config, VirtualService
 from balancer.model.types import each_port
+from balancer.plan import Plan
 from balancer.state import EngineStatus, Health
 
 log = logging.getLogger("balancer.engine")
@@ -33,11 +34,20 @@ class ApplyError(Exception):
     """A configuration the data plane cannot run; what runs is unchanged."""
 
 
-def wanted_listeners(config: Config) -> dict[tuple[str, int], VirtualService]:
-    """Every (VIP, port) that ``config`` listens on, and its virtual service."""
-    return {
-        (str(vs.ip), port): vs for vs in config.virtual_services for port in each_port(vs.ports)
-    }
+Key = tuple[str, int]  # a listening address: (VIP, port)
+
+
+def wanted_listeners(services: Iterable[VirtualService]) -> dict[tuple[str, int], VirtualService]:
+    """Every (VIP, port) that ``services`` listen on, and its virtual service."""
+    return {(str(vs.ip), port): vs for vs in services for port in each_port(vs.ports)}
+
+
+def listeners_of(plan: Plan) -> tuple[dict[Key, VirtualService], set[Key]]:
+    """The listeners ``plan`` adds or points at a changed service, and those it closes: a
+    key may move from one service to another in the same plan."""
+    wanted = wanted_listeners([*plan.added, *(c.after for c in plan.changed)])
+    before = wanted_listeners([*plan.removed, *(c.before for c in plan.changed)])
+    return wanted, before.keys() - wanted.keys()
 
 
 def bind(
@@ -73,9 +83,6 @@ class Listener:
     server: asyncio.Server | None = None
 
 
-Key = tuple[str, int]  # a listening address: (VIP, port)
-
-
 class DataPlane:
     """``serve``: listen and relay; ``checks``: run the health monitors. A single engine
     process does both; with workers, the supervisor only checks (``on_health`` tells it of each
@@ -104,14 +111,16 @@ class DataPlane:
         self._applying = asyncio.Lock()
         self._sweeper = self.loop.create_task(self._sweep())
 
-    async def apply(
-        self, config: Config, revision: int, sockets: dict[Key, socket.socket] | None = None
-    ) -> None:
-        """Run ``config``. New sockets are bound first, so a port that cannot be had rejects
-        the whole revision before anything that runs is touched. A worker is given its
+    def running(self) -> dict[str, VirtualService]:
+        """The configuration of every running service, by label: what a plan starts from."""
+        return {label: service.config for label, service in self.services.items()}
+
+    async def apply(self, plan: Plan, sockets: dict[Key, socket.socket] | None = None) -> None:
+        """Do what ``plan`` says. New sockets are bound first, so a port that cannot be had
+        rejects the whole revision before anything that runs is touched. A worker is given its
         ``sockets`` instead (the supervisor has bound them)."""
-        wanted = wanted_listeners(config) if self.serve else {}
         async with self._applying:
+            wanted, gone = listeners_of(plan) if self.serve else ({}, set())
             new = [key for key in wanted if key not in self.listeners]
             if sockets is None:
                 bound = self._bind(new, wanted)
@@ -121,36 +130,33 @@ class DataPlane:
                     extra.close()
             # The new table of services is built whole and swapped in at once, so a status
             # request in the middle of an apply sees the old revision or the new, never a mix.
-            previous = self.services
-            services: dict[str, RunningService] = {}
-            fresh: dict[str, list[str]] = {}
-            for vs in config.virtual_services:
-                running = previous.get(vs.label)
-                if running is None:
-                    running = RunningService(vs, self.clock)
-                    fresh[vs.label] = [rs.label for rs in vs.real_servers]
-                else:
-                    fresh[vs.label] = running.reconfigure(vs, self.clock)
-                services[vs.label] = running
+            services = dict(self.services)
+            for vs in plan.removed:
+                del services[vs.label]
+            fresh: dict[str, Iterable[str]] = {}
+            for vs in plan.added:
+                services[vs.label] = RunningService(vs, self.clock)
+                fresh[vs.label] = [rs.label for rs in vs.real_servers]
+            for change in plan.changed:
+                services[change.label].reconfigure(change, self.clock)
+                fresh[change.label] = change.rechecked
             self.services = services
-            await self._listen(wanted, bound)
-            for label in previous.keys() - services.keys():
-                await self._unwatch(label, set())
-            for label, running in services.items():
-                await self._watch(running, fresh[label])
-            self.revision = revision
+            await self._listen(wanted, gone, bound)
+            for vs in plan.removed:
+                await self._unwatch(vs.label, set())
+            for label, labels in fresh.items():
+                await self._watch(services[label], labels)
+            self.revision = plan.revision
         # A worker's revision is its supervisor's, which says so once for all.
         log.log(
             logging.INFO if self.checks else logging.DEBUG,
             "revision %s applied",
-            revision,
-            extra={"event": "apply", "revision": revision},
+            plan.revision,
+            extra={"event": "apply", "revision": plan.revision},
         )
 
     async def _listen(
-        self,
-        wanted: dict[tuple[str, int], VirtualService],
-        bound: dict[tuple[str, int], socket.socket],
+        self, wanted: dict[Key, VirtualService], gone: set[Key], bound: dict[Key, socket.socket]
     ) -> None:
         for key, vs in wanted.items():
             listener = self.listeners.get(key)
@@ -163,11 +169,11 @@ class DataPlane:
                     sock=bound[key],
                 )
             listener.service = self.services[vs.label]
-        for key in [key for key in self.listeners if key not in wanted]:
-            server = self.listeners.pop(key).server
-            if server is not None:
+        for key in gone:
+            closing = self.listeners.pop(key, None)
+            if closing is not None and closing.server is not None:
                 # Stops accepting; connections already relayed are separate and carry on.
-                server.close()
+                closing.server.close()
 
     def _bind(self, keys: list[Key], wanted: dict[Key, VirtualService]) -> dict[Key, socket.socket]:
         return {key: group[0] for key, group in bind(keys, wanted, self._listen_one).items()}
@@ -176,13 +182,12 @@ class DataPlane:
     def _listen_one(ip: str, port: int) -> list[socket.socket]:
         return [listen(ip, port)]
 
-    async def _watch(self, service: RunningService, fresh: list[str]) -> None:
+    async def _watch(self, service: RunningService, fresh: Iterable[str]) -> None:
         """Start health monitors for new or changed real servers; stop those of removed ones."""
         await self._unwatch(service.label, set(service.servers) - set(fresh))
         if not self.checks:
             return
         vs = service.config
-        vip_port = vs.ports[0][0]
         for label in fresh:
             running = service.servers[label]
             running.health, running.reason, running.since = (
@@ -193,10 +198,10 @@ class DataPlane:
             monitor = Monitor(
                 vs.health_check,
                 str(running.config.ip),
-                running.config.target_port(vip_port),
+                vs.service_port(running.config),
                 self._on_change(service, running),
                 vip_ip=str(vs.ip),
-                vip_port=vip_port,
+                vip_port=vs.first_port,
                 pace=self.pace,
             )
             self.monitors[(service.label, label)] = monitor

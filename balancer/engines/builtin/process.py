@@ -19,9 +19,10 @@ from typing import Any
 import uvloop
 
 from balancer import control, logs
+from balancer.engines.builtin import message
 from balancer.engines.builtin.dataplane import ApplyError, DataPlane
 from balancer.engines.builtin.workers import Supervisor, run_worker
-from balancer.validate import Invalid, parse
+from balancer.validate import Invalid
 
 log = logging.getLogger("balancer.engine")
 
@@ -48,8 +49,9 @@ async def run(data_dir: Path, workers: int = 1) -> None:
             return {"ok": True, "status": (await plane.status()).model_dump(mode="json")}
         if op == "apply":
             try:
-                config = parse(request["config"])
-                await plane.apply(config, int(request["revision"]))
+                await plane.apply(message.received(request, plane.running(), plane.revision))
+            except message.Stale as error:
+                return {"ok": True, "stale": str(error)}
             except (ApplyError, Invalid) as error:
                 log.warning("revision %s rejected: %s", request.get("revision"), error)
                 return {"ok": False, "error": str(error)}

@@ -11,6 +11,7 @@ from balancer.engines.builtin.balancing import Scheduler, scheduler
 from balancer.engines.builtin.persistence import StickTable
 from balancer.model import Endpoint, PersistenceMode, RealServer, RealServerState, VirtualService
 from balancer.model.types import format_ports
+from balancer.plan import ServiceChange
 from balancer.state import Counters, Health, RealServerStatus, VirtualServiceStatus
 
 ONLINE = RealServerState.ONLINE
@@ -111,39 +112,34 @@ class RunningService:
     def __init__(self, config: VirtualService, clock: Callable[[], float]) -> None:
         self.label = config.label
         self.config = config
-        self.servers: dict[str, RunningServer] = {}
+        self.servers = {rs.label: RunningServer(rs) for rs in config.real_servers}
         self.scheduler: Scheduler = scheduler(config.balancing)
         self.table: StickTable | None = None
-        self.fallback: RunningServer | None = None
+        self.fallback = fallback_server(config.fallback) if config.fallback else None
         self.active = 0
         self.total = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self.reconfigure(config, clock)
+        self._reconfigure_persistence(config, clock)
 
-    def reconfigure(self, config: VirtualService, clock: Callable[[], float]) -> list[str]:
-        """Take a new configuration of this service, keeping the live state of every real
-        server whose address is unchanged; return the labels of servers that are new or whose
-        address or health check changed (their health must be checked afresh)."""
+    def reconfigure(self, change: ServiceChange, clock: Callable[[], float]) -> None:
+        """Do what the plan says of this service, keeping the live state of every real server
+        whose address is unchanged (whether its health still holds is ``change.rechecked``)."""
+        config = change.after
         previous, self.servers = self.servers, {}
-        fresh = []
-        check_changed = config.health_check != self.config.health_check
         for rs in config.real_servers:
             running = previous.get(rs.label)
-            if running is None or (rs.ip, rs.port) != (running.config.ip, running.config.port):
+            if running is None or rs.label in change.readdressed:
                 running = RunningServer(rs)
-                fresh.append(rs.label)
-            elif check_changed:
-                fresh.append(rs.label)
             running.config = rs
             self.servers[rs.label] = running
-        if config.balancing != self.config.balancing:
+        if "balancing" in change.fields:
             self.scheduler = scheduler(config.balancing)
-        self._reconfigure_persistence(config, clock)
-        if config.fallback != self.config.fallback or (config.fallback and not self.fallback):
+        if "persistence" in change.fields:
+            self._reconfigure_persistence(config, clock)
+        if "fallback" in change.fields:
             self.fallback = fallback_server(config.fallback) if config.fallback else None
         self.config = config
-        return fresh
 
     def _reconfigure_persistence(self, config: VirtualService, clock: Callable[[], float]) -> None:
         persistence = config.persistence

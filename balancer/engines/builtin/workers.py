@@ -28,17 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from balancer.engines.builtin.dataplane import (
-    ApplyError,
-    DataPlane,
-    Key,
-    bind,
-    wanted_listeners,
-)
+from balancer.engines.builtin import message
+from balancer.engines.builtin.dataplane import ApplyError, DataPlane, Key, bind, listeners_of
 from balancer.engines.builtin.listeners import listen_group
-from balancer.model import Config
+from balancer.model import Config, VirtualService
+from balancer.plan import Plan
 from balancer.state import Counters, EngineStatus, VirtualServiceStatus
-from balancer.validate import parse
 
 log = logging.getLogger("balancer.engine")
 
@@ -124,25 +119,18 @@ class Channel:
 # --- the worker's side ---------------------------------------------------------------------
 
 
-def share(config: Config, index: int, count: int) -> Config:
+def share(vs: VirtualService, index: int, count: int) -> VirtualService:
     """Worker ``index``'s part of each real server's max_connections: the limit shared out
     among the ``count`` workers, at least one each (0 stays no limit)."""
 
     def part(limit: int) -> int:
         return max(1, limit // count + (index < limit % count)) if limit else 0
 
-    return config.model_copy(
+    return vs.model_copy(
         update={
-            "virtual_services": tuple(
-                vs.model_copy(
-                    update={
-                        "real_servers": tuple(
-                            rs.model_copy(update={"max_connections": part(rs.max_connections)})
-                            for rs in vs.real_servers
-                        )
-                    }
-                )
-                for vs in config.virtual_services
+            "real_servers": tuple(
+                rs.model_copy(update={"max_connections": part(rs.max_connections)})
+                for rs in vs.real_servers
             )
         }
     )
@@ -179,8 +167,10 @@ async def _worker_answer(
     if op == "apply":
         keys = [(str(ip), int(port)) for ip, port in request["listeners"]]
         sockets = {key: socket.socket(fileno=fd) for key, fd in zip(keys, fds, strict=True)}
-        config = share(parse(request["config"]), index, count)
-        await plane.apply(config, int(request["revision"]), sockets)
+        plan = message.received(
+            request, plane.running(), plane.revision, lambda vs: share(vs, index, count)
+        )
+        await plane.apply(plan, sockets)
         plane.set_health(request["health"])
         return {"ok": True}
     if op == "health":
@@ -211,6 +201,7 @@ class Worker:
         self._watch: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
         self._health_again = False
+        self.revision: int | None = None  # what the worker runs, once it has said so
 
     async def start(self) -> None:
         supervisor = self.supervisor
@@ -234,6 +225,7 @@ class Worker:
         finally:
             theirs.close()
         self.channel = Channel(ours)
+        self.revision = None
         self.started = time.monotonic()
         self._watch = asyncio.get_running_loop().create_task(self._watched(self.process))
         await self.apply(list(supervisor.groups))
@@ -280,23 +272,24 @@ class Worker:
             raise ApplyError(f"worker {self.index}: {reply.get('error')}")
         return reply
 
-    async def apply(self, keys: list[Key]) -> None:
-        """Give the worker the running revision, the health, and its socket of each of
-        ``keys`` (those it already listens on it closes)."""
+    async def apply(self, keys: list[Key], plan: Plan | None = None) -> None:
+        """Give the worker the running revision (what ``plan`` changes, if the worker runs
+        the revision it starts from), the health, and its socket of each of ``keys`` (those
+        it already listens on it closes)."""
         supervisor = self.supervisor
-        if supervisor.config is None:
+        revision = supervisor.plane.revision
+        if supervisor.config is None or revision is None:
             return
-        message = {
-            "op": "apply",
-            "revision": supervisor.plane.revision,
-            "config": supervisor.config.model_dump(mode="json"),
-            "health": supervisor.plane.health(),
-            "listeners": keys,
-        }
+        if plan is not None and plan.base is not None and plan.base == self.revision:
+            body = message.changes(plan)
+        else:
+            body = message.whole(supervisor.config, revision)
+        body |= {"health": supervisor.plane.health(), "listeners": keys}
         fds = [supervisor.groups[key][self.index].fileno() for key in keys]
         # A worker that has gone gets everything when it is started again.
         with contextlib.suppress(ConnectionError):
-            await self.request(message, fds)
+            await self.request(body, fds)
+            self.revision = revision
 
     def tell_health(self) -> None:
         """Send the health to the worker soon; flips meanwhile go in the same message."""
@@ -352,18 +345,25 @@ class Supervisor:
         for worker in self.workers:
             worker.tell_health()
 
-    async def apply(self, config: Config, revision: int) -> None:
+    @property
+    def revision(self) -> int | None:
+        return self.plane.revision
+
+    def running(self) -> dict[str, VirtualService]:
+        return self.plane.running()
+
+    async def apply(self, plan: Plan) -> None:
         """Bind what is new (or reject the revision, changing nothing), check, and have every
         worker run it; the sockets of VIPs and ports no longer wanted are closed last."""
         async with self._applying:
-            wanted = wanted_listeners(config)
+            wanted, gone = listeners_of(plan)
             new = [key for key in wanted if key not in self.groups]
             count = len(self.workers)
             self.groups.update(bind(new, wanted, lambda ip, port: listen_group(ip, port, count)))
-            await self.plane.apply(config, revision)
-            self.config = config
-            await asyncio.gather(*(worker.apply(new) for worker in self.workers))
-            for key in [key for key in self.groups if key not in wanted]:
+            await self.plane.apply(plan)
+            self.config = plan.config
+            await asyncio.gather(*(worker.apply(new, plan) for worker in self.workers))
+            for key in gone & self.groups.keys():
                 for sock in self.groups.pop(key):
                     sock.close()
 

@@ -22,15 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from balancer import plan
 from balancer.engines import EngineError, EngineRejected
 from balancer.engines.haproxy import limits, ports, runtime
 from balancer.engines.haproxy.limits import Limit
 from balancer.engines.haproxy.master import POLL, Master
 from balancer.engines.haproxy.paths import Paths
-from balancer.engines.haproxy.render import files, render
+from balancer.engines.haproxy.render import Sections, files, render
 from balancer.engines.haproxy.status import engine_status
 from balancer.model import Config, PersistenceMode, VirtualService
+from balancer.plan import Plan, make
 from balancer.state import EngineStatus
 from balancer.validate import parse
 
@@ -55,6 +55,9 @@ class HaproxyEngine:
         self._revision: int | None = None
         self._reloaded: int | None = None  # the revision of the last reload
         self._started: dict[int, float] = {}  # the current worker's pid -> when it started
+        # Each service's text in haproxy.cfg and in running.json, made again only when it changes.
+        self._sections = Sections()
+        self._documents = Sections(lambda vs: vs.model_dump_json())
         self._applying = asyncio.Lock()
 
     async def _worker(self, command: str) -> str:
@@ -106,12 +109,32 @@ class HaproxyEngine:
 
     # --- apply --------------------------------------------------------------------------------
 
-    async def apply(self, config: Config, revision: int) -> None:
+    async def apply(self, plan: Plan) -> None:
         async with self._applying:
-            await self._apply(config, revision)
+            if plan.base is None or plan.base != self._revision:
+                # Not from what runs (a plan from nothing, or a restarted engine): from that.
+                plan = make(self._running, plan.config, plan.revision, self._revision)
+            if plan.runtime and await self._at_runtime(plan):
+                return
+            await self._reload(plan)
 
-    async def _apply(self, config: Config, revision: int) -> None:
-        paths = self.paths
+    async def _at_runtime(self, plan: Plan) -> bool:
+        """Make the plan's changes with the Runtime API; False if HAProxy refused one (a
+        reload then makes everything as configured). Nothing is added, so nothing is checked."""
+        if not await self.master.send(runtime.runtime_commands(plan)):
+            return False
+        # The file says what runs now; the revision of the last reload stays the one to trust.
+        limit = Limit.of_this_process()
+        _write(
+            self.paths.config, render(plan.config, self.paths, limit, plan.revision, self._sections)
+        )
+        self._record(plan.config, plan.revision, self._reloaded)
+        log.info("revision %s applied at runtime", plan.revision, extra=_event(plan.revision))
+        return True
+
+    async def _reload(self, plan: Plan) -> None:
+        """Render, check and reload; HAProxy refusing the configuration changes nothing."""
+        config, revision, paths = plan.config, plan.revision, self.paths
         limit = Limit.of_this_process()
         too_large = limits.problems(files(config, limit), limit)
         if too_large:
@@ -119,7 +142,7 @@ class HaproxyEngine:
             log.warning("revision %s rejected: %s", revision, why, extra=_event(revision))
             raise EngineRejected(why)
         candidate = paths.directory / "haproxy.cfg.new"
-        _write(candidate, render(config, paths, limit, revision))
+        _write(candidate, render(config, paths, limit, revision, self._sections))
         try:
             await self.master.check(candidate)
             taken = ports.unbindable(config, ports.listening(paths.config.read_text()))
@@ -129,26 +152,9 @@ class HaproxyEngine:
             candidate.unlink()
             log.warning("revision %s rejected: %s", revision, error, extra=_event(revision))
             raise
-        running = self._running
-        if (
-            running is not None
-            and not plan.needs_reload(plan.changes(running, config))
-            # If HAProxy refuses one of them, a reload makes everything as configured.
-            and await self.master.send(runtime.runtime_commands(running, config))
-        ):
-            candidate.replace(paths.config)  # it says what runs now
-            self._record(config, revision, self._reloaded)
-            log.info("revision %s applied at runtime", revision, extra=_event(revision))
-            return
-        await self._reload(config, revision, candidate)
-        log.info("revision %s applied: HAProxy reloaded", revision, extra=_event(revision))
-
-    async def _reload(self, config: Config, revision: int, candidate: Path) -> None:
-        paths = self.paths
-        running = self._running or Config()
-        kept = await self._tables_to_carry(running, config)
+        kept = await self._tables_to_carry(plan)
         dump = await self._worker("show servers state")
-        _write(paths.state_file, runtime.carried_state(dump, running, config))
+        _write(paths.state_file, runtime.carried_state(dump, plan))
         previous = paths.config.read_text()
         current = (await self.master.processes()).current
         candidate.replace(paths.config)
@@ -164,17 +170,20 @@ class HaproxyEngine:
         elif kept:
             await self._restore(kept)
         self._record(config, revision, revision)
+        log.info("revision %s applied: HAProxy reloaded", revision, extra=_event(revision))
 
-    async def _tables_to_carry(self, running: Config, config: Config) -> Tables | None:
+    async def _tables_to_carry(self, plan: Plan) -> Tables | None:
         """Persistence entries the engine must copy to the next worker itself: those of a
-        worker that HAProxy's peers would not hand over yet (see ``runtime.peers_synced``).
-        None when HAProxy hands them over itself."""
+        worker that HAProxy's peers would not hand over yet (see ``runtime.peers_synced``), of
+        services sticky before and after the plan. None when HAProxy hands them over itself."""
         labels = []
-        for vs in config.virtual_services:
-            before = running.virtual_service(vs.label)
+        for vs in plan.config.virtual_services:
+            if vs.label in plan.added_labels:
+                continue
+            change = plan.by_label.get(vs.label)
+            before = change.before if change is not None else vs
             if (
-                before is not None
-                and _sticky(before.persistence.mode)
+                _sticky(before.persistence.mode)
                 and _sticky(vs.persistence.mode)
                 and before.ip.version == vs.ip.version
             ):
@@ -183,7 +192,8 @@ class HaproxyEngine:
             return {}
         if runtime.peers_synced(await self._worker("show peers")):
             return None
-        return {label: await self._table(label) for label in labels}
+        names = await self._server_names()
+        return {label: await self._table(label, names) for label in labels}
 
     async def _restore(self, kept: Tables) -> None:
         ids = runtime.server_ids(await self._worker("show servers state"))
@@ -199,9 +209,11 @@ class HaproxyEngine:
             await asyncio.sleep(POLL)
 
     def _record(self, config: Config, revision: int, reloaded: int | None) -> None:
-        document: dict[str, Any] = {"revision": revision, "reloaded": reloaded}
-        document["config"] = config.model_dump(mode="json")
-        _write(self.paths.running, json.dumps(document))
+        services = ",".join(self._documents(vs) for vs in config.virtual_services)
+        self._documents.only(config)
+        self._sections.only(config)
+        head = json.dumps({"revision": revision, "reloaded": reloaded})[:-1]
+        _write(self.paths.running, f'{head}, "config": {{"virtual_services": [{services}]}}}}')
         self._running, self._revision, self._reloaded = config, revision, reloaded
 
     # --- what runs ------------------------------------------------------------------------------
@@ -238,10 +250,22 @@ class HaproxyEngine:
         except OSError as error:
             raise EngineError(f"no haproxy.cfg: {error}") from None
 
-    async def _table(self, label: str) -> list[runtime.StickEntry]:
-        ids = runtime.server_ids(await self._worker("show servers state"))
-        names = {id_: server for (service, server), id_ in ids.items() if service == label}
-        return runtime.parse_table(await self._worker(f"show table {label}"), names)
+    async def _server_names(self) -> dict[str, dict[int, str]]:
+        """Each service's server labels by HAProxy's numeric id."""
+        names: dict[str, dict[int, str]] = {}
+        for (service, server), id_ in runtime.server_ids(
+            await self._worker("show servers state")
+        ).items():
+            names.setdefault(service, {})[id_] = server
+        return names
+
+    async def _table(
+        self, label: str, names: dict[str, dict[int, str]] | None = None
+    ) -> list[runtime.StickEntry]:
+        """``names``: from ``_server_names``, read once for many tables."""
+        if names is None:
+            names = await self._server_names()
+        return runtime.parse_table(await self._worker(f"show table {label}"), names.get(label, {}))
 
     def _service(self, label: str) -> VirtualService:
         vs = self._running.virtual_service(label) if self._running is not None else None

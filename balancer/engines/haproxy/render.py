@@ -20,6 +20,7 @@ How the model's meanings become HAProxy's:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from ipaddress import IPv6Address
 
 from balancer.engines.haproxy import limits
@@ -50,19 +51,56 @@ KEEPALIVE = {"idle": "300s", "intvl": "30s", "cnt": "4"}
 BALANCE = {Balancing.ROUND_ROBIN: "roundrobin", Balancing.LEAST_CONNECTIONS: "leastconn"}
 
 
-def render(config: Config, paths: Paths, limit: Limit, revision: int | None = None) -> str:
+def render(
+    config: Config,
+    paths: Paths,
+    limit: Limit,
+    revision: int | None = None,
+    listen: Callable[[VirtualService], str] | None = None,
+) -> str:
     """haproxy.cfg for ``config``, sized to ``limit``; ``revision`` is written into it for the
-    worker to report."""
+    worker to report. ``listen`` gives a service's section (``section`` or a ``Sections``)."""
     counted = files(config, limit)
     connections = max(limits.max_connections(counted, limit), limits.MINIMUM_CONNECTIONS)
     sections = [
-        _global(config, paths, revision) + _sized(counted, limit, connections),
-        _defaults(connections),
-        _peers(paths),
+        "\n".join(lines)
+        for lines in (
+            _global(config, paths, revision) + _sized(counted, limit, connections),
+            _defaults(connections),
+            _peers(paths),
+        )
     ]
-    sections += [_listen(vs) for vs in config.virtual_services]
+    sections += [(listen or section)(vs) for vs in config.virtual_services]
     head = f"# Balancer revision {'none' if revision is None else revision}; generated, not edited"
-    return head + "\n" + "\n\n".join("\n".join(section) for section in sections) + "\n"
+    return head + "\n" + "\n\n".join(sections) + "\n"
+
+
+def section(vs: VirtualService) -> str:
+    """The ``listen`` section of ``vs``."""
+    return "\n".join(_listen(vs))
+
+
+class Sections:
+    """``make`` of a service (its ``section`` by default), remembered while the service is the
+    same object: an edit keeps every service it does not touch, so a commit renders what it
+    changed."""
+
+    def __init__(self, make: Callable[[VirtualService], str] | None = None) -> None:
+        self._make = make or section
+        self._kept: dict[str, tuple[VirtualService, str]] = {}
+
+    def __call__(self, vs: VirtualService) -> str:
+        kept = self._kept.get(vs.label)
+        if kept is not None and kept[0] is vs:
+            return kept[1]
+        text = self._make(vs)
+        self._kept[vs.label] = (vs, text)
+        return text
+
+    def only(self, config: Config) -> None:
+        """Forget the services ``config`` no longer has."""
+        labels = {vs.label for vs in config.virtual_services}
+        self._kept = {label: kept for label, kept in self._kept.items() if label in labels}
 
 
 def _global(config: Config, paths: Paths, revision: int | None) -> list[str]:
@@ -193,20 +231,15 @@ def runtime_weight(rs: RealServer) -> int:
     return 0 if rs.state is RealServerState.DRAIN else rs.weight
 
 
-def service_port(vs: VirtualService, rs: RealServer) -> int:
-    """The port a server is checked on as its service port: its own, or the VIP's first."""
-    return rs.port if rs.port is not None else vs.ports[0][0]
-
-
 def check_port(vs: VirtualService, rs: RealServer) -> int | None:
     """The server line's ``port``: where the check connects when its rules name no port.
 
     With ``also_check_service_port`` the rules name the check port themselves and this is the
-    service port, which can differ between servers; otherwise it is the check port."""
-    check = vs.health_check
-    if check.port is not None and not _also(check):
-        return check.port
-    return None if rs.port is not None else vs.ports[0][0]
+    service port, which can differ between servers; otherwise it is the check port. None
+    when that is the server's own port, which HAProxy checks without being told."""
+    if vs.health_check.port is not None and not _also(vs.health_check):
+        return vs.check_port(rs)
+    return None if rs.port is not None else vs.service_port(rs)
 
 
 def check_rules(vs: VirtualService) -> list[str]:

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 
 from balancer.engines.haproxy.render import REVISION_VARIABLE, runtime_weight
-from balancer.model import Config, RealServer, RealServerState, VirtualService
+from balancer.model import RealServer, RealServerState, VirtualService
+from balancer.plan import Plan
 
 CURRENT = "@1"
 # HAProxy's peers flags "resync from local" and "resync from remote" finished: only then does a
@@ -180,16 +181,13 @@ def server_ids(dump: str) -> dict[tuple[str, str], int]:
 # --- real server states at runtime ------------------------------------------------------------
 
 
-def runtime_commands(running: Config, desired: Config) -> list[str]:
-    """Commands (for the current worker) that take every real server from its running weight,
-    state and connection cap to the desired ones; other differences need a reload."""
+def runtime_commands(plan: Plan) -> list[str]:
+    """Commands (for the current worker) that take every real server the plan changes from
+    its running weight, state and connection cap to the desired ones."""
     commands: list[str] = []
-    for vs in desired.virtual_services:
-        before = running.virtual_service(vs.label)
-        for rs in vs.real_servers:
-            old = before.real_server(rs.label) if before is not None else None
-            if old is not None:
-                commands += _server_commands(vs, old, rs)
+    for change in plan.changed:
+        for old, new in change.servers_changed():
+            commands += _server_commands(change.after, old, new)
     return commands
 
 
@@ -220,43 +218,37 @@ def command_failed(reply: str) -> bool:
 NO_STATE = "1\n"
 
 
-def carried_state(dump: str, running: Config, desired: Config) -> str:
+def carried_state(dump: str, plan: Plan) -> str:
     """The server-state file for the next worker, from the running worker's ``show servers
-    state``: health only. A server keeps its health when its address, port and health check
-    are unchanged and it was not halted (HAProxy does not check a halted server); its
-    weight and state are rewritten to the desired ones, so the file never overrides them."""
+    state``: health only. A server keeps its health where the plan says it holds (the same
+    address, port and health check) and it was not halted (HAProxy does not check a halted
+    server); its weight and state are rewritten to the desired ones, so the file never
+    overrides them."""
     lines = dump.strip().splitlines()
     if len(lines) < 2 or not lines[1].startswith("#"):
         return NO_STATE
     names = lines[1].lstrip("# ").split()
+    desired = {
+        (vs.label, rs.label): rs for vs in plan.config.virtual_services for rs in vs.real_servers
+    }
     kept = lines[:2]
     for line in lines[2:]:
         values = line.split()
         if len(values) != len(names):
             continue
         row = dict(zip(names, values, strict=True))
-        new = _same_server(running, desired, row["be_name"], row["srv_name"])
-        if new is None:
+        service, label = row["be_name"], row["srv_name"]
+        new = desired.get((service, label))
+        if new is None or not plan.keeps_health(service, label):
+            continue
+        change = plan.by_label.get(service)
+        old = change.before.real_server(label) if change is not None else new
+        if old is None or old.state is RealServerState.HALT:
             continue
         row["srv_admin_state"] = "5" if new.state is RealServerState.HALT else "0"
         row["srv_uweight"] = row["srv_iweight"] = str(runtime_weight(new))
         kept.append(" ".join(row[name] for name in names))
     return "\n".join(kept) + "\n" if len(kept) > 2 else NO_STATE
-
-
-def _same_server(running: Config, desired: Config, service: str, label: str) -> RealServer | None:
-    before, after = running.virtual_service(service), desired.virtual_service(service)
-    if before is None or after is None:
-        return None
-    old, new = before.real_server(label), after.real_server(label)
-    if old is None or new is None or old.state is RealServerState.HALT:
-        return None
-    same = (
-        (old.ip, old.port) == (new.ip, new.port)
-        and before.health_check == after.health_check
-        and before.ports[0][0] == after.ports[0][0]
-    )
-    return new if same else None
 
 
 # --- HAProxy's own words when it refuses ------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from balancer.engines.haproxy.render import FALLBACK, expect_prefix, service_port
+from balancer.engines.haproxy.render import FALLBACK, expect_prefix
 from balancer.engines.haproxy.runtime import Row
 from balancer.health.probes import _snippet
 from balancer.model import CheckType, Config, HealthCheck, RealServer, VirtualService
@@ -98,7 +98,7 @@ def health_of(row: Row, vs: VirtualService, rs: RealServer) -> tuple[Health, str
     if status.startswith("MAINT"):
         return Health.DOWN, "halted: HAProxy does not check a halted server"
     up = status.startswith(("UP", "DRAIN", "NOLB")) or not status
-    return (Health.UP if up else Health.DOWN), reason(row, check, service_port(vs, rs))
+    return (Health.UP if up else Health.DOWN), reason(row, check, vs.service_port(rs))
 
 
 def reason(row: Row, check: HealthCheck, port: int) -> str:
