@@ -33,6 +33,8 @@ from balancer.store.errors import NotFound, StoreError
 FULL_EVERY = 100
 # Revisions kept parsed in memory: the head, the applied one, and what a page of history shows.
 RECENT = 64
+# Parsed services kept beyond those of the recent revisions before they are let go.
+_SPARE = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ class History:
         # held so that its id() is not reused.
         self._ids: dict[int, tuple[VirtualService, int]] = {}
         self._recent: OrderedDict[int, Stored] = OrderedDict()
-        self._prune_at = 10_000
+        self._prune_at = _SPARE
 
     def known(self) -> Config | None:
         """The newest configuration in memory: its services were checked when they were saved."""
@@ -206,12 +208,13 @@ class History:
         self._recent.move_to_end(stored.revision.id)
         while len(self._recent) > RECENT:
             self._recent.popitem(last=False)
-        # Services only older revisions used are let go once they outnumber the kept ones.
+        # Services that only older revisions use are let go, a thousand or so at a time: each
+        # save makes one, of a few KiB parsed.
         if max(len(self._services), len(self._ids)) > self._prune_at:
             kept = {sid for recent in self._recent.values() for sid in recent.services}
             self._services = {sid: self._services[sid] for sid in kept}
             self._ids = {id(vs): (vs, sid) for sid, (vs, _) in self._services.items()}
-            self._prune_at = 2 * len(kept) + 10_000
+            self._prune_at = len(kept) + _SPARE
 
 
 def split_revisions(db: sqlite3.Connection) -> None:
