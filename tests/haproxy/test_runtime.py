@@ -261,3 +261,12 @@ def test_a_reload_that_cannot_bind_names_the_ports() -> None:
 def test_a_refusal_without_a_field() -> None:
     assert runtime.rejection(["out of memory"]) == "HAProxy: out of memory"
     assert runtime.rejection([]) == "HAProxy: no reason given"
+
+
+def test_tables_used_counts_each_table() -> None:
+    listed = (
+        "# table: CyberArk-PSM, type: ip, size:1000000, used:5\n"
+        "# table: CyberArk-PSM-Web, type: ipv6, size:100, used:0\n"
+    )
+    assert runtime.tables_used(listed) == {"CyberArk-PSM": 5, "CyberArk-PSM-Web": 0}
+    assert runtime.tables_used(recorded("show-table.txt")) == {"CyberArk-PSM": 5}

@@ -192,6 +192,10 @@ class HaproxyEngine:
             return {}
         if runtime.peers_synced(await self._worker("show peers")):
             return None
+        used = runtime.tables_used(await self._worker("show table"))
+        labels = [label for label in labels if used.get(label)]  # an empty one has nothing
+        if not labels:
+            return {}
         names = await self._server_names()
         return {label: await self._table(label, names) for label in labels}
 

@@ -136,6 +136,14 @@ class StickEntry:
     expires_in: float  # seconds
 
 
+def tables_used(text: str) -> dict[str, int]:
+    """Entries in each stick table, from ``show table`` without a table's name."""
+    return {
+        found.group(1): int(found.group(2))
+        for found in re.finditer(r"^# table: ([^,]+), .*\bused:(\d+)", text, re.MULTILINE)
+    }
+
+
 def parse_table(text: str, names: dict[int, str]) -> list[StickEntry]:
     """``show table`` entries; ``names`` are server labels by numeric id, for entries that
     carry only the id (those the engine restored itself after a reload)."""
