@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 
-from balancer.model import Config
-from balancer.plan import Change, changes, needs_reload
+from balancer.engines.builtin import message
+from balancer.model import Config, VirtualService
+from balancer.plan import Change, Plan, ServiceChange, changes, make, needs_reload
 
 PSM = "virtual_services[CyberArk-PSM]"
 WEB = "virtual_services[CyberArk-PSM-Web]"
@@ -188,3 +190,111 @@ def test_changes_do_not_touch_their_inputs() -> None:
     snapshot = copy.deepcopy((running.model_dump(), desired.model_dump()))
     changes(running, desired)
     assert (running.model_dump(), desired.model_dump()) == snapshot
+
+
+# --- the plan an engine applies -------------------------------------------------------------
+
+
+def one(plan: Plan) -> ServiceChange:
+    assert not plan.added
+    assert not plan.removed
+    assert len(plan.changed) == 1
+    return plan.changed[0]
+
+
+def test_a_plan_skips_services_it_is_given_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edit keeps the services it does not touch: those are not compared at all."""
+    running = config(document())
+    psm, web = running.virtual_services
+    first = psm.real_servers[0].model_copy(update={"weight": 5})
+    weighted = psm.model_copy(update={"real_servers": (first, *psm.real_servers[1:])})
+    compared = []
+    equal = VirtualService.__eq__
+
+    def counted(self: VirtualService, other: object) -> bool:
+        compared.append(self.label)
+        return equal(self, other)
+
+    monkeypatch.setattr(VirtualService, "__eq__", counted)
+    plan = make(running, Config(virtual_services=(weighted, web)), 2, 1)
+    assert compared == ["CyberArk-PSM"]
+    change = one(plan)
+    assert (change.label, change.changed, change.fields) == ("CyberArk-PSM", ("PSM1",), set())
+    assert plan.runtime
+    assert change.rechecked == set()
+    assert plan.keeps_health("CyberArk-PSM", "PSM1")
+    assert plan.keeps_health("CyberArk-PSM-Web", "PSM2")
+    assert make(running, running, 2, 1).changed == ()
+
+
+def test_a_plan_from_nothing_adds_everything_and_reloads() -> None:
+    plan = make(None, config(document()), 1, None)
+    assert [vs.label for vs in plan.added] == ["CyberArk-PSM", "CyberArk-PSM-Web"]
+    assert not plan.runtime
+    assert not plan.keeps_health("CyberArk-PSM", "PSM1")
+
+
+def test_each_real_server_of_a_changed_service() -> None:
+    after = document()
+    servers = after["virtual_services"][0]["real_servers"]
+    servers[0]["ip"] = "192.168.94.9"  # PSM1 moves
+    servers[1]["state"] = "drain"
+    servers.append({"label": "PSM3", "ip": "192.168.94.107", "port": 3389})
+    change = one(make(config(document()), config(after), 2, 1))
+    assert (change.added, change.removed, change.changed) == (("PSM3",), (), ("PSM1", "PSM2"))
+    assert change.readdressed == {"PSM1"}
+    assert change.rechecked == {"PSM1", "PSM3"}, "a drained server keeps its health"
+    assert not change.runtime
+    assert [(old.label, new.state) for old, new in change.servers_changed()] == [
+        ("PSM1", "online"),
+        ("PSM2", "drain"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "rechecked"),
+    [
+        ([0, "health_check", "interval"], 10, {"PSM1", "PSM2"}),
+        ([0, "ports"], "3389,3390", set()),  # the first port, checked, stays
+        ([0, "ports"], "3388,3389", {"PSM1", "PSM2"}),
+        ([0, "client_timeout"], 60, set()),
+    ],
+)
+def test_what_must_be_checked_afresh(path: list[Any], value: Any, rechecked: set[str]) -> None:
+    change = one(make(config(document()), edited(path, value), 2, 1))
+    assert change.fields == {path[1]}
+    assert change.rechecked == rechecked
+    assert not change.runtime
+
+
+def test_the_check_port_defaults_to_the_service_port() -> None:
+    """A server without a port is checked on the service's first port; a check port wins."""
+    vs = config(document()).virtual_services[0]
+    bare = vs.real_servers[0].model_copy(update={"port": None})
+    own = vs.real_servers[0].model_copy(update={"port": 3390})
+    multi = vs.model_copy(update={"ports": ((3389, 3391),)})
+    assert multi.first_port == multi.service_port(bare) == 3389
+    assert multi.service_port(own) == 3390
+    assert vs.check_port(bare) == 443
+    unchecked = vs.model_copy(
+        update={"health_check": vs.health_check.model_copy(update={"port": None})}
+    )
+    assert (unchecked.check_port(bare), unchecked.check_port(own)) == (3389, 3390)
+
+
+def test_the_built_in_engine_is_sent_what_changes() -> None:
+    """A weight travels as its one service, and is the same plan again in the engine."""
+    running = config(document())
+    desired = edited([0, "real_servers", 0, "weight"], 50)
+    plan = make(running, desired, 2, 1)
+    sent = message.changes(plan)
+    assert [c["service"]["label"] for c in sent["changed"]] == ["CyberArk-PSM"]
+    assert (sent["added"], sent["removed"], "config" in sent) == ([], [], False)
+    services = {vs.label: vs for vs in running.virtual_services}
+    again = message.received(json.loads(json.dumps(sent)), services, 1)
+    assert again.changed == plan.changed
+    assert again.config.virtual_services[1] is running.virtual_services[1], "kept, not parsed"
+    with pytest.raises(message.Stale):
+        message.received(sent, services, 5)
+    whole = message.changes(make(None, desired, 2, None))
+    assert whole["config"]["virtual_services"][0]["label"] == "CyberArk-PSM"

@@ -81,7 +81,7 @@ async def test_weight_drain_and_halt_change_without_a_reload(
         revisions = Revisions(haproxy)
         servers = [real_server("A", a.address), real_server("B", b.address)]
         await revisions.apply(virtual_service("web", vip, servers))
-        worker = (await haproxy.master.processes()).current
+        before = await haproxy.master.processes()
 
         for change, status, weight in [
             ({"state": "drain"}, "no check", "0"),
@@ -95,12 +95,16 @@ async def test_weight_drain_and_halt_change_without_a_reload(
             row = await stat(haproxy, "web", "A")
             assert (row["status"], row["weight"]) == (status, weight), change
         assert row["slim"] == "5"
-        assert (await haproxy.master.processes()).current == worker, "no reload"
+        assert all(plan.runtime for plan in revisions.plans[1:])
+        after = await haproxy.master.processes()
+        assert (after.current, after.reloads) == (before.current, before.reloads), "no reload"
         assert "weight 100 maxconn 5" in await haproxy.configuration()
 
         service = revisions.service("web") | {"client_timeout": 60}
         await revisions.apply(service)
-        assert (await haproxy.master.processes()).current != worker, "a timeout reloads"
+        assert not revisions.plans[-1].runtime
+        reloaded = await haproxy.master.processes()
+        assert (reloaded.current, reloaded.reloads) != (before.current, before.reloads)
 
 
 async def test_states_and_health_cross_a_reload(haproxy: HaproxyEngine, net: Addresses) -> None:
