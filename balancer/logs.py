@@ -12,8 +12,6 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from balancer.validate import Invalid, Problem
-
 if TYPE_CHECKING:  # the engine's process logs with this module and has no store
     from balancer.store import Store
 
@@ -81,25 +79,6 @@ def matching(found: Iterable[Entry], text: str | None) -> Iterator[Entry]:
 
 def _searched(entry: Entry) -> str:
     return " ".join(str(v) for k, v in entry.items() if k not in _UNSEARCHED).casefold()
-
-
-def search(
-    folder: Path, *, source: str | None = None, text: str | None = None, limit: int = 200
-) -> list[Entry]:
-    """The logs in ``folder``: the engine's (the built-in engine's, or HAProxy's), the
-    appliance's, or both when ``source`` is None; newest first."""
-    # Here, not at the top: HAProxy's log parser builds its entries with this module.
-    from balancer.engines.haproxy import logs as haproxy_logs
-
-    streams = {
-        "engine": [entries(folder / "engine.log"), haproxy_logs.entries(folder / "haproxy.log")],
-        "appliance": [entries(folder / "balancer.log")],
-    }
-    if source is not None and source not in streams:
-        known = " or ".join(streams)
-        raise Invalid([Problem("source", f"{source!r} is not a log: {known}")])
-    chosen = streams[source] if source else [s for both in streams.values() for s in both]
-    return read(chosen, limit, text=text)
 
 
 def audit_trail(

@@ -15,6 +15,7 @@ from balancer import backup as backups
 from balancer import configuration, logs, web, words
 from balancer.api import users
 from balancer.controller import Controller
+from balancer.engines.logs import search
 from balancer.front import bodies, errors
 from balancer.front.access import Access
 from balancer.front.gate import Author, Gate
@@ -274,7 +275,7 @@ def create_app(
     def read_logs(
         limit: Limit = 200, source: str | None = None, text: str | None = None
     ) -> list[dict[str, Any]]:
-        return logs.search(data_dir / "logs", source=source, text=text, limit=limit)
+        return search(data_dir / "logs", source=source, text=text, limit=limit)
 
     @api.get("/system", response_model=SystemFigures, summary="Bandwidth, load and memory")
     async def system_figures() -> SystemFigures:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from balancer import logs
+from balancer.engines.logs import search
 from balancer.validate import Invalid
 from balancer.web.render import Renderer
 from balancer.web.units import moment
@@ -41,7 +42,7 @@ def router(render: Renderer) -> APIRouter:
                 found = logs.audit_trail(render.store, limit=SHOWN, author=user, text=text)
                 entries = [_audit(entry) for entry in found]
             else:
-                found = logs.search(folder, source=source or None, text=text, limit=SHOWN)
+                found = search(folder, source=source or None, text=text, limit=SHOWN)
                 entries = [_logged(entry) for entry in found]
         except Invalid as error:
             problem = str(error)
