@@ -25,6 +25,7 @@ from balancer.state import EngineStatus
 log = logging.getLogger("balancer.engine")
 
 START_TIMEOUT = 15.0
+ASK_AGAIN = 0.2
 
 
 class BuiltinEngine:
@@ -37,9 +38,11 @@ class BuiltinEngine:
         self._child: subprocess.Popen[bytes] | None = None
 
     async def attach(self) -> int | None:
-        with contextlib.suppress(EngineError):
-            revision = (await self.status()).revision
-            running = len(await self.worker_status())
+        # An engine of this directory that is alive but busy (ten thousand health verdicts at
+        # once) is waited for: a second one beside it could have none of its ports.
+        found = await self._found(START_TIMEOUT if self._pid() is not None else 0.0)
+        if found is not None:
+            revision, running = found
             if running == self.workers:
                 return revision
             # Another number of workers needs other socket groups: the engine starts afresh.
@@ -49,6 +52,7 @@ class BuiltinEngine:
                 self.workers,
                 extra={"event": "workers", "workers": self.workers},
             )
+        if self._pid() is not None:
             await self.stop()
         output = self.log_file.parent / "engine.out"
         said_from = output.stat().st_size if output.exists() else 0
@@ -67,6 +71,19 @@ class BuiltinEngine:
                 if loop.time() > deadline:
                     raise
                 await asyncio.sleep(0.05)
+
+    async def _found(self, patience: float) -> tuple[int | None, int] | None:
+        """The revision and the number of workers of the engine that answers, asking for
+        ``patience`` seconds; None if none does."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while True:
+            try:
+                return (await self.status()).revision, len(await self.worker_status())
+            except EngineError:
+                if loop.time() >= deadline:
+                    return None
+                await asyncio.sleep(ASK_AGAIN)
 
     def _spawn(self, output: Path) -> None:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +168,9 @@ class BuiltinEngine:
     def _pid(self) -> int | None:
         """The engine's pid: a stale pid file may name some other process by now."""
         if self._child is not None:
-            return self._child.pid
+            if self._child.poll() is None:
+                return self._child.pid
+            self._child = None  # it has exited, and is reaped now
         try:
             pid = int(self.pid_file.read_text())
             command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

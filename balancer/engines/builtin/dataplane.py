@@ -103,7 +103,7 @@ class DataPlane:
         self.on_health = on_health
         self.services: dict[str, RunningService] = {}
         self.listeners: dict[tuple[str, int], Listener] = {}
-        self.monitors: dict[tuple[str, str], Monitor] = {}
+        self.monitors: dict[str, dict[str, Monitor]] = {}  # by service, then real server
         self.pace = Pace()
         self.revision: int | None = None
         self.started = time.time()
@@ -188,6 +188,7 @@ class DataPlane:
         if not self.checks:
             return
         vs = service.config
+        vip = str(vs.ip)  # once: an address is slow to write out, and 10,000 servers add up
         for label in fresh:
             running = service.servers[label]
             running.health, running.reason, running.since = (
@@ -197,19 +198,22 @@ class DataPlane:
             )
             monitor = Monitor(
                 vs.health_check,
-                str(running.config.ip),
+                running.host,
                 vs.service_port(running.config),
                 self._on_change(service, running),
-                vip_ip=str(vs.ip),
+                vip_ip=vip,
                 vip_port=vs.first_port,
                 pace=self.pace,
             )
-            self.monitors[(service.label, label)] = monitor
+            self.monitors.setdefault(service.label, {})[label] = monitor
             monitor.start()
 
     async def _unwatch(self, service: str, keep: set[str]) -> None:
-        for key in [k for k in self.monitors if k[0] == service and k[1] not in keep]:
-            await self.monitors.pop(key).stop()
+        monitors = self.monitors.get(service, {})
+        for label in [label for label in monitors if label not in keep]:
+            await monitors.pop(label).stop()
+        if not monitors:
+            self.monitors.pop(service, None)
 
     def _on_change(
         self, service: RunningService, running: RunningServer
@@ -263,9 +267,10 @@ class DataPlane:
 
     async def status(self) -> EngineStatus:
         last_checks: dict[str, dict[str, str]] = {}
-        for (service, server), monitor in self.monitors.items():
-            if monitor.last is not None:
-                last_checks.setdefault(service, {})[server] = monitor.last.reason
+        for service, monitors in self.monitors.items():
+            for server, monitor in monitors.items():
+                if monitor.last is not None:
+                    last_checks.setdefault(service, {})[server] = monitor.last.reason
         services = [s.status(last_checks.get(s.label, {})) for s in self.services.values()]
         return EngineStatus(
             engine="builtin",
@@ -310,6 +315,7 @@ class DataPlane:
             if listener.server is not None:
                 listener.server.close()
         self.listeners.clear()
-        for monitor in self.monitors.values():
-            await monitor.stop()
+        for monitors in self.monitors.values():
+            for monitor in monitors.values():
+                await monitor.stop()
         self.monitors.clear()
