@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from balancer import engines, first_start, logs, management, validate
-from balancer.api.app import create_app
+from balancer.app import create_app
 from balancer.certificates import ServedCertificate
 from balancer.client import api_socket
 from balancer.controller import Controller

@@ -13,12 +13,13 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from balancer import users
-from balancer.api.app import create_app
+from balancer.app import create_app
 from balancer.controller import Controller
 from balancer.engines import EngineError
 from balancer.front.gate import SIGN_IN, local
 from balancer.model import Config
 from balancer.model.types import format_ports
+from balancer.plan import Plan
 from balancer.state import EngineStatus, Health, RealServerStatus, VirtualServiceStatus
 from balancer.store import Store
 
@@ -39,8 +40,8 @@ class FakeEngine:
     async def attach(self) -> int | None:
         return self.revision
 
-    async def apply(self, config: Config, revision: int) -> None:
-        self.config, self.revision = config, revision
+    async def apply(self, plan: Plan) -> None:
+        self.config, self.revision = plan.config, plan.revision
 
     async def status(self) -> EngineStatus:
         if self.unreachable is not None:

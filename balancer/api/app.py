@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,13 +11,12 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from balancer import backup as backups
-from balancer import configuration, logs, web, words
+from balancer import configuration, logs, words
 from balancer.api import users
 from balancer.controller import Controller
 from balancer.engines.logs import search
-from balancer.front import bodies, errors
-from balancer.front.access import Access
-from balancer.front.gate import Author, Gate
+from balancer.front import bodies
+from balancer.front.gate import Author
 from balancer.model import Config, RealServer, RealServerState, VirtualService
 from balancer.presets.psm import add_psm
 from balancer.state import Overview
@@ -62,24 +60,15 @@ class StateChange(BaseModel):
     state: RealServerState
 
 
-def create_app(
+def install(
+    app: FastAPI,
     store: Store,
     controller: Controller,
+    system: System,
     data_dir: Path,
     shutdown: Callable[[bool], None],
-    *,
-    clock: Callable[[], float] = time.monotonic,
-) -> FastAPI:
-    app = FastAPI(
-        title="Balancer",
-        version="1",
-        description="Load balancing for CyberArk PSM and any TCP service.",
-        docs_url="/api/docs",
-        openapi_url="/api/v1/openapi.json",
-        redoc_url=None,
-        responses=errors.RESPONSES,
-    )
-    errors.install(app)
+) -> None:
+    """The API's routes, under /api/v1."""
     api = APIRouter(prefix="/api/v1")
 
     def save(
@@ -98,9 +87,6 @@ def create_app(
 
     def head() -> Config:
         return store.head().config
-
-    # One reader for the API and the overview: bandwidth is the rate since its last reading.
-    system = System()
 
     @api.get("/status", response_model=Overview, summary="System Overview")
     async def status() -> Overview:
@@ -295,13 +281,3 @@ def create_app(
 
     app.include_router(api)
     app.include_router(users.router(store))
-    node = store.node_settings()
-    access = Access(
-        store,
-        idle_timeout=node.session_idle_timeout,
-        max_lifetime=node.session_max_lifetime,
-        clock=clock,
-    )
-    web.install(app, store, controller, access, system)
-    app.add_middleware(Gate, access=access)
-    return app
