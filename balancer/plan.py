@@ -14,7 +14,7 @@ called in the guide's words is ``balancer.web.words.said``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,10 +180,6 @@ def changes(running: Config | None, desired: Config) -> list[Change]:
             change = plan.by_label[vs.label]
             found += _diff(_at(vs.label), _dump(change.before), _dump(change.after))
     return found
-
-
-def needs_reload(found: Iterable[Change]) -> bool:
-    return any(not change.runtime for change in found)
 
 
 def _at(label: str) -> str:

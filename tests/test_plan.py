@@ -10,7 +10,7 @@ import pytest
 
 from balancer.engines.builtin import message
 from balancer.model import Config, VirtualService
-from balancer.plan import Change, Plan, ServiceChange, changes, make, needs_reload
+from balancer.plan import Change, Plan, ServiceChange, changes, make
 
 PSM = "virtual_services[CyberArk-PSM]"
 WEB = "virtual_services[CyberArk-PSM-Web]"
@@ -60,13 +60,13 @@ def test_everything_is_added_to_nothing() -> None:
         (WEB, None, False),
     ]
     assert found[0].after["real_servers"][0]["label"] == "PSM1"
-    assert needs_reload(found)
+    assert not make(None, config(document()), 1, None).runtime
 
 
 def test_nothing_to_nothing() -> None:
     assert changes(None, Config()) == []
     assert changes(Config(), Config()) == []
-    assert not needs_reload([])
+    assert make(Config(), Config(), 2, 1).runtime
 
 
 def test_no_change() -> None:
@@ -92,7 +92,7 @@ def test_no_change() -> None:
 def test_runtime_changes(path: list[Any], value: Any, field: str, before: Any, after: Any) -> None:
     found = changes(config(document()), edited(path, value))
     assert found == [Change(f"{PSM}.{field}", before, after, runtime=True)]
-    assert not needs_reload(found)
+    assert make(config(document()), edited(path, value), 2, 1).runtime
 
 
 @pytest.mark.parametrize(
@@ -114,7 +114,7 @@ def test_runtime_changes(path: list[Any], value: Any, field: str, before: Any, a
 def test_reload_changes(path: list[Any], value: Any, field: str, before: Any, after: Any) -> None:
     found = changes(config(document()), edited(path, value))
     assert found == [Change(f"{PSM}.{field}", before, after, runtime=False)]
-    assert needs_reload(found)
+    assert not make(config(document()), edited(path, value), 2, 1).runtime
 
 
 def test_a_weight_elsewhere_is_not_a_runtime_field() -> None:
@@ -133,7 +133,7 @@ def test_added_and_removed_real_servers() -> None:
         (f"{PSM}.real_servers[PSM1]", False, True, False),
         (f"{PSM}.real_servers[PSM3]", True, False, False),
     ]
-    assert needs_reload(found)
+    assert not make(config(document()), config(after), 2, 1).runtime
 
 
 def test_added_and_removed_virtual_services() -> None:
@@ -172,8 +172,12 @@ def test_several_changes_at_once() -> None:
         (f"{PSM}.real_servers[PSM2].state", True),
         (f"{WEB}.ports", False),
     ]
-    assert needs_reload(found)
-    assert not needs_reload([c for c in found if c.runtime])
+    plan = make(config(document()), config(after), 2, 1)
+    assert [(c.label, c.runtime) for c in plan.changed] == [
+        ("CyberArk-PSM", True),
+        ("CyberArk-PSM-Web", False),
+    ]
+    assert not plan.runtime
 
 
 def test_adding_a_fallback_is_one_change() -> None:
