@@ -1,0 +1,53 @@
+"""What every route that changes the configuration shares: the saved configuration it edits,
+the revision it was based on (``If-Match``), and saving the edit as a new revision."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Header, Query
+from pydantic import BaseModel
+
+from balancer import configuration
+from balancer.model import Config, VirtualService
+from balancer.store import Store
+
+Base = Annotated[
+    int | None,
+    Header(alias="If-Match", description="the revision this change was based on; 409 if stale"),
+]
+
+# How many entries one answer lists: enough for any screen, bounded for the database's sake.
+Limit = Annotated[int, Query(ge=1, le=10_000)]
+
+
+class Saved(BaseModel):
+    revision: int
+    pending: bool = True
+
+
+class Edits:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def head(self) -> Config:
+        return self.store.head().config
+
+    def service(self, label: str) -> VirtualService:
+        vs = self.head().virtual_service(label)
+        if vs is None:
+            raise configuration.Missing("label", f"there is no virtual service {label!r}")
+        return vs
+
+    def save(
+        self, config: Config, base: int | None, user: str, message: str, action: str, target: str
+    ) -> Saved:
+        revision = self.store.save(
+            config,
+            base=self.store.head().id if base is None else base,
+            author=user or "local",
+            message=message,
+            action=action,
+            target=target,
+        )
+        return Saved(revision=revision.id)

@@ -1,0 +1,64 @@
+"""Routes for a virtual service's real servers, and draining, halting or bringing one online."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+from pydantic import BaseModel
+
+from balancer import configuration
+from balancer.api.edits import Base, Edits, Saved
+from balancer.controller import Controller
+from balancer.front.gate import Author
+from balancer.model import RealServer, RealServerState
+
+
+class StateChange(BaseModel):
+    state: RealServerState
+
+
+def router(edits: Edits, controller: Controller) -> APIRouter:
+    api = APIRouter(prefix="/api/v1", tags=["real servers"])
+
+    @api.get("/virtual-services/{label}/real-servers", response_model=list[RealServer])
+    def list_servers(label: str) -> tuple[RealServer, ...]:
+        return edits.service(label).real_servers
+
+    @api.post("/virtual-services/{label}/real-servers", response_model=Saved, status_code=201)
+    def add_server(
+        label: str, body: Annotated[dict[str, Any], Body()], user: Author, base: Base = None
+    ) -> Saved:
+        config = configuration.add_real_server(edits.head(), label, body)
+        target = f"{label}/{body.get('label')}"
+        return edits.save(config, base, user, f"add real server {target}", "add", target)
+
+    @api.patch("/virtual-services/{label}/real-servers/{server}", response_model=Saved)
+    def modify_server(
+        label: str,
+        server: str,
+        body: Annotated[dict[str, Any], Body()],
+        user: Author,
+        base: Base = None,
+    ) -> Saved:
+        config = configuration.modify_real_server(edits.head(), label, server, body)
+        target = f"{label}/{server}"
+        return edits.save(config, base, user, f"modify real server {target}", "modify", target)
+
+    @api.delete("/virtual-services/{label}/real-servers/{server}", response_model=Saved)
+    def remove_server(label: str, server: str, user: Author, base: Base = None) -> Saved:
+        config = configuration.remove_real_server(edits.head(), label, server)
+        target = f"{label}/{server}"
+        return edits.save(config, base, user, f"remove real server {target}", "remove", target)
+
+    @api.post(
+        "/virtual-services/{label}/real-servers/{server}/state",
+        response_model=Saved,
+        summary="Drain, halt or bring online now (no commit needed)",
+    )
+    async def set_state(label: str, server: str, body: StateChange, user: Author) -> Saved:
+        revision = await controller.set_state(label, server, body.state, user)
+        pending = controller.pending()
+        return Saved(revision=revision.id, pending=pending.head != pending.applied)
+
+    return api
