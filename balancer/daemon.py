@@ -29,7 +29,7 @@ from balancer.certificates import ServedCertificate
 from balancer.client import api_socket
 from balancer.controller import Controller
 from balancer.front.gate import local
-from balancer.front.listeners import Listener, listener, network_socket, unix_socket
+from balancer.front.listeners import Listener, listener, network_sockets, unix_socket
 from balancer.model import NodeSettings
 from balancer.store import Store
 
@@ -47,7 +47,7 @@ async def serve(data_dir: Path, node_changes: dict[str, Any] | None = None) -> N
         kept = store.node_settings()
         node = validate.parse_as(NodeSettings, {**kept.model_dump(), **(node_changes or {})})
         # Taken before anything is kept: a port that cannot be had changes nothing.
-        network: list[tuple[socket.socket, bool]] | None = _network(node)
+        network: list[tuple[socket.socket, bool]] | None = network_sockets(node)
         await _keep(store, data_dir, kept, node)
         password = first_start.first_password(store)
         if password is not None:
@@ -123,25 +123,12 @@ async def _run(
     return _rebound(store, node)
 
 
-def _network(node: NodeSettings) -> list[tuple[socket.socket, bool]]:
-    """The WebUI's and the API's network sockets: HTTPS, and plain HTTP if asked for. Every
-    port is taken before anything starts, so a port in use changes nothing."""
-    sockets = [(network_socket(node.listen_address, node.https_port), True)]
-    if node.http_port is not None:
-        try:
-            sockets.append((network_socket(node.listen_address, node.http_port), False))
-        except OSError:
-            sockets[0][0].close()
-            raise
-    return sockets
-
-
 def _rebound(store: Store, previous: NodeSettings) -> list[tuple[socket.socket, bool]]:
     """The sockets of the saved node settings, for a restart; if they cannot be had, those of
     the settings that ran until now, which are saved back, so the appliance stays reachable."""
     saved = store.node_settings()
     try:
-        return _network(saved)
+        return network_sockets(saved)
     except OSError as error:
         log.error(
             "restart: the saved service socket addresses cannot be used (%s); kept the previous",
@@ -162,7 +149,7 @@ def _rebound(store: Store, previous: NodeSettings) -> list[tuple[socket.socket, 
             ),
             author="system",
         )
-        return _network(previous)
+        return network_sockets(previous)
 
 
 async def _keep(store: Store, data_dir: Path, node: NodeSettings, changed: NodeSettings) -> None:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 
 from balancer import users
 from balancer.front.sessions import Sessions
@@ -100,3 +101,18 @@ class Access:
         if caller.session is not None:
             self.sessions.close(caller.session)
             self.store.audit(author=caller.user, action="sign_out")
+
+
+def set_cookie(response: Response, request: Request, name: str, value: str, path: str) -> None:
+    """A cookie only this site's own requests carry, and no script can read. It has no expiry:
+    the browser drops it when closed, and the appliance when the session is idle."""
+    response.set_cookie(
+        name,
+        value,
+        path=path,
+        httponly=True,
+        samesite="strict",
+        # Secure wherever the page came over HTTPS; on the plain HTTP listener a Secure
+        # cookie would never come back, and nobody could sign in there.
+        secure=request.url.scheme == "https",
+    )

@@ -14,6 +14,8 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
+from balancer.model import NodeSettings
+
 BACKLOG = 128
 
 
@@ -39,6 +41,19 @@ def listener(app: ASGIApp, certificate: Path | None = None) -> Listener:
             ssl_certfile=certificate,  # the key is in the same PEM file
         )
     )
+
+
+def network_sockets(node: NodeSettings) -> list[tuple[socket.socket, bool]]:
+    """The WebUI's and the API's network sockets: HTTPS, and plain HTTP if asked for. Every
+    port is taken before anything starts, so a port in use changes nothing."""
+    sockets = [(network_socket(node.listen_address, node.https_port), True)]
+    if node.http_port is not None:
+        try:
+            sockets.append((network_socket(node.listen_address, node.http_port), False))
+        except OSError:
+            sockets[0][0].close()
+            raise
+    return sockets
 
 
 def unix_socket(path: Path) -> socket.socket:

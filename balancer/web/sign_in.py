@@ -9,7 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
-from balancer.front.access import SESSION_COOKIE, SIGN_IN_COOKIE, Access, SignInRefused
+from balancer.front.access import (
+    SESSION_COOKIE,
+    SIGN_IN_COOKIE,
+    Access,
+    SignInRefused,
+    set_cookie,
+)
 from balancer.front.gate import CALLER, SIGN_IN, WEBUI, caller
 from balancer.web.render import Renderer
 
@@ -32,7 +38,7 @@ def router(render: Renderer, access: Access) -> APIRouter:
             username=username,
             next=next,
         )
-        _set_cookie(response, request, SIGN_IN_COOKIE, cookie, path=SIGN_IN)
+        set_cookie(response, request, SIGN_IN_COOKIE, cookie, path=SIGN_IN)
         return response
 
     @web.get(SIGN_IN)
@@ -60,7 +66,7 @@ def router(render: Renderer, access: Access) -> APIRouter:
                 response.headers["Retry-After"] = str(math.ceil(refused.retry_after))
             return response
         response = RedirectResponse(_safe(next), status_code=303)
-        _set_cookie(response, request, SESSION_COOKIE, token, path="/")
+        set_cookie(response, request, SESSION_COOKIE, token, path="/")
         response.delete_cookie(SIGN_IN_COOKIE, path=SIGN_IN)
         return response
 
@@ -72,21 +78,6 @@ def router(render: Renderer, access: Access) -> APIRouter:
         return response
 
     return web
-
-
-def _set_cookie(response: Response, request: Request, name: str, value: str, path: str) -> None:
-    """A cookie only this site's own requests carry, and no script can read. It has no expiry:
-    the browser drops it when closed, and the appliance when the session is idle."""
-    response.set_cookie(
-        name,
-        value,
-        path=path,
-        httponly=True,
-        samesite="strict",
-        # Secure wherever the page came over HTTPS; on the plain HTTP listener a Secure
-        # cookie would never come back, and nobody could sign in there.
-        secure=request.url.scheme == "https",
-    )
 
 
 def _safe(next: str) -> str:
