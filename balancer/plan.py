@@ -9,7 +9,7 @@ plan can be applied at runtime (weight, drain, halt, connection cap) or needs a 
 built-in engine does everything at runtime; HAProxy reloads for the rest.
 
 ``changes`` lists the same differences field by field, for the Commit box; what a change is
-called in the guide's words is ``balancer.web.words.said``.
+called in the guide's words is ``balancer.words.said``.
 """
 
 from __future__ import annotations
