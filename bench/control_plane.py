@@ -256,6 +256,7 @@ def as_json(results: Results) -> dict[str, Any]:
                     ),
                     "over_seconds": found.over,
                     "note": found.note,
+                    "detail": found.detail,
                     "phases_ms": {k: list(v) for k, v in found.phases.items()},
                     "goal": measure.goal if size == measure.judged_at else None,
                     "met": verdict(measure, size, found),
