@@ -59,7 +59,7 @@ def hostile(app: WebApp) -> dict[str, tuple[bytes, str, str]]:
             # Valid but for its size: whitespace JSON allows anywhere.
             (head + " " * backup.MAX_SIZE + f'"config": {config}}}').encode(),
             "file",
-            "at most 1048576 bytes",
+            f"at most {backup.MAX_SIZE} bytes",
         ),
         "deeply nested": (
             (head + '"config": ' + "[" * 100_000 + "]" * 100_000 + "}").encode(),
