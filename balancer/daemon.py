@@ -1,10 +1,10 @@
 """The management daemon, the composition root: it builds the store, the engine, the controller
-and the API, owns every task, and shuts down in order.
+and the application (``balancer.app``), owns every task, and shuts down in order.
 
-The API and the WebUI are one application, served on two kinds of listener. The Unix socket in
-the data directory is reachable only by root (mode 0600): local administration needs no
-password. The network listener (HTTPS on 9443, and plain HTTP if the node asks for it) lets in
-only signed-in users and API keys.
+The API and the WebUI are one application, served on the HTTP front's two kinds of listener.
+The Unix socket in the data directory is reachable only by root (mode 0600): local
+administration needs no password. The network listener (HTTPS on 9443, and plain HTTP if the
+node asks for it) lets in only signed-in users and API keys.
 
 Restart Services can restart the management service in place: the listeners close once the
 answers in progress are sent, the engine is let go of and kept running (no connection drops),
