@@ -70,7 +70,7 @@ async def probe(
     if check.type is CheckType.NONE:
         return Outcome(True, "no check")
     deadline = _Deadline(asyncio.get_running_loop().time() + check.timeout, check.timeout)
-    port = check.port or service_port
+    port = check.port_for(service_port)
     try:
         if check.type is CheckType.CONNECT:
             outcome = await _connect_check(ip, port, deadline)

@@ -43,6 +43,10 @@ class HealthCheck(Frozen):
     rise: int = Field(default=defaults.CHECK_RISE, ge=1, le=100)
     fall: int = Field(default=defaults.CHECK_FALL, ge=1, le=100)
 
+    def port_for(self, service_port: int) -> int:
+        """Where the check connects for a server serving on ``service_port``."""
+        return self.port or service_port
+
     @model_validator(mode="after")
     def _workable(self) -> Self:
         if self.type in NEGOTIATE:

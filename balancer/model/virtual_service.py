@@ -61,4 +61,4 @@ class VirtualService(Frozen):
 
     def check_port(self, rs: RealServer) -> int:
         """Where ``rs``'s health check connects: the check's port, else its service port."""
-        return self.health_check.port or self.service_port(rs)
+        return self.health_check.port_for(self.service_port(rs))
