@@ -23,6 +23,7 @@ from typing import Any
 from balancer import plan
 from balancer.configuration import modify_real_server
 from balancer.engines import Engine, EngineError, EngineRejected
+from balancer.events import Stream
 from balancer.model import Config, RealServerState
 from balancer.state import EngineStatus, Overview
 from balancer.store import Applied, NotFound, Revision, Store
@@ -55,9 +56,11 @@ class Pending:
 
 
 class Controller:
-    def __init__(self, store: Store, engine: Engine) -> None:
+    def __init__(self, store: Store, engine: Engine, events: Stream | None = None) -> None:
         self.store = store
         self.engine = engine
+        # What happens here, published for the WebUI's live views, the logs and the HA sync.
+        self.events = Stream() if events is None else events
         self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task[None] | None = None
         self._fault: Fault | None = None
