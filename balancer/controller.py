@@ -16,14 +16,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from balancer import plan
 from balancer.configuration import modify_real_server
 from balancer.engines import Engine, EngineError, EngineRejected
-from balancer.events import Stream
+from balancer.events import (
+    EngineChanged,
+    HealthChanged,
+    Missed,
+    OperatorAction,
+    RevisionApplied,
+    RevisionSaved,
+    Stream,
+)
 from balancer.model import Config, RealServerState
 from balancer.state import EngineStatus, Overview
 from balancer.store import Applied, NotFound, Revision, Store
@@ -56,11 +65,24 @@ class Pending:
 
 
 class Controller:
-    def __init__(self, store: Store, engine: Engine, events: Stream | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        events: Stream | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.engine = engine
         # What happens here, published for the WebUI's live views, the logs and the HA sync.
         self.events = Stream() if events is None else events
+        self._clock = clock
+        # System Overview asks for the Commit box every 2 s: it is read from the store again
+        # only when the stream says a revision was saved or applied (whoever saved it).
+        self._revisions = self.events.subscribe()
+        self._pending: Pending | None = None
+        # Each real server's (health, reason) at the supervisor's last look; None before it.
+        self._health: dict[tuple[str, str], tuple[str, str]] | None = None
         self._lock = asyncio.Lock()
         self._supervisor: asyncio.Task[None] | None = None
         self._fault: Fault | None = None
@@ -98,16 +120,18 @@ class Controller:
             except EngineError as error:
                 self._faulty(Fault(str(error), running=False))
                 return
+            self.events.publish(RevisionApplied(applied.revision, "system", self._clock()))
         self._healthy()
 
     def _faulty(self, fault: Fault) -> None:
-        if fault != self._fault:  # said once, not at every retry
-            log.error("engine: %s", fault.error, extra={"event": "engine_fault"})
+        if fault.error != self.engine_error:  # said once, not at every retry
+            self.events.publish(EngineChanged(fault.error, self._clock()))
         self._fault = fault
+        self._health = None  # what a restarted engine reports first is no change
 
     def _healthy(self) -> None:
         if self._fault is not None:
-            log.info("engine runs the applied revision again", extra={"event": "engine_fault"})
+            self.events.publish(EngineChanged(None, self._clock()))
         self._fault = None
 
     async def _supervise(self) -> None:
@@ -117,7 +141,7 @@ class Controller:
             async with self._lock:
                 if self._fault is None:
                     try:
-                        await self.engine.status()
+                        self._compare(await self.engine.status())
                     except EngineError as error:
                         log.error("engine not answering (%s); starting it again", error)
                         await self._recover()
@@ -125,6 +149,26 @@ class Controller:
                     await self._recover()
                 failing = self._fault is not None
             wait = min(wait * 2, RETRY_LIMIT) if failing else SUPERVISE_INTERVAL
+
+    def _compare(self, status: EngineStatus) -> None:
+        """One HealthChanged per real server whose health, or whose reason for being down,
+        differs from the last look. The first look says nothing: every server's health is on
+        System Overview already, and 10,000 lines at each start would bury the changes. A
+        reason that changes while a server is up ("not checked yet", then "connected") is no
+        news either."""
+        now = {
+            (vs.label, rs.label): (rs.health.value, rs.reason)
+            for vs in status.virtual_services
+            for rs in vs.real_servers
+        }
+        before, self._health = self._health, now
+        if before is None:
+            return
+        at = self._clock()
+        for (service, server), (health, reason) in now.items():
+            was = before.get((service, server))
+            if was is not None and (was[0] != health or (health != "up" and was[1] != reason)):
+                self.events.publish(HealthChanged(service, server, health, reason, at))
 
     def _plan(self, revision: Revision) -> plan.Plan:
         """From what the engine runs to ``revision``: the one comparison a commit makes."""
@@ -150,12 +194,21 @@ class Controller:
         self._runs = revision.id
 
     def pending(self) -> Pending:
-        head = self.store.head()
-        applied = self.store.applied()
-        running = self.store.revision(applied.revision).config if applied else None
-        return Pending(
-            head.id, applied.revision if applied else None, plan.changes(running, head.config)
-        )
+        """The Commit box: from the store when a revision was saved or applied since the last
+        answer (or events were missed), else the last answer."""
+        if any(
+            isinstance(e, RevisionSaved | RevisionApplied | Missed)
+            for e in self._revisions.pending()
+        ):
+            self._pending = None
+        if self._pending is None:
+            head = self.store.head()
+            applied = self.store.applied()
+            running = self.store.revision(applied.revision).config if applied else None
+            self._pending = Pending(
+                head.id, applied.revision if applied else None, plan.changes(running, head.config)
+            )
+        return self._pending
 
     async def commit(self, author: str) -> Applied:
         """Apply the newest saved revision. After a fault the engine is started and given the
@@ -170,7 +223,12 @@ class Controller:
             if self._fault is None and applied is not None and applied.revision == head.id:
                 return applied
             await self._apply(head, author)
-            return self.store.mark_applied(head.id, author=author)
+            return self._mark_applied(head.id, author)
+
+    def _mark_applied(self, revision: int, author: str) -> Applied:
+        applied = self.store.mark_applied(revision, author=author)
+        self.events.publish(RevisionApplied(revision, author, self._clock()))
+        return applied
 
     async def _apply(self, revision: Revision, author: str) -> None:
         try:
@@ -195,7 +253,17 @@ class Controller:
 
         target = f"{service}/{server}"
         message = f"{state.value} real server {target}"
-        save = partial(self.store.save, author=author, action=state.value, target=target)
+
+        def save(config: Config, *, base: int, message: str) -> Revision:
+            saved = self.store.save(
+                config, base=base, author=author, message=message, action=state.value, target=target
+            )
+            self.events.publish(RevisionSaved(saved.id, author, state.value, target, self._clock()))
+            return saved
+
+        def acted() -> None:
+            self.events.publish(OperatorAction(state.value, service, server, author, self._clock()))
+
         async with self._lock:
             head = self.store.head()
             applied = self.store.applied()
@@ -208,11 +276,13 @@ class Controller:
                 saved = save(edit(head.config), base=head.id, message=message)
                 if running is not None and running.id == head.id:
                     await self._apply(saved, author)
-                    self.store.mark_applied(saved.id, author=author)
+                    self._mark_applied(saved.id, author)
+                    acted()
                 return saved
             now = save(edit(running.config), base=head.id, message=message)
             await self._apply(now, author)
-            self.store.mark_applied(now.id, author=author)
+            self._mark_applied(now.id, author)
+            acted()
             kept = edit(head.config) if _has(head.config, service, server) else head.config
             return save(kept, base=now.id, message=f"pending changes kept after: {message}")
 

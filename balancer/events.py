@@ -8,14 +8,19 @@ Publishing never blocks and never fails: the controller must not wait on a slow 
 subscriber has a bounded queue; one that falls behind loses its oldest events and is told how
 many with a ``Missed`` event, so that it can read the current state once and go on. Pure but
 for asyncio's queues; time comes from the caller.
+
+A synchronous API route runs in a worker thread: what it publishes is handed to the event
+loop's thread, the only one that touches the queues once a reader waits on them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Self
 
 # A subscriber that has not read this many events is behind, not merely busy.
@@ -82,6 +87,34 @@ class Missed:
 Event = RevisionSaved | RevisionApplied | OperatorAction | HealthChanged | EngineChanged
 
 
+def kind(event: Event | Missed) -> str:
+    """The event's name in a log line's ``event`` field: health_changed for HealthChanged."""
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", type(event).__name__).lower()
+
+
+def fields(event: Event | Missed) -> dict[str, object]:
+    return asdict(event)
+
+
+def said(event: Event | Missed) -> str:
+    """The event in a sentence, as a log line says it."""
+    match event:
+        case RevisionSaved(revision, author, action, target):
+            return f"revision {revision} saved by {author}: {action} {target}".rstrip()
+        case RevisionApplied(revision, author):
+            return f"revision {revision} applied by {author}"
+        case OperatorAction(action, service, server, author):
+            return f"{author}: {action} real server {server} of {service}"
+        case HealthChanged(service, server, health, reason):
+            return f"real server {server} of {service} is {health}: {reason}"
+        case EngineChanged(None):
+            return "engine runs the applied revision again"
+        case EngineChanged(error):
+            return f"engine: {error}"
+        case Missed(count):
+            return f"{count} events were dropped: their reader fell behind"
+
+
 @dataclass(eq=False, slots=True)
 class Subscription:
     """One reader's queue; iterate it (``async for``) inside ``with`` to leave the stream."""
@@ -108,11 +141,12 @@ class Subscription:
         return self._queue.popleft()
 
     def pending(self) -> list[Event | Missed]:
-        """What is queued, without waiting; empties the queue."""
+        """What is queued, without waiting; empties the queue. Safe from another thread: an
+        event put meanwhile is either in the answer or still queued."""
         found: list[Event | Missed] = [Missed(self._missed)] if self._missed else []
-        found += self._queue
-        self._queue.clear()
         self._missed = 0
+        while self._queue:
+            found.append(self._queue.popleft())
         return found
 
     def __aiter__(self) -> AsyncIterator[Event | Missed]:
@@ -135,12 +169,31 @@ class Subscription:
 class Stream:
     def __init__(self) -> None:
         self._subscribers: set[Subscription] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def publish(self, event: Event) -> None:
-        for subscriber in self._subscribers:
+        loop = self._loop
+        if loop is not None and loop.is_running() and not _on(loop):
+            loop.call_soon_threadsafe(self._deliver, event)
+        else:
+            self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
+        for subscriber in list(self._subscribers):
             subscriber._put(event)
 
     def subscribe(self) -> Subscription:
+        """Subscribed from inside an event loop, the queues belong to that loop's thread."""
+        # Outside a loop (a synchronous reader, as tests are), events are delivered directly.
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
         subscription = Subscription(self)
         self._subscribers.add(subscription)
         return subscription
+
+
+def _on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
