@@ -1,15 +1,21 @@
 """The guide's words for a setting, its value, and a change to it: what the Commit box, View
 Configuration, `balancer changes` and the API's /changes say. The names are the ones the
 "?" help gives each field (``balancer.help``), so every page calls a field the same.
+
+An edit is said twice, from one wording: as a revision's message and the audit trail name it
+(``edited``: "modify real server CyberArk-PSM/PSM2") and as the WebUI's "Saved: ..." sentence
+(``done``: "real server PSM2 of CyberArk-PSM modified"). ``balancer.edits`` gives every edit both.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from balancer import help
 from balancer.plan import Change
+from balancer.presets import psm
 
 # Settings the forms show inside another field's choice (the check's method is part of
 # "Negotiate HTTPS (GET)") or as a pair of fields (the fallback's address and port).
@@ -25,6 +31,16 @@ _STATES = {
     "drain": "Drain real server {server} in {service}",
     "halt": "Halt real server {server} in {service}",
 }
+# What the WebUI says an edit did, by its audit action.
+_DONE = {
+    "add": "added",
+    "modify": "modified",
+    "remove": "deleted",
+    "drain": "drained",
+    "halt": "halted",
+    "online": "brought online",
+}
+PSM_PRESET = "CyberArk PSM preset"
 _PATH = re.compile(
     r"^virtual_services\[(?P<service>[^]]+)\]"
     r"(?:\.real_servers\[(?P<server>[^]]+)\])?(?:\.(?P<field>.+))?$"
@@ -105,3 +121,34 @@ def _service_address(service: dict[str, Any]) -> str:
     said = f"{service['ip']}, {'ports' if ',' in ports or '-' in ports else 'port'} {ports}"
     servers = [server["label"] for server in service.get("real_servers", ())]
     return f"{said}, with real servers {', '.join(servers)}" if servers else said
+
+
+def edited(action: str, service: str, server: str | None = None) -> str:
+    """An edit as its revision's message and the audit trail say it: "add virtual service
+    CyberArk-PSM", "drain real server CyberArk-PSM/PSM2"."""
+    if server is None:
+        return f"{action} virtual service {service}"
+    return f"{action} real server {service}/{server}"
+
+
+def done(
+    action: str, service: str, server: str | None = None, *, servers: Sequence[str] = ()
+) -> str:
+    """The same edit as the WebUI's "Saved: ..." says it: "real server PSM2 added to
+    CyberArk-PSM", "virtual service CyberArk-PSM added with real servers PSM1, PSM2"."""
+    if server is None:
+        with_servers = f" with real servers {', '.join(servers)}" if servers else ""
+        return f"virtual service {service} {_DONE[action]}{with_servers}"
+    if action == "add":
+        return f"real server {server} added to {service}"
+    if action == "remove":
+        return f"real server {server} deleted from {service}"
+    return f"real server {server} of {service} {_DONE[action]}"
+
+
+def preset_done(servers: Sequence[str]) -> str:
+    """The PSM preset's "Saved: ..."."""
+    return (
+        f"virtual services {psm.RDP_LABEL} and {psm.WEB_LABEL} added with PSM servers "
+        + ", ".join(servers)
+    )
