@@ -19,10 +19,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from balancer import plan
-from balancer.configuration import modify_real_server
+from balancer.edits import Edit
 from balancer.engines import Engine, EngineError, EngineRejected
 from balancer.events import (
     EngineChanged,
@@ -138,17 +139,22 @@ class Controller:
         wait = SUPERVISE_INTERVAL
         while True:
             await asyncio.sleep(wait)
-            async with self._lock:
-                if self._fault is None:
-                    try:
-                        self._compare(await self.engine.status())
-                    except EngineError as error:
-                        log.error("engine not answering (%s); starting it again", error)
-                        await self._recover()
-                else:
-                    await self._recover()
-                failing = self._fault is not None
+            failing = await self.check()
             wait = min(wait * 2, RETRY_LIMIT) if failing else SUPERVISE_INTERVAL
+
+    async def check(self) -> bool:
+        """The supervisor's look: the engine's status compared with the last one's, or, after
+        a fault, the engine found or started again. Whether the engine is (still) at fault."""
+        async with self._lock:
+            if self._fault is None:
+                try:
+                    self._compare(await self.engine.status())
+                except EngineError as error:
+                    log.error("engine not answering (%s); starting it again", error)
+                    await self._recover()
+            else:
+                await self._recover()
+            return self._fault is not None
 
     def _compare(self, status: EngineStatus) -> None:
         """One HealthChanged per real server whose health, or whose reason for being down,
@@ -164,11 +170,10 @@ class Controller:
         before, self._health = self._health, now
         if before is None:
             return
-        at = self._clock()
         for (service, server), (health, reason) in now.items():
             was = before.get((service, server))
             if was is not None and (was[0] != health or (health != "up" and was[1] != reason)):
-                self.events.publish(HealthChanged(service, server, health, reason, at))
+                self.events.publish(HealthChanged(service, server, health, reason, self._clock()))
 
     def _plan(self, revision: Revision) -> plan.Plan:
         """From what the engine runs to ``revision``: the one comparison a commit makes."""
@@ -210,6 +215,30 @@ class Controller:
             )
         return self._pending
 
+    def save(self, edit: Edit, *, base: int | None, author: str) -> Revision:
+        """Save ``edit`` of the newest configuration as a new revision, audited and told to the
+        event stream; Conflict if ``base`` is no longer the newest (None: the newest now). It
+        runs once committed."""
+        head = self.store.head()
+        config = edit.apply(head.config)
+        return self._save(config, edit, base=head.id if base is None else base, author=author)
+
+    def _save(
+        self, config: Config, edit: Edit, *, base: int, author: str, message: str | None = None
+    ) -> Revision:
+        saved = self.store.save(
+            config,
+            base=base,
+            author=author,
+            message=edit.message if message is None else message,
+            action=edit.action,
+            target=edit.target,
+        )
+        self.events.publish(
+            RevisionSaved(saved.id, author, edit.action, edit.target, self._clock())
+        )
+        return saved
+
     async def commit(self, author: str) -> Applied:
         """Apply the newest saved revision. After a fault the engine is started and given the
         applied revision first, as the supervisor would: a commit is how an operator says 'now'."""
@@ -247,19 +276,8 @@ class Controller:
         self, service: str, server: str, state: RealServerState, author: str
     ) -> Revision:
         """Drain, halt or bring online a real server now; pending edits stay pending."""
-
-        def edit(config: Config) -> Config:
-            return modify_real_server(config, service, server, {"state": state.value})
-
-        target = f"{service}/{server}"
-        message = f"{state.value} real server {target}"
-
-        def save(config: Config, *, base: int, message: str) -> Revision:
-            saved = self.store.save(
-                config, base=base, author=author, message=message, action=state.value, target=target
-            )
-            self.events.publish(RevisionSaved(saved.id, author, state.value, target, self._clock()))
-            return saved
+        edit = Edit.set_state(service, server, state)
+        save = partial(self._save, edit=edit, author=author)
 
         def acted() -> None:
             self.events.publish(OperatorAction(state.value, service, server, author, self._clock()))
@@ -273,18 +291,18 @@ class Controller:
                 or running.id == head.id
                 or not _has(running.config, service, server)
             ):
-                saved = save(edit(head.config), base=head.id, message=message)
+                saved = save(edit.apply(head.config), base=head.id)
                 if running is not None and running.id == head.id:
                     await self._apply(saved, author)
                     self._mark_applied(saved.id, author)
                     acted()
                 return saved
-            now = save(edit(running.config), base=head.id, message=message)
+            now = save(edit.apply(running.config), base=head.id)
             await self._apply(now, author)
             self._mark_applied(now.id, author)
             acted()
-            kept = edit(head.config) if _has(head.config, service, server) else head.config
-            return save(kept, base=now.id, message=f"pending changes kept after: {message}")
+            kept = edit.apply(head.config) if _has(head.config, service, server) else head.config
+            return save(kept, base=now.id, message=f"pending changes kept after: {edit.message}")
 
     async def status(self) -> EngineStatus:
         return await self.engine.status()

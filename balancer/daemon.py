@@ -23,7 +23,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from balancer import engines, first_start, logs, management, validate
+from balancer import engines, events, first_start, logs, management, validate
 from balancer.app import create_app
 from balancer.certificates import ServedCertificate
 from balancer.client import api_socket
@@ -72,7 +72,11 @@ async def _run(
 ) -> list[tuple[socket.socket, bool]] | None:
     """Serve ``network`` (sockets, and whether each is HTTPS) and the Unix socket until asked
     to stop (None) or to restart: then the network sockets of the next round."""
+    loop = asyncio.get_running_loop()
     controller = Controller(store, engines.engine(node.engine, data_dir, node.workers))
+    # Subscribed before the start, so that what the start applies or meets is logged too.
+    logged = controller.events.subscribe()
+    logging_events = loop.create_task(_log_events(logged))
     await controller.start()
     stop_engine = False
     restart = False
@@ -100,7 +104,6 @@ async def _run(
             contexts.append(server.config.ssl)
             certificate.serve_with(server.config.ssl)
     management.provide(app, management.Management(node, certificate, restarting))
-    loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, shutdown, False)
     log.info(
@@ -115,12 +118,39 @@ async def _run(
         for context in contexts:
             certificate.forget(context)
         await controller.close(stop_engine=stop_engine)
+        logging_events.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await logging_events
+        with logged:
+            for event in logged.pending():  # what the last moments published, not yet read
+                _log_event(event)
         with contextlib.suppress(FileNotFoundError):
             api_socket(data_dir).unlink()
         log.info("management daemon stopped", extra={"stop_engine": stop_engine})
     if not restart:
         return None
     return _rebound(store, node)
+
+
+async def _log_events(subscription: events.Subscription) -> None:
+    """Each event of the node as one line of balancer.log, with its fields to filter by."""
+    async for event in subscription:
+        _log_event(event)
+
+
+def _log_event(event: events.Event | events.Missed) -> None:
+    match event:
+        case events.EngineChanged(error=str()):
+            level = logging.ERROR
+        case events.HealthChanged(health="down") | events.Missed():
+            level = logging.WARNING
+        case _:
+            level = logging.INFO
+    log.log(
+        level,
+        events.said(event),
+        extra={"event": events.kind(event), **events.fields(event)},
+    )
 
 
 def _rebound(store: Store, previous: NodeSettings) -> list[tuple[socket.socket, bool]]:
