@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from balancer import events
-from balancer.events import EngineChanged, HealthChanged, Missed, RevisionApplied, Stream
+from balancer.events import (
+    EngineChanged,
+    HealthChanged,
+    Missed,
+    OperatorAction,
+    RevisionApplied,
+    Stream,
+)
 
 
 def test_every_subscriber_gets_every_event_in_order() -> None:
@@ -65,3 +72,20 @@ def test_a_reader_waits_for_the_next_event() -> None:
         HealthChanged("PSM", "PSM1", "down", "connection refused", 1.0),
         HealthChanged("PSM", "PSM1", "up", "connected", 2.0),
     ]
+
+
+def test_each_event_reads_as_one_log_line_with_its_kind_and_fields() -> None:
+    down = HealthChanged("CyberArk-PSM", "PSM1", "down", "connect failed: timed out", 5.0)
+    assert events.kind(down) == "health_changed"
+    assert (
+        events.said(down) == "real server PSM1 of CyberArk-PSM is down: connect failed: timed out"
+    )
+    assert events.fields(down)["server"] == "PSM1"
+    drain = OperatorAction("drain", "CyberArk-PSM", "PSM1", "admin", 6.0)
+    assert (events.kind(drain), events.said(drain)) == (
+        "operator_action",
+        "admin: drain real server PSM1 of CyberArk-PSM",
+    )
+    assert events.said(RevisionApplied(7, "admin", 0.0)) == "revision 7 applied by admin"
+    assert events.said(EngineChanged("port 3389 in use", 0.0)) == "engine: port 3389 in use"
+    assert events.kind(Missed(3)) == "missed"
