@@ -24,7 +24,7 @@ def install(
     shutdown: Callable[[bool], None],
 ) -> None:
     """The API's routes, under /api/v1."""
-    edits = Edits(store)
+    edits = Edits(controller)
     for router in (
         system.router(store, controller, figures, data_dir, shutdown),
         services.router(edits, controller),

@@ -1,5 +1,6 @@
 """What every route that changes the configuration shares: the saved configuration it edits,
-the revision it was based on (``If-Match``), and saving the edit as a new revision."""
+the revision it was based on (``If-Match``), and saving the edit (``balancer.edits.Edit``) as a
+new revision through the controller, which audits it and tells the event stream."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from fastapi import Header, Query
 from pydantic import BaseModel
 
 from balancer import configuration
+from balancer.controller import Controller
+from balancer.edits import Edit
 from balancer.model import Config, VirtualService
-from balancer.store import Store
 
 Base = Annotated[
     int | None,
@@ -27,8 +29,9 @@ class Saved(BaseModel):
 
 
 class Edits:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.store = controller.store
 
     def head(self) -> Config:
         return self.store.head().config
@@ -39,15 +42,6 @@ class Edits:
             raise configuration.Missing("label", f"there is no virtual service {label!r}")
         return vs
 
-    def save(
-        self, config: Config, base: int | None, user: str, message: str, action: str, target: str
-    ) -> Saved:
-        revision = self.store.save(
-            config,
-            base=self.store.head().id if base is None else base,
-            author=user or "local",
-            message=message,
-            action=action,
-            target=target,
-        )
+    def save(self, edit: Edit, base: int | None, user: str) -> Saved:
+        revision = self.controller.save(edit, base=base, author=user or "local")
         return Saved(revision=revision.id)

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from pydantic import BaseModel
 
-from balancer import configuration
 from balancer.api.edits import Base, Edits, Saved
 from balancer.controller import Controller
+from balancer.edits import Edit
 from balancer.front.gate import Author
 from balancer.model import RealServer, RealServerState
 
@@ -29,9 +29,7 @@ def router(edits: Edits, controller: Controller) -> APIRouter:
     def add_server(
         label: str, body: Annotated[dict[str, Any], Body()], user: Author, base: Base = None
     ) -> Saved:
-        config = configuration.add_real_server(edits.head(), label, body)
-        target = f"{label}/{body.get('label')}"
-        return edits.save(config, base, user, f"add real server {target}", "add", target)
+        return edits.save(Edit.add_real_server(label, body), base, user)
 
     @api.patch("/virtual-services/{label}/real-servers/{server}", response_model=Saved)
     def modify_server(
@@ -41,15 +39,11 @@ def router(edits: Edits, controller: Controller) -> APIRouter:
         user: Author,
         base: Base = None,
     ) -> Saved:
-        config = configuration.modify_real_server(edits.head(), label, server, body)
-        target = f"{label}/{server}"
-        return edits.save(config, base, user, f"modify real server {target}", "modify", target)
+        return edits.save(Edit.modify_real_server(label, server, body), base, user)
 
     @api.delete("/virtual-services/{label}/real-servers/{server}", response_model=Saved)
     def remove_server(label: str, server: str, user: Author, base: Base = None) -> Saved:
-        config = configuration.remove_real_server(edits.head(), label, server)
-        target = f"{label}/{server}"
-        return edits.save(config, base, user, f"remove real server {target}", "remove", target)
+        return edits.save(Edit.remove_real_server(label, server), base, user)
 
     @api.post(
         "/virtual-services/{label}/real-servers/{server}/state",

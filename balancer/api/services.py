@@ -7,12 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
-from balancer import configuration
 from balancer.api.edits import Base, Edits, Saved
 from balancer.controller import Controller
+from balancer.edits import Edit
 from balancer.front.gate import Author
 from balancer.model import VirtualService
-from balancer.presets.psm import add_psm
 
 
 class PsmPreset(BaseModel):
@@ -36,9 +35,7 @@ def router(edits: Edits, controller: Controller) -> APIRouter:
     def add_service(
         body: Annotated[dict[str, Any], Body()], user: Author, base: Base = None
     ) -> Saved:
-        config = configuration.add_virtual_service(edits.head(), body)
-        label = str(body.get("label"))
-        return edits.save(config, base, user, f"add virtual service {label}", "add", label)
+        return edits.save(Edit.add_virtual_service(body), base, user)
 
     @api.get("/virtual-services/{label}", response_model=VirtualService)
     def show_service(label: str) -> VirtualService:
@@ -48,13 +45,11 @@ def router(edits: Edits, controller: Controller) -> APIRouter:
     def modify_service(
         label: str, body: Annotated[dict[str, Any], Body()], user: Author, base: Base = None
     ) -> Saved:
-        config = configuration.modify_virtual_service(edits.head(), label, body)
-        return edits.save(config, base, user, f"modify virtual service {label}", "modify", label)
+        return edits.save(Edit.modify_virtual_service(label, body), base, user)
 
     @api.delete("/virtual-services/{label}", response_model=Saved)
     def remove_service(label: str, user: Author, base: Base = None) -> Saved:
-        config = configuration.remove_virtual_service(edits.head(), label)
-        return edits.save(config, base, user, f"remove virtual service {label}", "remove", label)
+        return edits.save(Edit.remove_virtual_service(label), base, user)
 
     @api.get("/virtual-services/{label}/persistence")
     async def persistence(label: str) -> list[dict[str, Any]]:
@@ -77,7 +72,6 @@ def router(edits: Edits, controller: Controller) -> APIRouter:
         summary="The CyberArk PSM preset: both VIPs of the guide",
     )
     def psm(body: PsmPreset, user: Author, base: Base = None) -> Saved:
-        config = add_psm(edits.head(), **body.model_dump())
-        return edits.save(config, base, user, "add CyberArk PSM preset", "preset", "psm")
+        return edits.save(Edit.psm_preset(**body.model_dump()), base, user)
 
     return api
