@@ -2,8 +2,9 @@
 document the API takes, an edit saved on the revision the form was based on, and a refusal
 turned into reasons next to the fields they name.
 
-Every edit goes through ``balancer.configuration`` and ``Store.save``, as the API's do, so a
-form can save nothing the API would refuse, and refuses it in the same words.
+Every edit is a ``balancer.edits.Edit`` saved by ``Controller.save``, as the API's are, so a
+form can save nothing the API would refuse, refuses it in the same words, and is audited and
+confirmed ("Saved: ...") in the edit's own words.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from fastapi import Request
 from starlette.responses import Response
 
 from balancer.configuration import Missing
-from balancer.model import Config
-from balancer.store import Conflict, Revision, Store
+from balancer.edits import Edit
+from balancer.store import Conflict, Revision
 from balancer.validate import Invalid, Problem
+from balancer.web import saved
 from balancer.web.render import Renderer
 
 Form = dict[str, str]  # what the browser sent, by field name; shown again exactly as typed
@@ -153,30 +155,23 @@ def base_of(form: Form) -> int:
 
 
 def save(
-    store: Store,
+    render: Renderer,
+    request: Request,
     form: Form,
-    edit: Callable[[Config], Config],
+    edit: Edit,
     field_of: Callable[[str], str | None],
     *,
     author: str,
-    message: str,
-    action: str,
-    target: str,
 ) -> Revision:
-    """``edit`` the newest configuration and save it as the API does, if the form was based
-    on the newest revision; raise Refused with the reasons otherwise. Nothing is saved then."""
+    """Save ``edit`` of the newest configuration as the API does, if the form was based on the
+    newest revision, and say so on the next page ("Saved: ..."); raise Refused with the
+    reasons otherwise. Nothing is saved then."""
     base = base_of(form)
     try:
-        if store.head().id != base:  # said before any other problem: the page is out of date
-            raise Conflict(f"revision {store.head().id} was saved since revision {base}")
-        return store.save(
-            edit(store.head().config),
-            base=base,
-            author=author,
-            message=message,
-            action=action,
-            target=target,
-        )
+        head = render.store.head().id
+        if head != base:  # said before any other problem: the page is out of date
+            raise Conflict(f"revision {head} was saved since revision {base}")
+        revision = render.controller.save(edit, base=base, author=author)
     except Invalid as error:
         raise refused(error.problems, field_of) from None
     except Conflict as error:
@@ -190,6 +185,8 @@ def save(
         ) from None
     except Missing as error:
         raise Refused(general=[str(error)], status=404) from None
+    saved.tell(render, request, edit.done)
+    return revision
 
 
 def form_page(

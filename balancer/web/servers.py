@@ -12,7 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from balancer import configuration, help
+from balancer import help
+from balancer.edits import Edit
 from balancer.front.gate import WEBUI, Author
 from balancer.model import RealServer, VirtualService
 from balancer.model.types import format_ports
@@ -135,21 +136,17 @@ def router(render: Renderer) -> APIRouter:
     async def add(request: Request, service: str, user: Author) -> Response:
         form = await read_form(request)
         document = server_document(form)
-        target = f"{service}/{document['label']}"
         try:
             save(
-                store,
+                render,
+                request,
                 form,
-                lambda config: configuration.add_real_server(config, service, document),
+                Edit.add_real_server(service, document),
                 fields_of(service, document["label"]),
                 author=user,
-                message=f"add real server {target}",
-                action="add",
-                target=target,
             )
         except Refused as refusal:
             return page(request, service, form, form.get("revision"), refusal)
-        saved.tell(render, request, f"real server {document['label']} added to {service}")
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{service}/{server}/modify")
@@ -164,21 +161,17 @@ def router(render: Renderer) -> APIRouter:
     async def modify(request: Request, service: str, server: str, user: Author) -> Response:
         form = await read_form(request)
         changes = server_document(form)
-        target = f"{service}/{server}"
         try:
             save(
-                store,
+                render,
+                request,
                 form,
-                lambda config: configuration.modify_real_server(config, service, server, changes),
+                Edit.modify_real_server(service, server, changes),
                 fields_of(service, changes["label"]),
                 author=user,
-                message=f"modify real server {target}",
-                action="modify",
-                target=target,
             )
         except Refused as refusal:
             return page(request, service, form, form.get("revision"), refusal, server=server)
-        saved.tell(render, request, f"real server {changes['label']} of {service} modified")
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{service}/{server}/delete")
@@ -188,21 +181,11 @@ def router(render: Renderer) -> APIRouter:
     @web.post(PAGE + "/{service}/{server}/delete")
     async def delete(request: Request, service: str, server: str, user: Author) -> Response:
         form = await read_form(request)
-        target = f"{service}/{server}"
+        edit = Edit.remove_real_server(service, server)
         try:
-            save(
-                store,
-                form,
-                lambda config: configuration.remove_real_server(config, service, server),
-                lambda _: None,
-                author=user,
-                message=f"remove real server {target}",
-                action="remove",
-                target=target,
-            )
+            save(render, request, form, edit, lambda _: None, author=user)
         except Refused as refusal:
             return confirm(request, service, server, form.get("revision"), refusal)
-        saved.tell(render, request, f"real server {server} deleted from {service}")
         return RedirectResponse(PAGE, status_code=303)
 
     return web

@@ -13,9 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from balancer import configuration, help
+from balancer import help
+from balancer.edits import Edit
 from balancer.front.gate import WEBUI, Author
-from balancer.model import Config, VirtualService
+from balancer.model import VirtualService
 from balancer.model.types import format_ports
 from balancer.web import saved
 from balancer.web.cluster_configuration import (
@@ -137,21 +138,17 @@ def router(render: Renderer) -> APIRouter:
     async def add(request: Request, user: Author) -> Response:
         form = await read_form(request)
         document = service_document(form, ADD)
-        label = document["label"]
         try:
             save(
-                store,
+                render,
+                request,
                 form,
-                lambda config: configuration.add_virtual_service(config, document),
-                fields_of(label, ADD),
+                Edit.add_virtual_service(document),
+                fields_of(document["label"], ADD),
                 author=user,
-                message=f"add virtual service {label}",
-                action="add",
-                target=label,
             )
         except Refused as refusal:
             return page(request, form, form.get("revision"), refusal)
-        saved.tell(render, request, f"virtual service {label} added")
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{label}/modify")
@@ -165,24 +162,17 @@ def router(render: Renderer) -> APIRouter:
     async def modify(request: Request, label: str, user: Author) -> Response:
         form = await read_form(request)
         changes = service_document(form, MODIFY)
-
-        def edit(config: Config) -> Config:
-            return configuration.modify_virtual_service(config, label, changes)
-
         try:
             save(
-                store,
+                render,
+                request,
                 form,
-                edit,
+                Edit.modify_virtual_service(label, changes),
                 fields_of(changes["label"], MODIFY),
                 author=user,
-                message=f"modify virtual service {label}",
-                action="modify",
-                target=label,
             )
         except Refused as refusal:
             return page(request, form, form.get("revision"), refusal, label=label)
-        saved.tell(render, request, f"virtual service {changes['label']} modified")
         return RedirectResponse(PAGE, status_code=303)
 
     @web.get(PAGE + "/{label}/delete")
@@ -197,21 +187,18 @@ def router(render: Renderer) -> APIRouter:
         form = await read_form(request)
         try:
             save(
-                store,
+                render,
+                request,
                 form,
-                lambda config: configuration.remove_virtual_service(config, label),
+                Edit.remove_virtual_service(label),
                 lambda _: None,
                 author=user,
-                message=f"remove virtual service {label}",
-                action="remove",
-                target=label,
             )
         except Refused as refusal:
             vs = find(label)
             if vs is None:
                 return listing(request, status=refusal.status, error="; ".join(refusal.general))
             return _confirm(render, request, vs, form.get("revision"), refusal)
-        saved.tell(render, request, f"virtual service {label} deleted")
         return RedirectResponse(PAGE, status_code=303)
 
     return web

@@ -18,13 +18,22 @@ from fastapi import APIRouter, Request
 from pydantic import TypeAdapter, ValidationError
 from starlette.responses import RedirectResponse, Response
 
-from balancer import configuration, help
+from balancer import help
+from balancer.edits import Edit
 from balancer.front.gate import WEBUI, Author
 from balancer.model.types import Port
 from balancer.presets import psm
 from balancer.validate import Invalid, Problem, reason
-from balancer.web import saved, services
-from balancer.web.cluster_configuration import Form, Refused, form_page, read_form, save, where
+from balancer.web import services
+from balancer.web.cluster_configuration import (
+    Form,
+    Refused,
+    form_page,
+    read_form,
+    refused,
+    save,
+    where,
+)
 from balancer.web.render import Renderer
 from balancer.web.servers import server_document
 
@@ -98,21 +107,15 @@ def router(render: Renderer) -> APIRouter:
         prefixes[f"virtual_services[{label}]."] = ""
         try:
             save(
-                store,
+                render,
+                request,
                 form,
-                lambda config: configuration.add_virtual_service(config, document),
+                Edit.add_virtual_service(document),
                 where(prefixes, _known(form, SERVICE, "real_servers", SERVER)),
                 author=user,
-                message=f"add virtual service {label} (setup wizard)",
-                action="add",
-                target=label,
             )
         except Refused as refusal:
             return page(request, "wizard.html", form, form.get("revision"), refusal)
-        with_servers = (
-            f" with real servers {', '.join(s['label'] for s in servers)}" if servers else ""
-        )
-        saved.tell(render, request, f"virtual service {label} added{with_servers}")
         return RedirectResponse(services.PAGE, status_code=303)
 
     @web.get(PSM)
@@ -135,25 +138,15 @@ def router(render: Renderer) -> APIRouter:
             (form.get(f"servers.{row}.label", "").strip(), form.get(f"servers.{row}.ip", ""))
             for row in rows
         ]
+        field_of = _psm_fields(form, rows, servers)
         try:
-            save(
-                store,
-                form,
-                lambda config: psm.add_psm(config, **_psm_arguments(form, servers)),
-                _psm_fields(form, rows, servers),
-                author=user,
-                message="add CyberArk PSM preset (wizard)",
-                action="preset",
-                target="psm",
-            )
+            edit = Edit.psm_preset(**_psm_arguments(form, servers))
+            save(render, request, form, edit, field_of, author=user)
+        except Invalid as error:  # a port the preset cannot take
+            refusal = refused(error.problems, field_of)
+            return page(request, "wizard_psm.html", form, form.get("revision"), refusal)
         except Refused as refusal:
             return page(request, "wizard_psm.html", form, form.get("revision"), refusal)
-        labels = ", ".join(label for label, _ in servers)
-        saved.tell(
-            render,
-            request,
-            f"virtual services {psm.RDP_LABEL} and {psm.WEB_LABEL} added with PSM servers {labels}",
-        )
         return RedirectResponse(services.PAGE, status_code=303)
 
     return web
