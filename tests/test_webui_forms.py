@@ -172,7 +172,7 @@ def test_the_psm_wizard_builds_both_services_in_one_form(bare_browser: Any, bare
     expect(listed.locator(".check")).to_have_text("Negotiate HTTPS (GET)")
     expect(listed.locator(".check-detail")).to_have_text(f"/psm/api/health for PASS, port {web}")
     revisions = bare.box.client.get("/revisions")
-    assert [r["message"] for r in revisions][:1] == ["add CyberArk PSM preset (wizard)"]
+    assert [r["message"] for r in revisions][:1] == ["add CyberArk PSM preset"]
     assert revisions[0]["author"] == "loadbalancer"
 
     # As guide_setup does: the guide's 4 s interval works, a short one keeps the test quick.
