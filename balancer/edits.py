@@ -16,6 +16,7 @@ from typing import Any
 from balancer import configuration, words
 from balancer.model import Config, RealServerState
 from balancer.presets import psm
+from balancer.store import parse_backup
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,15 @@ class Edit:
         )
 
     @classmethod
+    def restore(cls, document: Any) -> Edit:
+        """The configuration of a backup document (``Store.export``'s) instead of the saved one."""
+        source = document.get("revision") if isinstance(document, dict) else None
+        message = words.restored(source)
+        return cls(
+            "restore", "", message, f"the configuration {message}", partial(_backup, document)
+        )
+
+    @classmethod
     def psm_preset(cls, **arguments: Any) -> Edit:
         """The guide's two PSM services; ``arguments`` as ``presets.psm.psm_services`` takes."""
         servers = [str(label) for label, _ in arguments.get("servers", ())]
@@ -125,6 +135,11 @@ class Edit:
             words.preset_done(servers),
             partial(psm.add_psm, **arguments),
         )
+
+
+def _backup(document: Any, config: Config) -> Config:
+    """A restore replaces whatever is saved."""
+    return parse_backup(document)
 
 
 def _label(data: Any) -> str:

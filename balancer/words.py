@@ -152,3 +152,9 @@ def preset_done(servers: Sequence[str]) -> str:
         f"virtual services {psm.RDP_LABEL} and {psm.WEB_LABEL} added with PSM servers "
         + ", ".join(servers)
     )
+
+
+def restored(revision: object) -> str:
+    """A backup restored, as its revision's message says it: "restored from a backup of
+    revision 12" (a backup that names no revision: of no number)."""
+    return "restored from a backup" + (f" of revision {revision}" if type(revision) is int else "")

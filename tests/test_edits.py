@@ -19,6 +19,12 @@ from tests.test_web_forms import RS, VS, psm_wizard, status, submit
 from tests.webapp import WebApp, webapp
 
 PSM3 = {"label": "PSM3", "ip": "192.168.94.107", "port": 3389}
+BACKUP = {
+    "format": "balancer-configuration",
+    "version": 1,
+    "revision": 4,
+    "config": {"virtual_services": [WEB]},
+}
 PRESET = {"rdp_vip": "192.168.94.110", "web_vip": "192.168.94.111", "servers": [("P1", "10.0.0.1")]}
 
 
@@ -120,6 +126,16 @@ KINDS: list[tuple[Edit, tuple[str, str, str, str], Callable[[Config], bool]]] = 
         )
     ),
     (
+        Edit.restore(BACKUP),
+        (
+            "restore",
+            "",
+            "restored from a backup of revision 4",
+            "the configuration restored from a backup of revision 4",
+        ),
+        lambda c: labels(c) == ["CyberArk-PSM-Web"],
+    ),
+    (
         Edit.psm_preset(**PRESET),
         (
             "preset",
@@ -196,6 +212,7 @@ def test_the_api_audits_and_saves_each_edit_as_the_edit_says(app: WebApp) -> Non
         ("DELETE", on_psm3, None, Edit.remove_real_server("CyberArk-PSM", "PSM3")),
         ("DELETE", f"{API}/CyberArk-PSM", None, Edit.remove_virtual_service("CyberArk-PSM")),
         ("POST", "/api/v1/presets/psm", PRESET, Edit.psm_preset(**PRESET)),
+        ("POST", "/api/v1/restore", BACKUP, Edit.restore(BACKUP)),
     ):
         reply = app.local.request(method, url, json=body)
         assert reply.is_success, reply.text

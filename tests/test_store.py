@@ -28,6 +28,8 @@ from balancer.configuration import (
     modify_virtual_service,
     remove_virtual_service,
 )
+from balancer.controller import Controller
+from balancer.edits import Edit
 from balancer.model import Config, NodeSettings
 from balancer.store import (
     MIGRATIONS,
@@ -35,11 +37,18 @@ from balancer.store import (
     Conflict,
     Mismatch,
     NotFound,
+    Revision,
     Store,
     StoreError,
     digest,
 )
 from balancer.validate import Invalid
+from tests.webapp import FakeEngine
+
+
+def restore(store: Store, document: Any, *, base: int, author: str) -> Revision:
+    """A backup restored as the API and the WebUI restore it."""
+    return Controller(store, FakeEngine()).save(Edit.restore(document), base=base, author=author)
 
 
 def psm(*servers: str, label: str = "CyberArk-PSM", port: str = "3389") -> Config:
@@ -203,7 +212,7 @@ def test_export_then_restore_gives_the_same_config(path: Path) -> None:
         )
         assert document["config"]["virtual_services"][0]["ports"] == "3389"
         store.save(Config(), base=1, author="bob", message="oops, everything gone")
-        restored = store.restore(document, base=2, author="carol")
+        restored = restore(store, document, base=2, author="carol")
         assert (restored.id, restored.config, restored.author) == (3, config, "carol")
         assert restored.message == "restored from a backup of revision 1"
         entry = store.audit_log(limit=1)[0]
@@ -279,7 +288,7 @@ def test_restore_refuses_a_bad_document_and_writes_nothing(
     document = spoil(_document(store))
     before = (store.head(), store.audit_log())
     with pytest.raises(Invalid) as raised:
-        store.restore(document, base=1, author="mallory")
+        restore(store, document, base=1, author="mallory")
     assert [p.field for p in raised.value.problems] == [field]
     assert reason in raised.value.problems[0].reason
     assert (store.head(), store.audit_log()) == before
@@ -521,7 +530,7 @@ def test_a_backup_without_a_digest_still_restores(store: Store) -> None:
         "revision": 4,
         "config": config.model_dump(mode="json"),
     }
-    assert store.restore(document, base=0, author="alice").config == config
+    assert restore(store, document, base=0, author="alice").config == config
 
 
 # Schema version 2 as the release before content-addressed revisions shipped it: each revision

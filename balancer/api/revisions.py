@@ -12,6 +12,7 @@ from balancer import backup as backups
 from balancer import words
 from balancer.api.edits import Base, Edits, Limit, Saved
 from balancer.controller import Controller
+from balancer.edits import Edit
 from balancer.front import bodies
 from balancer.front.gate import Author
 from balancer.model import Config
@@ -76,10 +77,7 @@ def router(edits: Edits, controller: Controller) -> APIRouter:
         # Read as bytes, not parsed by FastAPI, so that the limits a backup file gets in the
         # WebUI (size, depth, a key named twice) hold here too.
         document = backups.read(await bodies.read(request, backups.MAX_SIZE, "body"), "body")
-        revision = store.restore(
-            document, base=store.head().id if base is None else base, author=user
-        )
-        return Saved(revision=revision.id)
+        return edits.save(Edit.restore(document), base, user)
 
     @api.get("/revisions")
     def revisions(limit: Limit = 20) -> list[dict[str, Any]]:

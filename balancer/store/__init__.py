@@ -411,15 +411,6 @@ class Store:
             "config": chosen.config.model_dump(mode="json"),
         }
 
-    def restore(self, document: Any, *, base: int, author: str) -> Revision:
-        """Save the configuration of a backup document as a new revision, once it is checked."""
-        config = parse_backup(document)
-        source = document.get("revision")
-        message = "restored from a backup"
-        if type(source) is int:
-            message += f" of revision {source}"
-        return self.save(config, base=base, author=author, message=message, action="restore")
-
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         # IMMEDIATE takes the write lock at BEGIN, so what is read inside (is base still the

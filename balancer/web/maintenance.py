@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 
 from balancer import backup, management
 from balancer.controller import CommitFailed
+from balancer.edits import Edit
 from balancer.engines import EngineError
 from balancer.front.gate import Author
 from balancer.store import Conflict
@@ -99,7 +100,7 @@ def router(render: Renderer) -> APIRouter:
             if not data:
                 raise Invalid([Problem("file", "choose a backup file to restore")])
             document = backup.read(data)
-            revision = store.restore(document, base=store.head().id, author=user)
+            revision = controller.save(Edit.restore(document), base=None, author=user)
         except (Invalid, Conflict) as error:
             problems = error.problems if isinstance(error, Invalid) else [Problem("", str(error))]
             return backup_page(request, status=422, problems=problems)
