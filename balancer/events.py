@@ -9,8 +9,9 @@ subscriber has a bounded queue; one that falls behind loses its oldest events an
 many with a ``Missed`` event, so that it can read the current state once and go on. Pure but
 for asyncio's queues; time comes from the caller.
 
-A synchronous API route runs in a worker thread: what it publishes is handed to the event
-loop's thread, the only one that touches the queues once a reader waits on them.
+A synchronous API route runs in a worker thread: what it publishes is queued at once (a
+synchronous reader, such as the controller's own, sees it on return), and the waiting readers
+are woken on the event loop's thread, the only one an asyncio.Event may be set from.
 """
 
 from __future__ import annotations
@@ -129,7 +130,6 @@ class Subscription:
             self._queue.popleft()
             self._missed += 1
         self._queue.append(event)
-        self._ready.set()
 
     async def next(self) -> Event | Missed:
         while not self._queue:
@@ -172,15 +172,14 @@ class Stream:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def publish(self, event: Event) -> None:
+        subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            subscriber._put(event)
         loop = self._loop
         if loop is not None and loop.is_running() and not _on(loop):
-            loop.call_soon_threadsafe(self._deliver, event)
+            loop.call_soon_threadsafe(_wake, subscribers)
         else:
-            self._deliver(event)
-
-    def _deliver(self, event: Event) -> None:
-        for subscriber in list(self._subscribers):
-            subscriber._put(event)
+            _wake(subscribers)
 
     def subscribe(self) -> Subscription:
         """Subscribed from inside an event loop, the queues belong to that loop's thread."""
@@ -190,6 +189,11 @@ class Stream:
         subscription = Subscription(self)
         self._subscribers.add(subscription)
         return subscription
+
+
+def _wake(subscribers: list[Subscription]) -> None:
+    for subscriber in subscribers:
+        subscriber._ready.set()
 
 
 def _on(loop: asyncio.AbstractEventLoop) -> bool:

@@ -89,3 +89,23 @@ def test_each_event_reads_as_one_log_line_with_its_kind_and_fields() -> None:
     assert events.said(RevisionApplied(7, "admin", 0.0)) == "revision 7 applied by admin"
     assert events.said(EngineChanged("port 3389 in use", 0.0)) == "engine: port 3389 in use"
     assert events.kind(Missed(3)) == "missed"
+
+
+def test_a_publish_from_a_worker_thread_is_queued_at_once_and_wakes_the_reader() -> None:
+    """A synchronous route saves in a worker thread and may read the Commit box right after."""
+    event = EngineChanged(None, 1.0)
+
+    async def scenario() -> None:
+        stream = Stream()
+        with stream.subscribe() as waiting, stream.subscribe() as looked_at:
+            reader = asyncio.create_task(waiting.next())
+            await asyncio.sleep(0)  # the reader waits
+
+            def publish_and_look() -> list[object]:
+                stream.publish(event)
+                return list(looked_at.pending())
+
+            assert await asyncio.to_thread(publish_and_look) == [event]
+            assert await asyncio.wait_for(reader, 5) == event
+
+    asyncio.run(scenario())
