@@ -76,7 +76,6 @@ async def _run(
     controller = Controller(store, engines.engine(node.engine, data_dir, node.workers))
     # Subscribed before the start, so that what the start applies or meets is logged too.
     logged = controller.events.subscribe()
-    logging_events = loop.create_task(_log_events(logged))
     await controller.start()
     stop_engine = False
     restart = False
@@ -110,6 +109,7 @@ async def _run(
         "management daemon up",
         extra={"event": "start", "engine": node.engine, "https_port": node.https_port},
     )
+    logging_events = loop.create_task(_log_events(logged))
     try:
         async with asyncio.TaskGroup() as tasks:
             for server, sock in servers:
