@@ -37,6 +37,7 @@ from balancer.events import (
 from balancer.model import Config, RealServerState
 from balancer.state import EngineStatus, Overview
 from balancer.store import Applied, NotFound, Revision, Store
+from balancer.validate import Invalid
 
 log = logging.getLogger("balancer.controller")
 
@@ -221,6 +222,9 @@ class Controller:
         runs once committed."""
         head = self.store.head()
         config = edit.apply(head.config)
+        cannot = self.engine.problems(config)
+        if cannot:
+            raise Invalid(cannot)
         return self._save(config, edit, base=head.id if base is None else base, author=author)
 
     def _save(

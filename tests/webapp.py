@@ -22,6 +22,7 @@ from balancer.model.types import format_ports
 from balancer.plan import Plan
 from balancer.state import EngineStatus, Health, RealServerStatus, VirtualServiceStatus
 from balancer.store import Store
+from balancer.validate import Problem
 
 PASSWORD = "the operator's password"
 
@@ -39,6 +40,9 @@ class FakeEngine:
 
     async def attach(self) -> int | None:
         return self.revision
+
+    def problems(self, config: Config) -> list[Problem]:
+        return []
 
     async def apply(self, plan: Plan) -> None:
         self.config, self.revision = plan.config, plan.revision

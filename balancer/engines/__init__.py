@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from balancer.model import Config
 from balancer.plan import Plan
 from balancer.state import EngineStatus
+from balancer.validate import Problem
 
 
 class EngineError(Exception):
@@ -22,6 +24,10 @@ class Engine(Protocol):
 
     async def attach(self) -> int | None:
         """Find the running data plane or start one; return the revision it runs, if any."""
+
+    def problems(self, config: Config) -> list[Problem]:
+        """What of ``config`` this engine cannot run on this node (HAProxy: more open files than
+        its limit), asked at save so that it is never found by a failed commit or start."""
 
     async def apply(self, plan: Plan) -> None:
         """Make the data plane run ``plan.config`` by doing what ``plan`` says, without

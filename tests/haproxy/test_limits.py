@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from balancer.controller import Controller
+from balancer.edits import Edit
 from balancer.engines import EngineRejected
 from balancer.engines.haproxy import HAPROXY, HaproxyEngine, runtime
 from balancer.engines.haproxy.limits import Limit, problems
@@ -18,7 +20,8 @@ from balancer.engines.haproxy.paths import Paths
 from balancer.engines.haproxy.render import files, render
 from balancer.model import Config
 from balancer.plan import make
-from balancer.validate import parse
+from balancer.store import Store
+from balancer.validate import Invalid, parse
 from tests.backends import Addresses, EchoServer
 from tests.engine import landing
 from tests.engine.conftest import HAPROXY_MISSING
@@ -117,3 +120,28 @@ async def test_a_thousand_services_checked_on_their_own_port_are_refused(
     with pytest.raises(EngineRejected, match=f"open-files limit is {limit.open_files:,}"):
         await haproxy.apply(make(None, config, 1, None))
     assert "\nlisten " not in await haproxy.configuration(), "HAProxy was never asked"
+
+
+def test_a_save_too_large_for_the_limit_is_refused_and_nothing_is_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Refused at save, as a field's problem, not found later by a failed commit or start.
+    monkeypatch.setattr(Limit, "of_this_process", classmethod(lambda cls: Limit(400, 2)))
+    service = many(Addresses(), 1, 200, {"type": "connect", "port": 9}).virtual_services[0]
+    with Store(tmp_path / "balancer.db") as store:
+        controller = Controller(store, HaproxyEngine(tmp_path / "engine"))
+        before = store.head()
+        with pytest.raises(Invalid) as refused:
+            controller.save(
+                Edit.add_virtual_service(service.model_dump(mode="json")), base=None, author="t"
+            )
+        [problem] = refused.value.problems
+        assert problem.field == "virtual_services"
+        assert "the open-files limit is 400" in problem.reason
+        assert store.head().id == before.id
+        # What fits is saved.
+        small = many(Addresses(), 1, 2, {"type": "connect"}).virtual_services[0]
+        saved = controller.save(
+            Edit.add_virtual_service(small.model_dump(mode="json")), base=None, author="t"
+        )
+        assert saved.id == before.id + 1

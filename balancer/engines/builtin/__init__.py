@@ -19,8 +19,10 @@ from balancer import control
 from balancer.engines import EngineError, EngineRejected
 from balancer.engines.builtin import message
 from balancer.engines.builtin.process import paths
+from balancer.model import Config
 from balancer.plan import Plan
 from balancer.state import EngineStatus
+from balancer.validate import Problem
 
 log = logging.getLogger("balancer.engine")
 
@@ -109,6 +111,10 @@ class BuiltinEngine:
             return await control.request(self.socket, message, timeout)
         except control.ControlError as error:
             raise EngineError(str(error)) from None
+
+    def problems(self, config: Config) -> list[Problem]:
+        """Nothing the built-in engine runs is limited but by the connections it relays."""
+        return []
 
     async def apply(self, plan: Plan) -> None:
         """Send what ``plan`` changes; the whole configuration only to an engine that runs

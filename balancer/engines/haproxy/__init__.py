@@ -32,7 +32,7 @@ from balancer.engines.haproxy.status import engine_status
 from balancer.model import Config, PersistenceMode, VirtualService
 from balancer.plan import Plan, make
 from balancer.state import EngineStatus
-from balancer.validate import parse
+from balancer.validate import Problem, parse
 
 log = logging.getLogger("balancer.engine")
 
@@ -108,6 +108,10 @@ class HaproxyEngine:
         self._running = self._revision = self._reloaded = None
 
     # --- apply --------------------------------------------------------------------------------
+
+    def problems(self, config: Config) -> list[Problem]:
+        limit = Limit.of_this_process()
+        return limits.problems(files(config, limit), limit)
 
     async def apply(self, plan: Plan) -> None:
         async with self._applying:
