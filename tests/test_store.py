@@ -533,28 +533,11 @@ def test_a_backup_without_a_digest_still_restores(store: Store) -> None:
     assert restore(store, document, base=0, author="alice").config == config
 
 
-# Schema version 2 as the release before content-addressed revisions shipped it: each revision
-# holds its whole configuration.
-OLD_SCHEMA = (
-    """CREATE TABLE revision (id INTEGER PRIMARY KEY, created REAL NOT NULL,
-        author TEXT NOT NULL, message TEXT NOT NULL, config TEXT NOT NULL)""",
-    """CREATE TABLE applied (id INTEGER PRIMARY KEY CHECK (id = 1),
-        revision INTEGER NOT NULL REFERENCES revision (id),
-        at REAL NOT NULL, author TEXT NOT NULL)""",
-    """CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL,
-        author TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
-        detail TEXT NOT NULL)""",
-    "CREATE INDEX audit_by_author ON audit (author, id)",
-    "CREATE INDEX audit_by_action ON audit (action, id)",
-    """CREATE TABLE node_settings (id INTEGER PRIMARY KEY CHECK (id = 1),
-        settings TEXT NOT NULL)""",
-    """CREATE TABLE user (name TEXT PRIMARY KEY, hash TEXT NOT NULL,
-        created REAL NOT NULL, changed REAL NOT NULL)""",
-    """CREATE TABLE api_key (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
-        owner TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, created REAL NOT NULL,
-        revoked REAL)""",
-    "PRAGMA user_version = 2",
-)
+# Schema version 2, as the release before content-addressed revisions left a database: each
+# revision holds its whole configuration. Shipped steps are never edited, so they are that schema.
+OLD_SCHEMA = [step for step in (*MIGRATIONS[0], *MIGRATIONS[1]) if isinstance(step, str)]
+assert len(OLD_SCHEMA) == len(MIGRATIONS[0]) + len(MIGRATIONS[1])  # those two steps are SQL
+OLD_SCHEMA.append("PRAGMA user_version = 2")
 
 
 def test_a_database_of_the_old_schema_opens_with_every_revision(path: Path) -> None:

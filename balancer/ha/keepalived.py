@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from balancer import tool
+
 KEEPALIVED = "/usr/sbin/keepalived"
 # Seconds between adverts. 0.2 s has a silent peer replaced in 3 x 0.2 s + skew (under 0.75 s);
 # the conservative profile tolerates a busy network or host at the cost of about 3.6 s.
@@ -250,26 +252,15 @@ class Keepalived:
         """``keepalived -t``; KeepalivedError with its complaints, warnings included."""
         if not config.is_file():  # keepalived -t passes a missing file
             raise KeepalivedError(f"keepalived configuration {config} does not exist")
-        tested = await asyncio.create_subprocess_exec(
-            *self.wrap,
-            self.binary,
-            "-t",
-            "-f",
-            str(config),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
         try:
-            async with asyncio.timeout(CHECK_TIMEOUT):
-                output, _ = await tested.communicate()
+            status, output = await tool.run(
+                [*self.wrap, self.binary, "-t", "-f", str(config)], CHECK_TIMEOUT
+            )
         except TimeoutError:
-            tested.kill()
-            await tested.wait()
             raise KeepalivedError(f"keepalived -t did not finish in {CHECK_TIMEOUT}s") from None
-        said = output.decode(errors="replace").strip()
-        if tested.returncode != 0 or said:
-            raise KeepalivedError(complaints(said or f"exit status {tested.returncode}"))
+        said = output.strip()
+        if status != 0 or said:
+            raise KeepalivedError(complaints(said or f"exit status {status}"))
 
     async def configure(self, settings: Settings) -> None:
         """Test the configuration for ``settings`` and put it in place; the running keepalived

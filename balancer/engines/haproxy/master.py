@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from balancer import tool
 from balancer.engines import EngineError, EngineRejected
 from balancer.engines.haproxy import runtime
 from balancer.engines.haproxy.paths import Paths
@@ -65,24 +66,12 @@ class Master:
 
     async def check(self, config: Path) -> None:
         """``haproxy -c``; EngineRejected with HAProxy's alerts if it refuses ``config``."""
-        checked = await asyncio.create_subprocess_exec(
-            self.binary,
-            "-c",
-            "-f",
-            str(config),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
         try:
-            async with asyncio.timeout(CHECK_TIMEOUT):
-                output, _ = await checked.communicate()
+            status, output = await tool.run([self.binary, "-c", "-f", str(config)], CHECK_TIMEOUT)
         except TimeoutError:
-            checked.kill()
-            await checked.wait()
             raise EngineError(f"haproxy -c did not finish in {CHECK_TIMEOUT}s") from None
-        if checked.returncode != 0:
-            found = runtime.alerts(output.decode(errors="replace"))
+        if status != 0:
+            found = runtime.alerts(output)
             raise EngineRejected(runtime.rejection(found))
 
     async def start(self) -> None:
