@@ -13,6 +13,7 @@ import pytest
 
 from balancer import first_start, users
 from balancer.configuration import Missing
+from balancer.ha.sync import Users
 from balancer.store import MIGRATIONS, Store
 from balancer.validate import Invalid
 
@@ -179,3 +180,72 @@ def test_balancer_init_sets_the_password_or_makes_one(tmp_path: Path) -> None:
     short = balancer_init(data_dir, "short\n", "--password-stdin")
     assert short.returncode == 1
     assert short.stderr == "error: password: must be 8 to 1024 characters long\n"
+
+
+def test_the_users_version_grows_with_each_change_and_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "balancer.db"
+    with Store(path) as store:
+        assert store.users_version() == 0
+        seen = [store.users_version()]
+        users.add_user(store, "alice", "alice's password", author="root")
+        seen.append(store.users_version())
+        users.set_password(store, "alice", "alice's new password", author="alice")
+        seen.append(store.users_version())
+        made, _ = users.add_api_key(store, "ci", "alice", author="alice")
+        seen.append(store.users_version())
+        store.revoke_api_key(made.id, author="alice")
+        seen.append(store.users_version())
+        users.add_user(store, "bob", "bob's password", author="root")
+        store.remove_user("bob", author="root")
+        seen.append(store.users_version())
+        store.audit(author="root", action="sign_in")  # not a change of users or keys
+        assert store.users_version() == seen[-1]
+    assert seen == sorted(set(seen))
+    with Store(path) as reopened:
+        assert reopened.users_version() == seen[-1]
+        assert reopened.users_snapshot().version == seen[-1]
+
+
+def test_a_secondary_receives_the_primarys_users_and_keys(tmp_path: Path) -> None:
+    with Store(tmp_path / "primary.db") as primary, Store(tmp_path / "secondary.db") as secondary:
+        users.add_user(primary, "alice", "alice's password", author="root")
+        users.add_user(primary, "bob", "bob's password", author="root")
+        users.set_password(primary, "bob", "bob's new password", author="bob")
+        kept, kept_key = users.add_api_key(primary, "ci", "alice", author="alice")
+        gone, gone_key = users.add_api_key(primary, "old", "bob", author="bob")
+        primary.revoke_api_key(gone.id, author="bob")
+        users.add_user(secondary, "carol", "carol's password", author="root")
+        users.add_api_key(secondary, "own", "carol", author="carol")
+        assert secondary.received_users() is None
+
+        sent = primary.users_snapshot()
+        secondary.receive_users(sent, author="primary")
+
+        for name in ("alice", "bob", "carol"):
+            assert secondary.password_hash(name) == primary.password_hash(name)
+        assert secondary.users() == primary.users()
+        assert secondary.api_keys() == primary.api_keys()
+        assert secondary.api_key_owner(users.key_digest(kept_key)) == "alice"
+        assert secondary.api_key_owner(users.key_digest(gone_key)) is None
+        assert users.verify(secondary, "bob", "bob's new password") is not None
+        assert secondary.users_snapshot().digest == sent.digest
+        assert secondary.received_users() == sent.mark
+        (entry,) = secondary.audit_log(action="receive_users")
+        expected = {"version": sent.version, "digest": sent.digest, "users": 2, "keys": 2}
+        assert entry.detail == expected
+        assert "argon2" not in repr(entry)
+
+        # A key made here later takes a new id, not one of the Primary's; and a change here
+        # makes what the Secondary holds no longer the Primary's snapshot.
+        made, _ = users.add_api_key(secondary, "later", "alice", author="alice")
+        assert made.id > gone.id > kept.id
+        assert secondary.received_users() is None
+
+
+def test_a_snapshot_without_users_is_refused_and_changes_nothing(store: Store) -> None:
+    users.add_user(store, "alice", "alice's password", author="root")
+    users.add_api_key(store, "ci", "alice", author="alice")
+    before = store.users_snapshot()
+    with pytest.raises(Invalid, match="users: the snapshot has no user: nobody could sign in"):
+        store.receive_users(Users(before.version + 1, (), before.keys), author="primary")
+    assert store.users_snapshot() == before

@@ -35,6 +35,7 @@ from typing import Any, Self
 
 from balancer import validate
 from balancer.configuration import Missing
+from balancer.ha.sync import KeyRecord, Mark, UserRecord, Users
 from balancer.model import Config, NodeSettings
 from balancer.store.errors import Conflict, Mismatch, NotFound, StoreError
 from balancer.store.revisions import Content, History, Revision, digest, split_revisions
@@ -62,6 +63,18 @@ BACKUP_VERSIONS_READ = (1, 2)
 _BACKUP_KEYS = frozenset({"format", "version", "exported", "revision", "digest", "config"})
 
 Step = str | Callable[[sqlite3.Connection], None]
+
+# The audited actions that change users or API keys: the newest one's id numbers the users'
+# snapshot (``Store.users_version``), as AUTOINCREMENT ids only grow and are kept on disk.
+USER_ACTIONS = (
+    "add_user",
+    "password",
+    "remove_user",
+    "add_api_key",
+    "revoke_api_key",
+    "receive_users",
+)
+_USER_ACTIONS_SQL = f"action IN ({', '.join('?' * len(USER_ACTIONS))})"
 
 # Step n takes the schema from version n to n + 1; PRAGMA user_version counts the steps run.
 # Append steps; never edit one that has shipped, since databases in the field already ran it.
@@ -399,6 +412,64 @@ class Store:
                 _insert_audit(db, now, author, "revoke_api_key", key.owner, detail)
         return key
 
+    def users_version(self) -> int:
+        """A number that grows with every change of users or API keys on this node, kept across
+        restarts: the id of the newest audit entry of such a change; 0 when there was none."""
+        with self._lock:
+            return _users_version(self._db)
+
+    def users_snapshot(self) -> Users:
+        """Every user with its password hash and every API key with its digest, as the Primary
+        sends them to its Secondary, numbered by ``users_version``."""
+        with self._transaction() as db:
+            version = _users_version(db)
+            user_rows = db.execute("SELECT name, hash, created, changed FROM user ORDER BY name")
+            found = tuple(UserRecord(*row) for row in user_rows)
+            key_rows = db.execute(
+                "SELECT id, name, owner, digest, created, revoked FROM api_key ORDER BY id"
+            )
+            keys = tuple(KeyRecord(*row) for row in key_rows)
+        return Users(version, found, keys)
+
+    def receive_users(self, snapshot: Users, *, author: str) -> None:
+        """Replace every user and API key here with ``snapshot``, the Primary's, in one
+        transaction: an HA pair's Secondary keeps the Primary's so. Key ids are kept, so that a
+        key is named alike on both nodes. A snapshot without users is refused (nobody could sign
+        in). Audited as ``receive_users``, with the snapshot's mark (``received_users``)."""
+        if not snapshot.users:
+            raise Invalid([Problem("users", "the snapshot has no user: nobody could sign in")])
+        with self._transaction() as db:
+            db.execute("DELETE FROM user")
+            db.execute("DELETE FROM api_key")
+            db.executemany(
+                "INSERT INTO user (name, hash, created, changed) VALUES (?, ?, ?, ?)",
+                [(u.name, u.hash, u.created, u.changed) for u in snapshot.users],
+            )
+            db.executemany(
+                "INSERT INTO api_key (id, name, owner, digest, created, revoked) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(k.id, k.name, k.owner, k.digest, k.created, k.revoked) for k in snapshot.keys],
+            )
+            detail = {
+                "version": snapshot.version,
+                "digest": snapshot.digest,
+                "users": len(snapshot.users),
+                "keys": len(snapshot.keys),
+            }
+            _insert_audit(db, self._clock(), author, "receive_users", "", detail)
+
+    def received_users(self) -> Mark | None:
+        """The Primary's mark of the users' snapshot held here, as ``Heads`` names it; None if
+        none was received, or users or keys were changed here since."""
+        rows = self._query(
+            f"SELECT action, detail FROM audit WHERE {_USER_ACTIONS_SQL} ORDER BY id DESC LIMIT 1",
+            USER_ACTIONS,
+        )
+        if not rows or rows[0][0] != "receive_users":
+            return None
+        detail = json.loads(rows[0][1])
+        return Mark(detail["version"], detail["digest"])
+
     def export(self, revision: int | None = None) -> dict[str, Any]:
         """A backup document of the head, or of ``revision``. Node settings are not in it."""
         chosen = self.head() if revision is None else self.revision(revision)
@@ -518,6 +589,13 @@ def _configure(db: sqlite3.Connection, path: Path) -> None:
 def _audit_entry(row: tuple[Any, ...]) -> AuditEntry:
     id, at, author, action, target, detail = row
     return AuditEntry(id, at, author, action, target, json.loads(detail))
+
+
+def _users_version(db: sqlite3.Connection) -> int:
+    (version,) = db.execute(
+        f"SELECT coalesce(max(id), 0) FROM audit WHERE {_USER_ACTIONS_SQL}", USER_ACTIONS
+    ).fetchone()
+    return int(version)
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:
