@@ -22,6 +22,7 @@ import re
 import signal
 import stat
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,17 @@ class EngineCheck:
             value = getattr(self, name)
             if not 1 <= value <= 3600:
                 raise ValueError(f"check.{name}: {value} must be between 1 and 3600")
+
+    @classmethod
+    def for_node(cls, data_dir: Path) -> EngineCheck:
+        """``balancer.ha.engine_check`` on this node's data directory, run by this Python:
+        the ``balancer`` command would import typer and pydantic every second for nothing.
+        The interpreter's path is kept as it is, not resolved: a virtualenv's python is a
+        symlink, and the interpreter it points to knows nothing of the virtualenv."""
+        return cls(
+            (os.path.abspath(sys.executable), "-m", "balancer.ha.engine_check", "--dir",
+             str(data_dir.resolve()))
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
