@@ -222,7 +222,7 @@ class Controller:
         runs once committed."""
         head = self.store.head()
         config = edit.apply(head.config)
-        cannot = self.engine.problems(config)
+        cannot = self.engine.problems(config, head.config)
         if cannot:
             raise Invalid(cannot)
         return self._save(config, edit, base=head.id if base is None else base, author=author)

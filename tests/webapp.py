@@ -41,7 +41,7 @@ class FakeEngine:
     async def attach(self) -> int | None:
         return self.revision
 
-    def problems(self, config: Config) -> list[Problem]:
+    def problems(self, config: Config, before: Config) -> list[Problem]:
         return []
 
     async def apply(self, plan: Plan) -> None:

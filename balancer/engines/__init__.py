@@ -25,9 +25,11 @@ class Engine(Protocol):
     async def attach(self) -> int | None:
         """Find the running data plane or start one; return the revision it runs, if any."""
 
-    def problems(self, config: Config) -> list[Problem]:
+    def problems(self, config: Config, before: Config) -> list[Problem]:
         """What of ``config`` this engine cannot run on this node (HAProxy: more open files than
-        its limit), asked at save so that it is never found by a failed commit or start."""
+        its limit) and ``before``, what it was edited from, did not ask: asked at save, so that
+        it is never found by a failed commit or start, yet an edit that asks no more than before
+        is let through, or a node whose limit was lowered could not be put right."""
 
     async def apply(self, plan: Plan) -> None:
         """Make the data plane run ``plan.config`` by doing what ``plan`` says, without

@@ -145,3 +145,26 @@ def test_a_save_too_large_for_the_limit_is_refused_and_nothing_is_saved(
             Edit.add_virtual_service(small.model_dump(mode="json")), base=None, author="t"
         )
         assert saved.id == before.id + 1
+
+
+def test_an_edit_that_asks_no_more_files_is_saved_though_the_limit_holds_neither(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A node whose limit was lowered below its configuration can still be put right.
+    service = many(Addresses(), 1, 200, {"type": "connect", "port": 9}).virtual_services[0]
+    document = service.model_dump(mode="json")
+    with Store(tmp_path / "balancer.db") as store:
+        controller = Controller(store, HaproxyEngine(tmp_path / "engine"))
+        controller.save(Edit.add_virtual_service(document), base=None, author="t")
+        monkeypatch.setattr(Limit, "of_this_process", classmethod(lambda cls: Limit(400, 2)))
+        weight = Edit.modify_real_server(service.label, "r0", {"weight": 50})
+        controller.save(weight, base=None, author="t")
+        controller.save(Edit.remove_real_server(service.label, "r1"), base=None, author="t")
+        saved = store.head()
+        servers = saved.config.virtual_services[0].real_servers
+        assert (servers[0].label, servers[0].weight, servers[1].label) == ("r0", 50, "r2")
+        # Asking for more than the limit holds is still refused, and nothing is saved.
+        grown = Edit.add_real_server(service.label, {"label": "r999", "ip": "127.0.0.1"})
+        with pytest.raises(Invalid, match="the open-files limit is 400"):
+            controller.save(grown, base=None, author="t")
+        assert store.head().id == saved.id

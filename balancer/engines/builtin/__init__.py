@@ -112,7 +112,7 @@ class BuiltinEngine:
         except control.ControlError as error:
             raise EngineError(str(error)) from None
 
-    def problems(self, config: Config) -> list[Problem]:
+    def problems(self, config: Config, before: Config) -> list[Problem]:
         """Nothing the built-in engine runs is limited but by the connections it relays."""
         return []
 

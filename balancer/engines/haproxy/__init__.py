@@ -109,9 +109,13 @@ class HaproxyEngine:
 
     # --- apply --------------------------------------------------------------------------------
 
-    def problems(self, config: Config) -> list[Problem]:
+    def problems(self, config: Config, before: Config) -> list[Problem]:
         limit = Limit.of_this_process()
-        return limits.problems(files(config, limit), limit)
+        needed = files(config, limit)
+        found = limits.problems(needed, limit)
+        if found and needed.fixed <= files(before, limit).fixed:
+            return []  # no more than before: removing or fixing what the limit cannot hold
+        return found
 
     async def apply(self, plan: Plan) -> None:
         async with self._applying:
