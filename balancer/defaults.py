@@ -41,6 +41,8 @@ WORKERS = 1
 WORKERS_MAX = 64
 HTTPS_PORT = 9443
 HTTP_PORT: int | None = None
+# An HA pair's VRRP advert interval (s): a dead node is replaced within about 3.5 adverts.
+ADVERT_INTERVAL = 0.2
 DATA_DIR = "/var/lib/balancer"
 # None: every address of the node (IPv6 and IPv4).
 LISTEN_ADDRESS: str | None = None

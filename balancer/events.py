@@ -79,13 +79,27 @@ class EngineChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class RoleChanged:
+    """This node of an HA pair is now ``state`` (active, passive, fault), and why: "peer
+    silent for 0.6 s", "engine not answering", "operator"."""
+
+    role: str
+    state: str
+    previous: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Missed:
     """Only to a subscriber that fell behind: ``count`` events were dropped before this one."""
 
     count: int
 
 
-Event = RevisionSaved | RevisionApplied | OperatorAction | HealthChanged | EngineChanged
+Event = (
+    RevisionSaved | RevisionApplied | OperatorAction | HealthChanged | EngineChanged | RoleChanged
+)
 
 
 def kind(event: Event | Missed) -> str:
@@ -112,6 +126,8 @@ def said(event: Event | Missed) -> str:
             return "engine runs the applied revision again"
         case EngineChanged(error):
             return f"engine: {error}"
+        case RoleChanged(role, state, previous, reason):
+            return f"{role} node is {state} (was {previous}): {reason}"
         case Missed(count):
             return f"{count} events were dropped: their reader fell behind"
 

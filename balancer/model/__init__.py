@@ -2,7 +2,7 @@
 
 from balancer.model.config import Config
 from balancer.model.health_check import CheckType, HealthCheck, HttpMethod
-from balancer.model.node import NodeSettings
+from balancer.model.node import NodeSettings, Pair
 from balancer.model.real_server import RealServer, RealServerState
 from balancer.model.types import Endpoint, Label, PortRange, Ports
 from balancer.model.virtual_service import Balancing, Persistence, PersistenceMode, VirtualService
@@ -16,6 +16,7 @@ __all__ = [
     "HttpMethod",
     "Label",
     "NodeSettings",
+    "Pair",
     "Persistence",
     "PersistenceMode",
     "PortRange",

@@ -11,6 +11,41 @@ from balancer import defaults
 from balancer.model.types import Address, Frozen, Port
 
 
+class Pair(Frozen):
+    """This node's part in a clustered HA pair (the guide's 14.1): kept on each node, made by
+    pairing and removed by Break Clustered Pair. The Primary owns the cluster configuration and
+    the users; the Secondary receives them."""
+
+    role: Literal["primary", "secondary"]
+    # The nodes' own addresses: VRRP adverts go unicast between them, and so does every
+    # connection between the nodes (sync, status), which is mutual TLS on ``peer_port``.
+    local_address: Address
+    peer_address: Address
+    # The peer's management and sync port: its WebUI's HTTPS port (the guide's 9443).
+    peer_port: Port = defaults.HTTPS_PORT
+    # VRRP advert interval: 0.2 s replaces a dead node in under a second; 1 s is the
+    # conservative profile.
+    advert_interval: float = Field(defaults.ADVERT_INTERVAL, ge=0.01, le=40.95)
+    # Off: a node that comes back does not take the floating IPs back until an operator says so.
+    preempt: bool = False
+
+    @model_validator(mode="after")
+    def _two_nodes(self) -> Self:
+        if self.local_address == self.peer_address:
+            raise ValueError(f"peer_address: {self.peer_address} is this node's own address")
+        if self.local_address.version != self.peer_address.version:
+            raise ValueError(
+                f"peer_address: {self.peer_address} is not of the same family as "
+                f"{self.local_address}"
+            )
+        hundredths = self.advert_interval * 100
+        if abs(round(hundredths) - hundredths) > 1e-6:
+            raise ValueError(
+                f"advert_interval: {self.advert_interval} s must be in hundredths of a second"
+            )
+        return self
+
+
 class NodeSettings(Frozen):
     hostname: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
     engine: Literal["builtin", "haproxy"] = "builtin"
@@ -28,6 +63,8 @@ class NodeSettings(Frozen):
     # System Overview offers the Setup Wizard while nothing is configured (the guide's 8.3),
     # until an operator dismisses the offer.
     setup_wizard_dismissed: bool = False
+    # This node's part in an HA pair; None while it stands alone.
+    pair: Pair | None = None
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Self:
