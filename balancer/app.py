@@ -16,6 +16,7 @@ from balancer.controller import Controller
 from balancer.front import errors
 from balancer.front.access import Access
 from balancer.front.gate import Gate
+from balancer.pair.cluster import Cluster
 from balancer.store import Store
 from balancer.system import System
 from balancer.web import install as install_web
@@ -24,6 +25,7 @@ from balancer.web import install as install_web
 def create_app(
     store: Store,
     controller: Controller,
+    cluster: Cluster,
     data_dir: Path,
     shutdown: Callable[[bool], None],
     *,
@@ -42,7 +44,7 @@ def create_app(
     errors.install(app)
     # One reader for the API and the overview: bandwidth is the rate since its last reading.
     system = System()
-    install_api(app, store, controller, system, data_dir, shutdown)
+    install_api(app, store, controller, cluster, system, data_dir, shutdown)
     node = store.node_settings()
     access = Access(
         store,
@@ -50,6 +52,6 @@ def create_app(
         max_lifetime=node.session_max_lifetime,
         clock=clock,
     )
-    install_web(app, store, controller, access, system)
+    install_web(app, store, controller, cluster, access, system)
     app.add_middleware(Gate, access=access)
     return app

@@ -31,6 +31,7 @@ from balancer.controller import Controller
 from balancer.front.gate import local
 from balancer.front.listeners import Listener, listener, network_sockets, unix_socket
 from balancer.model import NodeSettings
+from balancer.pair.cluster import Cluster
 from balancer.store import Store
 
 log = logging.getLogger("balancer.daemon")
@@ -91,7 +92,9 @@ async def _run(
         restart = True
         shutdown(False)
 
-    app = create_app(store, controller, data_dir, shutdown)
+    cluster = Cluster(store, controller, data_dir)
+    await cluster.start()
+    app = create_app(store, controller, cluster, data_dir, shutdown)
     servers: list[tuple[Listener, socket.socket]] = [
         (listener(local(app)), unix_socket(api_socket(data_dir))),
         *((listener(app, certificate.path if tls else None), sock) for sock, tls in network),
@@ -117,6 +120,7 @@ async def _run(
     finally:
         for context in contexts:
             certificate.forget(context)
+        await cluster.stop()
         await controller.close(stop_engine=stop_engine)
         logging_events.cancel()
         with contextlib.suppress(asyncio.CancelledError):

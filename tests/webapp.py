@@ -19,6 +19,7 @@ from balancer.engines import EngineError
 from balancer.front.gate import SIGN_IN, local
 from balancer.model import Config
 from balancer.model.types import format_ports
+from balancer.pair.cluster import Cluster
 from balancer.plan import Plan
 from balancer.state import EngineStatus, Health, RealServerStatus, VirtualServiceStatus
 from balancer.store import Store
@@ -147,7 +148,14 @@ def webapp(tmp_path: Path) -> Iterator[WebApp]:
         users.add_user(store, "loadbalancer", PASSWORD, author="test")
         controller = Controller(store, engine)
         stopped: list[bool] = []
-        app = create_app(store, controller, tmp_path, stopped.append, clock=clock)
+        app = create_app(
+            store,
+            controller,
+            Cluster(store, controller, tmp_path),
+            tmp_path,
+            stopped.append,
+            clock=clock,
+        )
         with (
             TestClient(app, base_url="https://balancer.test") as network,
             TestClient(local(app), base_url="http://balancer") as local_client,

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from balancer.api import revisions, servers, services, system, users
 from balancer.api.edits import Edits
 from balancer.controller import Controller
+from balancer.pair.cluster import Cluster
 from balancer.store import Store
 from balancer.system import System
 
@@ -19,6 +20,7 @@ def install(
     app: FastAPI,
     store: Store,
     controller: Controller,
+    cluster: Cluster,
     figures: System,
     data_dir: Path,
     shutdown: Callable[[bool], None],

@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from balancer.controller import Controller
 from balancer.front.access import Access
 from balancer.front.gate import STATIC
+from balancer.pair.cluster import Cluster
 from balancer.store import Store
 from balancer.system import System
 from balancer.web import (
@@ -35,7 +36,12 @@ from balancer.web.render import Renderer
 
 
 def install(
-    app: FastAPI, store: Store, controller: Controller, access: Access, system: System
+    app: FastAPI,
+    store: Store,
+    controller: Controller,
+    cluster: Cluster,
+    access: Access,
+    system: System,
 ) -> None:
     render = Renderer(store, controller, access)
     app.include_router(sign_in.router(render, access))
