@@ -6,7 +6,8 @@ a request for a certificate of its address (``make_key_and_csr``); its key never
 Primary checks the request and signs it (``sign_csr``); the node checks what it gets back
 (``verify``) and keeps it. From then on every connection between the nodes is TLS 1.3 where
 each side shows its certificate and accepts only the pair authority's (``server_context``,
-``client_context``).
+``client_context``). A node reaches its peer on the peer's WebUI HTTPS port, asking for
+``PAIR_SNI``; the peer's listener then shows its pair certificate (balancer.front.listeners).
 
 Before the Primary sends the peer's password, the operator confirms the fingerprint of the
 certificate the peer's WebUI serves, as the peer's ``balancer serve`` printed it
@@ -27,6 +28,7 @@ import ssl
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -46,6 +48,10 @@ CA_VALIDITY = timedelta(days=20 * 365)
 CLOCK_SKEW = timedelta(days=1)
 CA_NAME = "Balancer HA pair authority"
 CONNECT_TIMEOUT = 10.0
+# The name a node asks for when it connects to its peer's HTTPS port: there the peer's listener
+# shows its pair certificate and takes this node's, rather than the WebUI's (balancer.front).
+# ".invalid" is reserved: no real host has it.
+PAIR_SNI = "pair.balancer.invalid"
 DIRECTORY = "pair"
 CA_FILE = "ca.pem"
 CA_KEY_FILE = "ca-key.pem"  # the Primary's only
@@ -360,10 +366,26 @@ def server_context(trust: Trust) -> ssl.SSLContext:
     return context
 
 
-class _PeerContext(ssl.SSLContext):
-    """Checks the server's certificate names ``peer``, whatever name the caller connects by."""
+class _PeerSocket(ssl.SSLSocket):
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        cast("_PeerContext", self.context).check(self.getpeercert(binary_form=True))
 
-    peer = ""
+
+class _PeerObject(ssl.SSLObject):
+    # asyncio's and anyio's streams, so httpx's, come this way.
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        cast("_PeerContext", self.context).check(self.getpeercert(binary_form=True))
+
+
+class _PeerContext(ssl.SSLContext):
+    """Sends PAIR_SNI, whatever name the caller connects by, and takes only the certificate of
+    ``peer``: Python's TLS checks the name it sends, which here is not the peer's address."""
+
+    peer: IPAddress
+    sslsocket_class = _PeerSocket
+    sslobject_class = _PeerObject
 
     def wrap_socket(
         self,
@@ -375,7 +397,7 @@ class _PeerContext(ssl.SSLContext):
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLSocket:
         return super().wrap_socket(
-            sock, server_side, do_handshake_on_connect, suppress_ragged_eofs, self.peer, session
+            sock, server_side, do_handshake_on_connect, suppress_ragged_eofs, PAIR_SNI, session
         )
 
     def wrap_bio(
@@ -386,15 +408,31 @@ class _PeerContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLObject:
-        # asyncio's streams come this way.
-        return super().wrap_bio(incoming, outgoing, server_side, self.peer, session)
+        return super().wrap_bio(incoming, outgoing, server_side, PAIR_SNI, session)
+
+    def check(self, shown: bytes | None) -> None:
+        """After the handshake, which checked the certificate is the pair authority's: it must
+        be of ``peer`` alone."""
+        names = (
+            _other_names(x509.load_der_x509_certificate(shown).extensions, self.peer)
+            if shown
+            else "no certificate"
+        )
+        if names is not None:
+            # errno and strerror both: anyio reads the strerror of a failed handshake.
+            raise ssl.SSLCertVerificationError(
+                1, f"the peer showed the pair's certificate of {names}, not of {self.peer}"
+            )
 
 
 def client_context(trust: Trust, peer: IPAddress) -> ssl.SSLContext:
     """For the node that connects to its peer at ``peer``: TLS 1.3, showing this node's
-    certificate, and taking only the pair's certificate of ``peer``."""
-    context = _PeerContext(ssl.PROTOCOL_TLS_CLIENT)  # checks the name and requires a certificate
-    context.peer = str(peer)
+    certificate, asking for the pair's listener (PAIR_SNI), and taking only the pair's
+    certificate of ``peer``."""
+    context = _PeerContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.peer = peer
+    context.check_hostname = False  # the name sent is PAIR_SNI; check() takes the address
+    context.verify_mode = ssl.CERT_REQUIRED
     _pair(context, trust)
     return context
 

@@ -178,7 +178,18 @@ def test_a_server_without_the_pairs_certificate_of_the_peer_is_refused(
         context, host = trust.server_context(pair.primary), PRIMARY
     answer, served = exchange(context, trust.client_context(pair.primary, SECONDARY), host)
     assert isinstance(answer, ssl.SSLCertVerificationError)
-    assert served.received is None
+    # The other node's certificate is the pair's: the client refuses it once its handshake is
+    # done, before sending anything.
+    assert not served.received
+
+
+def test_the_client_asks_for_the_pairs_listener_by_name(pair: Pair) -> None:
+    asked: list[str | None] = []
+    server = trust.server_context(pair.secondary)
+    server.sni_callback = lambda connection, name, context: asked.append(name)
+    answer, _ = exchange(server, trust.client_context(pair.primary, SECONDARY), SECONDARY)
+    assert answer == b"pong ping"
+    assert asked == [trust.PAIR_SNI]
 
 
 async def exchange_over_asyncio(
