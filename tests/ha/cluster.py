@@ -1,0 +1,545 @@
+"""An HA pair as the issue's tests and the bench meet it: two appliance nodes (each a real
+``balancer serve`` with a data directory of its own), two lab PSM servers and a client, each in
+a network namespace of its own on one switch in 198.18.0.0/15 (``tests.netns``).
+
+``topology(root, engine)`` starts it all and yields a ``Topology``; leaving the block stops
+every process by its PID and deletes every namespace, however the block ends. On it:
+
+- ``pair()`` pairs the nodes from the Primary with ``balancer ha pair``, as an operator does;
+- ``commit_psm()`` commits the CyberArk PSM preset on the Primary, its VIPs in 198.18.1.x;
+- ``client.open()`` opens an RDP session to a VIP from the client's namespace and says which
+  PSM server answered, and ``carrier()`` which node carries that session;
+- ``client.watch()`` connects again and again in the background and keeps every outcome, to
+  time a failover or to show that nothing was refused;
+- a node's ``cut()`` pulls its cable on the switch, ``kill_engine()`` kills its engine, and
+  ``stop()`` stops it as ``balancer stop --engine`` does.
+
+``python -m tests.ha.cluster`` is the client's side: it runs in the client's namespace and
+answers one JSON request per line on standard input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from balancer import users
+from balancer.client import ApiError, Client, api_socket
+from balancer.lab.process import lab_status, stop_lab
+from balancer.store import Store
+from tests.netns import Host, Network, network
+
+ROOT = Path(__file__).resolve().parents[2]
+NODE_ADDRESSES = ("198.18.0.11", "198.18.0.12")
+PSM_ADDRESSES = {"PSM1": "198.18.0.31", "PSM2": "198.18.0.32"}
+CLIENT_ADDRESS = "198.18.0.51"
+RDP_VIP, WEB_VIP = "198.18.1.100", "198.18.1.101"
+RDP_PORT, WEB_PORT = 3389, 443  # each host has a namespace of its own: the guide's ports
+MANAGEMENT_PORT = 9443
+PASSWORD = "the pair's loadbalancer password"
+START_TIMEOUT = 30.0
+WAIT = 20.0  # bound on every wait for the pair: a VIP moves within about a second
+POLL = 0.05
+REPLY_TIMEOUT = 30.0
+
+
+def wait_for(what: str, ready: Any, timeout: float = WAIT) -> Any:
+    """Poll ``ready()`` until it gives something true (returned) or stops raising; fail after
+    ``timeout`` with the last thing it said."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = ready()
+            if last:
+                return last
+        except Exception as error:
+            last = error
+        time.sleep(POLL)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+# --- the nodes ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    """One appliance: ``balancer serve`` in ``host``'s namespace, its WebUI and the pair's
+    port on its own address, its API on the Unix socket in ``data_dir`` (which the test reaches
+    from outside the namespace)."""
+
+    label: str
+    host: Host
+    data_dir: Path
+    engine: str
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return self.host.address
+
+    @property
+    def client(self) -> Client:
+        return Client(api_socket(self.data_dir), user="tester", timeout=REPLY_TIMEOUT)
+
+    def prepare(self) -> None:
+        """A fresh data directory with the loadbalancer user's password set, as `balancer
+        init` leaves it."""
+        self.data_dir.mkdir(parents=True)
+        with Store(self.data_dir / "balancer.db") as store:
+            users.add_user(store, "loadbalancer", PASSWORD, author="tester")
+
+    def start(self) -> None:
+        out = (self.data_dir.parent / f"{self.label}.out").open("ab")
+        err = (self.data_dir.parent / f"{self.label}.err").open("ab")
+        with out, err:
+            self.process = self.host.popen(
+                sys.executable, "-m", "balancer", "serve", "--dir", str(self.data_dir),
+                "--listen", self.address, "--https-port", str(MANAGEMENT_PORT),
+                "--engine", self.engine,
+                cwd=ROOT, stdout=out, stderr=err,
+            )  # fmt: skip
+        wait_for(f"{self.label}'s API", self._listening, START_TIMEOUT)
+        wait_for(f"{self.label}'s engine", self.engine_pid, START_TIMEOUT)
+
+    def _listening(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"{self.label}: balancer serve exited with {self.process.poll()}")
+        return bool(self.client.get("/status"))
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def fingerprint(self) -> str:
+        """The SHA-256 fingerprint of its WebUI's certificate, as `balancer serve` printed it."""
+        said = (self.data_dir.parent / f"{self.label}.out").read_text()
+        marker = "sha256 Fingerprint="
+        return said.rsplit(marker, 1)[1].split()[0]
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """The `balancer` command, run on this node (inside its namespace)."""
+        env = {**os.environ, "BALANCER_DIR": str(self.data_dir)}
+        return subprocess.run(
+            self.host.command(sys.executable, "-m", "balancer", *args),
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def engine_pid(self) -> int | None:
+        pid = self.client.get("/status")["engine"].get("pid")
+        return None if pid is None else int(pid)
+
+    def holds(self, vip: str) -> bool:
+        return vip in self.host.addresses()
+
+    def carries(self, client_port: int, service_port: int = RDP_PORT) -> bool:
+        """Whether the client's connection from ``client_port`` is established here."""
+        listed = self.host.run(
+            "ss", "-Htn", "state", "established",
+            "(", "sport", "=", f":{service_port}", "and", "dport", "=", f":{client_port}", ")",
+        )  # fmt: skip
+        if listed.returncode != 0:
+            raise AssertionError(f"ss on {self.label}: {listed.stderr.strip()}")
+        return bool(listed.stdout.strip())
+
+    def pair_view(self) -> dict[str, Any] | None:
+        """This node's view of the pair (GET /api/v1/ha), None while it stands alone."""
+        found: dict[str, Any] | None = self.client.get("/ha").get("pair")
+        return found
+
+    def state(self) -> str | None:
+        """Active, Passive or Fault as this node's keepalived says, None standalone."""
+        view = self.pair_view()
+        return None if view is None else str(view["this"]["state"])
+
+    # --- what the tests do to a node -------------------------------------------------------
+
+    def cut(self) -> None:
+        self.host.cut()
+
+    def heal(self) -> None:
+        self.host.heal()
+
+    def kill_engine(self) -> int:
+        """Kill the engine outright (SIGKILL) and say its PID; the node itself stays up."""
+        pid = self.engine_pid()
+        assert pid is not None, f"{self.label} runs no engine"
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def stop(self) -> None:
+        """Stop the node as `balancer stop --engine` does: keepalived, then the engine, then
+        the management service."""
+        if not self.running():
+            return
+        with contextlib.suppress(ApiError):
+            self.client.post("/shutdown", engine="true")
+        assert self.process is not None
+        try:
+            self.process.wait(START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+# --- the lab's PSM servers ---------------------------------------------------------------------
+
+LAB = """
+import sys
+from pathlib import Path
+from balancer.lab.process import run
+from balancer.lab.server import LabServerSpec
+name, ip, rdp, web, where = sys.argv[1:]
+run([LabServerSpec(name, ip, int(rdp), int(web))], Path(where))
+"""
+
+
+@dataclass
+class Psm:
+    name: str
+    host: Host
+    lab_dir: Path
+
+    def start(self) -> None:
+        with (self.lab_dir.parent / f"{self.name}.err").open("ab") as err:
+            self.host.popen(
+                sys.executable, "-c", LAB, self.name, self.host.address, str(RDP_PORT),
+                str(WEB_PORT), str(self.lab_dir), stdout=subprocess.DEVNULL, stderr=err,
+            )  # fmt: skip
+        wait_for(f"lab server {self.name}", lambda: asyncio.run(lab_status(self.lab_dir)))
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            asyncio.run(stop_lab(self.lab_dir))
+
+    def connections(self) -> int:
+        """RDP connections it accepted so far."""
+        servers = asyncio.run(lab_status(self.lab_dir))
+        return int(servers[self.name]["connections"]["rdp"]["total"])
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt of the client's: when it began and ended (time.monotonic, one clock for
+    every namespace), the PSM server that answered, or what went wrong (refused, reset,
+    timeout...)."""
+
+    start: float
+    end: float
+    server: str | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.server is not None
+
+
+@dataclass
+class ClientHost:
+    """The client's side, a process in the client's namespace answering JSON lines."""
+
+    host: Host
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = self.host.popen(
+            sys.executable, "-m", "tests.ha.cluster", self.host.address,
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        process = self.process
+        assert process is not None
+        assert process.stdin is not None
+        assert process.stdout is not None
+        process.stdin.write(json.dumps(request).encode() + b"\n")
+        process.stdin.flush()
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"the client's side ended ({process.poll()}) on {request}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def open(self, vip: str = RDP_VIP, port: int = RDP_PORT, timeout: float = 5.0) -> Session:
+        """An RDP session through ``vip``, kept open until ``close``."""
+        said = self.ask({"op": "open", "vip": vip, "port": port, "timeout": timeout})
+        if not said["ok"]:
+            raise AssertionError(f"no RDP session through {vip}:{port}: {said['error']}")
+        return Session(self, int(said["id"]), str(said["server"]), int(said["port"]), port)
+
+    def lands(self, vip: str = RDP_VIP, port: int = RDP_PORT) -> str:
+        """The PSM server a new RDP session through ``vip`` reaches (closed at once)."""
+        with self.open(vip, port) as session:
+            return session.server
+
+    def watch(
+        self, vip: str = RDP_VIP, port: int = RDP_PORT, timeout: float = 0.2, pause: float = 0.01
+    ) -> None:
+        """Start connecting to ``vip`` again and again, each attempt given up after
+        ``timeout``, ``pause`` between them, until ``stop_watching``."""
+        said = self.ask(
+            {"op": "watch", "vip": vip, "port": port, "timeout": timeout, "pause": pause}
+        )
+        assert said["ok"], said
+
+    def outcomes(self) -> list[Outcome]:
+        """Every attempt of the watch so far."""
+        return [Outcome(**found) for found in self.ask({"op": "outcomes"})["outcomes"]]
+
+    def stop_watching(self) -> list[Outcome]:
+        return [Outcome(**found) for found in self.ask({"op": "unwatch"})["outcomes"]]
+
+    def first_success_after(self, since: float, timeout: float = WAIT) -> Outcome:
+        """The first attempt begun after ``since`` that reached a PSM server."""
+
+        def found() -> Outcome | None:
+            return next((o for o in self.outcomes() if o.start >= since and o.ok), None)
+
+        result: Outcome = wait_for("a connection through the VIP", found, timeout)
+        return result
+
+
+@dataclass
+class Session:
+    client: ClientHost
+    id: int
+    server: str
+    local_port: int  # the client's end: what a node's ss shows as the peer's port
+    service_port: int
+
+    def close(self) -> None:
+        self.client.ask({"op": "close", "id": self.id})
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+# --- the whole topology ------------------------------------------------------------------------
+
+
+@dataclass
+class Topology:
+    net: Network
+    nodes: list[Node]
+    psms: list[Psm]
+    client: ClientHost
+    engine: str
+    vips: tuple[str, ...] = (RDP_VIP, WEB_VIP)
+    paired: bool = field(default=False)
+
+    @property
+    def primary(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def secondary(self) -> Node:
+        return self.nodes[1]
+
+    def pair(self, **options: str) -> subprocess.CompletedProcess[str]:
+        """Pair from the Primary with `balancer ha pair`, confirming the Secondary's
+        fingerprint and giving its password on standard input; the command's outcome."""
+        args = {
+            "local": self.primary.address,
+            "peer": self.secondary.address,
+            "fingerprint": self.secondary.fingerprint,
+            "password": PASSWORD,
+            **options,
+        }
+        done = self.primary.cli(
+            "ha", "pair", "--local", args["local"], "--peer", args["peer"],
+            "--fingerprint", args["fingerprint"], "--password", args["password"],
+        )  # fmt: skip
+        self.paired = done.returncode == 0
+        return done
+
+    def commit_psm(self) -> dict[str, Any]:
+        """The PSM preset on the Primary, health checks quick, committed; the commit's answer."""
+        client = self.primary.client
+        client.post(
+            "/presets/psm",
+            {
+                "rdp_vip": RDP_VIP,
+                "web_vip": WEB_VIP,
+                "servers": [[name, address] for name, address in PSM_ADDRESSES.items()],
+                "rdp_port": RDP_PORT,
+                "web_port": WEB_PORT,
+            },
+        )
+        for service in ("CyberArk-PSM", "CyberArk-PSM-Web"):
+            # The guide's 4 s interval works; a short one keeps the test quick.
+            client.patch(
+                f"/virtual-services/{service}", {"health_check": {"interval": 0.2, "timeout": 1}}
+            )
+        answer: dict[str, Any] = client.post("/commit")
+        return answer
+
+    def owners(self, vip: str = RDP_VIP) -> list[Node]:
+        return [node for node in self.nodes if node.holds(vip)]
+
+    def owner(self, vip: str = RDP_VIP) -> Node:
+        """The one node that holds ``vip``, once exactly one does."""
+
+        def one() -> Node | None:
+            found = self.owners(vip)
+            return found[0] if len(found) == 1 else None
+
+        node: Node = wait_for(f"{vip} on one node", one)
+        return node
+
+    def other(self, node: Node) -> Node:
+        return self.nodes[1 - self.nodes.index(node)]
+
+    def carrier(self, session: Session) -> Node:
+        """The node the client's session goes through."""
+        found = [n for n in self.nodes if n.carries(session.local_port, session.service_port)]
+        assert len(found) == 1, f"the session is carried by {[n.label for n in found]}"
+        return found[0]
+
+    def ready(self) -> Node:
+        """Wait until every VIP is on one node and answers from the client, both nodes running
+        the same revision; the owner."""
+        owner = self.owner(self.vips[0])
+        for vip in self.vips[1:]:
+            assert self.owner(vip) is owner, f"{vip} is not on {owner.label} with the others"
+        wait_for("the PSM servers through the VIP", lambda: self.client.lands())
+        return owner
+
+
+@contextlib.contextmanager
+def topology(root: Path, engine: str = "builtin") -> Iterator[Topology]:
+    """Two standalone nodes running ``engine``, two PSM servers and a client, all started.
+    The nodes are called n1 (to be the Primary) and n2."""
+    with network() as net:
+        nodes = [
+            Node(f"n{number}", net.host(f"n{number}", address), root / f"n{number}", engine)
+            for number, address in enumerate(NODE_ADDRESSES, 1)
+        ]
+        psms = [Psm(name, net.host(name.lower(), ip), root / name) for name, ip in
+                PSM_ADDRESSES.items()]  # fmt: skip
+        client = ClientHost(net.host("client", CLIENT_ADDRESS))
+        found = Topology(net, nodes, psms, client, engine)
+        try:
+            for psm in psms:
+                psm.start()
+            for node in nodes:
+                node.prepare()
+                node.start()
+            client.start()
+            yield found
+        finally:
+            # The nodes first, gracefully: their keepalived gives the VIPs up, their engines
+            # stop; tests.netns then ends whatever is left, by PID, and deletes the namespaces.
+            for node in nodes:
+                with contextlib.suppress(Exception):
+                    node.stop()
+            for psm in psms:
+                psm.stop()
+
+
+# --- the client's side, in its namespace -------------------------------------------------------
+
+
+def _kind(error: BaseException) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "refused"
+    if isinstance(error, ConnectionResetError):
+        return "reset"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, asyncio.IncompleteReadError):
+        return "closed"
+    return f"{type(error).__name__}: {error}"
+
+
+class _Side:
+    """What the client's process keeps: its open sessions and the watch's outcomes."""
+
+    def __init__(self, source: str) -> None:
+        from balancer.lab.clients import RdpSession
+
+        self.source = source
+        self.session = RdpSession
+        self.sessions: dict[int, Any] = {}
+        self.outcomes: list[dict[str, Any]] = []
+        self.watching: asyncio.Task[None] | None = None
+        self.count = 0
+
+    async def attempt(self, vip: str, port: int, timeout: float) -> tuple[Any, dict[str, Any]]:
+        start = time.monotonic()
+        try:
+            session = await asyncio.wait_for(self.session.open((vip, port), self.source), timeout)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, RuntimeError) as error:
+            found = {"start": start, "end": time.monotonic(), "server": None,
+                     "error": _kind(error)}  # fmt: skip
+            return None, found
+        found = {"start": start, "end": time.monotonic(), "server": session.name, "error": None}
+        return session, found
+
+    async def watch(self, vip: str, port: int, timeout: float, pause: float) -> None:
+        while True:
+            session, found = await self.attempt(vip, port, timeout)
+            self.outcomes.append(found)
+            if session is not None:
+                await session.close()
+            await asyncio.sleep(pause)
+
+    async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request["op"]
+        if op == "open":
+            session, found = await self.attempt(request["vip"], request["port"],
+                                                request["timeout"])  # fmt: skip
+            if session is None:
+                return {"ok": False, "error": found["error"]}
+            self.count += 1
+            self.sessions[self.count] = session
+            port = session.writer.get_extra_info("sockname")[1]
+            return {"ok": True, "id": self.count, "server": session.name, "port": port}
+        if op == "close":
+            await self.sessions.pop(request["id"]).close()
+            return {"ok": True}
+        if op == "watch":
+            self.outcomes = []
+            self.watching = asyncio.create_task(
+                self.watch(request["vip"], request["port"], request["timeout"], request["pause"])
+            )
+            return {"ok": True}
+        if op == "outcomes":
+            return {"ok": True, "outcomes": self.outcomes}
+        if op == "unwatch":
+            if self.watching is not None:
+                self.watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.watching
+            return {"ok": True, "outcomes": self.outcomes}
+        return {"ok": False, "error": f"op: {op!r} is unknown"}
+
+
+async def _serve(source: str) -> None:
+    side = _Side(source)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        answer = await side.answer(json.loads(line))
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve(sys.argv[1]))
