@@ -22,22 +22,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from balancer import users
 from balancer.client import ApiError, Client, api_socket
+from balancer.ha import trust
 from balancer.lab.process import lab_status, stop_lab
+from balancer.model import Pair
 from balancer.store import Store
-from tests.netns import Host, Network, network
+from tests.netns import Host, Network, ip, network
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_ADDRESSES = ("198.18.0.11", "198.18.0.12")
@@ -100,6 +105,11 @@ class Node:
             users.add_user(store, "loadbalancer", PASSWORD, author="tester")
 
     def start(self) -> None:
+        self.launch()
+        self.wait()
+
+    def launch(self) -> None:
+        """Start `balancer serve`; ``wait`` for it to answer."""
         out = (self.data_dir.parent / f"{self.label}.out").open("ab")
         err = (self.data_dir.parent / f"{self.label}.err").open("ab")
         with out, err:
@@ -109,6 +119,8 @@ class Node:
                 "--engine", self.engine,
                 cwd=ROOT, stdout=out, stderr=err,
             )  # fmt: skip
+
+    def wait(self) -> None:
         wait_for(f"{self.label}'s API", self._listening, START_TIMEOUT)
         wait_for(f"{self.label}'s engine", self.engine_pid, START_TIMEOUT)
 
@@ -138,6 +150,11 @@ class Node:
     def engine_pid(self) -> int | None:
         pid = self.client.get("/status")["engine"].get("pid")
         return None if pid is None else int(pid)
+
+    @functools.cached_property
+    def mac(self) -> str:
+        shown = ip("-n", self.host.name, "-o", "link", "show", "dev", "eth0")
+        return shown.split("link/ether", 1)[1].split()[0]
 
     def holds(self, vip: str) -> bool:
         return vip in self.host.addresses()
@@ -180,11 +197,18 @@ class Node:
     def stop(self) -> None:
         """Stop the node as `balancer stop --engine` does: keepalived, then the engine, then
         the management service."""
-        if not self.running():
+        self.ask_to_stop()
+        self.stopped()
+
+    def ask_to_stop(self) -> None:
+        if self.running():
+            with contextlib.suppress(ApiError):
+                self.client.post("/shutdown", engine="true")
+
+    def stopped(self) -> None:
+        """Wait for `balancer serve` to end (killed if it takes too long)."""
+        if self.process is None or self.process.poll() is not None:
             return
-        with contextlib.suppress(ApiError):
-            self.client.post("/shutdown", engine="true")
-        assert self.process is not None
         try:
             self.process.wait(START_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -241,6 +265,7 @@ class Outcome:
     end: float
     server: str | None
     error: str | None
+    via: str | None  # the MAC address the client sent to, as its ARP cache had it after
 
     @property
     def ok(self) -> bool:
@@ -368,9 +393,46 @@ class Topology:
         self.paired = done.returncode == 0
         return done
 
-    def commit_psm(self) -> dict[str, Any]:
-        """The PSM preset on the Primary, health checks quick, committed; the commit's answer."""
-        client = self.primary.client
+    def pair_by_hand(self) -> None:
+        """Both nodes as pairing leaves them (their ``Pair`` settings, the pair's authority and
+        each node's certificate), written while they are stopped, then started again: the
+        heartbeat without the pairing path."""
+        now = datetime.now(UTC)
+        authority = trust.make_ca(now=now)
+        self.each(Node.ask_to_stop, Node.stopped)
+        for node, role in zip(self.nodes, ("primary", "secondary"), strict=True):
+            address = ipaddress.ip_address(node.address)
+            pair_dir = trust.directory(node.data_dir)
+            pair_dir.mkdir(mode=0o700, exist_ok=True)
+            if role == "primary":
+                trust.save_authority(pair_dir, authority)
+            key, request = trust.make_key_and_csr(address)
+            trust.save_key(pair_dir, key)
+            signed = trust.sign_csr(authority, request, address, now=now)
+            trust.save_certificate(pair_dir, signed, authority.certificate, address, now=now)
+            pair = Pair(
+                role=role,
+                local_address=node.address,
+                peer_address=self.other(node).address,
+                peer_port=MANAGEMENT_PORT,
+            )
+            with Store(node.data_dir / "balancer.db") as store:
+                settings = store.node_settings().model_copy(update={"pair": pair})
+                store.save_node_settings(settings, author="tester")
+        self.each(Node.launch, Node.wait)
+        self.paired = True
+
+    def each(self, first: Callable[[Node], None], then: Callable[[Node], None]) -> None:
+        """``first`` on every node, then ``then`` on every node: both start (or stop) at once."""
+        for node in self.nodes:
+            first(node)
+        for node in self.nodes:
+            then(node)
+
+    def commit_psm(self, node: Node | None = None) -> dict[str, Any]:
+        """The PSM preset on ``node`` (the Primary), health checks quick, committed; the
+        commit's answer."""
+        client = (node or self.primary).client
         client.post(
             "/presets/psm",
             {
@@ -404,6 +466,10 @@ class Topology:
 
     def other(self, node: Node) -> Node:
         return self.nodes[1 - self.nodes.index(node)]
+
+    def through(self, outcome: Outcome) -> Node | None:
+        """The node the client sent ``outcome``'s attempt to."""
+        return next((node for node in self.nodes if node.mac == outcome.via), None)
 
     def carrier(self, session: Session) -> Node:
         """The node the client's session goes through."""
@@ -439,7 +505,7 @@ def topology(root: Path, engine: str = "builtin") -> Iterator[Topology]:
                 psm.start()
             for node in nodes:
                 node.prepare()
-                node.start()
+            found.each(Node.launch, Node.wait)
             client.start()
             yield found
         finally:
@@ -447,7 +513,10 @@ def topology(root: Path, engine: str = "builtin") -> Iterator[Topology]:
             # stop; tests.netns then ends whatever is left, by PID, and deletes the namespaces.
             for node in nodes:
                 with contextlib.suppress(Exception):
-                    node.stop()
+                    node.ask_to_stop()
+            for node in nodes:
+                with contextlib.suppress(Exception):
+                    node.stopped()
             for psm in psms:
                 psm.stop()
 
@@ -465,6 +534,16 @@ def _kind(error: BaseException) -> str:
     if isinstance(error, asyncio.IncompleteReadError):
         return "closed"
     return f"{type(error).__name__}: {error}"
+
+
+def _hardware(vip: str) -> str | None:
+    """The MAC address this namespace sends ``vip``'s packets to now: the node that holds it,
+    as its last gratuitous ARP said."""
+    for line in Path("/proc/net/arp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[0] == vip and fields[3] != "00:00:00:00:00:00":
+            return fields[3]
+    return None
 
 
 class _Side:
@@ -486,9 +565,10 @@ class _Side:
             session = await asyncio.wait_for(self.session.open((vip, port), self.source), timeout)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, RuntimeError) as error:
             found = {"start": start, "end": time.monotonic(), "server": None,
-                     "error": _kind(error)}  # fmt: skip
+                     "error": _kind(error), "via": _hardware(vip)}  # fmt: skip
             return None, found
-        found = {"start": start, "end": time.monotonic(), "server": session.name, "error": None}
+        found = {"start": start, "end": time.monotonic(), "server": session.name, "error": None,
+                 "via": _hardware(vip)}  # fmt: skip
         return session, found
 
     async def watch(self, vip: str, port: int, timeout: float, pause: float) -> None:
