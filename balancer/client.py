@@ -251,6 +251,30 @@ class _PinnedSocket(ssl.SSLSocket):
             raise WrongCertificate(fingerprint(der))
 
 
+class _PinnedObject(ssl.SSLObject):
+    """The same check for asyncio's streams (httpx), which wrap a memory BIO, not a socket."""
+
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        context = self.context
+        assert isinstance(context, _Pinning)
+        der = self.getpeercert(binary_form=True) or b""
+        if hashlib.sha256(der).hexdigest() not in context.pins:
+            raise WrongCertificate(fingerprint(der))
+
+
+def pinning(*pins: str) -> ssl.SSLContext:
+    """A client context that takes only a certificate with one of the SHA-256 ``pins`` (hex
+    digits, with or without colons), checked in the handshake: before anything is sent."""
+    context = _Pinning(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the fingerprint is the check
+    context.sslsocket_class = _PinnedSocket
+    context.sslobject_class = _PinnedObject
+    context.pins = frozenset(pin.replace(":", "").lower() for pin in pins)
+    return context
+
+
 def _trust(remote: Remote) -> ssl.SSLContext:
     # cryptography takes longer to import than a command on the Unix socket may take.
     from cryptography import x509
@@ -271,12 +295,7 @@ def _trust(remote: Remote) -> ssl.SSLContext:
             # uses: the appliance's own self-signed one is made for its hostname, not its IP.
             pins.add(hashlib.sha256(certificate.public_bytes(Encoding.DER)).hexdigest())
     if pins and not authorities:
-        pinning = _Pinning(ssl.PROTOCOL_TLS_CLIENT)
-        pinning.check_hostname = False
-        pinning.verify_mode = ssl.CERT_NONE  # the fingerprint is the check
-        pinning.sslsocket_class = _PinnedSocket
-        pinning.pins = frozenset(pins)
-        return pinning
+        return pinning(*pins)
     if authorities:
         return ssl.create_default_context(cadata="".join(authorities))
     return ssl.create_default_context()

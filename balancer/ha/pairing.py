@@ -15,6 +15,7 @@ certificates.
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -82,6 +83,13 @@ class Unreachable:
 
 
 @dataclass(frozen=True, slots=True)
+class Throttled:
+    """The peer checks no password for ``wait`` seconds, after failed ones (as its sign-in)."""
+
+    wait: float
+
+
+@dataclass(frozen=True, slots=True)
 class Port:
     """One port between the nodes, tried one way: ``reason`` None when it answered."""
 
@@ -96,11 +104,14 @@ class Answers:
     operator's answer about replacing the peer's services (None: not asked)."""
 
     fingerprint: str | Unreachable | None = None  # as the peer showed it
-    password: bool | Unreachable | None = None  # True: signed in
+    password: bool | Throttled | Unreachable | None = None  # True: signed in
     version: str | Unreachable | None = None
     ports: tuple[Port, ...] | Unreachable | None = None
     services: tuple[str, ...] | Unreachable | None = None
     replace: bool | None = None
+    # Why the peer cannot become this node's Secondary whatever the operator says (it is in a
+    # pair already, or holds revisions under numbers this node's would take), with the services.
+    unfit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +221,12 @@ def _walk(request: Request, answers: Answers) -> tuple[Decision, list[Step]]:
                 f"cannot reach the peer at {request.where} ({answer.reason}): is Balancer "
                 "serving there, and is the port open between the nodes?",
             )
+        elif isinstance(answer, Throttled):
+            refusal = Refuse(
+                Problem.PASSWORD,
+                f"the peer at {request.where} checks no password for {math.ceil(answer.wait)} s "
+                "after failed ones: try again then; nothing was changed",
+            )
         else:
             verdict = _judge(request, answers, check)
             if isinstance(verdict, str):
@@ -265,6 +282,8 @@ def _judge(request: Request, answers: Answers, check: Check) -> str | Confirm | 
             )
         case Check.SERVICES:
             assert isinstance(answers.services, tuple)
+            if answers.unfit is not None:
+                return Refuse(Problem.NOT_EMPTY, f"{peer} {answers.unfit}: nothing was changed")
             labels = answers.services
             if not labels:
                 return "The peer has no services of its own"

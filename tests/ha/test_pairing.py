@@ -23,6 +23,7 @@ from balancer.ha.pairing import (
     Request,
     Stage,
     Step,
+    Throttled,
     Unreachable,
 )
 from balancer.ha.role import State
@@ -93,6 +94,18 @@ def test_each_check_is_asked_in_turn_the_certificate_before_the_password() -> No
             Problem.NOT_EMPTY,
             "the peer at 198.18.0.2:9443 has 1 service of its own (CyberArk-PSM) and they were "
             "kept: nothing was changed",
+        ),
+        (
+            Answers(FINGERPRINT, Throttled(4.2)),
+            Problem.PASSWORD,
+            "the peer at 198.18.0.2:9443 checks no password for 5 s after failed ones: try "
+            "again then; nothing was changed",
+        ),
+        (
+            # Even with the operator's yes: replacing its services would not make it fit.
+            replace(GOOD, replace=True, unfit="is already paired with 198.18.0.9"),
+            Problem.NOT_EMPTY,
+            "the peer at 198.18.0.2:9443 is already paired with 198.18.0.9: nothing was changed",
         ),
     ],
     ids=lambda value: value.name if isinstance(value, Problem) else None,
