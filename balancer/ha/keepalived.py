@@ -7,9 +7,10 @@ whose engine is dead goes to FAULT and gives the floating IPs up. Every state ch
 to a notify FIFO, which ``role`` reads.
 
 ``Keepalived`` is the one door to the process: it tests a configuration with ``keepalived -t``
-before putting it in place, runs keepalived in the foreground as its child, reloads it with
-SIGHUP and stops it by pid. Stop keepalived before the engine: the other order has a node that
-still holds the floating IPs answer with resets.
+before putting it in place, runs keepalived in the foreground as its child (or adopts the one an
+earlier run of the management service left running), reloads it with SIGHUP and stops it by
+pid. Stop keepalived before the engine: the other order has a node that still holds the
+floating IPs answer with resets.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 CHECK_TIMEOUT = 30.0
 POLL = 0.05
+# keepalived runs no instance without a floating IP, yet a node with no virtual service yet
+# must still know its state: then the instance holds one address no one can reach, on the
+# loopback interface and not tracked (lo must not fault the node).
+PLACEHOLDER = {4: "127.255.255.254/32", 6: "fe80::ba1a:ce/128"}
 # What keepalived -t prefixes each complaint with: "(FILE: Line N) ".
 _COMPLAINT = re.compile(r"^\((?P<file>[^:]*): Line (?P<line>\d+)\)\s*")
 _WORD = re.compile(r"^[^\s\"'\\{}#!]+$")
@@ -94,6 +99,7 @@ class Settings:
     """What one node's keepalived needs. ``local`` and ``peer`` are the two nodes' own
     addresses on ``interface``; ``vips`` the floating IPs, with a prefix or without (a single
     address). Floating IPs of the other family than the nodes' are moved too, but not advertised.
+    With none of the nodes' family, the instance holds ``PLACEHOLDER`` instead.
     Both nodes must agree on ``router`` (the VRID), ``advert`` and ``vips``; the node with the
     higher ``priority`` takes the floating IPs when both start, and with ``preempt`` also takes
     them back when it returns."""
@@ -123,8 +129,6 @@ class Settings:
             raise ValueError(f"peer: {self.peer} is this node's own address")
         if local.version != peer.version:
             raise ValueError(f"peer: {self.peer} is not of the same family as {self.local}")
-        if not self.vips:
-            raise ValueError("vips: there must be at least one floating IP")
         seen: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
         for vip in self.vips:
             address = _vip(vip).ip
@@ -178,6 +182,9 @@ def render(settings: Settings) -> str:
     vips = [_vip(vip) for vip in settings.vips]
     advertised = [vip for vip in vips if vip.version == family]
     others = [vip for vip in vips if vip.version != family]
+    held = [f"{vip} dev {settings.interface}" for vip in advertised] or [
+        f"{PLACEHOLDER[family]} dev lo no_track"
+    ]
     check = settings.check
     lines = [
         "# Written by Balancer for this node of the HA pair; edits here are overwritten.",
@@ -210,7 +217,7 @@ def render(settings: Settings) -> str:
         f"        {settings.peer}",
         "    }",
         "    virtual_ipaddress {",
-        *(f"        {vip} dev {settings.interface}" for vip in advertised),
+        *(f"        {vip}" for vip in held),
         "    }",
     ]
     if others:
@@ -259,6 +266,14 @@ class Keepalived:
         self.pid_file = directory / "keepalived.pid"
         self.vrrp_pid_file = directory / "keepalived-vrrp.pid"
         self._process: asyncio.subprocess.Process | None = None
+        self._adopted: int | None = None
+
+    def adopt(self) -> bool:
+        """Take on the keepalived that runs this directory's configuration, left by an earlier
+        run of the management service, rather than start another: it holds the floating IPs
+        it holds. Whether there is one."""
+        self._adopted = self.pid()
+        return self._adopted is not None
 
     async def check(self, config: Path) -> None:
         """``keepalived -t``; KeepalivedError with its complaints, warnings included."""
@@ -296,6 +311,7 @@ class Keepalived:
         if not self.config.is_file():
             raise KeepalivedError(f"keepalived has no configuration yet at {self.config}")
         await self.stop()
+        self._adopted = None
         for path in (self.pid_file, self.vrrp_pid_file):
             path.unlink(missing_ok=True)
         command = [*self.wrap, self.binary, "--vrrp", "--dont-fork", "--log-console"]
@@ -320,16 +336,21 @@ class Keepalived:
         raise KeepalivedError(f"keepalived did not start in {START_TIMEOUT}s; see {self.log}")
 
     def running(self) -> bool:
-        """Whether the keepalived this object started still runs."""
-        return self._process is not None and self._process.returncode is None
+        """Whether the keepalived this object started or adopted still runs."""
+        if self._process is not None:
+            return self._process.returncode is None
+        return self._adopted is not None and self.pid() == self._adopted
 
     async def wait(self) -> str:
-        """Wait until the keepalived this object started ends, for a supervisor to restart it;
-        why it ended, in one line."""
-        if self._process is None:
-            raise KeepalivedError("keepalived was not started here")
-        status = await self._process.wait()
-        return f"keepalived exited with status {status}: {_last_line(self.log)}"
+        """Wait until the keepalived this object started or adopted ends, for a supervisor to
+        restart it; why it ended, in one line."""
+        if self._process is not None:
+            status = await self._process.wait()
+            return f"keepalived exited with status {status}: {_last_line(self.log)}"
+        if self._adopted is None:
+            raise KeepalivedError("keepalived was neither started nor adopted here")
+        await _ended(self._adopted)
+        return f"keepalived (pid {self._adopted}) ended: {_last_line(self.log)}"
 
     def reload(self) -> None:
         """Have keepalived read the configuration in place; the floating IPs stay put."""
@@ -351,6 +372,7 @@ class Keepalived:
                 self._process.kill()
                 await self._process.wait()
             self._process = None
+        self._adopted = None
         pid = self.pid()  # one an earlier run of Balancer left running
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -366,6 +388,22 @@ class Keepalived:
     def pid(self) -> int | None:
         """keepalived's main pid; a stale pid file may name some other process by now."""
         return _live(self.pid_file, str(self.config))
+
+
+async def _ended(pid: int) -> None:
+    """Return once process ``pid`` has ended; it need not be this process's child."""
+    try:
+        descriptor = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    ended = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(descriptor, ended.set)  # a pidfd reads ready once its process has ended
+    try:
+        await ended.wait()
+    finally:
+        loop.remove_reader(descriptor)
+        os.close(descriptor)
 
 
 def _fifo(path: Path) -> None:

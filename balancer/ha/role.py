@@ -10,6 +10,8 @@ state ("Netlink reports eth0 down", then "Entering FAULT STATE"), and it has wri
 the notice: ``Causes`` collects them, and a step takes the first cause that can lead to it. With
 no log, or a cause the table does not know, the reason is what can cause that step in
 keepalived's VRRP machine. A reload does not repeat the current state, so it lasts across reloads.
+When Balancer stops keepalived itself, it says why (``Tracker.operator``), and that is the reason
+of the STOP that follows.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class State(StrEnum):
     ACTIVE = "Active"  # holds the floating IPs
     PASSIVE = "Passive"  # ready to take them over
     FAULT = "Fault"  # cannot take them over
+    UNKNOWN = "Unknown"  # keepalived has not reported yet
 
 
 class Cause(StrEnum):
@@ -46,6 +49,7 @@ class Cause(StrEnum):
     ENGINE_UP = "engine up"
     LINK_DOWN = "link down"
     LINK_UP = "link up"
+    OPERATOR = "operator"  # Balancer stopped keepalived, and said why
 
 
 # keepalived's word for its instance's state, and ours.
@@ -58,6 +62,7 @@ STATES = {
 STARTED = "keepalived started; listening for the peer"
 FAULTED = "the link is down or the engine check fails"
 STOPPED = "keepalived stopped"
+BY_OPERATOR = frozenset({Cause.OPERATOR})
 FAULTS = frozenset({Cause.LINK_DOWN, Cause.ENGINE_DOWN})
 
 
@@ -76,15 +81,17 @@ TRANSITIONS: dict[tuple[str | None, str], Step] = {
         frozenset({Cause.GAVE_UP, Cause.SILENT}),
     ),
     ("BACKUP", "FAULT"): Step(FAULTED, FAULTS),
-    ("BACKUP", "STOP"): Step(STOPPED),
+    ("BACKUP", "STOP"): Step(STOPPED, BY_OPERATOR),
     ("MASTER", "BACKUP"): Step("the peer took the floating IPs over with a higher priority"),
     ("MASTER", "FAULT"): Step(FAULTED, FAULTS),
-    ("MASTER", "STOP"): Step(STOPPED),
+    ("MASTER", "STOP"): Step(STOPPED, BY_OPERATOR),
     ("FAULT", "BACKUP"): Step(
         "the link is up and the engine check passes again",
         frozenset({Cause.LINK_UP, Cause.ENGINE_UP}),
     ),
-    ("FAULT", "STOP"): Step(STOPPED),
+    ("FAULT", "STOP"): Step(STOPPED, BY_OPERATOR),
+    # keepalived's last word read after Balancer saw it end (``Tracker.ended``).
+    (None, "STOP"): Step(STOPPED, BY_OPERATOR),
     ("STOP", "BACKUP"): Step(STARTED),
     ("STOP", "FAULT"): Step(f"keepalived started, but {FAULTED}", FAULTS),
 }
@@ -137,8 +144,8 @@ class Change:
 
 
 def initial(now: float) -> Status:
-    """Before keepalived has said anything, this node cannot take the floating IPs over."""
-    return Status(State.FAULT, None, "keepalived has not reported yet", now)
+    """Before keepalived has said anything, this node's state is not known."""
+    return Status(State.UNKNOWN, None, "keepalived has not reported yet", now)
 
 
 def parse(line: str, instance: str = INSTANCE) -> Notice:
@@ -250,6 +257,59 @@ async def lines(fifo: Path) -> AsyncIterator[str]:
         transport.close()
 
 
+class Tracker:
+    """This node's status as keepalived's notices move it on, with the reasons from
+    ``keepalived_log`` (what keepalived writes from now on), if given; ``silence`` as for
+    ``Causes``. The state ``follow`` yields changes of, and a supervisor of keepalived keeps."""
+
+    def __init__(
+        self,
+        status: Status,
+        *,
+        instance: str = INSTANCE,
+        clock: Callable[[], float] = time.time,
+        keepalived_log: Path | None = None,
+        silence: float | None = None,
+    ) -> None:
+        self.status = status
+        # Why Balancer stops keepalived now ("operator: switchover"): the next STOP's reason.
+        self.operator: str | None = None
+        self._instance = instance
+        self._clock = clock
+        self._causes = Causes(silence)
+        self._tail = _Tail(keepalived_log) if keepalived_log is not None else None
+
+    def read(self, line: str) -> Change | None:
+        """The change ``line`` of the notify FIFO makes, if any; a line that is no notice of
+        this instance is logged and changes nothing."""
+        try:
+            notice = parse(line, self._instance)
+        except ValueError as error:
+            log.warning("notify FIFO: %s", error)
+            return None
+        if self._tail is not None:
+            for said in self._tail.read():
+                self._causes.feed(said)
+        causes = self._causes.take(notice.word)
+        if self.operator is not None:
+            causes.insert(0, (Cause.OPERATOR, self.operator))
+        try:
+            self.status, change = apply(self.status, notice, self._clock(), causes)
+        except ValueError as error:
+            log.warning("notify FIFO: %s", error)
+            self.status, change = adopt(self.status, notice, self._clock())
+        return change
+
+    def ended(self, reason: str) -> Change | None:
+        """keepalived ended with no word (killed, or crashed): this node cannot take the
+        floating IPs over until it runs again, which then reports as at a start."""
+        if self.status.word is None and self.status.state is State.FAULT:
+            return None
+        before = self.status
+        self.status = Status(State.FAULT, None, reason, self._clock())
+        return Change(before, self.status)
+
+
 async def follow(
     fifo: Path,
     instance: str = INSTANCE,
@@ -259,23 +319,15 @@ async def follow(
 ) -> AsyncIterator[Change]:
     """Every change of this node's state, as keepalived reports it through ``fifo``; the
     reasons from ``keepalived_log`` (what keepalived writes from now on), if given."""
-    status = initial(clock())
-    causes = Causes(silence)
-    tail = _Tail(keepalived_log) if keepalived_log is not None else None
+    tracker = Tracker(
+        initial(clock()),
+        instance=instance,
+        clock=clock,
+        keepalived_log=keepalived_log,
+        silence=silence,
+    )
     async for line in lines(fifo):
-        try:
-            notice = parse(line, instance)
-        except ValueError as error:
-            log.warning("%s: %s", fifo, error)
-            continue
-        if tail is not None:
-            for said in tail.read():
-                causes.feed(said)
-        try:
-            status, change = apply(status, notice, clock(), causes.take(notice.word))
-        except ValueError as error:
-            log.warning("%s: %s", fifo, error)
-            status, change = adopt(status, notice, clock())
+        change = tracker.read(line)
         if change is not None:
             yield change
 

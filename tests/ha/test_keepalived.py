@@ -67,6 +67,17 @@ def test_preemption_and_the_conservative_profile_are_settings() -> None:
     assert "    advert_int 0.35\n" in render(replace(SETTINGS, advert=0.35))
 
 
+def test_with_no_floating_ip_of_its_family_the_instance_holds_an_unreachable_one() -> None:
+    placeholder = "        127.255.255.254/32 dev lo no_track\n"
+    assert placeholder in render(replace(SETTINGS, vips=()))
+    ipv6_only = render(replace(SETTINGS, vips=("2001:db8::10",)))
+    assert placeholder in ipv6_only
+    assert "    virtual_ipaddress_excluded {\n        2001:db8::10/128 dev eth0\n" in ipv6_only
+    assert placeholder not in render(SETTINGS)
+    ipv6_pair = replace(SETTINGS, local="2001:db8::11", peer="2001:db8::12", vips=())
+    assert "        fe80::ba1a:ce/128 dev lo no_track\n" in render(ipv6_pair)
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [
@@ -75,7 +86,6 @@ def test_preemption_and_the_conservative_profile_are_settings() -> None:
         ({"peer": "198.18.0.11"}, "peer: 198.18.0.11 is this node's own address"),
         ({"peer": "2001:db8::2"}, "peer: 2001:db8::2 is not of the same family"),
         ({"local": "node1"}, "local: 'node1' is not an IP address"),
-        ({"vips": ()}, "vips: there must be at least one floating IP"),
         ({"vips": (VIP, f"{VIP}/15")}, "vips: 198.18.1.10/15 is given twice"),
         ({"vips": ("198.18.1.300",)}, "vips: '198.18.1.300' is not an IP address"),
         ({"interface": "eth0 x"}, "interface: 'eth0 x' is not an interface name"),

@@ -47,9 +47,42 @@ def test_a_takeover_a_fault_and_the_way_back_each_say_why() -> None:
     assert changes[1].lasted == 1.0
 
 
-def test_before_keepalived_speaks_the_node_cannot_take_over() -> None:
+def test_before_keepalived_speaks_the_state_is_unknown() -> None:
     status = role.initial(7.0)
-    assert (status.state, status.word, status.since) == (State.FAULT, None, 7.0)
+    assert (status.state, status.word, status.since) == (State.UNKNOWN, None, 7.0)
+
+
+def test_a_stop_balancer_asked_for_says_why_and_only_that_stop() -> None:
+    ticks = iter(float(n) for n in range(100))
+    tracker = role.Tracker(role.initial(0.0), clock=lambda: next(ticks))
+    tracker.read('INSTANCE "balancer" MASTER 150')
+    tracker.operator = "operator: switchover"
+    stopped = tracker.read('INSTANCE "balancer" STOP 150')
+    assert stopped is not None
+    assert (stopped.before.state, stopped.after.state) == (State.ACTIVE, State.FAULT)
+    assert stopped.after.reason == "operator: switchover"
+    started = tracker.read('INSTANCE "balancer" BACKUP 150')
+    assert started is not None
+    assert started.after.reason == "keepalived started; listening for the peer"
+    assert tracker.read("noise") is None
+    assert tracker.status == started.after
+
+
+def test_keepalived_that_ends_unasked_is_a_fault_until_it_reports_again() -> None:
+    ticks = iter(float(n) for n in range(100))
+    tracker = role.Tracker(role.initial(0.0), clock=lambda: next(ticks))
+    tracker.read('INSTANCE "balancer" MASTER 150')
+    ended = tracker.ended("keepalived exited with status -9: no output")
+    assert ended is not None
+    assert (ended.after.state, ended.after.word) == (State.FAULT, None)
+    assert ended.after.reason == "keepalived exited with status -9: no output"
+    assert tracker.ended("again") is None
+    late = tracker.read('INSTANCE "balancer" STOP 150')  # its last word, read after its end
+    assert late is not None
+    assert late.after.reason == "keepalived stopped"
+    back = tracker.read('INSTANCE "balancer" BACKUP 150')
+    assert back is not None
+    assert back.after.state is State.PASSIVE
 
 
 def test_the_same_word_again_changes_nothing() -> None:
