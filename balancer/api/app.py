@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from balancer.api import revisions, servers, services, system, users
+from balancer.api import peer, revisions, servers, services, system, users
 from balancer.api.edits import Edits
 from balancer.controller import Controller
 from balancer.pair.cluster import Cluster
@@ -33,5 +33,6 @@ def install(
         servers.router(edits, controller),
         revisions.router(edits, controller),
         users.router(store),
+        peer.status_router(cluster),
     ):
         app.include_router(router)

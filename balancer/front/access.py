@@ -28,7 +28,7 @@ SIGN_IN_COOKIE = "balancer_sign_in"
 @dataclass(frozen=True, slots=True)
 class Caller:
     user: str  # the author of whatever this caller changes
-    via: Literal["local", "session", "key"]
+    via: Literal["local", "session", "key", "peer"]
     session: str | None = None  # the session's token, when signed in through the WebUI
 
 

@@ -6,6 +6,12 @@ session cookie that changes anything must carry the session's CSRF token, in the
 ``X-CSRF-Token`` header or, from a plain form, a ``csrf_token`` field (the first field of a
 form that uploads a file); so must a sign-in.
 
+The routes between the nodes of an HA pair, under ``/api/v1/peer/``, take no session and no key:
+only the peer, showing its pair certificate on the connection (``PairTLS.admits``); anything
+else there is refused. That certificate opens nothing else. Pairing's two join routes are let
+through to check the peer's ``loadbalancer`` password themselves (HTTP Basic), as no trust
+exists yet.
+
 Only the Unix socket's listener marks its requests local: there the caller is the OS user the
 ``balancer`` command names (the socket is reachable by root alone), as before there was a
 network listener. Anything not so marked is treated as coming from the network.
@@ -26,12 +32,17 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from balancer.front.access import SIGN_IN_COOKIE, Access, Caller
+from balancer.front.listeners import PEER_CERTIFICATE, PairTLS
 
 LOCAL = "balancer.local"
 CALLER = "balancer.caller"
 WEBUI = "/lbadmin/"
 SIGN_IN = "/lbadmin/sign-in"
 STATIC = "/lbadmin/static/"
+# The routes the nodes of a pair call each other on (balancer.api.peer).
+PEER = "/api/v1/peer/"
+# Pairing's routes on the node joining a pair: they check HTTP Basic themselves.
+JOIN = frozenset({"/api/v1/ha/join/offer", "/api/v1/ha/join/accept"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # A form bigger than this is not a form the WebUI sends; its token is not looked for.
 FORM_LIMIT = 1 << 20
@@ -66,13 +77,18 @@ Author = Annotated[str, Depends(author)]
 
 
 def is_public(method: str, path: str) -> bool:
-    return path == SIGN_IN or (method in SAFE_METHODS and path.startswith(STATIC))
+    return (
+        path == SIGN_IN
+        or (method in SAFE_METHODS and path.startswith(STATIC))
+        or (method == "POST" and path in JOIN)
+    )
 
 
 class Gate:
-    def __init__(self, app: ASGIApp, access: Access) -> None:
+    def __init__(self, app: ASGIApp, access: Access, pair: PairTLS | None = None) -> None:
         self.app = app
         self.access = access
+        self.pair = pair if pair is not None else PairTLS()  # standalone: no peer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -84,6 +100,9 @@ class Gate:
         connection = HTTPConnection(scope)
         method, path = scope["method"], scope["path"]
         send = _hardened(send, path)
+        if path.startswith(PEER):
+            await self._peer(scope, receive, send)
+            return
         if scope.get(LOCAL):
             who: Caller | None = Caller(connection.headers.get("x-balancer-user", "local"), "local")
         else:
@@ -106,6 +125,18 @@ class Gate:
                     await _forbidden(connection)(scope, receive, send)
                     return
         await self.app({**scope, CALLER: who}, receive, send)
+
+    async def _peer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        shown = scope.get("state", {}).get(PEER_CERTIFICATE)
+        peer = self.pair.peer_address
+        if peer is None or not self.pair.admits(shown):
+            reason = "only this node's HA peer may call here, showing its pair certificate"
+            response = JSONResponse(
+                {"detail": [{"field": "certificate", "reason": reason}]}, status_code=403
+            )
+            await response(scope, receive, send)
+            return
+        await self.app({**scope, CALLER: Caller(f"peer {peer}", "peer")}, receive, send)
 
 
 def _unauthorised(connection: HTTPConnection) -> Response:

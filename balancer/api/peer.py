@@ -1,0 +1,42 @@
+"""The routes the two nodes of an HA pair call each other on, under ``/api/v1/peer``.
+
+Only the peer reaches them: the gate (balancer.front.gate, ``PEER``) lets a request in there
+only over the pair's mutual TLS, with the pair's certificate of the configured peer address, and
+refuses any session, API key or other certificate with 403. So a route here checks nothing of
+its caller; ``balancer.front.gate.caller(request)`` is ``Caller("peer <address>", "peer")``.
+
+Another module's peer routes (the Secondary's receiving routes, balancer.api.replica) take
+their ``APIRouter`` from ``router()`` and are installed beside ``status_router`` in
+balancer.api.app: the prefix puts them behind the same guard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from balancer.front.gate import PEER
+from balancer.pair.cluster import Cluster
+
+
+def router() -> APIRouter:
+    """An empty router for routes between the nodes; not in the API's documentation, which is
+    the operator's."""
+    return APIRouter(prefix=PEER.rstrip("/"), tags=["peer"], include_in_schema=False)
+
+
+def status_router(cluster: Cluster) -> APIRouter:
+    api = router()
+
+    @api.get("/status")
+    def status() -> dict[str, Any]:
+        """This node as it sees itself (a ``NodeView``): the peer's link is the time since it
+        last had this answer."""
+        view = cluster.view()
+        if view is None:  # broken off the pair since the gate let the request in
+            raise HTTPException(409, "this node is not in a pair")
+        return asdict(view.this)
+
+    return api

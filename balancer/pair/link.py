@@ -1,0 +1,173 @@
+"""Hearing the peer: this node's client to the other node of its pair, and the link.
+
+Every connection between the nodes is mutual TLS on the peer's WebUI HTTPS port
+(``Pair.peer_port``): the client asks for ``trust.PAIR_SNI``, shows this node's pair certificate,
+and takes only the pair's certificate of the peer's address (``trust.client_context``). The
+peer's gate lets it into ``/api/v1/peer/`` and nowhere else.
+
+The link is the README's: seconds since the peer last answered this node's status request. Both
+nodes ask each other ``GET /api/v1/peer/status`` every second; the answer is the peer's own
+``NodeView``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from balancer.ha import trust
+from balancer.model.types import IPAddress
+from balancer.pair.status import NodeView
+
+log = logging.getLogger(__name__)
+
+# A peer that takes longer than this to answer is as good as gone; a sync that applies a
+# revision on the peer gives its own, longer, time.
+TIMEOUT = 3.0
+INTERVAL = 1.0
+STATUS = "/api/v1/peer/status"
+_NODE_VIEW = TypeAdapter(NodeView)
+
+
+class PeerError(Exception):
+    """The peer did not answer as it should: unreachable, refused, too slow or a bad answer;
+    one line."""
+
+
+class Peer:
+    """This node's client to its peer at ``address``:``port``, over the pair's mutual TLS."""
+
+    def __init__(
+        self,
+        pair: trust.Trust,
+        address: IPAddress,
+        port: int,
+        *,
+        timeout: float = TIMEOUT,
+    ) -> None:
+        host = f"[{address}]" if isinstance(address, ipaddress.IPv6Address) else str(address)
+        self.where = f"{host}:{port}"
+        self.timeout = timeout
+        self._client = httpx.AsyncClient(
+            base_url=f"https://{self.where}",
+            verify=trust.client_context(pair, address),
+            timeout=timeout,
+            trust_env=False,  # no proxy stands between the nodes
+        )
+
+    async def call(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """The peer's JSON answer to ``method`` ``path`` (with ``body`` as JSON), or PeerError.
+        ``timeout`` (seconds) replaces the client's for this call."""
+        limit = self.timeout if timeout is None else timeout
+        try:
+            response = await self._client.request(method, path, json=body, timeout=limit)
+        except httpx.TimeoutException:
+            raise PeerError(f"the peer at {self.where} did not answer within {limit:g} s") from None
+        except httpx.HTTPError as error:
+            why = " ".join(str(error).split()) or type(error).__name__
+            raise PeerError(f"cannot reach the peer at {self.where}: {why}") from None
+        if response.is_error:
+            raise PeerError(
+                f"the peer at {self.where} refused {method} {path}: "
+                f"{response.status_code} {_reason(response)}"
+            )
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise PeerError(
+                f"the peer at {self.where} answered {method} {path} with something not JSON"
+            ) from None
+
+    async def status(self, *, timeout: float | None = None) -> NodeView:
+        """The peer's own view of itself."""
+        answer = await self.call("GET", STATUS, timeout=timeout)
+        try:
+            return _NODE_VIEW.validate_python(answer)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "its answer"
+            raise PeerError(
+                f"the peer at {self.where} answered its status with {where}: {first['msg']}"
+            ) from None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _reason(response: httpx.Response) -> str:
+    """The one line of an error answer: the API's first ``reason``, else its status phrase."""
+    try:
+        detail = response.json()["detail"]
+        return str(detail[0]["reason"] if isinstance(detail, list) else detail)
+    except (ValueError, KeyError, IndexError, TypeError):
+        return response.reason_phrase
+
+
+class Link:
+    """Asks the peer its status every ``interval`` seconds while started, keeping when it last
+    answered (``heard_at``, on ``clock``), what it said (``peer``) and why it did not
+    (``error``)."""
+
+    def __init__(
+        self,
+        peer: Peer,
+        *,
+        interval: float = INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.peer = peer
+        self.interval = interval
+        self.clock = clock
+        self.heard_at: float | None = None
+        self.view: NodeView | None = None  # the peer's last answer
+        self.error: str | None = None  # why the last ask went unanswered; None once heard
+        self._task: asyncio.Task[None] | None = None
+
+    def link(self) -> float | None:
+        """Seconds since the peer last answered, None if it never has."""
+        return None if self.heard_at is None else max(0.0, self.clock() - self.heard_at)
+
+    async def ask(self) -> None:
+        """Ask the peer once, within the interval."""
+        try:
+            view = await self.peer.status(timeout=self.interval)
+        except PeerError as error:
+            if self.error is None:  # said once when the peer falls silent, not every second
+                log.warning("peer not heard: %s", error, extra={"event": "peer_silent"})
+            self.error = str(error)
+            return
+        if self.error is not None:
+            log.info("peer heard again", extra={"event": "peer_heard"})
+        self.heard_at, self.view, self.error = self.clock(), view, None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop asking and close the client."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.peer.aclose()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await self.ask()
+            await asyncio.sleep(max(0.0, self.interval - (loop.time() - started)))
