@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib.util
 import ipaddress
 import json
 import os
@@ -179,7 +180,26 @@ class Node:
         view = self.pair_view()
         return None if view is None else str(view["this"]["state"])
 
+    def keepalived_running(self) -> bool:
+        """Whether a keepalived runs in this node's namespace."""
+        for pid in ip("netns", "pids", self.host.name).split():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "keepalived":
+                    return True
+        return False
+
     # --- what the tests do to a node -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Its management service frozen (SIGSTOP) for the block: nothing restarts its engine;
+        keepalived and the engine run on."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.process.pid, signal.SIGCONT)
 
     def cut(self) -> None:
         self.host.cut()
@@ -357,6 +377,23 @@ class Session:
 
 # --- the whole topology ------------------------------------------------------------------------
 
+# How the Active node is made to fail: its cable pulled (node death), its engine killed while
+# its management is paused (so nothing restarts it first), or stopped as an operator does.
+FAILURES = {"link": "node death (link cut)", "engine": "engine death", "stop": "graceful stop"}
+
+
+@dataclass(frozen=True)
+class Failover:
+    failure: str  # a key of FAILURES
+    before: Node  # the node that was Active
+    after: Node  # the node that took the VIPs
+    seconds: float  # from the failure to the end of the first connection through ``after``
+    outcomes: list[Outcome]  # every attempt of the client's meanwhile
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
 
 @dataclass
 class Topology:
@@ -392,6 +429,22 @@ class Topology:
         )  # fmt: skip
         self.paired = done.returncode == 0
         return done
+
+    def pair_with_psm(self) -> None:
+        """The pair with the PSM preset committed on the Primary and live on both nodes: paired
+        with `balancer ha pair`, or by hand where that command is not there yet."""
+        if importlib.util.find_spec("balancer.cli.ha") is None:
+            for node in self.nodes:
+                self.commit_psm(node)
+            self.pair_by_hand()
+            return
+        done = self.pair()
+        assert done.returncode == 0, f"balancer ha pair: {done.stdout}{done.stderr}"
+        revision = self.commit_psm()["revision"]
+        wait_for(
+            "the commit live on the Secondary",
+            lambda: self.secondary.client.get("/status")["engine"]["revision"] == revision,
+        )
 
     def pair_by_hand(self) -> None:
         """Both nodes as pairing leaves them (their ``Pair`` settings, the pair's authority and
@@ -476,6 +529,64 @@ class Topology:
         found = [n for n in self.nodes if n.carries(session.local_port, session.service_port)]
         assert len(found) == 1, f"the session is carried by {[n.label for n in found]}"
         return found[0]
+
+    def settled(self) -> Node:
+        """Wait until one node is Active, holding every VIP, and the other is Passive; the
+        Active one."""
+        owner = self.ready()
+        other = self.other(owner)
+        wait_for(f"{other.label} Passive", lambda: other.state() == "passive")
+        wait_for(f"{owner.label} Active", lambda: owner.state() == "active")
+        return owner
+
+    def fail_over(self, failure: str, timeout: float = 0.1) -> Failover:
+        """Make the Active node fail as ``failure`` says while the client connects to the RDP
+        VIP again and again, each attempt given up after ``timeout``; return once the other node
+        answers and the failed one has dropped the VIPs, with the failed node put right again
+        (healed, its engine restarted, or started) and Passive."""
+        owner = self.settled()
+        other = self.other(owner)
+        self.client.watch(timeout=timeout)
+        try:
+            self.client.first_success_after(time.monotonic())
+            with contextlib.ExitStack() as undo:
+                began = time.monotonic()
+                if failure == "link":
+                    owner.cut()
+                    undo.callback(owner.heal)
+                elif failure == "engine":
+                    undo.enter_context(owner.paused())
+                    owner.kill_engine()
+                elif failure == "stop":
+                    undo.callback(owner.start)
+                    owner.stop()
+                else:
+                    raise ValueError(f"failure: {failure!r} is not one of {', '.join(FAILURES)}")
+                first = self.first_through(other, began)
+                wait_for(
+                    f"{owner.label} to drop the VIPs",
+                    lambda: not any(owner.holds(vip) for vip in self.vips),
+                )
+                # A few attempts more, so that anything refused late is seen too.
+                self.client.first_success_after(time.monotonic())
+        finally:
+            outcomes = self.client.stop_watching()
+        wait_for(f"{owner.label}'s engine", owner.engine_pid)
+        assert self.settled() is other, f"{owner.label} took the VIPs back"
+        return Failover(failure, owner, other, first.end - began, outcomes)
+
+    def first_through(self, node: Node, since: float) -> Outcome:
+        """The client's first attempt begun after ``since`` that succeeded through ``node``."""
+
+        def found() -> Outcome | None:
+            return next(
+                (o for o in self.client.outcomes()
+                 if o.start >= since and o.ok and self.through(o) is node),
+                None,
+            )  # fmt: skip
+
+        first: Outcome = wait_for(f"a connection through {node.label}", found)
+        return first
 
     def ready(self) -> Node:
         """Wait until every VIP is on one node and answers from the client, both nodes running
