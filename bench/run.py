@@ -24,7 +24,7 @@ from typing import Any
 
 from balancer.engines import EngineError
 from balancer.model import Config
-from bench import control_plane, procfs, profile, proxies, scale, scenarios
+from bench import control_plane, ha, procfs, profile, proxies, scale, scenarios
 from bench.proxies import Proxy
 from bench.record import LOAD_CORE, PROXY_CORE, Recorder
 from bench.report import DASH, Report, Verdict, document, markdown, spread, verdicts
@@ -38,6 +38,7 @@ CLIENTS, CLIENT_COUNT = "127.5.100.1", 256
 IDLE_CONNS = 10_000
 CONTROL_PLANE = "control-plane"  # issue 11's scenario: bench/control_plane.py
 SCALE = "scale"  # issue 11's built-in engine at 1,000 x 10: bench/scale.py
+HA = "ha"  # issue 12's failover of the HA pair: bench/ha.py
 # HAProxy sizes itself to its open-files limit and refuses what does not fit: 5,000 x 10 with
 # a check each needs about 105,000.
 CONTROL_OPEN_FILES = 1 << 17
@@ -50,7 +51,7 @@ class Settings:
     duration: float = 4.0  # seconds of each run
     rounds: int = 3
     idle_conns: int = IDLE_CONNS
-    scenarios: tuple[str, ...] = ("bulk", "connect", "serial", "idle", SCALE, CONTROL_PLANE)
+    scenarios: tuple[str, ...] = ("bulk", "connect", "serial", "idle", SCALE, CONTROL_PLANE, HA)
     out: Path = HERE / "results"
     profile: bool = True  # where the time goes, for each target not met
     build: Path = HERE / "build"
@@ -531,11 +532,18 @@ def control(settings: Settings) -> tuple[list[str], dict[str, Any]]:
         return control_plane.run(Path(work), chosen)
 
 
+def failover(settings: Settings) -> tuple[list[str], dict[str, Any]]:
+    """The HA pair's scenario, before the proxies' pin this process to a core."""
+    with tempfile.TemporaryDirectory(prefix="bench-ha-", dir="/tmp") as work:
+        return ha.run(Path(work), repeats=2 if settings.quick else ha.REPEATS)
+
+
 def main(settings: Settings) -> int:
     started = time.monotonic()
     lines, found = control(settings) if CONTROL_PLANE in settings.scenarios else ([], {})
+    pair_lines, pair_found = failover(settings) if HA in settings.scenarios else ([], {})
     try:
-        proxies_chosen = set(settings.scenarios) - {CONTROL_PLANE}
+        proxies_chosen = set(settings.scenarios) - {CONTROL_PLANE, HA}
         report = asyncio.run(bench(settings)) if proxies_chosen else Report({}, "")
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
@@ -543,6 +551,10 @@ def main(settings: Settings) -> int:
     if lines:
         extra = {**report.extra, "control_plane": found}
         report = dataclasses.replace(report, sections=[*lines, *report.sections], extra=extra)
+    if pair_lines:
+        sections = [*report.sections, *([""] if report.sections else []), *pair_lines]
+        extra = {**report.extra, "ha": pair_found}
+        report = dataclasses.replace(report, sections=sections, extra=extra)
     write(report, settings.out)
     print(f"Took {time.monotonic() - started:.0f} s.")
     return 0
