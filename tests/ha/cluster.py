@@ -330,6 +330,12 @@ class ClientHost:
         with self.open(vip, port) as session:
             return session.server
 
+    def signs_in(self, node: Node, user: str, password: str) -> bool:
+        """Whether ``user`` signs in to ``node``'s WebUI with ``password`` from this client."""
+        url = f"https://{node.address}:{MANAGEMENT_PORT}"
+        said = self.ask({"op": "sign_in", "url": url, "user": user, "password": password})
+        return bool(said["signed_in"])
+
     def watch(
         self, vip: str = RDP_VIP, port: int = RDP_PORT, timeout: float = 0.2, pause: float = 0.01
     ) -> None:
@@ -701,6 +707,8 @@ class _Side:
             self.sessions[self.count] = session
             port = session.writer.get_extra_info("sockname")[1]
             return {"ok": True, "id": self.count, "server": session.name, "port": port}
+        if op == "sign_in":
+            return await _sign_in(request["url"], request["user"], request["password"])
         if op == "close":
             await self.sessions.pop(request["id"]).close()
             return {"ok": True}
@@ -719,6 +727,26 @@ class _Side:
                     await self.watching
             return {"ok": True, "outcomes": self.outcomes}
         return {"ok": False, "error": f"op: {op!r} is unknown"}
+
+
+async def _sign_in(url: str, user: str, password: str) -> dict[str, Any]:
+    """Sign in to the WebUI at ``url`` as a browser does: the form, its CSRF token, the post."""
+    import httpx
+
+    from tests.webapp import csrf_of
+
+    # The node's own certificate: the test trusts whatever it shows, the point is the password.
+    async with httpx.AsyncClient(base_url=url, verify=False, timeout=REPLY_TIMEOUT) as browser:
+        form = await browser.get("/lbadmin/sign-in")
+        posted = await browser.post(
+            "/lbadmin/sign-in",
+            data={"username": user, "password": password, "csrf_token": csrf_of(form.text)},
+        )
+    return {
+        "ok": True,
+        "status": posted.status_code,
+        "signed_in": "balancer_session" in posted.cookies,
+    }
 
 
 async def _serve(source: str) -> None:
