@@ -62,7 +62,8 @@ def figure(found: Found | None) -> str:
     if found.seconds:
         values = list(found.seconds)
         spread = f" ({number(min(values))}{DASH}{number(max(values))})" if len(values) > 1 else ""
-        parts.append(f"{number(statistics.median(values))} s{spread}, {len(values)} runs")
+        runs = f"{len(values)} run" + ("s" if len(values) > 1 else "")
+        parts.append(f"{number(statistics.median(values))} s{spread}, {runs}")
         parts.append(f"{found.refused} of {found.attempts:,} attempts refused")
     if found.error:
         parts.append(found.error)
@@ -74,7 +75,7 @@ def table(results: Results) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for failure, title in TITLES.items():
         row = results.get(failure, {})
-        cells = [title, f"≤ {number(GOALS[failure])} s"]
+        cells = [title, f"≤ {GOALS[failure]:g} s"]
         for engine in ENGINES:
             verdict = met(failure, row.get(engine))
             state = {None: "", True: " · met", False: " · **not met**"}[verdict]

@@ -1,0 +1,35 @@
+"""The HA bench's table: each failure's goal beside its figures, judged on the median, and what
+was not measured said so. Pure: no pair runs here (``make bench`` runs it)."""
+
+from __future__ import annotations
+
+from bench.ha import Found, as_json, met, table
+from bench.report import DASH
+
+
+def test_each_goal_is_judged_on_the_median_of_its_runs() -> None:
+    assert met("link", Found([0.6, 1.4, 0.7])) is True
+    assert met("link", Found([1.1, 0.9, 1.2])) is False
+    assert met("engine", Found([1.9])) is True
+    assert met("stop", Found([0.21])) is False
+    assert met("stop", Found(error="stopped early")) is None
+    assert met("stop", None) is None
+
+
+def test_the_table_shows_goals_figures_refusals_and_verdicts() -> None:
+    results = {
+        "link": {"builtin": Found([0.6, 0.7, 0.65], refused=0, attempts=120)},
+        "engine": {"haproxy": Found([2.5], refused=3, attempts=90)},
+        "stop": {"builtin": Found(error="stopped early: no balancer ha pair")},
+    }
+    lines = table(results)
+    assert lines[0] == "| failure | goal | built-in | HAProxy |"
+    link, engine, stop = lines[2:]
+    assert link.startswith(f"| node death (its link cut) | ≤ 1 s | 0.65 s (0.60{DASH}0.70), 3 runs")
+    assert "0 of 120 attempts refused · met |  |" in link
+    assert "| ≤ 2 s |  | 2.50 s, 1 run; 3 of 90 attempts refused · **not met** |" in engine
+    assert "| ≤ 0.2 s | stopped early: no balancer ha pair |  |" in stop
+    document = as_json(results)
+    assert document["engine"]["haproxy"] == {
+        "seconds": [2.5], "refused": 3, "attempts": 90, "goal": 2.0, "met": False, "error": "",
+    }  # fmt: skip
