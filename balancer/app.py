@@ -16,6 +16,7 @@ from balancer.controller import Controller
 from balancer.front import errors
 from balancer.front.access import Access
 from balancer.front.gate import Gate
+from balancer.front.listeners import PairTLS
 from balancer.pair.cluster import Cluster
 from balancer.store import Store
 from balancer.system import System
@@ -30,6 +31,7 @@ def create_app(
     shutdown: Callable[[bool], None],
     *,
     clock: Callable[[], float] = time.monotonic,
+    pair_tls: PairTLS | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Balancer",
@@ -53,5 +55,6 @@ def create_app(
         clock=clock,
     )
     install_web(app, store, controller, cluster, access, system)
-    app.add_middleware(Gate, access=access)
+    # The HTTPS listeners' pair TLS (daemon), whose peer alone the gate lets into /api/v1/peer/.
+    app.add_middleware(Gate, access=access, pair=pair_tls)
     return app

@@ -90,9 +90,9 @@ class Peer:
                 f"the peer at {self.where} answered {method} {path} with something not JSON"
             ) from None
 
-    async def status(self, *, timeout: float | None = None) -> NodeView:
+    async def status(self) -> NodeView:
         """The peer's own view of itself."""
-        answer = await self.call("GET", STATUS, timeout=timeout)
+        answer = await self.call("GET", STATUS)
         try:
             return _NODE_VIEW.validate_python(answer)
         except ValidationError as error:
@@ -140,9 +140,10 @@ class Link:
         return None if self.heard_at is None else max(0.0, self.clock() - self.heard_at)
 
     async def ask(self) -> None:
-        """Ask the peer once, within the interval."""
+        """Ask the peer once. A slow answer delays the next ask; the link, read when asked
+        for, grows meanwhile."""
         try:
-            view = await self.peer.status(timeout=self.interval)
+            view = await self.peer.status()
         except PeerError as error:
             if self.error is None:  # said once when the peer falls silent, not every second
                 log.warning("peer not heard: %s", error, extra={"event": "peer_silent"})
@@ -157,13 +158,12 @@ class Link:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop asking and close the client."""
+        """Stop asking. The peer's client is its maker's to close: the sync uses it too."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.peer.aclose()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
