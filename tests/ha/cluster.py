@@ -255,11 +255,14 @@ class Psm:
     lab_dir: Path
 
     def start(self) -> None:
+        """Start the server; ``wait`` for it to listen."""
         with (self.lab_dir.parent / f"{self.name}.err").open("ab") as err:
             self.host.popen(
                 sys.executable, "-c", LAB, self.name, self.host.address, str(RDP_PORT),
                 str(WEB_PORT), str(self.lab_dir), stdout=subprocess.DEVNULL, stderr=err,
             )  # fmt: skip
+
+    def wait(self) -> None:
         wait_for(f"lab server {self.name}", lambda: asyncio.run(lab_status(self.lab_dir)))
 
     def stop(self) -> None:
@@ -304,6 +307,13 @@ class ClientHost:
             sys.executable, "-m", "tests.ha.cluster", self.host.address,
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )  # fmt: skip
+
+    def close(self) -> None:
+        """Its pipes closed: the process then ends, or tests.netns ends it."""
+        if self.process is not None:
+            for pipe in (self.process.stdin, self.process.stdout):
+                if pipe is not None:
+                    pipe.close()
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
         process = self.process
@@ -623,6 +633,8 @@ def topology(root: Path, engine: str = "builtin") -> Iterator[Topology]:
             for node in nodes:
                 node.prepare()
             found.each(Node.launch, Node.wait)
+            for psm in psms:
+                psm.wait()
             client.start()
             yield found
         finally:
@@ -636,6 +648,7 @@ def topology(root: Path, engine: str = "builtin") -> Iterator[Topology]:
                     node.stopped()
             for psm in psms:
                 psm.stop()
+            client.close()
 
 
 # --- the client's side, in its namespace -------------------------------------------------------
