@@ -43,7 +43,7 @@ def install(
     access: Access,
     system: System,
 ) -> None:
-    render = Renderer(store, controller, access)
+    render = Renderer(store, controller, cluster, access)
     app.include_router(sign_in.router(render, access))
     app.include_router(overview.router(render, controller, system))
     for page in (

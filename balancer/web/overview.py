@@ -1,7 +1,8 @@
 """System Overview (the guide's 11.1): every virtual service with its real servers, each state
 in a word, a shape and a colour, refreshed in place; drain, halt and online at once; the Commit
-button; the appliance's network bandwidth, load average and memory; and, while nothing is
-configured, the guide's offer of the Setup Wizard (8.3).
+button; in an HA pair, both nodes (role, state, running revision, sync, engine); the
+appliance's network bandwidth, load average and memory; and, while nothing is configured, the
+guide's offer of the Setup Wizard (8.3).
 
 An action from htmx gets the refreshed table (and the commit box, out of band); one from a
 plain form goes back to the page, at the server's row, so that reloading it does not repeat the
@@ -25,6 +26,7 @@ from balancer.model import RealServerState
 from balancer.overview import leaves_none_up, service_shown, shown
 from balancer.state import Overview, RealServerStatus
 from balancer.system import System, SystemFigures
+from balancer.web import pair
 from balancer.web.render import Renderer, is_htmx
 from balancer.web.units import bitrate, size
 from balancer.web.wizards import LAYER_7
@@ -50,7 +52,16 @@ def router(render: Renderer, controller: Controller, system: System) -> APIRoute
     async def respond(template: str, request: Request, status: int, **context: Any) -> Response:
         view = await controller.overview()
         figures = _system(system.figures())
-        return render(request, template, status=status, **_table(view), **figures, **context)
+        nodes = pair.nodes(render.cluster.view(), render.cluster.pair)
+        return render(
+            request,
+            template,
+            status=status,
+            **_table(view),
+            **figures,
+            pair_nodes=nodes,
+            **context,
+        )
 
     async def page(request: Request, *, status: int = 200, **context: Any) -> Response:
         return await respond(
@@ -64,7 +75,8 @@ def router(render: Renderer, controller: Controller, system: System) -> APIRoute
         )
 
     async def live(request: Request, *, status: int = 200, **context: Any) -> Response:
-        return await respond("overview_live.html", request, status, **context)
+        # The refresh brings the status bar too, so that it agrees with the nodes' table.
+        return await respond("overview_live.html", request, status, refresh=True, **context)
 
     @web.get("/")
     def root() -> Response:
@@ -79,10 +91,13 @@ def router(render: Renderer, controller: Controller, system: System) -> APIRoute
         return await live(request)
 
     @web.get(f"{WEBUI}heartbeat")
-    def heartbeat() -> Response:
+    def heartbeat(request: Request) -> Response:
         """Every page asks this every few seconds (base.html), so that every page can say when
-        the appliance cannot be reached, and goes to sign-in when its session has ended."""
-        return Response(status_code=204)
+        the appliance cannot be reached, and goes to sign-in when its session has ended. In an
+        HA pair it brings the status bar again (out of band)."""
+        if render.cluster.pair is None:
+            return Response(status_code=204)
+        return render(request, "pair_status.html", oob=True)
 
     @web.post(f"{WEBUI}overview/state")
     async def set_state(

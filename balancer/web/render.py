@@ -1,5 +1,10 @@
 """Rendering WebUI pages: the layout every page shares (the guide's menu, the signed-in user,
-the "Commit changes" box) around each page's own part."""
+the HA pair's status bar, the "Commit changes" box) around each page's own part.
+
+On the Secondary of an HA pair the pages of what the pair shares (the cluster configuration,
+users and API keys) say that it is read-only here, link to the same page on the Primary, and
+have their forms disabled; the server refuses such an edit anyway.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,9 @@ from balancer import words
 from balancer.controller import Controller
 from balancer.front.access import Access, Caller
 from balancer.front.gate import CALLER, STATIC
+from balancer.pair.cluster import Cluster
 from balancer.store import Store
+from balancer.web import pair
 from balancer.web.units import moment
 
 
@@ -25,6 +32,8 @@ class MenuEntry:
     title: str
     href: str
     children: tuple[MenuEntry, ...] = field(default=())
+    # Its page edits what an HA pair shares: read-only on the Secondary.
+    shared: bool = False
 
 
 # The guide's main menu (8.3.1), in its order and words. A page's ``title`` is its entry's.
@@ -35,23 +44,26 @@ MENU = (
         "Cluster Configuration",
         "/lbadmin/virtual-services",
         children=(
-            MenuEntry("Layer 7 \N{EN DASH} Virtual Services", "/lbadmin/virtual-services"),
-            MenuEntry("Layer 7 \N{EN DASH} Real Servers", "/lbadmin/real-servers"),
+            MenuEntry(
+                "Layer 7 \N{EN DASH} Virtual Services", "/lbadmin/virtual-services", shared=True
+            ),
+            MenuEntry("Layer 7 \N{EN DASH} Real Servers", "/lbadmin/real-servers", shared=True),
         ),
     ),
     MenuEntry(
         "Maintenance",
         "/lbadmin/maintenance/backup",
         children=(
-            MenuEntry("Backup & Restore", "/lbadmin/maintenance/backup"),
+            MenuEntry("Backup & Restore", "/lbadmin/maintenance/backup", shared=True),
             MenuEntry("Restart Services", "/lbadmin/maintenance/restart"),
-            MenuEntry("Passwords", "/lbadmin/maintenance/passwords"),
+            MenuEntry("Passwords", "/lbadmin/maintenance/passwords", shared=True),
         ),
     ),
     MenuEntry("View Configuration", "/lbadmin/view-configuration"),
     MenuEntry("Reports", "/lbadmin/reports"),
     MenuEntry("Logs", "/lbadmin/logs"),
 )
+SHARED = frozenset(entry.title for top in MENU for entry in (top, *top.children) if entry.shared)
 
 
 def is_htmx(request: Request) -> bool:
@@ -59,9 +71,12 @@ def is_htmx(request: Request) -> bool:
 
 
 class Renderer:
-    def __init__(self, store: Store, controller: Controller, access: Access) -> None:
+    def __init__(
+        self, store: Store, controller: Controller, cluster: Cluster, access: Access
+    ) -> None:
         self.store = store
         self.controller = controller
+        self.cluster = cluster
         self.access = access
         self.templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
         self.templates.env.filters["said"] = words.said  # a pending change in the guide's words
@@ -71,6 +86,9 @@ class Renderer:
     ) -> Response:
         """``template`` with what every page shows, then ``context``."""
         caller: Caller | None = request.scope.get(CALLER)
+        part = self.cluster.pair
+        # The Primary's WebUI, the same page, when this node is the Secondary.
+        primary = None if part is None else pair.primary_url(part, request.url.path)
         shared = {
             "static": STATIC.rstrip("/"),
             "hostname": self.store.node_settings().hostname,
@@ -81,6 +99,9 @@ class Renderer:
             else None,
             "pending": self.controller.pending(),
             "now": moment(time.time()),
+            "pair_status": pair.status_bar(self.cluster.view()),
+            "primary": primary,
+            "read_only": primary is not None and context.get("title") in SHARED,
         }
         return self.templates.TemplateResponse(
             request, template, {**shared, **context}, status_code=status
