@@ -15,6 +15,10 @@ import socket
 from balancer.model import Config
 from balancer.model.types import each_port
 
+# Linux's IP_FREEBIND, as HAProxy's `transparent` binds: a floating VIP this node does not hold
+# now is no reason to refuse the revision.
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+
 _BIND = re.compile(r"^\s*bind\s+\[?([0-9A-Fa-f.:]+?)\]?:(\d+)(?:-(\d+))?(?:\s|$)", re.MULTILINE)
 
 
@@ -44,6 +48,7 @@ def _try(ip: str, port: int) -> str | None:
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         try:
             sock.bind((ip, port))
         except OSError as error:
