@@ -178,9 +178,13 @@ def _peers(paths: Paths) -> list[str]:
 
 def _listen(vs: VirtualService) -> list[str]:
     lines = [f"listen {vs.label}"]
-    # v6only, as the built-in engine: "::" is IPv6 alone, never IPv4 as well.
+    # v6only, as the built-in engine: "::" is IPv6 alone, never IPv4 as well. transparent:
+    # bound even while this node does not hold the VIP (IP_FREEBIND where IP_TRANSPARENT is
+    # refused), so an HA takeover only moves the address; the built-in engine does the same.
     only = " v6only" if isinstance(vs.ip, IPv6Address) else ""
-    lines += [f"    bind {_address(vs.ip, _range(lo, hi))}{only}" for lo, hi in vs.ports]
+    lines += [
+        f"    bind {_address(vs.ip, _range(lo, hi))} transparent{only}" for lo, hi in vs.ports
+    ]
     lines += [
         f"    balance {BALANCE[vs.balancing]}",
         f"    timeout client {duration(vs.client_timeout)}",
