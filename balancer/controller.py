@@ -9,6 +9,11 @@ The data plane failing never takes the management plane with it. An engine that 
 or refuses the applied revision (a port another process holds, a limit HAProxy cannot raise), is
 a fault kept in the engine's own words for System Overview, and the supervisor tries again,
 waiting longer each time, until it works or a commit brings a configuration that does.
+
+On the Secondary of an HA pair the cluster configuration is the Primary's: saves and commits
+are refused here, in one line naming the Primary (``ReadOnly``); revisions come from the
+Primary (``receive``, ``run_received``), and drain, halt and online are done by the Primary
+(``forward``), whose revision then reaches both nodes.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -34,10 +39,12 @@ from balancer.events import (
     RevisionSaved,
     Stream,
 )
+from balancer.ha import sync
+from balancer.ha.sync import Action, Role, Route, Scope
 from balancer.model import Config, RealServerState
 from balancer.state import EngineStatus, Overview
 from balancer.store import Applied, NotFound, Revision, Store
-from balancer.validate import Invalid
+from balancer.validate import Invalid, Problem
 
 log = logging.getLogger("balancer.controller")
 
@@ -49,6 +56,24 @@ RETRY_LIMIT = 60.0
 
 class CommitFailed(Exception):
     """The engine refused the revision; the previous one still runs."""
+
+
+class ReadOnly(Invalid):
+    """An edit or a commit on an HA pair's Secondary, refused in ``ha.sync.refuse_edit``'s one
+    line naming the Primary; nothing is saved or applied."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__([Problem("", line)])
+
+
+class ForwardFailed(Exception):
+    """Drain, halt or online asked on an HA pair's Secondary that the Primary did not do, or
+    did without the Secondary applying it; why, in one line."""
+
+
+# How the Secondary has the Primary do an action: the Primary's revision that did it, once the
+# Secondary applied it too; ForwardFailed otherwise.
+Forward = Callable[[Action], Awaitable[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +115,8 @@ class Controller:
         self._fault: Fault | None = None
         # The revision the engine runs, as far as the controller knows: what plans start from.
         self._runs: int | None = None
+        # Set by the HA pair's wiring while this node is a Secondary that can reach its Primary.
+        self.forward: Forward | None = None
 
     @property
     def engine_error(self) -> str | None:
@@ -220,6 +247,7 @@ class Controller:
         """Save ``edit`` of the newest configuration as a new revision, audited and told to the
         event stream; Conflict if ``base`` is no longer the newest (None: the newest now). It
         runs once committed."""
+        self._refuse_edit()
         head = self.store.head()
         config = edit.apply(head.config)
         cannot = self.engine.problems(config, head.config)
@@ -243,20 +271,67 @@ class Controller:
         )
         return saved
 
+    def _pair(self) -> tuple[Role | None, str]:
+        """This node's role in an HA pair (None: standalone), and where its peer's WebUI and
+        API answer."""
+        pair = self.store.node_settings().pair
+        if pair is None:
+            return None, ""
+        address = pair.peer_address
+        host = f"[{address}]" if address.version == 6 else str(address)
+        return Role(pair.role.title()), f"https://{host}:{pair.peer_port}"
+
+    def _refuse_edit(self) -> None:
+        role, primary = self._pair()
+        refused = sync.refuse_edit(role, Scope.CLUSTER, primary)
+        if refused is not None:
+            raise ReadOnly(refused)
+
     async def commit(self, author: str) -> Applied:
         """Apply the newest saved revision. After a fault the engine is started and given the
         applied revision first, as the supervisor would: a commit is how an operator says 'now'."""
+        self._refuse_edit()
+        return await self._commit(None, author)
+
+    def receive(
+        self,
+        config: Config,
+        *,
+        revision: int,
+        digest: str,
+        author: str,
+        message: str,
+        created: float,
+    ) -> Revision:
+        """Record a revision the Primary of an HA pair made, under its number and digest
+        (``Store.receive``), told to the event stream as a save. It runs once ``run_received``."""
+        received = self.store.receive(
+            config,
+            revision=revision,
+            digest=digest,
+            author=author,
+            message=message,
+            created=created,
+        )
+        self.events.publish(RevisionSaved(revision, author, "receive", "", self._clock()))
+        return received
+
+    async def run_received(self, revision: int, author: str) -> Applied:
+        """Apply ``revision``, received from the Primary, as a commit applies the head."""
+        return await self._commit(revision, author)
+
+    async def _commit(self, revision: int | None, author: str) -> Applied:
         async with self._lock:
             if self._fault is not None:
                 await self._recover()
                 if self._fault is not None and not self._fault.running:
                     raise EngineError(self._fault.error)
-            head = self.store.head()
+            wanted = self.store.head() if revision is None else self.store.revision(revision)
             applied = self.store.applied()
-            if self._fault is None and applied is not None and applied.revision == head.id:
+            if self._fault is None and applied is not None and applied.revision == wanted.id:
                 return applied
-            await self._apply(head, author)
-            return self._mark_applied(head.id, author)
+            await self._apply(wanted, author)
+            return self._mark_applied(wanted.id, author)
 
     def _mark_applied(self, revision: int, author: str) -> Applied:
         applied = self.store.mark_applied(revision, author=author)
@@ -279,7 +354,16 @@ class Controller:
     async def set_state(
         self, service: str, server: str, state: RealServerState, author: str
     ) -> Revision:
-        """Drain, halt or bring online a real server now; pending edits stay pending."""
+        """Drain, halt or bring online a real server now; pending edits stay pending. On an HA
+        pair's Secondary the Primary does it, and its revision is the answer."""
+        role, primary = self._pair()
+        if sync.act(role) is Route.PRIMARY:
+            if self.forward is None:
+                raise ForwardFailed(
+                    f"drain, halt and online are done by the Primary at {primary}, which this "
+                    "Secondary has not reached yet"
+                )
+            return self.store.revision(await self.forward(Action(state, service, server, author)))
         edit = Edit.set_state(service, server, state)
         save = partial(self._save, edit=edit, author=author)
 

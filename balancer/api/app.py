@@ -8,10 +8,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from balancer.api import peer, revisions, servers, services, system, users
+from balancer.api import peer, replica, revisions, servers, services, system, users
 from balancer.api.edits import Edits
 from balancer.controller import Controller
 from balancer.pair.cluster import Cluster
+from balancer.pair.syncer import Syncer
 from balancer.store import Store
 from balancer.system import System
 
@@ -27,12 +28,17 @@ def install(
 ) -> None:
     """The API's routes, under /api/v1."""
     edits = Edits(controller)
+
+    def syncer() -> Syncer | None:
+        return cluster.syncer
+
     for router in (
         system.router(store, controller, figures, data_dir, shutdown),
         services.router(edits, controller),
         servers.router(edits, controller),
-        revisions.router(edits, controller),
+        revisions.router(edits, controller, syncer),
         users.router(store),
         peer.status_router(cluster),
+        replica.router(controller, syncer),
     ):
         app.include_router(router)

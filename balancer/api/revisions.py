@@ -1,8 +1,12 @@
 """Routes for revisions: what is saved but not committed, committing it, the configuration as
-saved and as the engine runs it, backup and restore, and the list of revisions."""
+saved and as the engine runs it, backup and restore, and the list of revisions.
+
+On the Primary of an HA pair a commit's answer says whether the Secondary applied the revision
+too (``secondary``), after waiting a few seconds for it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,6 +20,7 @@ from balancer.edits import Edit
 from balancer.front import bodies
 from balancer.front.gate import Author
 from balancer.model import Config
+from balancer.pair.syncer import ANSWER_WAIT, Syncer, answer_json
 
 BACKUP_BODY = {
     "required": True,
@@ -27,7 +32,8 @@ BACKUP_BODY = {
 }
 
 
-def router(edits: Edits, controller: Controller) -> APIRouter:
+def router(edits: Edits, controller: Controller, syncer: Callable[[], Syncer | None]) -> APIRouter:
+    """``syncer``: the Primary's running sync with its Secondary, if any."""
     api = APIRouter(prefix="/api/v1", tags=["revisions"])
     store = edits.store
 
@@ -49,7 +55,11 @@ def router(edits: Edits, controller: Controller) -> APIRouter:
     @api.post("/commit", summary="Apply the saved configuration (the guide's Reload)")
     async def commit(user: Author) -> dict[str, Any]:
         applied = await controller.commit(user)
-        return {"revision": applied.revision, "at": applied.at, "by": applied.author}
+        done = {"revision": applied.revision, "at": applied.at, "by": applied.author}
+        running = syncer()
+        if running is not None:
+            done["secondary"] = answer_json(await running.answer(applied.revision, ANSWER_WAIT))
+        return done
 
     @api.get("/config", response_model=Config, summary="View Configuration: as saved")
     def config() -> Config:

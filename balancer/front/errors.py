@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from balancer.configuration import Missing
-from balancer.controller import CommitFailed
+from balancer.controller import CommitFailed, ForwardFailed, ReadOnly
 from balancer.engines import EngineError
 from balancer.store import Conflict, NotFound
 from balancer.validate import Invalid, Problem, reason
@@ -35,8 +35,13 @@ RESPONSES: dict[int | str, dict[str, object]] = {
         (401, "no session or API key (network callers only)"),
         (403, "a change made with the session cookie but without its CSRF token"),
         (404, "no such virtual service, real server, user or revision"),
-        (409, "the revision given in If-Match is not the latest: someone changed it first"),
+        (
+            409,
+            "the revision given in If-Match is not the latest: someone changed it first; or "
+            "this node is an HA pair's Secondary, where the configuration is read-only",
+        ),
         (422, "the request or the configuration it makes is not valid: field and reason"),
+        (502, "drain, halt or online on an HA pair's Secondary: the Primary did not do it"),
         (503, "the engine cannot be reached"),
     )
 }
@@ -102,6 +107,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def conflict(_: Request, error: Conflict) -> JSONResponse:
         return reply(409, [Problem("revision", str(error))])
+
+    @app.exception_handler(ReadOnly)
+    async def read_only(_: Request, error: ReadOnly) -> JSONResponse:
+        return reply(409, list(error.problems))
+
+    @app.exception_handler(ForwardFailed)
+    async def not_forwarded(_: Request, error: ForwardFailed) -> JSONResponse:
+        return reply(502, [Problem("primary", str(error))])
 
     @app.exception_handler(CommitFailed)
     async def rejected(_: Request, error: CommitFailed) -> JSONResponse:

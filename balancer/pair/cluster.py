@@ -15,6 +15,7 @@ from pathlib import Path
 from balancer.controller import Controller
 from balancer.model import Pair
 from balancer.pair.status import NodeView, PairView
+from balancer.pair.syncer import Syncer
 from balancer.store import Store
 
 
@@ -31,6 +32,8 @@ class Cluster:
         self.controller = controller
         self.data_dir = data_dir
         self.clock = clock
+        # The Primary's sync with its Secondary while it runs; None otherwise.
+        self.syncer: Syncer | None = None
 
     @property
     def pair(self) -> Pair | None:
