@@ -113,6 +113,13 @@ def test_the_saved_status_is_read_back_and_garbage_is_none(tmp_path: Path) -> No
     assert heartbeat.saved(path) is None
 
 
+def test_a_keepalived_that_keeps_dying_is_restarted_ever_more_slowly_and_then_not() -> None:
+    delays = [heartbeat._backoff(restarts) for restarts in range(1, heartbeat.RESTARTS + 1)]
+    assert delays[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert max(delays) == heartbeat.BACKOFF_MAX
+    assert sum(delays) < 300  # then Restart Heartbeat is the way back
+
+
 def test_a_switchover_with_preemption_on_is_refused_in_one_line(tmp_path: Path) -> None:
     node = Heartbeat(
         tmp_path, pair_of("primary", preempt=True), print, Audits(), check=EngineCheck(("/x",))
