@@ -29,7 +29,13 @@ from balancer.certificates import ServedCertificate
 from balancer.client import api_socket
 from balancer.controller import Controller
 from balancer.front.gate import local
-from balancer.front.listeners import Listener, listener, network_sockets, unix_socket
+from balancer.front.listeners import (
+    Listener,
+    PairTLS,
+    listener,
+    network_sockets,
+    unix_socket,
+)
 from balancer.model import NodeSettings
 from balancer.pair.cluster import Cluster
 from balancer.store import Store
@@ -92,9 +98,10 @@ async def _run(
         restart = True
         shutdown(False)
 
-    cluster = Cluster(store, controller, data_dir)
-    await cluster.start()
-    app = create_app(store, controller, cluster, data_dir, shutdown)
+    # Paired, the HTTPS listeners are also where the peer calls, over the pair's mutual TLS.
+    pair_tls = PairTLS()
+    cluster = Cluster(store, controller, data_dir, secure=pair_tls.set)
+    app = create_app(store, controller, cluster, data_dir, shutdown, pair_tls=pair_tls)
     servers: list[tuple[Listener, socket.socket]] = [
         (listener(local(app)), unix_socket(api_socket(data_dir))),
         *((listener(app, certificate.path if tls else None), sock) for sock, tls in network),
@@ -105,6 +112,8 @@ async def _run(
         if server.config.ssl is not None:
             contexts.append(server.config.ssl)
             certificate.serve_with(server.config.ssl)
+            pair_tls.serve_on(server.config.ssl)
+    await cluster.start()
     management.provide(app, management.Management(node, certificate, restarting))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, shutdown, False)
@@ -120,7 +129,9 @@ async def _run(
     finally:
         for context in contexts:
             certificate.forget(context)
-        await cluster.stop()
+        # A restart leaves keepalived to the next run; a stop has the peer take the floating
+        # IPs before the engine goes (the other order answers clients with resets).
+        await (cluster.stop() if restart else cluster.release())
         await controller.close(stop_engine=stop_engine)
         logging_events.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -13,12 +13,12 @@ balancer.api.app: the prefix puts them behind the same guard.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException
 
 from balancer.front.gate import PEER
-from balancer.pair.cluster import Cluster
+from balancer.pair.cluster import Cluster, PairError
 
 
 def router() -> APIRouter:
@@ -38,5 +38,15 @@ def status_router(cluster: Cluster) -> APIRouter:
         if view is None:  # broken off the pair since the gate let the request in
             raise HTTPException(409, "this node is not in a pair")
         return asdict(view.this)
+
+    @api.post("/heartbeat/{action}")
+    async def heartbeat(action: Literal["restart", "switchover"]) -> dict[str, str]:
+        """The Primary's Restart Heartbeat, or a switchover asked on the other node: this
+        node's keepalived, answered once it runs again."""
+        try:
+            await cluster.own_heartbeat(action)
+        except PairError as error:
+            raise HTTPException(409, str(error)) from None
+        return {"done": action}
 
     return api

@@ -1,22 +1,73 @@
 """This node's place in an HA pair at run time: standalone, or one of two.
 
 The daemon makes one ``Cluster`` for each run of the management service and the API and the
-WebUI read it. Standalone it does nothing. Paired, it runs the node's keepalived, hears the peer,
-and keeps the Secondary in step with the Primary; pairing and Break Clustered Pair start and
-stop all of that without a restart.
+WebUI read it. Standalone it does nothing. Paired, it runs the node's keepalived
+(``Heartbeat``), hears the peer over the pair's mutual TLS (``Link``), has the Primary keep the
+Secondary in step (``Syncer``) and the Secondary forward drain, halt and online to the Primary;
+pairing (``form``) and Break Clustered Pair (``dissolve``) start and stop all of that without a
+restart.
+
+A restart of the management service (``stop``) leaves keepalived running, so the floating IPs
+stay where they are and the next run adopts it; only a real stop of the node (``release``)
+stops keepalived, before the engine, so the peer takes the floating IPs at once.
+
+Nothing here may take the management plane down: a part that cannot start (the pair's files
+unreadable, keepalived refusing its configuration) is kept as ``fault``, logged, audited and
+shown on every page, and the WebUI and API go on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
+from balancer import tool
 from balancer.controller import Controller
+from balancer.events import Missed, RevisionApplied, Subscription
+from balancer.ha import trust
+from balancer.ha.role import State
 from balancer.model import Pair
+from balancer.model.types import IPAddress
+from balancer.pair.heartbeat import (
+    IP_TIMEOUT,
+    Heartbeat,
+    HeartbeatError,
+    floating_ips,
+    interface_of,
+)
+from balancer.pair.link import Link, Peer, PeerError
 from balancer.pair.status import NodeView, PairView
-from balancer.pair.syncer import Syncer
+from balancer.pair.syncer import Syncer, forwarding
 from balancer.store import Store
+
+log = logging.getLogger("balancer.pair")
+
+# What the HTTPS listeners show and accept: the pair's trust and the peer's address, or
+# (None, None) standalone (``front.listeners.PairTLS.set``).
+Secure = Callable[[trust.Trust | None, IPAddress | None], None]
+# Heartbeat's test hooks (binary, wrap, check), for tests that run keepalived by hand.
+HeartbeatMaker = Callable[..., Heartbeat]
+
+
+# The peer's route for its own keepalived (balancer.api.peer): restart or switchover.
+HEARTBEAT = "/api/v1/peer/heartbeat/"
+# A keepalived restart waits for its state; a hand-over to the peer takes a second at most.
+HEARTBEAT_WAIT = 30.0
+
+
+class PairError(Exception):
+    """An HA operation this node cannot do now, in one line."""
+
+
+def _standalone(_: trust.Trust | None, __: IPAddress | None) -> None:
+    """A Cluster without listeners (tests of the application alone)."""
 
 
 class Cluster:
@@ -26,14 +77,24 @@ class Cluster:
         controller: Controller,
         data_dir: Path,
         *,
+        secure: Secure = _standalone,
         clock: Callable[[], float] = time.monotonic,
+        heartbeat: HeartbeatMaker = Heartbeat,
     ) -> None:
         self.store = store
         self.controller = controller
         self.data_dir = data_dir
         self.clock = clock
+        self._secure = secure
+        self._make_heartbeat = heartbeat
+        self.heartbeat: Heartbeat | None = None
+        self.peer: Peer | None = None
+        self.link: Link | None = None
         # The Primary's sync with its Secondary while it runs; None otherwise.
         self.syncer: Syncer | None = None
+        # Why this node's part in the pair does not run, in one line; None when it does.
+        self.fault: str | None = None
+        self._watching: asyncio.Task[None] | None = None
 
     @property
     def pair(self) -> Pair | None:
@@ -42,27 +103,243 @@ class Cluster:
 
     async def start(self) -> None:
         """Run what this node's part in the pair needs; nothing when it stands alone."""
+        pair = self.pair
+        if pair is not None:
+            await self._begin(pair)
+
+    async def form(self, pair: Pair) -> None:
+        """This node joins a pair (pairing's last step, on each node, which audits it): its
+        ``Pair`` is kept and its part starts. The pair's files (``trust.directory``) must be in
+        place."""
+        await self._end(release=False)
+        node = self.store.node_settings()
+        self.store.save_node_settings(node.model_copy(update={"pair": pair}), author="system")
+        await self._begin(pair)
+
+    async def dissolve(self, *, keep_floating_ips: bool) -> None:
+        """Break Clustered Pair on this node (which the break audits): keepalived stops (the
+        floating IPs leave this node unless ``keep_floating_ips``, when they stay as its own
+        addresses), the pair's files go, and the node stands alone with the configuration and
+        users it has."""
+        pair = self.pair
+        vips = self._vips()
+        await self._end(release=True)
+        if pair is None:
+            return
+        if keep_floating_ips:
+            await _keep(pair, vips)
+        shutil.rmtree(trust.directory(self.data_dir), ignore_errors=True)
+        node = self.store.node_settings()
+        self.store.save_node_settings(node.model_copy(update={"pair": None}), author="system")
 
     async def stop(self) -> None:
-        """Stop hearing the peer and syncing. keepalived is not stopped here: a restart of the
-        management service must not move the floating IPs (``release`` does, when the node
-        goes down)."""
+        """The end of this run of the management service: stop hearing the peer and syncing,
+        and leave keepalived running for the next run to adopt."""
+        await self._end(release=False)
+
+    async def release(self) -> None:
+        """The node stops: keepalived stops gracefully first, so the peer takes the floating
+        IPs at once; the caller stops the engine after this."""
+        await self._end(release=True)
+
+    async def restart_heartbeat(self) -> str:
+        """Restart Heartbeat (Maintenance > Restart Services, on the Primary): keepalived
+        restarts on both nodes, one at a time, the Passive node first, so that the Active one
+        hands the floating IPs to a peer that is ready for them; what happened, in one line."""
+        heartbeat, peer = self._running()
+        if self.pair is None or self.pair.role != "primary":
+            raise PairError("Restart Heartbeat is done on the Primary")
+        here_first = heartbeat.status().state is not State.ACTIVE
+        if here_first:
+            await self.own_heartbeat("restart")
+        await self._ask_peer(peer, "restart")
+        if not here_first:
+            peer_state = None if self.link is None else self.link.view
+            if peer_state is not None and peer_state.state == "fault":
+                raise PairError(
+                    "the peer came back in fault, so this node kept the floating IPs and its "
+                    "keepalived was not restarted"
+                )
+            await self.own_heartbeat("restart")
+        return "keepalived restarted on both nodes, one at a time"
+
+    async def switchover(self) -> str:
+        """Make the other node Active (the Active node's keepalived restarts gracefully and
+        comes back Passive), asked on either node; what happened, in one line."""
+        heartbeat, peer = self._running()
+        if heartbeat.status().state is State.ACTIVE:
+            # keepalived cannot tell: handing over to a peer that is not ready would leave the
+            # floating IPs dark until this node took them back.
+            ready = None if self.link is None else self.link.view
+            if ready is None or ready.state != "passive":
+                state = "not heard" if ready is None else ready.state
+                raise PairError(f"switchover: the peer is {state}, not Passive: nothing was done")
+            await self.own_heartbeat("switchover")
+        else:
+            await self._ask_peer(peer, "switchover")
+        return "the other node is now Active"
+
+    async def own_heartbeat(self, action: str) -> None:
+        """Restart or switch over this node's keepalived (the peer's route asks it too)."""
+        heartbeat, _ = self._running()
+        try:
+            await (heartbeat.switchover() if action == "switchover" else heartbeat.restart())
+        except HeartbeatError as error:
+            raise PairError(str(error)) from None
+
+    def _running(self) -> tuple[Heartbeat, Peer]:
+        if self.heartbeat is None or self.peer is None:
+            raise PairError(self.fault or "this node is not in a pair")
+        return self.heartbeat, self.peer
+
+    async def _ask_peer(self, peer: Peer, action: str) -> None:
+        try:
+            await peer.call("POST", HEARTBEAT + action, timeout=HEARTBEAT_WAIT)
+        except PeerError as error:
+            raise PairError(f"the peer's keepalived: {error}") from None
 
     def view(self) -> PairView | None:
         """The pair as this node sees it, None while it stands alone."""
         pair = self.pair
         if pair is None:
             return None
-        return PairView(this=self.this(pair), peer=None, link=None)
+        link = self.link
+        peer = None if link is None else link.view
+        if peer is not None and self.syncer is not None:
+            # The Secondary as the Primary sees it: its sync is what the Primary's says.
+            peer = replace(peer, sync=self.syncer.said())
+        return PairView(
+            this=self.this(pair, peer),
+            peer=peer,
+            link=None if link is None else link.link(),
+        )
 
-    def this(self, pair: Pair) -> NodeView:
+    def this(self, pair: Pair, peer: NodeView | None = None) -> NodeView:
+        """This node as the status bar, System Overview and the peer see it."""
         applied = self.store.applied()
+        revision = None if applied is None else applied.revision
+        if self.fault is not None:
+            state = "fault"
+        elif self.heartbeat is None:
+            state = "unknown"
+        else:
+            state = self.heartbeat.status().state.value.lower()
         return NodeView(
             address=str(pair.local_address),
             role=pair.role,
-            state="unknown",
-            revision=None if applied is None else applied.revision,
+            state=state,
+            revision=revision,
             engine=self.controller.engine.name,
             engine_error=self.controller.engine_error,
-            sync="owner" if pair.role == "primary" else "unknown",
+            sync="owner" if pair.role == "primary" else _behind(revision, peer),
         )
+
+    async def _begin(self, pair: Pair) -> None:
+        self.fault = None
+        try:
+            pair_trust = trust.load(
+                trust.directory(self.data_dir), pair.local_address, now=datetime.now(UTC)
+            )
+        except trust.TrustError as error:
+            self._faulty(f"the pair's files: {error}")
+            return
+        self._secure(pair_trust, pair.peer_address)
+        self.peer = Peer(pair_trust, pair.peer_address, pair.peer_port)
+        self.link = Link(self.peer, clock=self.clock)
+        self.link.start()
+        if pair.role == "primary":
+            self.syncer = Syncer(self.store, self.controller, self.peer)
+            await self.syncer.start()
+        else:
+            self.controller.forward = forwarding(self.peer)
+        self.heartbeat = self._make_heartbeat(
+            self.data_dir, pair, self.controller.events.publish, self.store.audit
+        )
+        try:
+            await self.heartbeat.start(self._vips())
+        except HeartbeatError as error:
+            self._faulty(str(error))
+        self._watching = asyncio.get_running_loop().create_task(
+            self._follow(self.controller.events.subscribe())
+        )
+
+    async def _end(self, *, release: bool) -> None:
+        watching, self._watching = self._watching, None
+        if watching is not None:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+        heartbeat, self.heartbeat = self.heartbeat, None
+        if heartbeat is not None:
+            if release:
+                try:
+                    await heartbeat.stop()
+                except HeartbeatError as error:
+                    log.error("keepalived did not stop cleanly: %s", error)
+            else:
+                await heartbeat.close()
+        self.controller.forward = None
+        syncer, self.syncer = self.syncer, None
+        if syncer is not None:
+            await syncer.stop()
+        link, self.link = self.link, None
+        if link is not None:
+            await link.stop()
+        peer, self.peer = self.peer, None
+        if peer is not None:
+            await peer.aclose()
+        self._secure(None, None)
+
+    async def _follow(self, subscription: Subscription) -> None:
+        """The floating IPs follow the revision this node runs."""
+        with subscription:
+            async for event in subscription:
+                if not isinstance(event, RevisionApplied | Missed) or self.heartbeat is None:
+                    continue
+                try:
+                    await self.heartbeat.update(self._vips())
+                except HeartbeatError as error:
+                    self._faulty(str(error))
+
+    def _vips(self) -> tuple[str, ...]:
+        applied = self.store.applied()
+        if applied is None:
+            return ()
+        return floating_ips(self.store.revision(applied.revision).config)
+
+    def _faulty(self, error: str) -> None:
+        if error == self.fault:
+            return
+        self.fault = error
+        log.error("HA pair: %s", error, extra={"event": "pair_fault"})
+        self.store.audit(author="system", action="pair_fault", detail={"error": error})
+
+
+def _behind(revision: int | None, primary: NodeView | None) -> str:
+    """The Secondary's own sync, from what the Primary last said it runs."""
+    if primary is None:
+        return "unknown: the Primary has not been heard"
+    if primary.revision == revision:
+        return "in sync"
+    if primary.revision is not None and revision is not None and primary.revision > revision:
+        return f"behind by {primary.revision - revision}"
+    return f"runs revision {revision}, the Primary {primary.revision}"
+
+
+async def _keep(pair: Pair, vips: tuple[str, ...]) -> None:
+    """The floating IPs as this node's own addresses, once keepalived has let them go: the node
+    that carried the traffic goes on carrying it when the pair breaks."""
+    try:
+        status, output = await tool.run(["ip", "-j", "address", "show"], IP_TIMEOUT)
+        if status != 0:
+            raise HeartbeatError(output.strip()[:200])
+        interface = interface_of(output, str(pair.local_address))
+        for vip in vips:
+            prefix = 128 if ":" in vip else 32
+            added, said = await tool.run(
+                ["ip", "address", "add", f"{vip}/{prefix}", "dev", interface], IP_TIMEOUT
+            )
+            if added != 0 and "File exists" not in said:
+                raise HeartbeatError(f"{vip}: {said.strip()[:200]}")
+    except (HeartbeatError, TimeoutError) as error:
+        log.error("break: the floating IPs could not be kept: %s", error or "ip timed out")
