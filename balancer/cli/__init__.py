@@ -44,6 +44,7 @@ COMMANDS = {
     "user": ("users", "app"),
     "key": ("keys", "app"),
     "lab": ("lab", "app"),
+    "ha": ("ha", "app"),
     "engine-check": ("engine_check", "engine_check"),
 }
 

@@ -1,0 +1,119 @@
+"""The clustered HA pair: the guide's Cluster Configuration > High-Availability Configuration."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from balancer.cli.answer import JsonOption, echo_json, fail
+from balancer.cli.appliance import DATA_DIR, DirOption, client
+from balancer.cli.password import PasswordStdin
+from balancer.client import ApiError
+
+app = typer.Typer(help="The clustered HA pair: pair two nodes, see both, break the pair")
+
+# Pairing waits on the peer: its answer to the offer, then its engine running this node's
+# configuration.
+PAIR_TIMEOUT = 180.0
+_MARKS = {"done": "ok", "running": "..", "waiting": "??", "failed": "!!"}
+
+
+@app.command("pair")
+def pair(
+    ctx: typer.Context,
+    local: Annotated[str, typer.Option("--local", help="this node's address, the Primary's")],
+    peer: Annotated[str, typer.Option("--peer", help="the new peer's address, the Secondary's")],
+    fingerprint: Annotated[
+        str,
+        typer.Option(
+            "--fingerprint",
+            help="the SHA-256 fingerprint of the peer's WebUI certificate, as its `balancer "
+            "serve` printed it: the password is sent to that certificate only",
+        ),
+    ],
+    port: Annotated[int, typer.Option("--port", help="the peer's WebUI HTTPS port")] = 9443,
+    password_stdin: PasswordStdin = False,
+    replace: Annotated[
+        bool | None,
+        typer.Option(
+            "--replace/--keep",
+            help="replace the services the peer has of its own, or refuse to; asked if unset",
+        ),
+    ] = None,
+    data_dir: DirOption = DATA_DIR,
+) -> None:
+    """Add new node: pair this node, the Primary, with a peer (the guide's 14.1.2)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"Password of the loadbalancer user on {peer}: ")
+    else:
+        fail("password: give it at the prompt, or with --password-stdin", 2)
+    body: dict[str, Any] = {
+        "local_address": local,
+        "peer_address": peer,
+        "peer_port": port,
+        "password": password,
+        "fingerprint": fingerprint,
+        "replace": replace,
+    }
+    typer.echo("Attempting to pair…")
+    with client(ctx, data_dir) as appliance:
+        appliance.timeout = PAIR_TIMEOUT
+        try:
+            answer = appliance.post("/ha/pair", body)
+        except ApiError as error:
+            question = str(error).removeprefix("replace: ")
+            if error.status != 409 or question == str(error):
+                raise
+            if password_stdin or not sys.stdin.isatty():
+                fail(f"{question} Give --replace to replace them, or --keep")
+            body["replace"] = typer.confirm(question, default=False)
+            answer = appliance.post("/ha/pair", body)
+    for step in answer["steps"][1:]:
+        typer.echo(f"  {_MARKS.get(step['progress'], '  ')} {step['text']}")
+
+
+@app.command("status")
+def status(ctx: typer.Context, data_dir: DirOption = DATA_DIR, as_json: JsonOption = False) -> None:
+    """Both nodes of the pair: role, state, running revision, sync and engine; and the link."""
+    with client(ctx, data_dir) as appliance:
+        found = appliance.get("/ha")
+    if as_json:
+        echo_json(found)
+        return
+    view = found["pair"]
+    if view is None:
+        typer.echo("standalone: this node is in no HA pair")
+        return
+    typer.echo(_node("this node", view["this"]))
+    peer = view["peer"]
+    typer.echo(_node("peer", peer) if peer is not None else "peer       not heard yet")
+    link = view["link"]
+    typer.echo(
+        "link: the peer has not answered yet"
+        if link is None
+        else f"link: the peer last answered {link:.1f} s ago"
+    )
+
+
+def _node(name: str, node: dict[str, Any]) -> str:
+    revision = node["revision"]
+    running = f"revision {revision}" if revision is not None else "no revision"
+    engine = node["engine"] + (f" ({node['engine_error']})" if node["engine_error"] else "")
+    return (
+        f"{name:10} {node['address']:15} {node['role'].title():9} {node['state'].title():8} "
+        f"{running:14} sync {node['sync']}; engine {engine}"
+    )
+
+
+@app.command("break")
+def break_pair(ctx: typer.Context, data_dir: DirOption = DATA_DIR) -> None:
+    """Break Clustered Pair: both nodes stand alone, each with its configuration and users."""
+    with client(ctx, data_dir) as appliance:
+        answer = appliance.delete("/ha/pair")
+    for node in answer["nodes"]:
+        typer.echo(node["said"])
