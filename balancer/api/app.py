@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from balancer.api import ha, peer, replica, revisions, servers, services, system, users
+from balancer.api import ha, heartbeat, peer, replica, revisions, servers, services, system, users
 from balancer.api.edits import Edits
 from balancer.controller import Controller
 from balancer.pair.cluster import Cluster
@@ -39,6 +39,7 @@ def install(
         revisions.router(edits, controller, syncer),
         users.router(store),
         peer.status_router(cluster),
+        heartbeat.router(cluster),
         ha.router(cluster),
         ha.peer_router(cluster),
         replica.router(controller, syncer),
