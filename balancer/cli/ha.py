@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,12 +14,17 @@ from balancer.cli.appliance import DATA_DIR, DirOption, client
 from balancer.cli.password import PasswordStdin
 from balancer.client import ApiError
 
-app = typer.Typer(help="The clustered HA pair: pair two nodes, see both, break the pair")
+app = typer.Typer(
+    help="The clustered HA pair: pair two nodes, see both, restart heartbeat, switch over, "
+    "break the pair"
+)
 
 # Pairing waits on the peer: its answer to the offer, then its engine running this node's
 # configuration.
 PAIR_TIMEOUT = 180.0
 _MARKS = {"done": "ok", "running": "..", "waiting": "??", "failed": "!!"}
+# Restart Heartbeat waits on each node's keepalived in turn, the peer's for up to 30 s.
+HEARTBEAT_TIMEOUT = 120.0
 
 
 @app.command("pair")
@@ -117,3 +123,22 @@ def break_pair(ctx: typer.Context, data_dir: DirOption = DATA_DIR) -> None:
         answer = appliance.delete("/ha/pair")
     for node in answer["nodes"]:
         typer.echo(node["said"])
+
+
+@app.command("restart-heartbeat")
+def restart_heartbeat(ctx: typer.Context, data_dir: DirOption = DATA_DIR) -> None:
+    """Restart Heartbeat, on the Primary: keepalived on both nodes, one at a time, the Passive
+    node first, so the VIPs never go dark."""
+    _heartbeat(ctx, data_dir, "/ha/heartbeat/restart")
+
+
+@app.command("switchover")
+def switchover(ctx: typer.Context, data_dir: DirOption = DATA_DIR) -> None:
+    """Make the other node Active, refusing no new connection; refused unless it is Passive."""
+    _heartbeat(ctx, data_dir, "/ha/switchover")
+
+
+def _heartbeat(ctx: typer.Context, data_dir: Path, path: str) -> None:
+    with client(ctx, data_dir) as appliance:
+        appliance.timeout = HEARTBEAT_TIMEOUT
+        typer.echo(appliance.post(path)["message"])
