@@ -20,6 +20,7 @@ from balancer.store import Store
 from balancer.system import System
 from balancer.web import (
     error_pages,
+    high_availability,
     local_configuration,
     logs,
     maintenance,
@@ -50,6 +51,7 @@ def install(
         local_configuration,
         services,
         servers,
+        high_availability,
         wizards,
         maintenance,
         passwords,

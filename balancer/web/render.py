@@ -48,6 +48,7 @@ MENU = (
                 "Layer 7 \N{EN DASH} Virtual Services", "/lbadmin/virtual-services", shared=True
             ),
             MenuEntry("Layer 7 \N{EN DASH} Real Servers", "/lbadmin/real-servers", shared=True),
+            MenuEntry("High-Availability Configuration", "/lbadmin/high-availability"),
         ),
     ),
     MenuEntry(
