@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from balancer import logs
 from balancer.configuration import modify_real_server
-from balancer.controller import Controller
+from balancer.controller import Controller, ForwardFailed, ReadOnly
+from balancer.edits import Edit
 from balancer.engines import EngineError
 from balancer.events import (
     EngineChanged,
@@ -19,7 +23,8 @@ from balancer.events import (
     RevisionApplied,
     RevisionSaved,
 )
-from balancer.model import RealServer, RealServerState
+from balancer.ha.sync import Action
+from balancer.model import NodeSettings, Pair, RealServer, RealServerState
 from balancer.plan import Plan
 from balancer.state import (
     EngineStatus,
@@ -304,3 +309,59 @@ def test_a_drain_through_the_api_is_logged_as_its_events(tmp_path: Path) -> None
         )
         assert action["message"] == "tester: drain real server PSM1 of CyberArk-PSM"
         assert action["source"] == "appliance"
+
+
+def test_a_secondary_refuses_edits_and_runs_what_the_primary_sends(tmp_path: Path) -> None:
+    """On an HA pair's Secondary the configuration is the Primary's: a save or a commit is
+    refused in one line naming the Primary; a received revision is told as a save, and run
+    as a commit is; drain, halt and online are the Primary's to do."""
+    primary = Store(tmp_path / "primary.db")
+    with primary, Store(tmp_path / "secondary.db") as store:
+        pair = Pair(role="secondary", local_address="fd00::2", peer_address="fd00::1")  # type: ignore[arg-type]
+        store.save_node_settings(NodeSettings(pair=pair), author="test")
+        engine = Recording()
+        controller = Controller(store, engine, clock=lambda: 5.0)  # type: ignore[arg-type]
+        seen = controller.events.subscribe()
+        refused = (
+            "this node is the Secondary of an HA pair: its cluster configuration is read-only; "
+            "make the change on the Primary at https://[fd00::1]:9443"
+        )
+        with pytest.raises(ReadOnly) as error:
+            controller.save(Edit.restore({"virtual_services": []}), base=None, author="carol")
+        assert [str(p) for p in error.value.problems] == [refused]
+        with pytest.raises(ReadOnly, match=re.escape(refused)):
+            asyncio.run(controller.commit("carol"))
+        assert engine.plans == []
+        assert store.head().id == 0
+
+        made = primary.save(parse(document()), base=0, author="alice", message="the guide")
+        controller.receive(
+            made.config,
+            revision=made.id,
+            digest=made.digest,
+            author=made.author,
+            message=made.message,
+            created=made.created,
+        )
+        applied = asyncio.run(controller.run_received(made.id, "peer fd00::1"))
+        assert (applied.revision, applied.author) == (made.id, "peer fd00::1")
+        assert engine.plans[-1].revision == made.id
+        assert store.revision(made.id).digest == made.digest
+        assert seen.pending() == [
+            RevisionSaved(made.id, "alice", "receive", "", 5.0),
+            RevisionApplied(made.id, "peer fd00::1", 5.0),
+        ]
+
+        with pytest.raises(ForwardFailed, match=r"done by the Primary at https://\[fd00::1\]:9443"):
+            asyncio.run(controller.set_state("CyberArk-PSM", "PSM1", DRAIN, "carol"))
+        asked: list[Action] = []
+
+        async def forward(action: Action) -> int:
+            asked.append(action)
+            return made.id
+
+        controller.forward = forward
+        done = asyncio.run(controller.set_state("CyberArk-PSM", "PSM1", DRAIN, "carol"))
+        assert done.id == made.id
+        assert asked == [Action(DRAIN, "CyberArk-PSM", "PSM1", "carol")]
+        assert len(engine.plans) == 1, "the Secondary's engine waits for the Primary's revision"

@@ -40,10 +40,15 @@ def changes(ctx: typer.Context, data_dir: DirOption = DATA_DIR) -> None:
 
 
 def commit(ctx: typer.Context, data_dir: DirOption = DATA_DIR) -> None:
-    """Apply the saved configuration (the guide's "Reload HAProxy")."""
+    """Apply the saved configuration (the guide's "Reload HAProxy"); on an HA pair's Primary,
+    say whether the Secondary applied it too."""
     with client(ctx, data_dir) as appliance:
         applied = appliance.post("/commit")
     typer.echo(f"revision {applied['revision']} is running")
+    secondary = applied.get("secondary")
+    if secondary is not None:
+        at = secondary["at"]
+        typer.echo(secondary["said"] + (f" at {moment(at)}" if at is not None else ""))
 
 
 def logs(

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
 from balancer import backup, management
-from balancer.controller import CommitFailed
+from balancer.controller import CommitFailed, ReadOnly
 from balancer.edits import Edit
 from balancer.engines import EngineError
 from balancer.front.gate import Author
@@ -153,7 +153,7 @@ def router(render: Renderer) -> APIRouter:
                 store.audit(author=user, action="restart_management")
                 service.restart()
                 return render(request, "maintenance_restarting.html", title="Restart Services")
-        except (CommitFailed, EngineError) as error:
+        except (CommitFailed, EngineError, ReadOnly) as error:
             return restart_page(request, status=422, error=f"{chosen['title']}: {error}")
         return RedirectResponse(f"{RESTART}?done={action}", status_code=303)
 

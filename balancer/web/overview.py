@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
-from balancer.controller import CommitFailed, Controller
+from balancer.controller import CommitFailed, Controller, ForwardFailed, ReadOnly
 from balancer.engines import EngineError
 from balancer.front.gate import WEBUI, Author
 from balancer.model import RealServerState
@@ -28,12 +28,13 @@ from balancer.state import Overview, RealServerStatus
 from balancer.system import System, SystemFigures
 from balancer.web import pair
 from balancer.web.render import Renderer, is_htmx
-from balancer.web.units import bitrate, size
+from balancer.web.units import bitrate, moment, size
 from balancer.web.wizards import LAYER_7
 
 Field = Annotated[str, Form()]
-# What an operator's action can run into: a bad or vanished server, a refusing engine.
-ACTION_ERRORS = (ValueError, LookupError, CommitFailed, EngineError)
+# What an operator's action can run into: a bad or vanished server, a refusing engine, and on
+# an HA pair's Secondary a Primary that did not do it.
+ACTION_ERRORS = (ValueError, LookupError, CommitFailed, EngineError, ForwardFailed)
 TITLE = "System Overview"
 CONFIRM = f"{WEBUI}overview/confirm"
 # What a real server's row says it will do when drained or halted, and its button.
@@ -155,12 +156,22 @@ def router(render: Renderer, controller: Controller, system: System) -> APIRoute
     async def commit(request: Request, user: Author) -> Response:
         try:
             applied = await controller.commit(user)
-        except (CommitFailed, EngineError) as error:
+        except (CommitFailed, EngineError, ReadOnly) as error:
             if is_htmx(request):
                 return render(request, "commit_box.html", status=422, commit_error=str(error))
             return await page(request, status=422, commit_error=str(error))
         if is_htmx(request):
-            return render(request, "commit_box.html", committed=applied.revision)
+            # On an HA pair's Primary, whether the Secondary applied it too (and when), or why not.
+            syncer = render.cluster.syncer
+            secondary = None if syncer is None else await syncer.answer(applied.revision)
+            when = None if secondary is None or secondary.at is None else moment(secondary.at)
+            return render(
+                request,
+                "commit_box.html",
+                committed=applied.revision,
+                secondary=secondary,
+                secondary_at=when,
+            )
         return RedirectResponse(WEBUI, status_code=303)
 
     return web

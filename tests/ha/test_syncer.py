@@ -5,8 +5,9 @@ nodes joined in process (httpx over ASGI) as the pair's mutual TLS joins them.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import html
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,23 +15,27 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from balancer import users
 from balancer.api import replica
+from balancer.app import create_app
 from balancer.controller import Controller, ForwardFailed, ReadOnly
 from balancer.edits import Edit
 from balancer.front import errors
 from balancer.front.access import Caller
 from balancer.front.gate import CALLER
 from balancer.ha import sync
-from balancer.ha.sync import Kind, Mark, State
+from balancer.ha.sync import Answer, Kind, Mark, State
 from balancer.model import NodeSettings, Pair, RealServerState
+from balancer.pair.cluster import Cluster
 from balancer.pair.link import PeerError
 from balancer.pair.syncer import Syncer, forwarding
 from balancer.store import Store
+from balancer.web.units import moment
 from tests.ha.test_sync import psm
-from tests.webapp import FakeEngine, webapp
+from tests.webapp import PASSWORD, Clock, FakeEngine, WebApp, webapp
 
 PRIMARY, SECONDARY = "198.18.0.1", "198.18.0.2"
 REFUSED = (
@@ -102,10 +107,10 @@ def node(root: Path, role: str, syncer: Callable[[], Syncer | None]) -> Node:
     root.mkdir()
     store = Store(root / "balancer.db")
     local, peer = (PRIMARY, SECONDARY) if role == "primary" else (SECONDARY, PRIMARY)
-    pair = Pair(role=role, local_address=local, peer_address=peer)  # type: ignore[arg-type]
+    pair = Pair(role=role, local_address=local, peer_address=peer)
     store.save_node_settings(NodeSettings(pair=pair), author="test")
     engine = FakeEngine()
-    controller = Controller(store, engine)  # type: ignore[arg-type]
+    controller = Controller(store, engine)
     app = FastAPI()
     errors.install(app)
     app.include_router(replica.router(controller, syncer))
@@ -272,7 +277,7 @@ def test_an_edit_on_the_secondary_is_refused_naming_the_primary(tmp_path: Path) 
 
 def test_the_secondarys_api_refuses_edits_with_409_and_the_line(tmp_path: Path) -> None:
     with webapp(tmp_path) as web:
-        pair = Pair(role="secondary", local_address=SECONDARY, peer_address=PRIMARY)  # type: ignore[arg-type]
+        pair = Pair(role="secondary", local_address=SECONDARY, peer_address=PRIMARY)
         web.store.save_node_settings(NodeSettings(pair=pair), author="test")
         service = psm("192.168.85.10").virtual_services[0].model_dump(mode="json")
         backup = web.local.get("/api/v1/backup").json()
@@ -368,3 +373,54 @@ def test_the_sync_says_each_kinds_state(tmp_path: Path) -> None:
             await until("users failed", lambda: nodes.syncer.said().startswith("users failed"))
 
     asyncio.run(scenario())
+
+
+class Answering:
+    """The Primary's sync, as the WebUI's commit asks it: the Secondary applied each revision."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def answer(self, revision: int, timeout: float = 5.0) -> Answer:
+        return Answer(revision, True, self.store.revision(revision).digest, 1_700_000_000.0)
+
+
+@contextmanager
+def signed_in(tmp_path: Path, role: str) -> Iterator[tuple[TestClient, Store, Cluster, str]]:
+    with Store(tmp_path / "balancer.db") as store:
+        users.add_user(store, "loadbalancer", PASSWORD, author="test")
+        local, peer = (PRIMARY, SECONDARY) if role == "primary" else (SECONDARY, PRIMARY)
+        pair = Pair(role=role, local_address=local, peer_address=peer)
+        store.save_node_settings(NodeSettings(pair=pair), author="test")
+        controller = Controller(store, FakeEngine())
+        cluster = Cluster(store, controller, tmp_path)
+        app = create_app(store, controller, cluster, tmp_path, lambda _: None)
+        with TestClient(app, base_url="https://balancer.test") as client:
+            web = WebApp(client, client, store, FakeEngine(), Clock())
+            yield client, store, cluster, web.sign_in()
+
+
+def test_the_webuis_commit_says_what_the_secondary_did(tmp_path: Path) -> None:
+    with signed_in(tmp_path, "primary") as (client, store, cluster, csrf):
+        cluster.syncer = Answering(store)  # type: ignore[assignment]
+        store.save(psm("192.168.85.10"), base=0, author="alice", message="edit")
+        headers = {"HX-Request": "true", "X-CSRF-Token": csrf}
+        reply = client.post("/lbadmin/commit", headers=headers)
+        assert reply.status_code == 200, reply.text
+        digest = store.revision(1).digest
+        assert (
+            f"Revision 1 is running; the Secondary applied revision 1 ({digest}) at "
+            f"{moment(1_700_000_000.0)}." in reply.text
+        )
+
+
+def test_the_webuis_commit_on_the_secondary_is_refused_naming_the_primary(
+    tmp_path: Path,
+) -> None:
+    with signed_in(tmp_path, "secondary") as (client, store, _, csrf):
+        store.save(psm("192.168.85.10"), base=0, author="alice", message="edit")
+        headers = {"HX-Request": "true", "X-CSRF-Token": csrf}
+        reply = client.post("/lbadmin/commit", headers=headers)
+        assert reply.status_code == 422
+        assert f"The commit was refused: {REFUSED}." in html.unescape(reply.text)
+        assert store.applied() is None
