@@ -367,6 +367,11 @@ def test_the_overview_shows_both_nodes(web: PairWeb) -> None:
     # The refresh brings the same, in place.
     live = web.client.get("/lbadmin/overview/live", headers={"HX-Request": "1"}).text
     assert rows(live)[1].startswith("198.18.0.2 Secondary Passive 5 failed: timed out")
+    assert "is not running" not in live
+    web.cluster.fault = "the pair's files: node.pem is missing"
+    live = web.client.get("/lbadmin/overview/live", headers={"HX-Request": "1"}).text
+    said = "This node's part in the pair is not running: the pair's files: node.pem is missing."
+    assert said in text(live)
 
 
 def test_a_peer_not_heard_yet_is_shown_by_its_address(web: PairWeb) -> None:

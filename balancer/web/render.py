@@ -101,6 +101,8 @@ class Renderer:
             "pending": self.controller.pending(),
             "now": moment(time.time()),
             "pair_status": pair.status_bar(self.cluster.view()),
+            # Why this node's part in the pair could not start (its state says Fault).
+            "pair_fault": self.cluster.fault,
             "primary": primary,
             "read_only": primary is not None and context.get("title") in SHARED,
         }
