@@ -131,8 +131,13 @@ class Gate:
         peer = self.pair.peer_address
         if peer is None or not self.pair.admits(shown):
             reason = "only this node's HA peer may call here, showing its pair certificate"
+            # Closed, so the peer's next request makes a new handshake: a connection accepted
+            # just before this node joined the pair showed the pair's certificate but was not
+            # asked for the peer's, and kept alive it would be refused for ever.
             response = JSONResponse(
-                {"detail": [{"field": "certificate", "reason": reason}]}, status_code=403
+                {"detail": [{"field": "certificate", "reason": reason}]},
+                status_code=403,
+                headers={"Connection": "close"},
             )
             await response(scope, receive, send)
             return
