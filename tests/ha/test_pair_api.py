@@ -32,35 +32,44 @@ from tests.appliance import START_TIMEOUT, free_port, wait_for
 PRIMARY, SECONDARY, BUSY, OLD = "127.97.0.1", "127.97.0.2", "127.97.0.3", "127.97.0.4"
 PRIMARY_PASSWORD = "the Primary's loadbalancer password"
 PEER_PASSWORD = "the peer's loadbalancer password"
-# `balancer serve` with the pair's run-time doors recorded rather than run (keeping the ``Pair``
-# and forgetting it and the pair's files, as ``Cluster`` does), and, when given, another
-# Balancer version.
+# `balancer serve` with keepalived left out (a Heartbeat that says Active on the Primary and
+# Passive on the Secondary and moves nothing) and the Cluster's form and dissolve recorded as
+# they run, and, when given, another Balancer version.
 BOOT = """
-import json, shutil, sys
-from balancer.ha import trust
+import json, sys
+from balancer.ha.role import State, Status
 from balancer.pair import cluster, pairing
 
 version = sys.argv.pop(1)
 if version != "-":
     pairing.version = lambda: version
 
+class Heartbeat:
+    def __init__(self, data_dir, pair, publish, audit):
+        self.state = State.ACTIVE if pair.role == "primary" else State.PASSIVE
+    def status(self):
+        return Status(self.state, None, "keepalived is left out of these tests", 0.0)
+    async def start(self, vips): pass
+    async def update(self, vips): pass
+    async def stop(self): pass
+    async def close(self): pass
+
 def record(self, entry):
     with (self.data_dir / "cluster.jsonl").open("a") as out:
         out.write(json.dumps(entry) + "\\n")
 
-async def form(self, pair):
+form, dissolve, init = cluster.Cluster.form, cluster.Cluster.dissolve, cluster.Cluster.__init__
+
+async def forming(self, pair):
     record(self, {"form": pair.model_dump(mode="json")})
-    settings = self.store.node_settings().model_copy(update={"pair": pair})
-    self.store.save_node_settings(settings, author="system")
+    await form(self, pair)
 
-async def dissolve(self, *, keep_floating_ips):
+async def dissolving(self, *, keep_floating_ips):
     record(self, {"dissolve": keep_floating_ips})
-    shutil.rmtree(trust.directory(self.data_dir))
-    settings = self.store.node_settings().model_copy(update={"pair": None})
-    self.store.save_node_settings(settings, author="system")
+    await dissolve(self, keep_floating_ips=keep_floating_ips)
 
-cluster.Cluster.form = form
-cluster.Cluster.dissolve = dissolve
+cluster.Cluster.form, cluster.Cluster.dissolve = forming, dissolving
+cluster.Cluster.__init__ = lambda self, *args, **kw: init(self, *args, **kw, heartbeat=Heartbeat)
 from balancer.cli import main
 sys.argv = ["balancer", *sys.argv[1:]]
 main()
@@ -318,6 +327,9 @@ def test_pairing_makes_the_pair_on_both_nodes_and_a_break_leaves_both_standalone
         }
         assert primary.client.get("/ha")["pair"]["this"]["role"] == "primary"
         assert secondary.client.get("/ha")["pair"]["this"]["role"] == "secondary"
+        # From here on the nodes hear each other over the pair's mutual TLS.
+        for box, other in ((primary, secondary), (secondary, primary)):
+            wait_for(f"{box.address} to hear {other.address}", lambda b=box: _heard(b))
         # Both had a revision 2 of their own: the Primary ran its configuration again under a
         # number past the peer's, and the Secondary runs it under that number, its own
         # services replaced. It has the Primary's users too.
@@ -345,8 +357,12 @@ def test_pairing_makes_the_pair_on_both_nodes_and_a_break_leaves_both_standalone
             (PRIMARY, "Primary"),
             (BUSY, "Secondary"),
         ]
-        if not plan[1]["reachable"]:  # the pair's link is not up in these tests
-            secondary.client.delete("/ha/pair")
+        # The Secondary was told over the pair's link, and left the pair too; the Primary, Active,
+        # keeps the floating IPs.
+        assert [(n["reachable"], n["keeps_floating_ips"]) for n in plan] == [
+            (True, True),
+            (True, False),
+        ]
         for box in (primary, secondary):
             state = box.state()
             assert state["ha"] is None
@@ -356,11 +372,17 @@ def test_pairing_makes_the_pair_on_both_nodes_and_a_break_leaves_both_standalone
         # Neither forgot anything but the pair, and one node alone kept the floating IPs.
         assert [u["name"] for u in secondary.client.get("/users")] == ["alice", "loadbalancer"]
         kept = [
-            e["dissolve"] for box in (primary, secondary) for e in box.cluster() if "dissolve" in e
+            [e["dissolve"] for e in box.cluster() if "dissolve" in e]
+            for box in (primary, secondary)
         ]
-        assert sorted(kept) == [False, True]
+        assert kept == [[True], [False]]
         with pytest.raises(ApiError, match="stands alone"):
             primary.client.delete("/ha/pair")
+
+
+def _heard(box: Node) -> bool:
+    view = box.client.get("/ha")["pair"]
+    return view["peer"] is not None and view["link"] is not None
 
 
 def _pair(box: Node) -> dict[str, Any]:
