@@ -130,7 +130,8 @@ class Confirm:
 
 @dataclass(frozen=True, slots=True)
 class Refuse:
-    """Pairing is refused, nothing was changed on either node; ``message`` is the one line."""
+    """Pairing is refused, nothing was changed on either node; ``message`` is the one line,
+    the problem first."""
 
     problem: Problem
     message: str
@@ -236,6 +237,8 @@ def _walk(request: Request, answers: Answers) -> tuple[Decision, list[Step]]:
                 found.append(Step(verdict.question, Progress.WAITING))
                 return verdict, found
             refusal = verdict
+        # The problem first, in the issue's words: "wrong password: the peer at ...".
+        refusal = Refuse(refusal.problem, f"{refusal.problem}: {refusal.message}")
         found.append(Step(refusal.message, Progress.FAILED))
         return refusal, found
     return Proceed(), found

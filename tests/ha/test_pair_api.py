@@ -204,8 +204,8 @@ def test_a_wrong_password_is_refused_and_changes_nothing(nodes: dict[str, Node])
     error = refused(nodes["primary"], nodes["secondary"], password="not the password")
     assert error.status == 422
     assert str(error) == (
-        f"password: the peer at {SECONDARY}:{nodes['secondary'].port} refused the password of "
-        "its loadbalancer user: nothing was changed"
+        f"password: wrong password: the peer at {SECONDARY}:{nodes['secondary'].port} refused "
+        "the password of its loadbalancer user: nothing was changed"
     )
     # Refused on the peer too, as a sign-in is: audited, and never the password itself.
     for box in (nodes["primary"], nodes["secondary"]):
@@ -221,9 +221,9 @@ def test_a_wrong_fingerprint_is_refused_before_the_password_is_sent(
     error = refused(nodes["primary"], nodes["secondary"], fingerprint=other)
     assert error.status == 422
     assert str(error) == (
-        f"fingerprint: the peer at {SECONDARY}:{nodes['secondary'].port} showed a certificate "
-        f"with SHA-256 fingerprint {nodes['secondary'].fingerprint}, not the one confirmed "
-        f"({other}): refused, its password was not sent"
+        f"fingerprint: fingerprint mismatch: the peer at {SECONDARY}:{nodes['secondary'].port} "
+        f"showed a certificate with SHA-256 fingerprint {nodes['secondary'].fingerprint}, not "
+        f"the one confirmed ({other}): refused, its password was not sent"
     )
 
 
@@ -232,16 +232,17 @@ def test_an_unreachable_peer_is_refused(nodes: dict[str, Node]) -> None:
     error = refused(nodes["primary"], nodes["secondary"], peer_port=closed)
     assert error.status == 422
     assert str(error) == (
-        f"peer_address: cannot reach the peer at {SECONDARY}:{closed} (connection refused): is "
-        "Balancer serving there, and is the port open between the nodes?"
+        f"peer_address: peer unreachable: cannot reach the peer at {SECONDARY}:{closed} "
+        "(connection refused): is Balancer serving there, and is the port open between the nodes?"
     )
 
 
 def test_a_peer_of_another_version_is_refused(nodes: dict[str, Node]) -> None:
     error = refused(nodes["primary"], nodes["old"])
     assert str(error) == (
-        f"peer_address: the peer at {OLD}:{nodes['old'].port} runs Balancer 0.0.9 and this "
-        "node 0.1.0: both nodes of a pair run the same version; update one and pair again"
+        f"peer_address: version differs: the peer at {OLD}:{nodes['old'].port} runs Balancer "
+        "0.0.9 and this node 0.1.0: both nodes of a pair run the same version; update one and "
+        "pair again"
     )
 
 
@@ -258,8 +259,8 @@ def test_a_peer_with_services_of_its_own_is_asked_about_then_kept(
     kept = refused(nodes["primary"], nodes["busy"], replace=False)
     assert kept.status == 422
     assert str(kept) == (
-        f"replace: the peer at {where} has 1 service of its own (Its-Own) and they were kept: "
-        "nothing was changed"
+        f"replace: peer not empty: the peer at {where} has 1 service of its own (Its-Own) and "
+        "they were kept: nothing was changed"
     )
 
 
@@ -279,8 +280,8 @@ def test_the_cli_prints_a_refusal_in_one_line(nodes: dict[str, Node]) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
-        f"error: password: the peer at {SECONDARY}:{peer.port} refused the password of its "
-        "loadbalancer user: nothing was changed"
+        f"error: password: wrong password: the peer at {SECONDARY}:{peer.port} refused the "
+        "password of its loadbalancer user: nothing was changed"
     ]
 
 

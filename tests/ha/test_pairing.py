@@ -112,6 +112,8 @@ def test_each_check_is_asked_in_turn_the_certificate_before_the_password() -> No
 )
 def test_each_refusal_is_one_line(answers: Answers, problem: Problem, message: str) -> None:
     decision = pairing.decide(REQUEST, answers)
+    # The problem first, in the words: "wrong password: ...", "peer unreachable: ...".
+    message = f"{problem}: {message}"
     assert decision == Refuse(problem, message)
     assert "\n" not in message
     shown = pairing.steps(REQUEST, answers)
