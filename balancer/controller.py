@@ -40,11 +40,11 @@ from balancer.events import (
     Stream,
 )
 from balancer.ha import sync
-from balancer.ha.sync import Action, Role, Route, Scope
+from balancer.ha.sync import Action, Route
 from balancer.model import Config, RealServerState
 from balancer.state import EngineStatus, Overview
-from balancer.store import Applied, NotFound, Revision, Store
-from balancer.validate import Invalid, Problem
+from balancer.store import Applied, NotFound, ReadOnly, Revision, Store
+from balancer.validate import Invalid
 
 log = logging.getLogger("balancer.controller")
 
@@ -56,14 +56,6 @@ RETRY_LIMIT = 60.0
 
 class CommitFailed(Exception):
     """The engine refused the revision; the previous one still runs."""
-
-
-class ReadOnly(Invalid):
-    """An edit or a commit on an HA pair's Secondary, refused in ``ha.sync.refuse_edit``'s one
-    line naming the Primary; nothing is saved or applied."""
-
-    def __init__(self, line: str) -> None:
-        super().__init__([Problem("", line)])
 
 
 class ForwardFailed(Exception):
@@ -271,19 +263,9 @@ class Controller:
         )
         return saved
 
-    def _pair(self) -> tuple[Role | None, str]:
-        """This node's role in an HA pair (None: standalone), and where its peer's WebUI and
-        API answer."""
-        pair = self.store.node_settings().pair
-        if pair is None:
-            return None, ""
-        address = pair.peer_address
-        host = f"[{address}]" if address.version == 6 else str(address)
-        return Role(pair.role.title()), f"https://{host}:{pair.peer_port}"
-
     def _refuse_edit(self) -> None:
-        role, primary = self._pair()
-        refused = sync.refuse_edit(role, Scope.CLUSTER, primary)
+        """On an HA pair's Secondary the configuration is the Primary's (``ReadOnly``)."""
+        refused = self.store.read_only()
         if refused is not None:
             raise ReadOnly(refused)
 
@@ -356,12 +338,12 @@ class Controller:
     ) -> Revision:
         """Drain, halt or bring online a real server now; pending edits stay pending. On an HA
         pair's Secondary the Primary does it, and its revision is the answer."""
-        role, primary = self._pair()
-        if sync.act(role) is Route.PRIMARY:
+        pair = self.store.node_settings().pair
+        if pair is not None and sync.act(sync.role_of(pair)) is Route.PRIMARY:
             if self.forward is None:
                 raise ForwardFailed(
-                    f"drain, halt and online are done by the Primary at {primary}, which this "
-                    "Secondary has not reached yet"
+                    f"drain, halt and online are done by the Primary at {sync.peer_at(pair)}, "
+                    "which this Secondary has not reached yet"
                 )
             return self.store.revision(await self.forward(Action(state, service, server, author)))
         edit = Edit.set_state(service, server, state)

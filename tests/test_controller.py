@@ -13,7 +13,7 @@ import pytest
 
 from balancer import logs
 from balancer.configuration import modify_real_server
-from balancer.controller import Controller, ForwardFailed, ReadOnly
+from balancer.controller import Controller, ForwardFailed
 from balancer.edits import Edit
 from balancer.engines import EngineError
 from balancer.events import (
@@ -33,7 +33,7 @@ from balancer.state import (
     RealServerStatus,
     VirtualServiceStatus,
 )
-from balancer.store import Store
+from balancer.store import ReadOnly, Store
 from balancer.validate import parse
 from tests.appliance import guide_setup, wait_for
 from tests.test_plan import document

@@ -12,9 +12,9 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from balancer.configuration import Missing
-from balancer.controller import CommitFailed, ForwardFailed, ReadOnly
+from balancer.controller import CommitFailed, ForwardFailed
 from balancer.engines import EngineError
-from balancer.store import Conflict, NotFound
+from balancer.store import Conflict, NotFound, ReadOnly
 from balancer.validate import Invalid, Problem, reason
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 from enum import StrEnum
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from balancer.model import RealServerState
+from balancer.model import Pair, RealServerState
 
 # The Secondary records a revision and reloads its engine before it answers; HAProxy at 1,000
 # services takes seconds to reload, so the Primary waits longer than that before it calls the
@@ -604,6 +604,17 @@ def refuse_edit(role: Role | None, scope: Scope, primary: str) -> str | None:
             f"make the change on the Primary at {primary}"
         )
     return None
+
+
+def role_of(pair: Pair | None) -> Role | None:
+    """This node's role, by its pair settings; None for a standalone node."""
+    return None if pair is None else Role(pair.role.title())
+
+
+def peer_at(pair: Pair) -> str:
+    """Where the peer's WebUI and API answer, as ``refuse_edit`` names the Primary."""
+    host = pair.peer_address
+    return f"https://{f'[{host}]' if host.version == 6 else host}:{pair.peer_port}"
 
 
 class Route(StrEnum):

@@ -17,6 +17,10 @@ What an HA pair replicates and what each node keeps to itself (the guide's 14.1.
   ``api_key``;
 - node-local: ``node_settings`` (hostname, addresses, ports), ``applied`` (what this node's
   data plane runs) and ``audit`` (what was done on this node).
+
+On a Secondary, what is replicated is the Primary's: users and API keys are changed there only
+by ``receive_users`` (``ReadOnly`` otherwise, ``read_only`` says why), and the configuration
+only by ``receive`` (the controller refuses the rest).
 """
 
 from __future__ import annotations
@@ -35,9 +39,18 @@ from typing import Any, Self
 
 from balancer import validate
 from balancer.configuration import Missing
-from balancer.ha.sync import KeyRecord, Mark, UserRecord, Users
+from balancer.ha.sync import (
+    KeyRecord,
+    Mark,
+    Scope,
+    UserRecord,
+    Users,
+    peer_at,
+    refuse_edit,
+    role_of,
+)
 from balancer.model import Config, NodeSettings
-from balancer.store.errors import Conflict, Mismatch, NotFound, StoreError
+from balancer.store.errors import Conflict, Mismatch, NotFound, ReadOnly, StoreError
 from balancer.store.revisions import Content, History, Revision, digest, split_revisions
 from balancer.validate import Invalid, Problem
 
@@ -48,6 +61,7 @@ __all__ = [
     "Conflict",
     "Mismatch",
     "NotFound",
+    "ReadOnly",
     "Revision",
     "Store",
     "StoreError",
@@ -327,6 +341,17 @@ class Store:
             detail = {"settings": settings.model_dump(mode="json")}
             _insert_audit(db, self._clock(), author, "node_settings", "", detail)
 
+    def read_only(self) -> str | None:
+        """Why an edit of what an HA pair shares is refused on this node: on a Secondary,
+        ``ha.sync.refuse_edit``'s line naming the Primary; None on any other node."""
+        pair = self.node_settings().pair
+        return None if pair is None else refuse_edit(role_of(pair), Scope.CLUSTER, peer_at(pair))
+
+    def _writable(self) -> None:
+        refused = self.read_only()
+        if refused is not None:
+            raise ReadOnly(refused)
+
     def users(self) -> list[User]:
         rows = self._query("SELECT name, created, changed FROM user ORDER BY name", ())
         return [User(*row) for row in rows]
@@ -336,6 +361,7 @@ class Store:
         return str(rows[0][0]) if rows else None
 
     def add_user(self, name: str, hash: str, *, author: str) -> User:
+        self._writable()
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM user WHERE name = ?", (name,)).fetchone():
                 raise Invalid([Problem("name", f"there is already a user {name!r}")])
@@ -348,6 +374,7 @@ class Store:
         return User(name, now, now)
 
     def set_password(self, name: str, hash: str, *, author: str) -> None:
+        self._writable()
         with self._transaction() as db:
             now = self._clock()
             if not db.execute(
@@ -358,6 +385,7 @@ class Store:
 
     def remove_user(self, name: str, *, author: str) -> None:
         """Remove a user and revoke their API keys; the last user stays, or nobody could sign in."""
+        self._writable()
         with self._transaction() as db:
             (count,) = db.execute("SELECT count(*) FROM user").fetchone()
             if not db.execute("SELECT 1 FROM user WHERE name = ?", (name,)).fetchone():
@@ -372,6 +400,7 @@ class Store:
             _insert_audit(db, now, author, "remove_user", name, {"keys_revoked": revoked})
 
     def add_api_key(self, name: str, owner: str, digest: str, *, author: str) -> ApiKey:
+        self._writable()
         with self._transaction() as db:
             if not db.execute("SELECT 1 FROM user WHERE name = ?", (owner,)).fetchone():
                 raise Invalid([Problem("owner", f"there is no user {owner!r}")])
@@ -397,6 +426,7 @@ class Store:
 
     def revoke_api_key(self, id: int, *, author: str) -> ApiKey:
         """Revoke a key at once; revoking it again changes nothing."""
+        self._writable()
         with self._transaction() as db:
             row = db.execute(
                 "SELECT id, name, owner, created, revoked FROM api_key WHERE id = ?", (id,)

@@ -19,11 +19,11 @@ from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
 from balancer import backup, management
-from balancer.controller import CommitFailed, ReadOnly
+from balancer.controller import CommitFailed
 from balancer.edits import Edit
 from balancer.engines import EngineError
 from balancer.front.gate import Author
-from balancer.store import Conflict
+from balancer.store import Conflict, ReadOnly
 from balancer.validate import Invalid, Problem
 from balancer.web import uploads
 from balancer.web.render import Renderer

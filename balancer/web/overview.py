@@ -19,12 +19,13 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
-from balancer.controller import CommitFailed, Controller, ForwardFailed, ReadOnly
+from balancer.controller import CommitFailed, Controller, ForwardFailed
 from balancer.engines import EngineError
 from balancer.front.gate import WEBUI, Author
 from balancer.model import RealServerState
 from balancer.overview import leaves_none_up, service_shown, shown
 from balancer.state import Overview, RealServerStatus
+from balancer.store import ReadOnly
 from balancer.system import System, SystemFigures
 from balancer.web import pair
 from balancer.web.render import Renderer, is_htmx

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from balancer import users
 from balancer.api import replica
 from balancer.app import create_app
-from balancer.controller import Controller, ForwardFailed, ReadOnly
+from balancer.controller import Controller, ForwardFailed
 from balancer.edits import Edit
 from balancer.front import errors
 from balancer.front.access import Caller
@@ -32,7 +32,7 @@ from balancer.model import NodeSettings, Pair, RealServerState
 from balancer.pair.cluster import Cluster
 from balancer.pair.link import PeerError
 from balancer.pair.syncer import Syncer, forwarding
-from balancer.store import Store
+from balancer.store import ReadOnly, Store
 from balancer.web.units import moment
 from tests.ha.test_sync import psm
 from tests.webapp import PASSWORD, Clock, FakeEngine, WebApp, webapp
@@ -281,15 +281,23 @@ def test_the_secondarys_api_refuses_edits_with_409_and_the_line(tmp_path: Path) 
         web.store.save_node_settings(NodeSettings(pair=pair), author="test")
         service = psm("192.168.85.10").virtual_services[0].model_dump(mode="json")
         backup = web.local.get("/api/v1/backup").json()
+        users_before = web.store.users_snapshot()
+        password = {"password": "another long password"}
         for method, path, body in (
             ("POST", "/api/v1/virtual-services", service),
             ("POST", "/api/v1/commit", None),
             ("POST", "/api/v1/restore", backup),
+            # Users and API keys are the Primary's too.
+            ("POST", "/api/v1/users", {"name": "eve", **password}),
+            ("PUT", "/api/v1/users/loadbalancer/password", password),
+            ("DELETE", "/api/v1/users/loadbalancer", None),
+            ("POST", "/api/v1/api-keys", {"name": "monitoring", "owner": "loadbalancer"}),
         ):
             reply = web.local.request(method, path, json=body)
             assert reply.status_code == 409, (path, reply.text)
             assert reply.json() == {"detail": [{"field": "", "reason": REFUSED}]}
         assert web.store.head().id == 0
+        assert web.store.users_snapshot() == users_before
         # Drain, halt and online go to the Primary, which this node cannot reach here.
         reply = web.local.post(
             "/api/v1/virtual-services/x/real-servers/y/state", json={"state": "drain"}
