@@ -692,9 +692,18 @@ async def break_pair(node: Node, *, author: str) -> tuple[pairing.Leave, pairing
     primary, secondary = (this, other) if pair.role == "primary" else (other, this)
     plan = pairing.break_pair(primary, secondary)
     mine, theirs = plan if pair.role == "primary" else plan[::-1]
-    told = await _tell_peer(node, pair, Leaving(keeps_floating_ips=theirs.keeps_floating_ips))
+    leaving = Leaving(keeps_floating_ips=theirs.keeps_floating_ips)
+    peer = _peer(node, pair)  # made before this node's leaving removes the pair's files
+    if theirs.keeps_floating_ips:
+        # The node that gives the floating IPs up leaves first: while its keepalived runs, the
+        # keeper's stopping hands them to it (and the clients' ARP caches with them), and it
+        # then drops them, leaving the keeper with addresses no client sends to.
+        await leave(node, mine.keeps_floating_ips, author=author, detail={"peer_told": "after"})
+        told = await _tell_peer(peer, leaving)
+    else:
+        told = await _tell_peer(peer, leaving)
+        await leave(node, mine.keeps_floating_ips, author=author, detail={"peer_told": told})
     plan_told = replace(theirs, reachable=told)
-    await leave(node, mine.keeps_floating_ips, author=author, detail={"peer_told": told})
     return (mine, plan_told) if pair.role == "primary" else (plan_told, mine)
 
 
@@ -715,15 +724,21 @@ async def leave(
     )
 
 
-async def _tell_peer(node: Node, pair: Pair, leaving: Leaving) -> bool:
-    """Whether the peer heard, over the pair's mutual TLS, that the pair is broken."""
+def _peer(node: Node, pair: Pair) -> Peer | None:
+    """The client of the pair's mutual TLS to the peer, None if this node's files are unusable."""
     try:
         loaded = trust.load(
             trust.directory(node.data_dir), pair.local_address, now=datetime.now(UTC)
         )
     except trust.TrustError:
+        return None
+    return Peer(loaded, pair.peer_address, pair.peer_port)
+
+
+async def _tell_peer(peer: Peer | None, leaving: Leaving) -> bool:
+    """Whether the peer heard, over the pair's mutual TLS, that the pair is broken."""
+    if peer is None:
         return False
-    peer = Peer(loaded, pair.peer_address, pair.peer_port)
     try:
         await peer.call("POST", LEAVE, leaving.model_dump(mode="json"))
     except PeerError:
