@@ -140,11 +140,13 @@ class Node:
         marker = "sha256 Fingerprint="
         return said.rsplit(marker, 1)[1].split()[0]
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, stdin: str = "", timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """The `balancer` command, run on this node (inside its namespace)."""
         env = {**os.environ, "BALANCER_DIR": str(self.data_dir)}
         return subprocess.run(
-            self.host.command(sys.executable, "-m", "balancer", *args),
+            self.host.command(sys.executable, "-m", "balancer", *args), input=stdin,
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
@@ -207,12 +209,15 @@ class Node:
     def heal(self) -> None:
         self.host.heal()
 
-    def kill_engine(self) -> int:
-        """Kill the engine outright (SIGKILL) and say its PID; the node itself stays up."""
+    @contextlib.contextmanager
+    def kill_engine(self) -> Iterator[None]:
+        """Kill the engine outright (SIGKILL), its management paused until the block ends so
+        that nothing restarts the engine before keepalived finds it dead."""
         pid = self.engine_pid()
         assert pid is not None, f"{self.label} runs no engine"
-        os.kill(pid, signal.SIGKILL)
-        return pid
+        with self.paused():
+            os.kill(pid, signal.SIGKILL)
+            yield
 
     def stop(self) -> None:
         """Stop the node as `balancer stop --engine` does: keepalived, then the engine, then
@@ -403,12 +408,21 @@ class Failover:
     failure: str  # a key of FAILURES
     before: Node  # the node that was Active
     after: Node  # the node that took the VIPs
+    at: float  # when the failure was made (time.monotonic)
     seconds: float  # from the failure to the end of the first connection through ``after``
     outcomes: list[Outcome]  # every attempt of the client's meanwhile
 
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
+
+    def said(self, outcome: Outcome) -> str:
+        """An attempt in words, for a failed assertion."""
+        to = {self.before.mac: self.before.label, self.after.mac: self.after.label}
+        return (
+            f"{outcome.error or outcome.server} from {outcome.start - self.at:+.3f} s to "
+            f"{outcome.end - self.at:+.3f} s, sent to {to.get(outcome.via or '', outcome.via)}"
+        )
 
 
 @dataclass
@@ -441,7 +455,7 @@ class Topology:
         }
         done = self.primary.cli(
             "ha", "pair", "--local", args["local"], "--peer", args["peer"],
-            "--fingerprint", args["fingerprint"], "--password", args["password"],
+            "--fingerprint", args["fingerprint"], "--password-stdin", stdin=args["password"],
         )  # fmt: skip
         self.paired = done.returncode == 0
         return done
@@ -571,8 +585,7 @@ class Topology:
                     owner.cut()
                     undo.callback(owner.heal)
                 elif failure == "engine":
-                    undo.enter_context(owner.paused())
-                    owner.kill_engine()
+                    undo.enter_context(owner.kill_engine())
                 elif failure == "stop":
                     undo.callback(owner.start)
                     owner.stop()
@@ -589,7 +602,7 @@ class Topology:
             outcomes = self.client.stop_watching()
         wait_for(f"{owner.label}'s engine", owner.engine_pid)
         assert self.settled() is other, f"{owner.label} took the VIPs back"
-        return Failover(failure, owner, other, first.end - began, outcomes)
+        return Failover(failure, owner, other, began, first.end - began, outcomes)
 
     def first_through(self, node: Node, since: float) -> Outcome:
         """The client's first attempt begun after ``since`` that succeeded through ``node``."""
