@@ -29,11 +29,12 @@ from fastapi.testclient import TestClient
 
 from balancer import certificates, users
 from balancer.app import create_app
+from balancer.certificates import parse_fingerprint
 from balancer.controller import Controller
 from balancer.front.gate import local
 from balancer.front.listeners import listener, network_socket
 from balancer.ha import pairing
-from balancer.ha.pairing import Answers, Confirm, Port, Problem
+from balancer.ha.pairing import Answers, Confirm, Port, Refuse
 from balancer.model import Pair
 from balancer.pair.cluster import Cluster
 from balancer.pair.pairing import Node, Outcome
@@ -65,6 +66,7 @@ class Peer:
 
     password: str = "the peer's password"
     services: tuple[str, ...] = ()
+    shows: str | None = None  # the certificate it presents, if not the one confirmed
     asked: list[tuple[pairing.Request, str, bool | None, str]] = field(default_factory=list)
     go: threading.Event = field(default_factory=threading.Event)
     breaks: list[str] = field(default_factory=list)
@@ -80,24 +82,27 @@ class Peer:
         author: str,
     ) -> Outcome:
         self.asked.append((request, password, replace, author))
-        answers = Answers(fingerprint=certificates.parse_fingerprint(request.fingerprint))
+        answers = Answers(fingerprint=self.shows or parse_fingerprint(request.fingerprint))
         progress(pairing.steps(request, answers))
         assert await asyncio.to_thread(self.go.wait, 60)
-        if password != self.password:
-            answers = dataclasses.replace(answers, password=False)
-            return Outcome(pairing.steps(request, answers), problem=Problem.PASSWORD)
-        answers = dataclasses.replace(
-            answers,
-            password=True,
-            version=request.version,
-            ports=(Port(request.port, "management and sync, each way"),),
-            services=self.services,
-            replace=replace,
-        )
-        if isinstance(pairing.decide(request, answers), Confirm):
-            question = pairing.decide(request, answers)
-            assert isinstance(question, Confirm)
-            return Outcome(pairing.steps(request, answers), question=question.question)
+        for answered in (
+            {"password": password == self.password},
+            {
+                "version": request.version,
+                "ports": (Port(request.port, "management and sync, each way"),),
+                "services": self.services,
+                "replace": replace,
+            },
+        ):
+            decision = pairing.decide(request, answers)
+            if isinstance(decision, Refuse):
+                return Outcome(pairing.steps(request, answers), problem=decision.problem)
+            answers = dataclasses.replace(answers, **answered)
+        decision = pairing.decide(request, answers)
+        if isinstance(decision, Confirm):
+            return Outcome(pairing.steps(request, answers), question=decision.question)
+        if isinstance(decision, Refuse):
+            return Outcome(pairing.steps(request, answers), problem=decision.problem)
         pair = Pair(
             role="primary",
             local_address=request.local,  # type: ignore[arg-type]
@@ -834,3 +839,26 @@ def test_the_pairs_pages_have_no_serious_accessibility_violation(web: PairWeb, p
     found = {name: violations for name, violations in checked.items() if violations}
     assert not found, json.dumps(found, indent=1)
     assert len(checked) == 8
+
+
+def test_a_peer_showing_another_certificate_is_refused_and_shows_it_to_be_confirmed(
+    web: PairWeb,
+) -> None:
+    other = ":".join(["AB"] * 32)
+    web.peer.shows, web.peer.go = web.fingerprint, threading.Event()
+    web.peer.go.set()
+    sent = form(web, fingerprint=other, confirmed="yes")
+    web.client.post(f"{HA}/pair", data=sent, follow_redirects=False)
+    page = until_ended(web)
+    assert page.status_code == 422
+    said = errors(page.text)
+    assert list(said) == ["f-fingerprint"]
+    assert (
+        f"showed a certificate with SHA-256 fingerprint {web.fingerprint}" in said["f-fingerprint"]
+    )
+    assert "its password was not sent" in said["f-fingerprint"]
+    # What the peer presents now, to be confirmed afresh; the keyboard is on the confirmation.
+    assert f'<code id="peer-fingerprint">{web.fingerprint}</code>' in page.text
+    assert 'name="confirmed" value="yes" checked' not in page.text
+    assert focus(page.text) == ["f-fingerprint"]
+    assert fields(page.text)["IP address of new peer"] == "127.0.0.1"

@@ -137,8 +137,10 @@ def router(render: Renderer) -> APIRouter:
         request: Request, form: Form, problem: Problem | None, message: str
     ) -> Response:
         name = BLAME.get(problem) if problem is not None else None
-        if name == "fingerprint":  # shown again as the peer shows it now, to be confirmed
+        if name == "fingerprint":  # shown as the peer shows it now, to be confirmed or not
             form = {**form, "fingerprint": "", "confirmed": ""}
+            with contextlib.suppress(ValueError):
+                form["fingerprint"] = await _fingerprint(form)
         return await form_page(
             request,
             form,
