@@ -113,6 +113,19 @@ class Node:
             "cluster": self.cluster(),
         }
 
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """The `balancer` command on this node."""
+        env = {**os.environ, "BALANCER_DIR": str(self.data_dir)}
+        return subprocess.run(
+            [sys.executable, "-m", "balancer", *args],
+            input=stdin,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
     def cluster(self) -> list[dict[str, Any]]:
         recorded = self.data_dir / "cluster.jsonl"
         if not recorded.exists():
@@ -266,17 +279,9 @@ def test_a_peer_with_services_of_its_own_is_asked_about_then_kept(
 
 def test_the_cli_prints_a_refusal_in_one_line(nodes: dict[str, Node]) -> None:
     primary, peer = nodes["primary"], nodes["secondary"]
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "balancer", "ha", "pair", "--local", PRIMARY, "--peer", SECONDARY,
-            "--port", str(peer.port), "--fingerprint", peer.fingerprint, "--password-stdin",
-        ],
-        input="wrong\n",
-        env={**os.environ, "BALANCER_DIR": str(primary.data_dir)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = primary.cli(
+        "ha", "pair", "--local", PRIMARY, "--peer", SECONDARY, "--port", str(peer.port),
+        "--fingerprint", peer.fingerprint, "--password-stdin", stdin="wrong password\n",
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
@@ -353,16 +358,33 @@ def test_pairing_makes_the_pair_on_both_nodes_and_a_break_leaves_both_standalone
             assert PRIMARY_PASSWORD not in box.audit()
             assert PEER_PASSWORD not in box.audit()
 
-        plan = primary.client.delete("/ha/pair")["nodes"]
-        assert [(n["address"], n["role"]) for n in plan] == [
-            (PRIMARY, "Primary"),
-            (BUSY, "Secondary"),
+        status = primary.cli("ha", "status")
+        assert status.returncode == 0, status.stderr
+        lines = status.stdout.splitlines()
+        assert lines[0].split() == [
+            "this", "node", PRIMARY, "Primary", "Active", "revision", "3", "sync", "owner;",
+            "engine", "builtin",
+        ]  # fmt: skip
+        assert lines[1].split()[:7] == [
+            "peer",
+            BUSY,
+            "Secondary",
+            "Passive",
+            "revision",
+            "3",
+            "sync",
         ]
+        assert lines[2].startswith("link: the peer last answered ")
+
+        broken = primary.cli("ha", "break")
+        assert broken.returncode == 0, broken.stderr
         # The Secondary was told over the pair's link, and left the pair too; the Primary, Active,
         # keeps the floating IPs.
-        assert [(n["reachable"], n["keeps_floating_ips"]) for n in plan] == [
-            (True, True),
-            (True, False),
+        assert broken.stdout.splitlines() == [
+            f"{PRIMARY} (Primary) keeps its configuration and users and the floating IPs; it gives "
+            "up the pair's certificates and its peer, and stands alone",
+            f"{BUSY} (Secondary) keeps its configuration and users; it gives up the floating IPs, "
+            "the pair's certificates and its peer, and stands alone",
         ]
         for box in (primary, secondary):
             state = box.state()
