@@ -12,6 +12,7 @@ checked field by field all the same (``sync.from_json``).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -43,7 +44,7 @@ from balancer.ha.sync import (
 from balancer.model import Config
 from balancer.pair.syncer import ANSWER_WAIT, Syncer, answer_json
 from balancer.store import Conflict, Mismatch, NotFound
-from balancer.validate import Invalid
+from balancer.validate import Invalid, Problem
 
 M = TypeVar("M", bound=sync.Message)
 
@@ -110,8 +111,14 @@ def router(controller: Controller, syncer: Callable[[], Syncer | None]) -> APIRo
 
 
 async def _message(request: Request, kind: type[M]) -> M:
-    """The body as the message ``kind``, or Invalid naming the field."""
-    document = backup.read(await bodies.read(request, backup.MAX_SIZE, "body"), "body")
+    """The body as the message ``kind``, or Invalid naming the field. Only the peer gets here,
+    sending what ``sync.to_json`` wrote: read as plain JSON, without the scan a backup file
+    gets (half a second for 1,000 services), within a backup's size."""
+    body = await bodies.read(request, backup.MAX_SIZE, "body")
+    try:
+        document = json.loads(body)
+    except ValueError as error:
+        raise Invalid([Problem("body", f"is not JSON: {error}")]) from None
     try:
         message = sync.from_json(document)
     except MessageError as error:
