@@ -85,7 +85,9 @@ class _Lane:
         self._changed = asyncio.Event()  # replaced at each change: answers wait on it
 
     def feed(self, event: sync.Event, now: float) -> None:
+        before = sync.status(self.sync)
         self.sync, action = sync.apply(self.sync, event, now)
+        _said(before, sync.status(self.sync))
         # The machine waits for an answer before it asks for another send: never two at once.
         if action is not None:
             self.next = action
@@ -279,6 +281,16 @@ def _settled(state: sync.Sync, revision: int, found: Answer) -> bool:
         return False  # the commit has not reached the sync yet
     held = state.held
     return sync.status(state).state is State.FAILED or (held is not None and held.number > revision)
+
+
+def _said(before: Status, after: Status) -> None:
+    """A sync that fails, or fails otherwise, or recovers, is said in the log: once, not at
+    every retry, and not at every commit's passing "behind"."""
+    failed = after.state is State.FAILED
+    if failed and (before.state, before.reason) != (after.state, after.reason):
+        log.warning("HA sync of the %s: %s", after.kind, after, extra={"event": "sync_failed"})
+    elif before.state is State.FAILED and not failed:
+        log.info("HA sync of the %s: %s", after.kind, after, extra={"event": "sync_recovered"})
 
 
 def _stopped(task: asyncio.Task[None]) -> None:

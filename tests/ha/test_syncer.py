@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -198,7 +199,9 @@ def test_users_added_on_the_primary_sign_in_on_the_secondary(tmp_path: Path) -> 
     asyncio.run(scenario())
 
 
-def test_a_secondary_that_was_away_catches_up(tmp_path: Path) -> None:
+def test_a_secondary_that_was_away_catches_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async def scenario() -> None:
         async with paired(tmp_path) as nodes:
             primary, secondary = nodes.primary, nodes.secondary
@@ -232,7 +235,13 @@ def test_a_secondary_that_was_away_catches_up(tmp_path: Path) -> None:
             runs = [e.detail["revision"] for e in secondary.store.audit_log(action="commit")]
             assert runs == [last.revision, 0]
 
-    asyncio.run(scenario())
+    with caplog.at_level(logging.INFO, logger="balancer.pair.syncer"):
+        asyncio.run(scenario())
+    # Said once when it failed (not at every retry) and once when it came back.
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    said = [(level, text) for level, text in said if "of the configuration" in text]
+    assert [level for level, _ in said] == ["WARNING", "INFO"]
+    assert said[0][1].startswith("HA sync of the configuration: failed: cannot reach the Secondary")
 
 
 def test_a_revision_the_secondary_holds_otherwise_is_refused_and_said(tmp_path: Path) -> None:
