@@ -568,6 +568,10 @@ def test_add_new_node_shows_the_steps_then_the_refusal_next_to_the_password(web:
     assert "Primary IP 198.18.0.1 Secondary IP 127.0.0.1" in steps
     assert "working Attempting to pair…" in steps
     assert "Checking the peer's certificate" in steps or "Signing in to the peer" in steps
+    # The poll's answer is the steps alone, to go in the page's place for them.
+    polled = web.client.get(f"{HA}/steps", headers={"HX-Request": "1"}).text
+    assert polled.lstrip().startswith('<ol class="steps">')
+    assert text(polled).startswith("working Attempting to pair…")
     # A second Add new node while this one runs goes to its steps and asks nothing.
     again = web.client.post(f"{HA}/pair", data=sent, follow_redirects=False)
     assert again.headers["location"] == HA
@@ -697,6 +701,10 @@ def test_pair_and_break_by_keyboard(web: PairWeb, page: Any) -> None:
     # The steps as they happen, while the peer is asked.
     expect(page.locator("#pair-steps")).to_contain_text("Attempting to pair…")
     expect(page.locator("#pair-steps")).to_contain_text("its certificate is the one confirmed")
+    with page.expect_response("**/high-availability/steps"):  # one refresh of the steps
+        pass
+    expect(page.locator("#pair-steps li")).to_have_count(3)
+    expect(page.locator("main")).to_have_count(1)  # the steps, not a page in the page
     shoot(page, "ha-attempting-to-pair")
     web.peer.go.set()
     # Refused: the one line next to the password, which has the keyboard; all else kept.

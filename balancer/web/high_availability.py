@@ -111,9 +111,7 @@ def router(render: Renderer) -> APIRouter:
     async def page(request: Request) -> Response:
         attempt = pairings.current
         if attempt is not None and attempt.outcome is None:
-            return render(
-                request, "high_availability_steps.html", title=TITLE, attempt=attempt, full=True
-            )
+            return render(request, "high_availability_steps.html", title=TITLE, attempt=attempt)
         if attempt is not None and attempt.outcome is not None:
             pairings.current = None  # its end is shown once
             ended = attempt.outcome
@@ -233,7 +231,7 @@ def router(render: Renderer) -> APIRouter:
         attempt = under_way()
         if attempt is None:
             return Response(headers={"HX-Redirect": PAGE})
-        return render(request, "high_availability_steps.html", attempt=attempt, full=False)
+        return render(request, "high_availability_progress.html", attempt=attempt)
 
     @web.post(f"{PAGE}/break")
     async def break_asked(request: Request, user: Author) -> Response:
