@@ -25,8 +25,10 @@ import asyncio
 import contextlib
 import importlib.metadata
 import ipaddress
+import math
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -44,6 +46,7 @@ from balancer import defaults
 from balancer.certificates import parse_fingerprint
 from balancer.client import WrongCertificate, pinning
 from balancer.controller import Controller
+from balancer.edits import Edit
 from balancer.ha import pairing, sync, trust
 from balancer.ha.pairing import (
     Answers,
@@ -296,9 +299,7 @@ async def _make_pair(
     )
     answer, accepted = await _ask(request, password, ACCEPT, acceptance, ACCEPT_TIMEOUT, Accepted)
     if accepted is None:
-        said = answer.get("password", answer.get("fingerprint"))
-        why = said.reason if isinstance(said, Unreachable) else "it refused the password"
-        return failed(f"the peer did not become the Secondary: {why}")
+        return failed(_unanswered(answer))
     reached(Stage.SECONDARY)
     reached(Stage.SYNC)
     pair_dir = trust.directory(node.data_dir)
@@ -321,6 +322,18 @@ async def _make_pair(
     await node.form(primary)
     reached(Stage.KEEPALIVED)
     return Outcome(pairing.steps(request, answers, tuple(done)), paired=True)
+
+
+def _unanswered(answer: dict[str, Any]) -> str:
+    """Why the peer did not answer the accept, as ``_ask`` found it."""
+    said = answer.get("password", answer.get("fingerprint"))
+    if isinstance(said, Unreachable):
+        return said.reason
+    if isinstance(said, str):
+        return f"it showed another certificate since the checks ({said}); its password was not sent"
+    if isinstance(said, Throttled):
+        return f"it checks no password for {math.ceil(said.wait)} s"
+    return "it refused the password it took a moment ago"
 
 
 def _target(store: Store) -> sync.Mark:
@@ -576,20 +589,30 @@ class Joining:
         trust.save_key(pair_dir, pending.key)
         trust.save_certificate(pair_dir, certificate, authority, pending.address, now=now)
         who = f"primary {pending.primary}"
-        store.receive_users(users, author=who)
         controller = self.node.controller
-        for copy, config in revisions:
-            controller.receive(
-                config,
-                revision=copy.mark.number,
-                digest=copy.mark.digest,
-                author=copy.author,
-                message=copy.message,
-                created=copy.created,
-            )
-        applied = None
-        if revisions:
-            applied = await controller.run_received(revisions[-1][0].mark.number, who)
+        own = store.head()
+        try:
+            for copy, config in revisions:
+                controller.receive(
+                    config,
+                    revision=copy.mark.number,
+                    digest=copy.mark.digest,
+                    author=copy.author,
+                    message=copy.message,
+                    created=copy.created,
+                )
+            applied = None
+            if revisions:
+                applied = await controller.run_received(revisions[-1][0].mark.number, who)
+        except BaseException:
+            # Not joined: the pair's files go, and this node's own configuration is the newest
+            # again; the Primary's revisions stay as history.
+            shutil.rmtree(pair_dir, ignore_errors=True)
+            if store.head().id != own.id:
+                controller.save(Edit.restore(store.export(own.id)), base=None, author=who)
+            raise
+        # Last, as the guide says: from now on the Primary's credentials sign in here.
+        store.receive_users(users, author=who)
         store.audit(
             author=author,
             action="ha_paired",

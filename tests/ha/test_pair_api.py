@@ -277,6 +277,30 @@ def test_a_peer_with_services_of_its_own_is_asked_about_then_kept(
     )
 
 
+def test_a_peer_that_cannot_run_the_configuration_is_left_standalone_as_it_was(
+    nodes: dict[str, Node],
+) -> None:
+    # On one machine the peer cannot listen where the Primary's engine does: its engine refuses
+    # the Primary's revision, after every check passed.
+    primary, peer = nodes["primary"], nodes["secondary"]
+    before = {box.address: _own(box) for box in (primary, peer)}
+    with pytest.raises(ApiError) as raised:
+        primary.pair_with(peer)
+    assert raised.value.status == 502
+    assert str(raised.value).startswith(
+        "peer_address: Making the peer the Secondary: it answered /api/v1/ha/join/accept with "
+        "HTTP 422 (virtual_services[CyberArk-PSM].ports: cannot listen on "
+    )
+    assert {box.address: _own(box) for box in (primary, peer)} == before
+    assert "ha_pair_failed" in primary.audit()
+
+
+def _own(box: Node) -> dict[str, Any]:
+    """A node's own, which a pairing that failed leaves as it was: its history may have grown."""
+    state = box.state()
+    return {**state, "changes": {**state["changes"], "head": None}}
+
+
 def test_the_cli_prints_a_refusal_in_one_line(nodes: dict[str, Node]) -> None:
     primary, peer = nodes["primary"], nodes["secondary"]
     done = primary.cli(
