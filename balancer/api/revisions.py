@@ -92,7 +92,14 @@ def router(edits: Edits, controller: Controller, syncer: Callable[[], Syncer | N
     @api.get("/revisions")
     def revisions(limit: Limit = 20) -> list[dict[str, Any]]:
         return [
-            {"id": r.id, "created": r.created, "author": r.author, "message": r.message}
+            # The digest names the revision's content alike on both nodes of an HA pair.
+            {
+                "id": r.id,
+                "created": r.created,
+                "author": r.author,
+                "message": r.message,
+                "digest": r.digest,
+            }
             for r in store.revisions(limit)
         ]
 

@@ -307,6 +307,9 @@ def test_the_secondarys_api_refuses_edits_with_409_and_the_line(tmp_path: Path) 
             assert reply.json() == {"detail": [{"field": "", "reason": REFUSED}]}
         assert web.store.head().id == 0
         assert web.store.users_snapshot() == users_before
+        # Reading is allowed; a revision is listed with the digest both nodes name it by.
+        listed = web.local.get("/api/v1/revisions").json()
+        assert [(r["id"], r["digest"]) for r in listed] == [(0, web.store.head().digest)]
         # Drain, halt and online go to the Primary, which this node cannot reach here.
         reply = web.local.post(
             "/api/v1/virtual-services/x/real-servers/y/state", json={"state": "drain"}
