@@ -108,6 +108,9 @@ def test_a_commit_on_the_primary_is_live_on_the_secondary(nodes: Topology) -> No
     primary.client.patch("/virtual-services/CyberArk-PSM/real-servers/PSM2", {"weight": 7})
     committed = primary.client.post("/commit")
     revision = committed["revision"]
+    # The commit's answer says whether the Secondary applied it: revision, digest, time.
+    told = committed["secondary"]
+    assert (told["revision"], told["applied"]) == (revision, True), told["said"]
     wait_for(
         "the Secondary's engine running the commit",
         lambda: secondary.client.get("/status")["engine"]["revision"] == revision,
@@ -115,8 +118,8 @@ def test_a_commit_on_the_primary_is_live_on_the_secondary(nodes: Topology) -> No
     server = secondary.client.get("/virtual-services/CyberArk-PSM/real-servers")
     assert {s["label"]: s["weight"] for s in server}["PSM2"] == 7
     heads = [node.client.get("/revisions")[0] for node in nodes.nodes]
-    assert heads[0]["revision"] == heads[1]["revision"] == revision
-    assert heads[0].get("digest") == heads[1].get("digest")
+    assert heads[0]["id"] == heads[1]["id"] == revision
+    assert heads[0]["digest"] == heads[1]["digest"] == told["digest"]
 
 
 def test_a_user_added_on_the_primary_signs_in_on_the_secondary(nodes: Topology) -> None:
