@@ -204,6 +204,28 @@ async def add_node(
             f"peer_address: this node is already the {node.pair.role} of a pair with "
             f"{node.pair.peer_address}: break that pair first"
         )
+    if node.data_dir in _UNDER_WAY:
+        raise PairingError("peer_address: this node is pairing already: wait for it to end")
+    _UNDER_WAY.add(node.data_dir)
+    try:
+        return await _add_node(node, request, password, replace_services, progress, author)
+    finally:
+        _UNDER_WAY.discard(node.data_dir)
+
+
+# The data directories of the nodes pairing now: one pairing at a time (the WebUI's and the
+# API's would otherwise race to the peer's one offer).
+_UNDER_WAY: set[Path] = set()
+
+
+async def _add_node(
+    node: Node,
+    request: Request,
+    password: str,
+    replace_services: bool | None,
+    progress: Progress,
+    author: str,
+) -> Outcome:
     answers = Answers(replace=replace_services)
     progress(pairing.steps(request, answers))
     primary_port = node.store.node_settings().https_port

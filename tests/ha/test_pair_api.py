@@ -9,6 +9,7 @@ were asked, in ``cluster.jsonl`` in its data directory.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -26,6 +27,8 @@ import pytest
 from balancer import users
 from balancer.client import ApiError, Client, api_socket, fingerprint
 from balancer.ha import trust
+from balancer.ha.pairing import Problem, Request
+from balancer.pair import pairing
 from balancer.store import Store
 from tests.appliance import START_TIMEOUT, free_port, wait_for
 
@@ -437,3 +440,30 @@ def _pair(box: Node) -> dict[str, Any]:
     assert len(formed) == 1
     settings = {k: formed[0][k] for k in ("role", "local_address", "peer_address", "peer_port")}
     return settings
+
+
+def test_one_pairing_at_a_time(tmp_path: Path) -> None:
+    @dataclass
+    class Alone:
+        store: Store
+        data_dir: Path
+        pair: None = None
+
+    async def twice() -> str:
+        with Store(tmp_path / "balancer.db") as store:
+            node = Alone(store, tmp_path)
+            closed = free_port([SECONDARY])
+            request = Request(PRIMARY, SECONDARY, ":".join(["AB"] * 32), "0.1.0", closed)
+            first = asyncio.create_task(
+                pairing.add_node(node, request, "", None, lambda _: None, author="tester")
+            )
+            await asyncio.sleep(0)  # the first is on its way to the peer
+            with pytest.raises(pairing.PairingError) as second:
+                await pairing.add_node(node, request, "", None, lambda _: None, author="tester")
+            outcome = await first
+            assert outcome.problem is Problem.UNREACHABLE
+            return str(second.value)
+
+    assert asyncio.run(twice()) == (
+        "peer_address: this node is pairing already: wait for it to end"
+    )
