@@ -748,6 +748,12 @@ def test_the_status_bar_and_the_overviews_nodes_follow_the_pair(web: PairWeb, pa
     from tests.browser import SEEN_WITHIN, playwright, shoot
 
     expect = playwright.expect
+    assert web.local.post("/api/v1/virtual-services", json=VIP).is_success
+    for label, ip in (("PSM1", "192.168.94.105"), ("PSM2", "192.168.94.106")):
+        server = {"label": label, "ip": ip, "port": 3389}
+        added = web.local.post("/api/v1/virtual-services/CyberArk-PSM/real-servers", json=server)
+        assert added.is_success, added.text
+    assert web.local.post("/api/v1/commit").is_success
     web.paired("primary", PairView(this=PRIMARY, peer=SECONDARY, link=0.4))
     page.goto(web.url)
     bar = page.locator("#pair-status")
