@@ -1,6 +1,7 @@
 """Routes for the clustered HA pair (the guide's Cluster Configuration > High-Availability
-Configuration): the pair as this node sees it, *Add new node*, *Break Clustered Pair*, and the
-two routes a joining node answers the Primary on.
+Configuration): the pair as this node sees it, *Add new node*, *Break Clustered Pair*, the
+pair's HA settings (advert interval, preemption; changed on the Primary, applied on both), and
+the two routes a joining node answers the Primary on.
 
 The join routes take no session or key (no trust exists yet): the gate lets them through and
 they check HTTP Basic as this node's ``loadbalancer`` user themselves, throttled as a sign-in
@@ -16,11 +17,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from balancer import defaults, users
@@ -29,9 +30,11 @@ from balancer.front.errors import from_message, reply
 from balancer.front.gate import Author, caller
 from balancer.front.throttle import Throttle
 from balancer.ha import pairing as checks
+from balancer.ha.keepalived import PROFILES
 from balancer.ha.pairing import Step
+from balancer.model import Pair
 from balancer.pair import pairing
-from balancer.pair.cluster import Cluster
+from balancer.pair.cluster import Cluster, PairError
 from balancer.validate import Invalid, Problem
 
 log = logging.getLogger("balancer.access")
@@ -68,6 +71,31 @@ class AddNode(BaseModel):
     )
 
 
+class HaSettings(BaseModel):
+    """The pair's HA settings; what is not given stays as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    advert_interval: float | None = Field(
+        None, description="seconds between VRRP adverts, in hundredths (default 0.2)"
+    )
+    profile: Literal["default", "conservative"] | None = Field(
+        None, description="instead of advert_interval: default (0.2 s) or conservative (1 s)"
+    )
+    preempt: bool | None = Field(
+        None, description="whether a Primary that comes back takes the floating IPs back"
+    )
+
+
+def settings_of(pair: Pair | None) -> dict[str, Any] | None:
+    """The pair's HA settings as the API shows them; None while this node stands alone."""
+    if pair is None:
+        return None
+    named = [name for name, advert in PROFILES.items() if advert == pair.advert_interval]
+    profile = named[0] if named else None
+    return {"advert_interval": pair.advert_interval, "profile": profile, "preempt": pair.preempt}
+
+
 def _steps(steps: tuple[Step, ...]) -> list[dict[str, str]]:
     return [{"text": step.text, "progress": step.progress.value} for step in steps]
 
@@ -84,8 +112,35 @@ def router(cluster: Cluster, *, clock: Callable[[], float] = time.monotonic) -> 
         found = cluster.view()
         return {
             "pair": None if found is None else asdict(found),
+            "settings": settings_of(cluster.pair),
             "pairing": _steps(shown.get("steps", ())),
         }
+
+    @api.patch(
+        "",
+        summary="The pair's HA settings, on the Primary: both nodes' keepalived reload with them",
+        responses={
+            409: {
+                "description": "standalone, on the Secondary, or a node did not take "
+                "them (nothing was changed on either): why, in one line"
+            }
+        },
+    )
+    async def configure(body: HaSettings, user: Author) -> dict[str, Any]:
+        pair = cluster.pair
+        if pair is None:
+            raise HTTPException(409, "this node is not in a pair")
+        if body.profile is not None and body.advert_interval is not None:
+            raise Invalid([Problem("profile", "give a profile or advert_interval, not both")])
+        advert = pair.advert_interval if body.advert_interval is None else body.advert_interval
+        if body.profile is not None:
+            advert = PROFILES[body.profile]
+        preempt = pair.preempt if body.preempt is None else body.preempt
+        try:
+            said = await cluster.configure(advert, preempt, author=user)
+        except PairError as error:
+            raise HTTPException(409, str(error)) from None
+        return {"message": said, "settings": settings_of(cluster.pair)}
 
     @api.post(
         "/pair",

@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
 
-from balancer.front.gate import PEER
+from balancer.front.gate import PEER, caller
 from balancer.pair.cluster import Cluster, PairError
 
 
@@ -25,6 +26,13 @@ def router() -> APIRouter:
     """An empty router for routes between the nodes; not in the API's documentation, which is
     the operator's."""
     return APIRouter(prefix=PEER.rstrip("/"), tags=["peer"], include_in_schema=False)
+
+
+class Settings(BaseModel):
+    """The pair's HA settings, as the Primary sends them (``Cluster.configure``)."""
+
+    advert_interval: float
+    preempt: bool
 
 
 def status_router(cluster: Cluster) -> APIRouter:
@@ -48,5 +56,16 @@ def status_router(cluster: Cluster) -> APIRouter:
         except PairError as error:
             raise HTTPException(409, str(error)) from None
         return {"done": action}
+
+    @api.put("/settings", status_code=204)
+    async def settings(body: Settings, request: Request) -> None:
+        """The Primary's new HA settings: this node's keepalived reloads with them and its
+        Pair keeps them; 409 with why not (422 for a value this node finds not valid)."""
+        try:
+            await cluster.take_settings(
+                body.advert_interval, body.preempt, author=caller(request).user
+            )
+        except PairError as error:
+            raise HTTPException(409, str(error)) from None
 
     return api

@@ -33,6 +33,7 @@ from balancer.controller import Controller
 from balancer.events import Missed, RevisionApplied, Subscription
 from balancer.ha import trust
 from balancer.ha.role import State
+from balancer.ha.sync import peer_at
 from balancer.model import Pair
 from balancer.model.types import IPAddress
 from balancer.pair.heartbeat import (
@@ -46,6 +47,7 @@ from balancer.pair.link import Link, Peer, PeerError
 from balancer.pair.status import NodeView, PairView
 from balancer.pair.syncer import Syncer, forwarding
 from balancer.store import Store
+from balancer.validate import parse_as
 
 log = logging.getLogger("balancer.pair")
 
@@ -60,6 +62,8 @@ HeartbeatMaker = Callable[..., Heartbeat]
 HEARTBEAT = "/api/v1/peer/heartbeat/"
 # A keepalived restart waits for its state; a hand-over to the peer takes a second at most.
 HEARTBEAT_WAIT = 30.0
+# The peer's route for the pair's HA settings (balancer.api.peer).
+SETTINGS = "/api/v1/peer/settings"
 
 
 class PairError(Exception):
@@ -178,6 +182,69 @@ class Cluster:
         else:
             await self._ask_peer(peer, "switchover")
         return "the other node is now Active"
+
+    async def configure(self, advert_interval: float, preempt: bool, *, author: str) -> str:
+        """The pair's HA settings, which an operator changes on the Primary: both nodes'
+        keepalived reload with this advert interval and preemption (a reload moves no floating
+        IP), the Active node first (measured: a Passive node reloaded to adverts quicker than
+        the Active one sends takes the floating IPs), and each node keeps them in its Pair.
+        Refused by either node, or the Secondary unreachable, nothing changes on either; what
+        was done, in one line. ``validate.Invalid`` names a value that is not valid. Given
+        again, the same settings are sent again: a Secondary left behind is put right."""
+        pair = self.pair
+        if pair is None:
+            raise PairError("this node is not in a pair")
+        if pair.role == "secondary":
+            raise PairError(
+                "this node is the Secondary of an HA pair: the pair's HA settings are changed "
+                f"on the Primary at {peer_at(pair)}"
+            )
+        heartbeat, peer = self._running()
+        wanted = _with(pair, advert_interval, preempt)
+        said = f"advert interval {wanted.advert_interval:g} s, preemption "
+        said += "on" if wanted.preempt else "off"
+
+        async def take(node: str, settings: Pair) -> str | None:
+            """Why ``node`` (this one or the peer) did not take ``settings``; None once it has."""
+            body = {"advert_interval": settings.advert_interval, "preempt": settings.preempt}
+            try:
+                if node == "this node":
+                    await heartbeat.reconfigure(settings)
+                else:
+                    await peer.call("PUT", SETTINGS, body)
+            except (HeartbeatError, PeerError) as error:
+                return str(error)
+            return None
+
+        nodes = ["this node", "the peer"]
+        if heartbeat.status().state is not State.ACTIVE:
+            nodes.reverse()
+        failed = await take(nodes[0], wanted)
+        if failed is None:
+            failed = await take(nodes[1], wanted)
+            if failed is not None and (undone := await take(nodes[0], pair)) is not None:
+                raise PairError(f"{failed}; and {nodes[0]} keeps the new settings: {undone}")
+        if failed is not None:
+            raise PairError(f"{failed}: nothing was changed on either node")
+        if wanted != pair:
+            node = self.store.node_settings()
+            self.store.save_node_settings(node.model_copy(update={"pair": wanted}), author=author)
+        return f"{said}, on both nodes"
+
+    async def take_settings(self, advert_interval: float, preempt: bool, *, author: str) -> None:
+        """The pair's HA settings from the Primary (``configure``), on the Secondary: its
+        keepalived reloads with them and its Pair keeps them; PairError says why not."""
+        pair = self.pair
+        if pair is None or pair.role != "secondary":
+            raise PairError("only a Secondary takes the pair's HA settings from its peer")
+        wanted = _with(pair, advert_interval, preempt)
+        if self.heartbeat is not None:  # else the next start runs them
+            try:
+                await self.heartbeat.reconfigure(wanted)
+            except HeartbeatError as error:
+                raise PairError(str(error)) from None
+        node = self.store.node_settings()
+        self.store.save_node_settings(node.model_copy(update={"pair": wanted}), author=author)
 
     async def own_heartbeat(self, action: str) -> None:
         """Restart or switch over this node's keepalived (the peer's route asks it too)."""
@@ -313,6 +380,12 @@ class Cluster:
         self.fault = error
         log.error("HA pair: %s", error, extra={"event": "pair_fault"})
         self.store.audit(author="system", action="pair_fault", detail={"error": error})
+
+
+def _with(pair: Pair, advert_interval: float, preempt: bool) -> Pair:
+    """``pair`` with these HA settings, checked as a Pair is (``validate.Invalid``)."""
+    settings = {"advert_interval": advert_interval, "preempt": preempt}
+    return parse_as(Pair, {**pair.model_dump(), **settings})
 
 
 def _behind(revision: int | None, primary: NodeView | None) -> str:

@@ -246,6 +246,31 @@ class Heartbeat:
                     self.keepalived.reload()
             return True
 
+    async def reconfigure(self, pair: Pair) -> bool:
+        """Have keepalived run ``pair``'s advert interval and preemption from now on (the
+        operator's HA settings; nothing else of the pair may differ): a reload, never a
+        restart, so the floating IPs stay where they are. A configuration ``keepalived -t``
+        refuses changes nothing. Whether anything changed."""
+        async with self._lock:
+            if self._settings is None:
+                raise HeartbeatError("heartbeat: not started")
+            same = {"advert_interval": self.pair.advert_interval, "preempt": self.pair.preempt}
+            if pair.model_copy(update=same) != self.pair:
+                raise HeartbeatError(
+                    "heartbeat: only the advert interval and preemption change without a restart"
+                )
+            with _one_line():
+                wanted = replace(self._settings, advert=pair.advert_interval, preempt=pair.preempt)
+            if wanted != self._settings:
+                with _one_line():
+                    await self.keepalived.configure(wanted)
+                    if self.keepalived.running():  # else its restart reads the new one
+                        self.keepalived.reload()
+            changed, self._settings, self.pair = wanted != self._settings, wanted, pair
+            # The reason a takeover gives says how long the peer was silent.
+            self._tracker._causes.silence = wanted.silence
+            return changed
+
     async def restart(self) -> None:
         """Restart this node's keepalived gracefully (Restart Heartbeat, one node): an Active
         node hands the floating IPs to the peer first. Returns once keepalived runs again."""
