@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from balancer import model
 from balancer.configuration import add_virtual_service, modify_real_server
 from balancer.ha import sync
 from balancer.ha.sync import (
@@ -339,6 +340,16 @@ def test_on_a_secondary_cluster_edits_are_refused_and_point_to_the_primary() -> 
     assert sync.refuse_edit(Role.SECONDARY, Scope.NODE, primary) is None
     for role in (Role.PRIMARY, None):
         assert sync.refuse_edit(role, Scope.CLUSTER, primary) is None
+
+
+def test_the_role_and_the_primarys_address_come_from_the_pair_settings() -> None:
+    v6 = model.Pair(
+        role="secondary", local_address="fd00::2", peer_address="fd00::1", peer_port=8443
+    )
+    assert (sync.role_of(v6), sync.peer_at(v6)) == (Role.SECONDARY, "https://[fd00::1]:8443")
+    v4 = model.Pair(role="primary", local_address="198.18.0.1", peer_address="198.18.0.2")
+    assert (sync.role_of(v4), sync.peer_at(v4)) == (Role.PRIMARY, "https://198.18.0.2:9443")
+    assert sync.role_of(None) is None
 
 
 def test_drain_halt_and_online_on_a_secondary_go_to_the_primary() -> None:
