@@ -29,6 +29,7 @@ import math
 import os
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -204,6 +205,7 @@ async def add_node(
             f"peer_address: this node is already the {node.pair.role} of a pair with "
             f"{node.pair.peer_address}: break that pair first"
         )
+    _own_address(request.local)
     if node.data_dir in _UNDER_WAY:
         raise PairingError("peer_address: this node is pairing already: wait for it to end")
     _UNDER_WAY.add(node.data_dir)
@@ -211,6 +213,19 @@ async def add_node(
         return await _add_node(node, request, password, replace_services, progress, author)
     finally:
         _UNDER_WAY.discard(node.data_dir)
+
+
+def _own_address(address: str) -> None:
+    """PairingError unless ``address`` is one of this node's: keepalived's adverts and the
+    peer's connections go to it."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError as error:
+            raise PairingError(
+                f"local_address: {address} is not an address of this node ({_strerror(error)})"
+            ) from None
 
 
 # The data directories of the nodes pairing now: one pairing at a time (the WebUI's and the

@@ -442,6 +442,21 @@ def _pair(box: Node) -> dict[str, Any]:
     return settings
 
 
+def test_pairing_is_refused_from_an_address_this_node_does_not_have(
+    nodes: dict[str, Node],
+) -> None:
+    primary = nodes["primary"]
+    before = primary.state()
+    with pytest.raises(ApiError) as raised:
+        primary.pair_with(nodes["secondary"], local_address="198.18.255.254")
+    assert raised.value.status == 409
+    assert str(raised.value) == (
+        "local_address: 198.18.255.254 is not an address of this node (cannot assign requested "
+        "address)"
+    )
+    assert primary.state() == before
+
+
 def test_one_pairing_at_a_time(tmp_path: Path) -> None:
     @dataclass
     class Alone:
