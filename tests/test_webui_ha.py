@@ -36,10 +36,11 @@ from balancer.front.listeners import listener, network_socket
 from balancer.ha import pairing
 from balancer.ha.pairing import Answers, Confirm, Port, Refuse
 from balancer.model import Pair
-from balancer.pair.cluster import Cluster
+from balancer.pair.cluster import Cluster, PairError
 from balancer.pair.pairing import Node, Outcome
 from balancer.pair.status import NodeView, PairView
 from balancer.store import Store
+from balancer.validate import parse_as
 from balancer.web import high_availability
 from tests.appliance import wait_for
 from tests.webapp import PASSWORD, FakeEngine, csrf_of
@@ -50,12 +51,26 @@ VIP = {"label": "CyberArk-PSM", "ip": "192.168.94.100", "ports": "3389"}
 
 
 class Shown(Cluster):
-    """A Cluster whose view the test sets; its Pair is the store's, as the real one's."""
+    """A Cluster whose view the test sets; its Pair is the store's, as the real one's. Its
+    HA settings are kept as the real one keeps them once both nodes took them, or refused with
+    ``refusal``."""
 
     shown: PairView | None = None
+    refusal: str | None = None
 
     def view(self) -> PairView | None:
         return self.shown
+
+    async def configure(self, advert_interval: float, preempt: bool, *, author: str) -> str:
+        pair = self.pair
+        assert pair is not None
+        if self.refusal is not None:
+            raise PairError(self.refusal)
+        settings = {"advert_interval": advert_interval, "preempt": preempt}
+        wanted = parse_as(Pair, {**pair.model_dump(), **settings})
+        node = self.store.node_settings()
+        self.store.save_node_settings(node.model_copy(update={"pair": wanted}), author=author)
+        return f"advert interval {advert_interval:g} s, preemption {'on' if preempt else 'off'}"
 
 
 @dataclass
@@ -876,3 +891,45 @@ def test_a_peer_showing_another_certificate_is_refused_and_shows_it_to_be_confir
     assert 'name="confirmed" value="yes" checked' not in page.text
     assert focus(page.text) == ["f-fingerprint"]
     assert fields(page.text)["IP address of new peer"] == "127.0.0.1"
+
+
+def test_the_pairs_heartbeat_settings_are_changed_on_the_primary(web: PairWeb) -> None:
+    web.paired("primary", PairView(this=PRIMARY, peer=SECONDARY, link=0.3))
+    page = web.client.get(HA).text
+    assert fields(page)["Advert interval (seconds)"] == "0.2"
+    assert 'id="f-preempt" name="preempt" value="on" aria' in page  # not checked
+    sent = {"csrf_token": web.csrf(), "advert_interval": "1", "preempt": "on"}
+    done = web.client.post(f"{HA}/settings", data=sent)
+    assert done.status_code == 200
+    assert "Saved: advert interval 1 s, preemption on." in text(done.text)
+    pair = web.store.node_settings().pair
+    assert pair is not None
+    assert (pair.advert_interval, pair.preempt) == (1.0, True)
+    assert fields(done.text)["Advert interval (seconds)"] == "1"
+    for typed, said in (
+        ("fast", "'fast' is not a number of seconds"),
+        ("0.333", "0.333 s must be in hundredths of a second"),
+    ):
+        refused = web.client.post(f"{HA}/settings", data={**sent, "advert_interval": typed})
+        assert refused.status_code == 422
+        assert said in errors(refused.text)["f-advert-interval"], typed
+        assert focus(refused.text) == ["f-advert-interval"]
+        assert fields(refused.text)["Advert interval (seconds)"] == typed
+    web.cluster.refusal = "the peer's keepalived: timed out: nothing was changed on either node"
+    refused = web.client.post(f"{HA}/settings", data={**sent, "advert_interval": "0.5"})
+    assert refused.status_code == 409
+    assert f"Not changed: {web.cluster.refusal}" in text(refused.text)
+    pair = web.store.node_settings().pair
+    assert pair is not None
+    assert pair.advert_interval == 1.0
+
+
+def test_the_secondary_shows_the_heartbeat_settings_it_takes_from_the_primary(
+    web: PairWeb,
+) -> None:
+    web.paired("secondary", PairView(this=SECONDARY, peer=PRIMARY, link=0.3))
+    page = web.client.get(HA).text
+    assert "Changed on the Primary; this node takes them from it." in text(page)
+    legend = '<legend class="sr-only">Heartbeat settings</legend>'
+    assert re.search(rf"<fieldset disabled>\s*{legend}", page)
+    assert ">Update</button>" not in page

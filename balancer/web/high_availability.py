@@ -12,7 +12,9 @@ own, before they are replaced. Each refusal is one line next to the field it con
 everything typed kept but the password.
 
 Paired, the page is "High Availability Configuration - primary" (or secondary) with both nodes'
-addresses and **Break Clustered Pair**, which asks first, on a page of its own.
+addresses, the pair's HA settings (the advert interval, 0.2 s or the conservative profile's 1 s,
+and preemption: changed on the Primary, both nodes' keepalived reload with them), and **Break
+Clustered Pair**, which asks first, on a page of its own.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ from starlette.responses import RedirectResponse, Response
 from balancer import defaults, tool
 from balancer.front.gate import WEBUI, Author
 from balancer.ha import pairing, trust
+from balancer.ha.keepalived import PROFILES
 from balancer.ha.pairing import Problem, Progress, Step
+from balancer.pair.cluster import PairError
 from balancer.pair.pairing import Outcome, PairingError, add_node, break_pair, version
+from balancer.validate import Invalid
 from balancer.web.cluster_configuration import Form, read_form
 from balancer.web.render import Renderer
 
@@ -126,10 +131,34 @@ def router(render: Renderer) -> APIRouter:
             if not ended.paired:
                 return await refused(request, _kept(attempt.asked), ended.problem, ended.message)
         broken, pairings.broken = pairings.broken, []
-        pair = cluster.pair
-        if pair is not None:
-            return render(request, "high_availability_pair.html", title=TITLE, pair=pair)
+        if cluster.pair is not None:
+            return pair_page(request)
         return await form_page(request, {"peer_port": str(defaults.HTTPS_PORT)}, broken=broken)
+
+    def pair_page(
+        request: Request,
+        *,
+        status: int = 200,
+        settings: Form | None = None,
+        errors: dict[str, str] | None = None,
+        error: str | None = None,
+        done: str | None = None,
+    ) -> Response:
+        pair = cluster.pair
+        assert pair is not None
+        return render(
+            request,
+            "high_availability_pair.html",
+            status=status,
+            title=TITLE,
+            pair=pair,
+            settings=settings or _settings(pair.advert_interval, pair.preempt),
+            profiles=PROFILES,
+            errors=errors or {},
+            error=error,
+            done=done,
+            focus=next(iter(errors or {}), None),
+        )
 
     async def refused(
         request: Request, form: Form, problem: Problem | None, message: str
@@ -244,18 +273,42 @@ def router(render: Renderer) -> APIRouter:
         try:
             plan = await break_pair(cluster, author=user)
         except PairingError as error:
-            return render(
-                request,
-                "high_availability_pair.html",
-                status=422,
-                title=TITLE,
-                pair=pair,
-                error=str(error).partition(": ")[2] or str(error),
-            )
+            said = str(error).partition(": ")[2] or str(error)
+            return pair_page(request, status=422, error=f"The pair was not broken: {said}")
         pairings.broken = [str(leave) for leave in plan]
         return RedirectResponse(PAGE, status_code=303)
 
+    @web.post(f"{PAGE}/settings")
+    async def settings(request: Request, user: Author) -> Response:
+        """The pair's HA settings, on the Primary: both nodes' keepalived reload with them."""
+        form = await read_form(request)
+        if cluster.pair is None:
+            return RedirectResponse(PAGE, status_code=303)
+        sent = {
+            "advert_interval": form.get("advert_interval", "").strip(),
+            "preempt": "on" if form.get("preempt") else "",
+        }
+        try:
+            advert = float(sent["advert_interval"])
+        except ValueError:
+            errors = {"advert_interval": f"{sent['advert_interval']!r} is not a number of seconds"}
+            return pair_page(request, status=422, settings=sent, errors=errors)
+        try:
+            said = await cluster.configure(advert, bool(sent["preempt"]), author=user)
+        except Invalid as error:
+            # Only the interval can be wrong: preemption is on or off.
+            errors = {"advert_interval": error.problems[0].reason}
+            return pair_page(request, status=422, settings=sent, errors=errors)
+        except PairError as error:
+            return pair_page(request, status=409, settings=sent, error=f"Not changed: {error}")
+        # Shown at once (sent again, the same settings change nothing).
+        return pair_page(request, done=f"Saved: {said}.")
+
     return web
+
+
+def _settings(advert_interval: float, preempt: bool) -> Form:
+    return {"advert_interval": f"{advert_interval:g}", "preempt": "on" if preempt else ""}
 
 
 def _kept(asked: pairing.Request) -> Form:
