@@ -50,12 +50,14 @@ def status_router(cluster: Cluster) -> APIRouter:
     @api.post("/heartbeat/{action}")
     async def heartbeat(action: Literal["restart", "switchover"]) -> dict[str, str]:
         """The Primary's Restart Heartbeat, or a switchover asked on the other node: this
-        node's keepalived, answered once it runs again."""
+        node's keepalived, answered once it runs again, with this node's state then."""
         try:
             await cluster.own_heartbeat(action)
         except PairError as error:
             raise HTTPException(409, str(error)) from None
-        return {"done": action}
+        view = cluster.view()
+        # The state it came back in: the asker's link may still hold the one of the restart.
+        return {"done": action, "state": "unknown" if view is None else view.this.state}
 
     @api.put("/settings", status_code=204)
     async def settings(body: Settings, request: Request) -> None:

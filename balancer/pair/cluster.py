@@ -156,10 +156,9 @@ class Cluster:
         here_first = heartbeat.status().state is not State.ACTIVE
         if here_first:
             await self.own_heartbeat("restart")
-        await self._ask_peer(peer, "restart")
+        came_back = await self._ask_peer(peer, "restart")
         if not here_first:
-            peer_state = None if self.link is None else self.link.view
-            if peer_state is not None and peer_state.state == "fault":
+            if came_back == "fault":
                 raise PairError(
                     "the peer came back in fault, so this node kept the floating IPs and its "
                     "keepalived was not restarted"
@@ -259,11 +258,14 @@ class Cluster:
             raise PairError(self.fault or "this node is not in a pair")
         return self.heartbeat, self.peer
 
-    async def _ask_peer(self, peer: Peer, action: str) -> None:
+    async def _ask_peer(self, peer: Peer, action: str) -> str | None:
+        """Have the peer restart or switch over its keepalived; the state it came back in."""
         try:
-            await peer.call("POST", HEARTBEAT + action, timeout=HEARTBEAT_WAIT)
+            answer = await peer.call("POST", HEARTBEAT + action, timeout=HEARTBEAT_WAIT)
         except PeerError as error:
             raise PairError(f"the peer's keepalived: {error}") from None
+        state = answer.get("state") if isinstance(answer, dict) else None
+        return state if isinstance(state, str) else None
 
     def view(self) -> PairView | None:
         """The pair as this node sees it, None while it stands alone."""
