@@ -16,11 +16,12 @@ import html
 import json
 import re
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import Any
 
@@ -432,6 +433,14 @@ def test_this_nodes_addresses_are_its_interfaces_but_loopback_and_link_local() -
         "2001:db8::55",
     )
     assert high_availability.own_addresses("not json") == ()
+
+
+def test_this_nodes_addresses_come_from_ip() -> None:
+    """The real `ip`, as `balancer serve` runs it: none of loopback or link-local."""
+    listed = subprocess.run(["ip", "-json", "address", "show"], capture_output=True, text=True)
+    found = asyncio.run(high_availability.node_addresses())
+    assert found == high_availability.own_addresses(listed.stdout)
+    assert not any(ip_address(address).is_loopback for address in found)
 
 
 def fields(page: str) -> dict[str, str]:
