@@ -567,6 +567,9 @@ class Topology:
         other = self.other(owner)
         wait_for(f"{other.label} Passive", lambda: other.state() == "passive")
         wait_for(f"{owner.label} Active", lambda: owner.state() == "active")
+        # And each has heard the other since (the link asks every second).
+        wait_for(f"{owner.label} hearing {other.label} Passive", lambda: _peer(owner) == "passive")
+        wait_for(f"{other.label} hearing {owner.label} Active", lambda: _peer(other) == "active")
         return owner
 
     def fail_over(self, failure: str, timeout: float = 0.1) -> Failover:
@@ -625,6 +628,12 @@ class Topology:
             assert self.owner(vip) is owner, f"{vip} is not on {owner.label} with the others"
         wait_for("the PSM servers through the VIP", lambda: self.client.lands())
         return owner
+
+
+def _peer(node: Node) -> str | None:
+    """The peer's state as ``node`` last heard it."""
+    view = node.pair_view()
+    return None if view is None or view["peer"] is None else str(view["peer"]["state"])
 
 
 @contextlib.contextmanager

@@ -1,8 +1,8 @@
 """The pair's floating VIPs end to end (issue 12): two real nodes, two lab PSM servers and a
 client in namespaces (``tests.ha.cluster``), on each engine. The VIPs answer from one node;
 a cut link, a dead engine and a graceful stop move them to the other, and the times are printed
-(the goals are the bench's: ``python -m bench --scenarios ha``); breaking the pair leaves the
-VIPs on one node. One topology per engine serves the module: each test leaves the pair with one
+(the goals are the bench's: ``python -m bench --scenarios ha``); Restart Heartbeat and a
+switchover refuse no connection; breaking the pair leaves the VIPs on one node. One topology per engine serves the module: each test leaves the pair with one
 node Active and the other Passive, and the break comes last.
 """
 
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from balancer.ha.keepalived import KEEPALIVED
-from tests.ha.cluster import FAILURES, PSM_ADDRESSES, Topology, topology, wait_for
+from tests.ha.cluster import FAILURES, PSM_ADDRESSES, Outcome, Topology, topology, wait_for
 from tests.netns import needs_netns
 
 needs_keepalived = pytest.mark.skipif(
@@ -77,6 +78,21 @@ def test_a_graceful_stop_moves_the_vips_and_refuses_nothing(pair: Topology) -> N
         assert pair.carrier(session) is moved.after
 
 
+def test_restart_heartbeat_refuses_nothing_while_it_runs(pair: Topology) -> None:
+    pair.settled()
+    outcomes, said = _while(pair, lambda: pair.primary.client.post("/ha/heartbeat/restart"))
+    assert said["message"]
+    _nothing_refused(outcomes)
+    pair.settled()
+
+
+def test_a_switchover_makes_the_other_node_active_and_refuses_nothing(pair: Topology) -> None:
+    owner = pair.settled()
+    outcomes, _ = _while(pair, lambda: owner.client.post("/ha/switchover"))
+    _nothing_refused(outcomes)
+    assert pair.settled() is pair.other(owner)
+
+
 def test_breaking_the_pair_leaves_both_standalone_and_the_vips_on_one_node(
     pair: Topology,
 ) -> None:
@@ -91,3 +107,22 @@ def test_breaking_the_pair_leaves_both_standalone_and_the_vips_on_one_node(
         assert pair.owners(vip) == [owner]
     with pair.client.open() as session:
         assert pair.carrier(session) is owner
+
+
+def _while(pair: Topology, action: Callable[[], Any]) -> tuple[list[Outcome], Any]:
+    """What ``action`` answered, and every attempt of the client's to connect while it ran,
+    each attempt long enough for a SYN sent while no node holds the VIP to be sent again."""
+    pair.client.watch(timeout=5.0)
+    try:
+        pair.client.first_success_after(time.monotonic())
+        said = action()
+        pair.client.first_success_after(time.monotonic())
+    finally:
+        outcomes = pair.client.stop_watching()
+    return outcomes, said
+
+
+def _nothing_refused(outcomes: list[Outcome]) -> None:
+    # As for a graceful stop, a connection accepted by the node the VIPs leave may be reset.
+    failed = [o for o in outcomes if not o.ok and o.error != "reset"]
+    assert failed == [], f"{len(failed)} of {len(outcomes)} failed: {failed[:3]}"
