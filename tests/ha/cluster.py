@@ -27,6 +27,7 @@ import importlib.util
 import ipaddress
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from typing import Any
 
 from balancer import users
 from balancer.client import ApiError, Client, api_socket
+from balancer.control import ControlError
 from balancer.ha import trust
 from balancer.lab.process import lab_status, stop_lab
 from balancer.model import Pair
@@ -271,7 +273,7 @@ class Psm:
         wait_for(f"lab server {self.name}", lambda: asyncio.run(lab_status(self.lab_dir)))
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ControlError):  # not started, or gone already
             asyncio.run(stop_lab(self.lab_dir))
 
     def connections(self) -> int:
@@ -327,6 +329,10 @@ class ClientHost:
         assert process.stdout is not None
         process.stdin.write(json.dumps(request).encode() + b"\n")
         process.stdin.flush()
+        # One line answers each request: nothing is left in the reader's buffer to miss.
+        ready, _, _ = select.select([process.stdout], [], [], REPLY_TIMEOUT)
+        if not ready:
+            raise AssertionError(f"the client's side did not answer {request} in {REPLY_TIMEOUT} s")
         line = process.stdout.readline()
         if not line:
             raise AssertionError(f"the client's side ended ({process.poll()}) on {request}")
@@ -640,6 +646,7 @@ def _peer(node: Node) -> str | None:
 def topology(root: Path, engine: str = "builtin") -> Iterator[Topology]:
     """Two standalone nodes running ``engine``, two PSM servers and a client, all started.
     The nodes are called n1 (to be the Primary) and n2."""
+    root.mkdir(parents=True, exist_ok=True)
     with network() as net:
         nodes = [
             Node(f"n{number}", net.host(f"n{number}", address), root / f"n{number}", engine)
@@ -709,12 +716,14 @@ class _Side:
         self.sessions: dict[int, Any] = {}
         self.outcomes: list[dict[str, Any]] = []
         self.watching: asyncio.Task[None] | None = None
+        self.unwatched = False
         self.count = 0
 
     async def attempt(self, vip: str, port: int, timeout: float) -> tuple[Any, dict[str, Any]]:
         start = time.monotonic()
         try:
-            session = await asyncio.wait_for(self.session.open((vip, port), self.source), timeout)
+            async with asyncio.timeout(timeout):
+                session = await self.session.open((vip, port), self.source)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, RuntimeError) as error:
             found = {"start": start, "end": time.monotonic(), "server": None,
                      "error": _kind(error), "via": _hardware(vip)}  # fmt: skip
@@ -724,7 +733,9 @@ class _Side:
         return session, found
 
     async def watch(self, vip: str, port: int, timeout: float, pause: float) -> None:
-        while True:
+        # Stopped by a flag, not by cancelling: a cancellation that met an attempt's time limit
+        # (Python 3.11's wait_for) was lost once, and the watch went on for ever.
+        while not self.unwatched:
             session, found = await self.attempt(vip, port, timeout)
             self.outcomes.append(found)
             if session is not None:
@@ -749,6 +760,7 @@ class _Side:
             return {"ok": True}
         if op == "watch":
             self.outcomes = []
+            self.unwatched = False
             self.watching = asyncio.create_task(
                 self.watch(request["vip"], request["port"], request["timeout"], request["pause"])
             )
@@ -757,9 +769,8 @@ class _Side:
             return {"ok": True, "outcomes": self.outcomes}
         if op == "unwatch":
             if self.watching is not None:
-                self.watching.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.watching
+                self.unwatched = True
+                await self.watching  # its attempt has a time limit
             return {"ok": True, "outcomes": self.outcomes}
         return {"ok": False, "error": f"op: {op!r} is unknown"}
 
