@@ -86,10 +86,15 @@ async def _run(
     await controller.start()
     stop_engine = False
     restart = False
+    releasing: asyncio.Task[None] | None = None
 
     def shutdown(engine: bool) -> None:
-        nonlocal stop_engine
+        nonlocal stop_engine, releasing
         stop_engine = engine
+        if not restart and releasing is None:
+            # A stop hands the floating IPs to the peer at once, not after the listeners end:
+            # they wait for their connections to close, the peer's link among them (0.7 s).
+            releasing = loop.create_task(cluster.release())
         for server, _ in servers:
             server.should_exit = True
 
@@ -131,7 +136,7 @@ async def _run(
             certificate.forget(context)
         # A restart leaves keepalived to the next run; a stop has the peer take the floating
         # IPs before the engine goes (the other order answers clients with resets).
-        await (cluster.stop() if restart else cluster.release())
+        await (cluster.stop() if restart else releasing or cluster.release())
         await controller.close(stop_engine=stop_engine)
         logging_events.cancel()
         with contextlib.suppress(asyncio.CancelledError):
