@@ -25,17 +25,22 @@ class RdpSession:
         async with asyncio.timeout(TIMEOUT):
             reader, writer = await asyncio.open_connection(*vip, local_addr=(source, 0))
             session = cls(reader, writer)
-            try:
-                writer.write(rdp.connection_request(cookie="balancer"))
-                confirm = await reader.readexactly(len(rdp.connection_confirm(rdp.PROTOCOL_RDP)))
-                if not rdp.is_connection_confirm(confirm):
-                    raise RuntimeError(f"{vip[0]}:{vip[1]} did not answer like an RDP server")
-                writer.write(b"WHO\n")
-                session.name = (await reader.readline()).decode().strip()
-            except BaseException:
-                await session.close()
-                raise
+            await session.greet()
         return session
+
+    async def greet(self) -> None:
+        """The opening on a connection just made; closed if it fails."""
+        try:
+            self.writer.write(rdp.connection_request(cookie="balancer"))
+            confirm = await self.reader.readexactly(len(rdp.connection_confirm(rdp.PROTOCOL_RDP)))
+            if not rdp.is_connection_confirm(confirm):
+                vip = self.writer.get_extra_info("peername")
+                raise RuntimeError(f"{vip[0]}:{vip[1]} did not answer like an RDP server")
+            self.writer.write(b"WHO\n")
+            self.name = (await self.reader.readline()).decode().strip()
+        except BaseException:
+            await self.close()
+            raise
 
     async def echo(self, payload: bytes) -> bool:
         async with asyncio.timeout(TIMEOUT):

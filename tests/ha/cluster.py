@@ -296,6 +296,7 @@ class Outcome:
     server: str | None
     error: str | None
     via: str | None  # the MAC address the client sent to, as its ARP cache had it after
+    connected: bool  # whether its TCP connection was made (a failure after is a lost session)
 
     @property
     def ok(self) -> bool:
@@ -721,15 +722,33 @@ class _Side:
 
     async def attempt(self, vip: str, port: int, timeout: float) -> tuple[Any, dict[str, Any]]:
         start = time.monotonic()
+        connected = False
         try:
             async with asyncio.timeout(timeout):
-                session = await self.session.open((vip, port), self.source)
+                reader, writer = await asyncio.open_connection(
+                    vip, port, local_addr=(self.source, 0)
+                )
+                connected = True
+                session = self.session(reader, writer)
+                await session.greet()
         except (OSError, TimeoutError, asyncio.IncompleteReadError, RuntimeError) as error:
-            found = {"start": start, "end": time.monotonic(), "server": None,
-                     "error": _kind(error), "via": _hardware(vip)}  # fmt: skip
+            found = {
+                "start": start,
+                "end": time.monotonic(),
+                "server": None,
+                "error": _kind(error),
+                "via": _hardware(vip),
+                "connected": connected,
+            }
             return None, found
-        found = {"start": start, "end": time.monotonic(), "server": session.name, "error": None,
-                 "via": _hardware(vip)}  # fmt: skip
+        found = {
+            "start": start,
+            "end": time.monotonic(),
+            "server": session.name,
+            "error": None,
+            "via": _hardware(vip),
+            "connected": True,
+        }
         return session, found
 
     async def watch(self, vip: str, port: int, timeout: float, pause: float) -> None:

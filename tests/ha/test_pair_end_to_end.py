@@ -191,10 +191,10 @@ def test_a_graceful_stop_moves_the_vips_and_refuses_nothing(pair: Topology) -> N
         f"{pair.engine}: graceful stop: a new connection succeeded through the other node "
         f"{moved.seconds:.3f} s later"
     )
-    # A connection the old node had accepted when the VIPs left it is reset by the new owner,
-    # which has no such connection: a takeover keeps no connection state. A new connection is
-    # never refused, nor left unanswered.
-    failed = [moved.said(o) for o in moved.failed if o.error != "reset"]
+    # A connection the old node had accepted when the VIPs left it is lost (the new owner has
+    # no such connection: a takeover moves no connection state). A new one is never refused,
+    # nor left unanswered.
+    failed = [moved.said(o) for o in moved.failed if not o.connected]
     assert failed == [], f"{len(failed)} of {len(moved.outcomes)} failed (the stop at 0 s)"
     with pair.client.open() as session:
         assert pair.carrier(session) is moved.after
@@ -245,6 +245,6 @@ def _while(pair: Topology, action: Callable[[], Any]) -> tuple[list[Outcome], An
 
 
 def _nothing_refused(outcomes: list[Outcome]) -> None:
-    # As for a graceful stop, a connection accepted by the node the VIPs leave may be reset.
-    failed = [o for o in outcomes if not o.ok and o.error != "reset"]
+    # As for a graceful stop, a connection accepted by the node the VIPs leave may be lost.
+    failed = [o for o in outcomes if not o.ok and not o.connected]
     assert failed == [], f"{len(failed)} of {len(outcomes)} failed: {failed[:3]}"
