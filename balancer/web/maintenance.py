@@ -6,7 +6,8 @@ file changes nothing and is refused naming the field and the reason. A restored 
 is a new revision waiting in the "Commit changes" box, like any other change.
 
 Restart Services offers what the controller and the daemon can do, each with what it does to
-live connections; the disruptive ones are confirmed first.
+live connections; the disruptive ones are confirmed first. In an HA pair it also offers the
+guide's Restart Heartbeat (on the Primary, for both nodes) and a switchover (on either node).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from balancer.controller import CommitFailed
 from balancer.edits import Edit
 from balancer.engines import EngineError
 from balancer.front.gate import Author
+from balancer.pair.cluster import PairError
+from balancer.pair.maintenance import Action, perform
 from balancer.store import Conflict, ReadOnly
 from balancer.validate import Invalid, Problem
 from balancer.web import uploads
@@ -59,12 +62,31 @@ ACTIONS = {
         "Everyone signed in to the WebUI must sign in again.",
         "confirm": True,
     },
+    "heartbeat": {
+        "title": "Restart Heartbeat",
+        "button": "Restart Heartbeat",
+        "effect": "Restarts keepalived on both nodes of the HA pair, one at a time, the Passive "
+        "node first, so the floating IPs are always held and no new connection is refused. The "
+        "Active node hands them to the other node, which stays Active: connections open "
+        "through it end (RDP users reconnect).",
+        "confirm": True,
+    },
+    "switchover": {
+        "title": "Switchover",
+        "button": "Switch over",
+        "effect": "Makes the other node of the HA pair Active: the Active node hands the floating "
+        "IPs over gracefully, so no new connection is refused; connections open through it end "
+        "(RDP users reconnect). Refused unless the other node is Passive.",
+        "confirm": True,
+    },
 }
+# The HA pair's actions, by the name the audit and the API give them.
+PAIRED: dict[str, Action] = {"heartbeat": "restart_heartbeat", "switchover": "switchover"}
 
 
 def router(render: Renderer) -> APIRouter:
     web = APIRouter(include_in_schema=False)
-    store, controller = render.store, render.controller
+    store, controller, cluster = render.store, render.controller, render.cluster
 
     def backup_page(request: Request, *, status: int = 200, **context: Any) -> Response:
         head = store.head()
@@ -106,6 +128,19 @@ def router(render: Renderer) -> APIRouter:
             return backup_page(request, status=422, problems=problems)
         return RedirectResponse(f"{BACKUP}?restored={revision.id}", status_code=303)
 
+    def unavailable(request: Request) -> dict[str, str]:
+        """Why an action is not offered on this node, by action."""
+        why = {}
+        if management.of(request) is None:
+            why["management"] = "Not available here: this WebUI runs without the management daemon."
+        part = cluster.pair
+        if part is None:
+            alone = "Only in an HA pair (Cluster Configuration > High-Availability Configuration)."
+            why.update({name: alone for name in PAIRED})
+        elif part.role != "primary":
+            why["heartbeat"] = "Done on the Primary, which restarts both nodes."
+        return why
+
     def restart_page(request: Request, *, status: int = 200, **context: Any) -> Response:
         return render(
             request,
@@ -114,13 +149,14 @@ def router(render: Renderer) -> APIRouter:
             title="Restart Services",
             actions=ACTIONS,
             engine=controller.engine.name,
-            available=management.of(request) is not None,
+            unavailable=unavailable(request),
             **context,
         )
 
     @web.get(RESTART)
     def restart_shown(request: Request, done: str = "") -> Response:
-        return restart_page(request, done=ACTIONS.get(done, {}).get("title"))
+        title = ACTIONS.get(done, {}).get("title")
+        return restart_page(request, done=title and f"{title}: done.")
 
     @web.post(RESTART)
     async def restart(
@@ -137,6 +173,12 @@ def router(render: Renderer) -> APIRouter:
                 action=action,
                 chosen=chosen,
             )
+        if action in PAIRED:
+            try:
+                said = await perform(cluster, PAIRED[action], author=user)
+            except PairError as error:
+                return restart_page(request, status=409, error=f"{chosen['title']}: {error}")
+            return restart_page(request, done=f"{chosen['title']}: {said}")
         try:
             if action == "reload":
                 await controller.commit(user)
