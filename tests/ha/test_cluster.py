@@ -99,12 +99,13 @@ class FakeHeartbeat(Heartbeat):
 @dataclass
 class StubPeer:
     """The peer's side of the link: its status (``view``; None answers 503, as a peer that
-    cannot say), and its keepalived's restart or switchover, written into ``done`` or refused
-    with ``refuse``."""
+    cannot say), and its keepalived's restart or switchover, written into ``done`` and
+    answered with the state it came back in (``came_back``), or refused with ``refuse``."""
 
     done: list[str]
     view: NodeView | None
     refuse: str | None = None
+    came_back: str = "passive"
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -120,7 +121,7 @@ class StubPeer:
             if self.refuse is not None:
                 raise HTTPException(409, self.refuse)
             self.done.append(f"peer {action}")
-            return {"done": action}
+            return {"done": action, "state": self.came_back}
 
         return app
 
@@ -395,6 +396,10 @@ def test_restart_heartbeat_is_refused_on_the_secondary_and_when_the_peer_refuses
             assert "\n" not in str(refused.value)
             # The Active node keeps the floating IPs: its keepalived was not touched.
             assert r.done == ["this start"]
+            r.peer.refuse, r.peer.came_back = None, "fault"
+            with pytest.raises(PairError, match=r"^the peer came back in fault, so this node kept"):
+                await r.cluster.restart_heartbeat()
+            assert r.done == ["this start", "peer restart"]
 
     asyncio.run(scenario())
 
