@@ -59,6 +59,7 @@ START_TIMEOUT = 30.0
 WAIT = 20.0  # bound on every wait for the pair: a VIP moves within about a second
 POLL = 0.05
 REPLY_TIMEOUT = 30.0
+IN_FLIGHT = 50  # the client's attempts under way at once, at most
 
 
 def wait_for(what: str, ready: Any, timeout: float = WAIT) -> Any:
@@ -361,8 +362,8 @@ class ClientHost:
     def watch(
         self, vip: str = RDP_VIP, port: int = RDP_PORT, timeout: float = 0.2, pause: float = 0.01
     ) -> None:
-        """Start connecting to ``vip`` again and again, each attempt given up after
-        ``timeout``, ``pause`` between them, until ``stop_watching``."""
+        """Start connecting to ``vip`` again and again until ``stop_watching``: a new attempt
+        every ``pause`` s, each given up after ``timeout``."""
         said = self.ask(
             {"op": "watch", "vip": vip, "port": port, "timeout": timeout, "pause": pause}
         )
@@ -752,14 +753,25 @@ class _Side:
         return session, found
 
     async def watch(self, vip: str, port: int, timeout: float, pause: float) -> None:
+        """A new attempt every ``pause`` s, whether the ones before have ended or not (at most
+        IN_FLIGHT at once): a takeover is seen within ``pause``, not after an attempt sent into
+        the gap has waited out its ``timeout``."""
+        running: set[asyncio.Task[None]] = set()
         # Stopped by a flag, not by cancelling: a cancellation that met an attempt's time limit
         # (Python 3.11's wait_for) was lost once, and the watch went on for ever.
         while not self.unwatched:
-            session, found = await self.attempt(vip, port, timeout)
-            self.outcomes.append(found)
-            if session is not None:
-                await session.close()
+            if len(running) < IN_FLIGHT:
+                task = asyncio.create_task(self.once(vip, port, timeout))
+                running.add(task)
+                task.add_done_callback(running.discard)
             await asyncio.sleep(pause)
+        await asyncio.gather(*running)  # each has its time limit
+
+    async def once(self, vip: str, port: int, timeout: float) -> None:
+        session, found = await self.attempt(vip, port, timeout)
+        self.outcomes.append(found)  # in the order they end
+        if session is not None:
+            await session.close()
 
     async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]
