@@ -99,6 +99,8 @@ class Cluster:
         # Why this node's part in the pair does not run, in one line; None when it does.
         self.fault: str | None = None
         self._watching: asyncio.Task[None] | None = None
+        # Held by the operator's Restart Heartbeat or switchover (pair.maintenance): one at a time.
+        self.operating = asyncio.Lock()
 
     @property
     def pair(self) -> Pair | None:

@@ -36,6 +36,7 @@ from balancer.model.types import IPAddress
 from balancer.pair.cluster import HEARTBEAT, Cluster, PairError
 from balancer.pair.heartbeat import Audit, Heartbeat, floating_ips
 from balancer.pair.link import STATUS
+from balancer.pair.maintenance import perform
 from balancer.pair.status import NodeView
 from balancer.store import Store
 from tests.ha.test_sync import psm
@@ -100,12 +101,15 @@ class FakeHeartbeat(Heartbeat):
 class StubPeer:
     """The peer's side of the link: its status (``view``; None answers 503, as a peer that
     cannot say), and its keepalived's restart or switchover, written into ``done`` and
-    answered with the state it came back in (``came_back``), or refused with ``refuse``."""
+    answered with the state it came back in (``came_back``), or refused with ``refuse``;
+    while ``hold`` is set and not yet, it answers nothing (``holding``)."""
 
     done: list[str]
     view: NodeView | None
     refuse: str | None = None
     came_back: str = "passive"
+    hold: asyncio.Event | None = None
+    holding: bool = False
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -117,7 +121,10 @@ class StubPeer:
             return asdict(self.view)
 
         @app.post(HEARTBEAT + "{action}")
-        def heartbeat(action: str) -> dict[str, str]:
+        async def heartbeat(action: str) -> dict[str, str]:
+            if self.hold is not None:
+                self.holding = True
+                await self.hold.wait()
             if self.refuse is not None:
                 raise HTTPException(409, self.refuse)
             self.done.append(f"peer {action}")
@@ -424,6 +431,28 @@ def test_switchover_is_refused_unless_the_peer_is_passive(tmp_path: Path, peer: 
             await r.heard("passive")
             assert await r.cluster.switchover() == "the other node is now Active"
             assert r.done == ["this start", "this switchover"]
+
+    asyncio.run(scenario())
+
+
+def test_one_restart_heartbeat_or_switchover_at_a_time(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path, state=State.ACTIVE) as r:
+            await r.cluster.form(r.pair)
+            await r.heard("passive")
+            r.peer.hold = asyncio.Event()
+            first = asyncio.get_running_loop().create_task(
+                perform(r.cluster, "restart_heartbeat", author="alice")
+            )
+            await until("the peer restarts", lambda: r.peer.holding)
+            for action in ("restart_heartbeat", "switchover"):
+                with pytest.raises(PairError, match="under way on this node: try again"):
+                    await perform(r.cluster, action, author="bob")  # type: ignore[arg-type]
+            r.peer.hold.set()
+            assert await first == "keepalived restarted on both nodes, one at a time"
+            assert r.done == ["this start", "peer restart", "this restart"]
+            refused = [a for a, d in audited(r.store, "switchover") if "refused" in d]
+            assert refused == ["bob"]
 
     asyncio.run(scenario())
 
