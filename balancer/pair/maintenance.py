@@ -8,7 +8,7 @@ from typing import Literal
 
 from balancer.pair.cluster import Cluster, PairError
 
-# The audit's words, which are also the API's and the WebUI's names of the two actions.
+# The two actions, as the audit names them.
 Action = Literal["restart_heartbeat", "switchover"]
 
 
