@@ -5,8 +5,8 @@ default profile (0.2 s adverts), on each engine.
 It runs the end-to-end tests' topology (``tests.ha.cluster``): two real nodes, two lab PSM
 servers and a client, each in a network namespace on one switch in 198.18.0.0/15. A figure is
 the time from the failure to the end of the first RDP opening that succeeded through the other
-node, the client trying every 10 ms and giving each attempt 0.1 s. Connections refused meanwhile
-are counted: a graceful stop should have none.
+node, the client starting an attempt every 10 ms (whether the ones before have ended or not) and
+giving each 0.1 s. Connections refused meanwhile are counted: a graceful stop should have none.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def describe(repeats: int) -> str:
         f"lab PSM servers and a client, each in a network namespace on one bridge; keepalived "
         f"with 0.2 s adverts. Each failure {repeats} times on each engine, the Active node "
         f"failing each time: the time from the failure to the end of the first RDP opening "
-        f"through the other node, the client trying every 10 ms, 0.1 s each attempt; each "
+        f"through the other node, the client starting an attempt every 10 ms, 0.1 s each; each "
         f"cell is the median ({'min' + DASH + 'max'}) of the runs."
     )
 
