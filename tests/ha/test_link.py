@@ -185,20 +185,20 @@ def test_only_the_peer_with_its_pair_certificate_reaches_the_peer_routes(
     tmp_path: Path, trusts: Trusts
 ) -> None:
     async def scenario() -> None:
-        async with nodes(tmp_path, trusts) as (_, secondary):
+        async with nodes(tmp_path, trusts) as (primary, secondary):
             status = f"{secondary.url}{STATUS}"
-            _, key = users.add_api_key(secondary.store, "ops", "loadbalancer", author="test")
+            # Keys are made on the Primary: a Secondary's users and keys are read-only.
+            _, key = users.add_api_key(primary.store, "ops", "loadbalancer", author="test")
+            bearer = {"Authorization": f"Bearer {key}"}
             async with client() as anonymous:
                 for extensions in ({}, PAIR):
                     answer = await anonymous.get(status, extensions=extensions)
                     assert answer.status_code == 403, extensions
                     assert answer.json()["detail"][0]["field"] == "certificate"
-                with_key = await anonymous.get(status, headers={"Authorization": f"Bearer {key}"})
+                with_key = await anonymous.get(f"{primary.url}{STATUS}", headers=bearer)
                 assert with_key.status_code == 403
                 assert (
-                    await anonymous.get(
-                        f"{secondary.url}/api/v1/users", headers={"Authorization": f"Bearer {key}"}
-                    )
+                    await anonymous.get(f"{primary.url}/api/v1/users", headers=bearer)
                 ).status_code == 200  # the key is good, elsewhere
             # Another pair's certificate fails the handshake against the pair's authority.
             async with client(trusts.stranger) as stranger:
