@@ -12,7 +12,8 @@ every process by its PID and deletes every namespace, however the block ends. On
 - ``client.watch()`` connects again and again in the background and keeps every outcome, to
   time a failover or to show that nothing was refused;
 - a node's ``cut()`` pulls its cable on the switch, ``kill_engine()`` kills its engine, and
-  ``stop()`` stops it as ``balancer stop --engine`` does.
+  ``stop()`` stops it as ``balancer stop --engine`` does; ``fail_over()`` does one of those to
+  the Active node while the client watches, and says how long until the other node answered.
 
 ``python -m tests.ha.cluster`` is the client's side: it runs in the client's namespace and
 answers one JSON request per line on standard input.
@@ -23,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.util
-import ipaddress
 import json
 import os
 import select
@@ -33,17 +32,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from balancer import users
 from balancer.client import ApiError, Client, api_socket
 from balancer.control import ControlError
-from balancer.ha import trust
 from balancer.lab.process import lab_status, stop_lab
-from balancer.model import Pair
 from balancer.store import Store
 from tests.netns import Host, Network, ip, network
 
@@ -441,7 +437,6 @@ class Topology:
     client: ClientHost
     engine: str
     vips: tuple[str, ...] = (RDP_VIP, WEB_VIP)
-    paired: bool = field(default=False)
 
     @property
     def primary(self) -> Node:
@@ -465,17 +460,10 @@ class Topology:
             "ha", "pair", "--local", args["local"], "--peer", args["peer"],
             "--fingerprint", args["fingerprint"], "--password-stdin", stdin=args["password"],
         )  # fmt: skip
-        self.paired = done.returncode == 0
         return done
 
     def pair_with_psm(self) -> None:
-        """The pair with the PSM preset committed on the Primary and live on both nodes: paired
-        with `balancer ha pair`, or by hand where that command is not there yet."""
-        if importlib.util.find_spec("balancer.cli.ha") is None:
-            for node in self.nodes:
-                self.commit_psm(node)
-            self.pair_by_hand()
-            return
+        """The pair with the PSM preset committed on the Primary and live on both nodes."""
         done = self.pair()
         assert done.returncode == 0, f"balancer ha pair: {done.stdout}{done.stderr}"
         revision = self.commit_psm()["revision"]
@@ -483,35 +471,6 @@ class Topology:
             "the commit live on the Secondary",
             lambda: self.secondary.client.get("/status")["engine"]["revision"] == revision,
         )
-
-    def pair_by_hand(self) -> None:
-        """Both nodes as pairing leaves them (their ``Pair`` settings, the pair's authority and
-        each node's certificate), written while they are stopped, then started again: the
-        heartbeat without the pairing path."""
-        now = datetime.now(UTC)
-        authority = trust.make_ca(now=now)
-        self.each(Node.ask_to_stop, Node.stopped)
-        for node, role in zip(self.nodes, ("primary", "secondary"), strict=True):
-            address = ipaddress.ip_address(node.address)
-            pair_dir = trust.directory(node.data_dir)
-            pair_dir.mkdir(mode=0o700, exist_ok=True)
-            if role == "primary":
-                trust.save_authority(pair_dir, authority)
-            key, request = trust.make_key_and_csr(address)
-            trust.save_key(pair_dir, key)
-            signed = trust.sign_csr(authority, request, address, now=now)
-            trust.save_certificate(pair_dir, signed, authority.certificate, address, now=now)
-            pair = Pair(
-                role=role,
-                local_address=node.address,
-                peer_address=self.other(node).address,
-                peer_port=MANAGEMENT_PORT,
-            )
-            with Store(node.data_dir / "balancer.db") as store:
-                settings = store.node_settings().model_copy(update={"pair": pair})
-                store.save_node_settings(settings, author="tester")
-        self.each(Node.launch, Node.wait)
-        self.paired = True
 
     def each(self, first: Callable[[Node], None], then: Callable[[Node], None]) -> None:
         """``first`` on every node, then ``then`` on every node: both start (or stop) at once."""
