@@ -29,10 +29,11 @@ needs_chromium = pytest.mark.skipif(
 
 
 @contextmanager
-def chromium() -> Iterator[Any]:
+def chromium(executable: Path = CHROMIUM) -> Iterator[Any]:
+    """``executable``: Debian's chromium, or a script that runs it (in a network namespace)."""
     with playwright.sync_playwright() as driver:
         launched = driver.chromium.launch(
-            executable_path=str(CHROMIUM),
+            executable_path=str(executable),
             args=[
                 "--headless",
                 "--no-sandbox",
