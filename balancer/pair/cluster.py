@@ -175,9 +175,12 @@ class Cluster:
         if heartbeat.status().state is State.ACTIVE:
             # keepalived cannot tell: handing over to a peer that is not ready would leave the
             # floating IPs dark until this node took them back.
-            ready = None if self.link is None else self.link.view
-            if ready is None or ready.state != "passive":
-                state = "not heard" if ready is None else ready.state
+            # Asked now, not the link's last answer: just after a restart that is a second old.
+            try:
+                state = (await peer.status()).state
+            except PeerError as error:
+                raise PairError(f"switchover: {error}: nothing was done") from None
+            if state != "passive":
                 raise PairError(f"switchover: the peer is {state}, not Passive: nothing was done")
             await self.own_heartbeat("switchover")
         else:
