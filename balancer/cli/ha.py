@@ -15,8 +15,8 @@ from balancer.cli.password import PasswordStdin
 from balancer.client import ApiError
 
 app = typer.Typer(
-    help="The clustered HA pair: pair two nodes, see both, restart heartbeat, switch over, "
-    "break the pair"
+    help="The clustered HA pair: pair two nodes, see both, set the pair's HA settings, restart "
+    "heartbeat, switch over, break the pair"
 )
 
 # Pairing waits on the peer: its answer to the offer, then its engine running this node's
@@ -104,6 +104,12 @@ def status(ctx: typer.Context, data_dir: DirOption = DATA_DIR, as_json: JsonOpti
         if link is None
         else f"link: the peer last answered {link:.1f} s ago"
     )
+    settings = found["settings"]
+    profile = f" ({settings['profile']})" if settings["profile"] else ""
+    typer.echo(
+        f"settings: advert interval {settings['advert_interval']:g} s{profile}, "
+        f"preemption {'on' if settings['preempt'] else 'off'}"
+    )
 
 
 def _node(name: str, node: dict[str, Any]) -> str:
@@ -114,6 +120,36 @@ def _node(name: str, node: dict[str, Any]) -> str:
         f"{name:10} {node['address']:15} {node['role'].title():9} {node['state'].title():8} "
         f"{running:14} sync {node['sync']}; engine {engine}"
     )
+
+
+@app.command("set")
+def set_settings(
+    ctx: typer.Context,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", help="default (adverts every 0.2 s) or conservative (1 s)"),
+    ] = None,
+    advert: Annotated[
+        float | None,
+        typer.Option("--advert", help="seconds between VRRP adverts, in hundredths, instead"),
+    ] = None,
+    preempt: Annotated[
+        bool | None,
+        typer.Option(
+            "--preempt/--no-preempt",
+            help="whether a Primary that comes back takes the floating IPs back",
+        ),
+    ] = None,
+    data_dir: DirOption = DATA_DIR,
+) -> None:
+    """The pair's HA settings, on the Primary: both nodes' keepalived reload with them (no
+    floating IP moves); what is not given stays as it is."""
+    body = {"profile": profile, "advert_interval": advert, "preempt": preempt}
+    given = {name: value for name, value in body.items() if value is not None}
+    if not given:
+        fail("give --profile, --advert, --preempt or --no-preempt", 2)
+    with client(ctx, data_dir) as appliance:
+        typer.echo(appliance.patch("/ha", given)["message"])
 
 
 @app.command("break")
