@@ -66,6 +66,12 @@ HEARTBEAT_WAIT = 30.0
 SETTINGS = "/api/v1/peer/settings"
 
 
+# A Secondary that joins waits this long at most for the Primary to be Active (the Primary's
+# keepalived starts after the join is answered and takes about 3.5 adverts to take over).
+JOIN_WAIT = 20.0
+JOIN_POLL = 0.2
+
+
 class PairError(Exception):
     """An HA operation this node cannot do now, in one line."""
 
@@ -120,7 +126,7 @@ class Cluster:
         await self._end(release=False)
         node = self.store.node_settings()
         self.store.save_node_settings(node.model_copy(update={"pair": pair}), author="system")
-        await self._begin(pair)
+        await self._begin(pair, joining=True)
 
     async def dissolve(self, *, keep_floating_ips: bool) -> None:
         """Break Clustered Pair on this node (which the break audits): keepalived stops (the
@@ -308,7 +314,7 @@ class Cluster:
             sync="owner" if pair.role == "primary" else _behind(revision, peer),
         )
 
-    async def _begin(self, pair: Pair) -> None:
+    async def _begin(self, pair: Pair, *, joining: bool = False) -> None:
         self.fault = None
         try:
             pair_trust = trust.load(
@@ -329,13 +335,41 @@ class Cluster:
         self.heartbeat = self._make_heartbeat(
             self.data_dir, pair, self.controller.events.publish, self.store.audit
         )
+        # Subscribed before keepalived starts: no commit falls in between.
+        subscription = self.controller.events.subscribe()
+        loop = asyncio.get_running_loop()
+        if joining and pair.role == "secondary":
+            self._watching = loop.create_task(self._join(self.heartbeat, subscription))
+            return
+        await self._start(self.heartbeat)
+        self._watching = loop.create_task(self._follow(subscription))
+
+    async def _start(self, heartbeat: Heartbeat) -> None:
         try:
-            await self.heartbeat.start(self._vips())
+            await heartbeat.start(self._vips())
         except HeartbeatError as error:
             self._faulty(str(error))
-        self._watching = asyncio.get_running_loop().create_task(
-            self._follow(self.controller.events.subscribe())
-        )
+
+    async def _join(self, heartbeat: Heartbeat, subscription: Subscription) -> None:
+        """A Secondary that joins starts keepalived once the Primary says it is Active (or
+        after JOIN_WAIT): the Primary carries the traffic while the pair forms, and a
+        Secondary whose keepalived started first would take the floating IPs from it for good
+        (measured: 8 pairings in 8 without this wait)."""
+        with subscription:
+            loop = asyncio.get_running_loop()
+            until = loop.time() + JOIN_WAIT
+            while loop.time() < until:
+                primary = None if self.link is None else self.link.view
+                if primary is not None and primary.state == "active":
+                    break
+                await asyncio.sleep(JOIN_POLL)
+            else:
+                log.warning(
+                    "the Primary did not say it is Active within %g s: keepalived starts anyway",
+                    JOIN_WAIT,
+                )
+            await self._start(heartbeat)
+            await self._follow(subscription)
 
     async def _end(self, *, release: bool) -> None:
         watching, self._watching = self._watching, None

@@ -62,6 +62,7 @@ class Peer:
             timeout=timeout,
             trust_env=False,  # no proxy stands between the nodes
         )
+        self._unfinished: set[asyncio.Future[httpx.Response]] = set()
 
     async def call(
         self, method: str, path: str, body: Any = None, *, timeout: float | None = None
@@ -69,8 +70,18 @@ class Peer:
         """The peer's JSON answer to ``method`` ``path`` (with ``body`` as JSON), or PeerError.
         ``timeout`` (seconds) replaces the client's for this call."""
         limit = self.timeout if timeout is None else timeout
+        request = asyncio.ensure_future(
+            self._client.request(method, path, json=body, timeout=limit)
+        )
         try:
-            response = await self._client.request(method, path, json=body, timeout=limit)
+            # Shielded: httpcore closes a connection cancelled during its TLS handshake only
+            # when it is collected (and warns), so a cancelled call's request ends on its own,
+            # within ``limit``, and ``aclose`` waits for it.
+            response = await asyncio.shield(request)
+        except asyncio.CancelledError:
+            self._unfinished.add(request)
+            request.add_done_callback(_quietly(self._unfinished))
+            raise
         except httpx.TimeoutException:
             raise PeerError(f"the peer at {self.where} did not answer within {limit:g} s") from None
         except httpx.HTTPError as error:
@@ -103,7 +114,22 @@ class Peer:
             ) from None
 
     async def aclose(self) -> None:
+        """Close the client once the requests of cancelled calls have ended (each within its
+        time limit)."""
+        if self._unfinished:
+            await asyncio.wait(self._unfinished)
         await self._client.aclose()
+
+
+def _quietly(unfinished: set[asyncio.Future[httpx.Response]]) -> Callable[..., None]:
+    """Forget a cancelled call's request once it ends, its outcome read so none is logged."""
+
+    def done(request: asyncio.Future[httpx.Response]) -> None:
+        unfinished.discard(request)
+        if not request.cancelled():
+            request.exception()
+
+    return done
 
 
 def _reason(response: httpx.Response) -> str:

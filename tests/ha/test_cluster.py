@@ -33,7 +33,7 @@ from balancer.ha import role, sync, trust
 from balancer.ha.role import State
 from balancer.model import Pair
 from balancer.model.types import IPAddress
-from balancer.pair.cluster import HEARTBEAT, Cluster, PairError
+from balancer.pair.cluster import HEARTBEAT, JOIN_POLL, Cluster, PairError
 from balancer.pair.heartbeat import Audit, Heartbeat, floating_ips
 from balancer.pair.link import STATUS
 from balancer.pair.maintenance import perform
@@ -392,6 +392,8 @@ def test_restart_heartbeat_is_refused_on_the_secondary_and_when_the_peer_refuses
     async def scenario() -> None:
         async with rig(tmp_path / "secondary", role_="secondary") as r:
             await r.cluster.form(r.pair)
+            await r.heard("active")
+            await until("keepalived started", lambda: r.done == ["this start"])
             with pytest.raises(PairError, match=r"^Restart Heartbeat is done on the Primary$"):
                 await r.cluster.restart_heartbeat()
             assert r.done == ["this start"]
@@ -462,6 +464,7 @@ def test_switchover_on_the_passive_node_asks_the_active_peer(tmp_path: Path) -> 
     async def scenario() -> None:
         async with rig(tmp_path, role_="secondary", state=State.PASSIVE, peer="active") as r:
             await r.cluster.form(r.pair)
+            await until("keepalived started", lambda: r.done == ["this start"])
             assert await r.cluster.switchover() == "the other node is now Active"
             assert r.done == ["this start", "peer switchover"]
 
@@ -592,5 +595,22 @@ def test_restart_services_offers_restart_heartbeat_on_the_primary_only(tmp_path:
                     assert "Done on the Primary, which restarts both nodes." in page
                 if role_ is None:
                     assert "Only in an HA pair" in page
+
+    asyncio.run(scenario())
+
+
+def test_a_joining_secondary_starts_keepalived_once_the_primary_is_active(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path, role_="secondary", state=State.PASSIVE, peer="passive") as r:
+            await r.cluster.form(r.pair)
+            await r.heard("passive")
+            await asyncio.sleep(3 * JOIN_POLL)
+            assert r.done == []  # the Primary still carries the traffic alone
+            await r.heard("active")
+            await until("keepalived started", lambda: r.done == ["this start"])
+            # A later start (a restart, a reboot) does not wait: the Primary may be gone.
+            await r.cluster.stop()
+            await r.cluster.start()
+            assert r.done == ["this start", "this close", "this start"]
 
     asyncio.run(scenario())

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import socket
 import sys
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -232,21 +230,10 @@ async def two(
             )
             given = pair if paired else None
             nodes.append(await served(stack, data_dir, sockets[address], own, given, done, state))
-        stack.callback(_collected)
         for box in nodes:
             await box.cluster.start()
             stack.push_async_callback(box.cluster.stop)
         yield Two(nodes[0], nodes[1], done)
-
-
-def _collected() -> None:
-    """What the nodes left collected now, its socket warnings ignored: httpcore closes the
-    socket of a TLS handshake that fails with an Exception but not one cancelled, so a Link
-    or Syncer stopped in the middle of one (1 run in 4 here) leaves a socket to the garbage
-    collector, which warns in whichever test it runs."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 # --- the Cluster -------------------------------------------------------------------------------
