@@ -61,6 +61,10 @@ class Peer:
             verify=trust.client_context(pair, address),
             timeout=timeout,
             trust_env=False,  # no proxy stands between the nodes
+            # A connection per call: an idle one kept here holds the peer's listeners for 30 s
+            # when they stop (TLS's close waits for an answer no one reads); a handshake a
+            # second costs about a millisecond.
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
         self._unfinished: set[asyncio.Future[httpx.Response]] = set()
 
