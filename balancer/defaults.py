@@ -43,6 +43,8 @@ HTTPS_PORT = 9443
 HTTP_PORT: int | None = None
 # An HA pair's VRRP advert interval (s): a dead node is replaced within about 3.5 adverts.
 ADVERT_INTERVAL = 0.2
+# Off: a node that comes back does not take the floating IPs back until an operator says so.
+PREEMPT = False
 DATA_DIR = "/var/lib/balancer"
 # None: every address of the node (IPv6 and IPv4).
 LISTEN_ADDRESS: str | None = None
@@ -100,6 +102,10 @@ DEFAULTS: tuple[Default, ...] = (
     Default(
         "node: session_max_lifetime", SESSION_MAX_LIFETIME, "seconds from sign-in until signed out"
     ),
+    Default(
+        "pair: advert_interval", ADVERT_INTERVAL, "seconds between VRRP adverts (1.0: conservative)"
+    ),
+    Default("pair: preempt", PREEMPT, "a returning node does not take the VIPs back"),
 )
 
 

@@ -17,6 +17,7 @@ from balancer.model import (
     HealthCheck,
     HttpMethod,
     NodeSettings,
+    Pair,
     Persistence,
     PersistenceMode,
     RealServer,
@@ -431,6 +432,7 @@ _OWNERS: dict[str, Any] = {
     "health check": HealthCheck(),
     "real server": RealServer(label="PSM1", ip="10.0.0.1"),
     "node": NodeSettings(),
+    "pair": Pair(role="primary", local_address="198.18.0.11", peer_address="198.18.0.12"),
 }
 
 

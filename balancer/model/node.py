@@ -27,7 +27,7 @@ class Pair(Frozen):
     # conservative profile.
     advert_interval: float = Field(defaults.ADVERT_INTERVAL, ge=0.01, le=40.95)
     # Off: a node that comes back does not take the floating IPs back until an operator says so.
-    preempt: bool = False
+    preempt: bool = defaults.PREEMPT
 
     @model_validator(mode="after")
     def _two_nodes(self) -> Self:
