@@ -45,6 +45,8 @@ HTTP_PORT: int | None = None
 ADVERT_INTERVAL = 0.2
 # Off: a node that comes back does not take the floating IPs back until an operator says so.
 PREEMPT = False
+# An HA pair's persistence replication between the nodes' engines (the guide's TCP 7778).
+REPLICATION_PORT = 7778
 DATA_DIR = "/var/lib/balancer"
 # None: every address of the node (IPv6 and IPv4).
 LISTEN_ADDRESS: str | None = None
@@ -106,6 +108,9 @@ DEFAULTS: tuple[Default, ...] = (
         "pair: advert_interval", ADVERT_INTERVAL, "seconds between VRRP adverts (1.0: conservative)"
     ),
     Default("pair: preempt", PREEMPT, "a returning node does not take the VIPs back"),
+    Default(
+        "pair: replication_port", REPLICATION_PORT, "persistence tables between the engines, TLS"
+    ),
 )
 
 

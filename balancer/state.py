@@ -52,6 +52,29 @@ class EngineStatus(Snapshot):
     virtual_services: tuple[VirtualServiceStatus, ...] = ()
 
 
+class TableReplication(Snapshot):
+    """One persistence table's replication to the pair's other node, as this node sees it."""
+
+    service: str  # the virtual service's label, which names its table
+    entries: int  # live entries on this node
+    pending: int  # changes made here that the peer has not yet acknowledged
+    # Seconds the oldest of those has waited (0.0 when none is pending); None where the engine
+    # cannot tell (HAProxy says how many, not since when).
+    lag: float | None
+
+
+class ReplicationStatus(Snapshot):
+    """This node's engine replicating persistence to the peer's (the HA pair's port 7778)."""
+
+    peer: str  # "address:port" of the peer's engine
+    up: bool  # connected and authenticated both ways: changes flow
+    since: float | None  # Unix time ``up`` last changed; None before the first try ended
+    # The peer's whole table has been learnt since this engine started, or the peer was found
+    # absent (so none was to be had): a node takes the floating IPs only once this is true.
+    synced: bool
+    tables: tuple[TableReplication, ...] = ()
+
+
 class Overview(Snapshot):
     """System Overview: what runs, and what is saved but not yet committed."""
 

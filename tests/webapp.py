@@ -15,13 +15,19 @@ from fastapi.testclient import TestClient
 from balancer import users
 from balancer.app import create_app
 from balancer.controller import Controller
-from balancer.engines import EngineError
+from balancer.engines import EngineError, Replication
 from balancer.front.gate import SIGN_IN, local
 from balancer.model import Config
 from balancer.model.types import format_ports
 from balancer.pair.cluster import Cluster
 from balancer.plan import Plan
-from balancer.state import EngineStatus, Health, RealServerStatus, VirtualServiceStatus
+from balancer.state import (
+    EngineStatus,
+    Health,
+    RealServerStatus,
+    ReplicationStatus,
+    VirtualServiceStatus,
+)
 from balancer.store import Store
 from balancer.validate import Problem
 
@@ -92,6 +98,12 @@ class FakeEngine:
 
     async def clear_persistence(self, service: str) -> int:
         return 0
+
+    async def replicate(self, replication: Replication | None) -> None:
+        pass
+
+    async def replication(self) -> ReplicationStatus | None:
+        return None
 
     async def detach(self) -> None:
         pass

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from balancer.model import Config
 from balancer.plan import Plan
-from balancer.state import EngineStatus
+from balancer.state import EngineStatus, ReplicationStatus
 from balancer.validate import Problem
 
 
@@ -17,6 +18,20 @@ class EngineError(Exception):
 
 class EngineRejected(EngineError):
     """The engine refused a configuration; the one it was running still runs."""
+
+
+@dataclass(frozen=True)
+class Replication:
+    """Replicate the persistence tables with the HA pair's other node: this node's engine
+    listens on ``local``:``port`` and reaches the peer's on ``peer``:``port``, both sides
+    showing and requiring a certificate of the pair's authority (mutual TLS)."""
+
+    local: str  # this node's own address (``Pair.local_address``)
+    peer: str  # the peer's (``Pair.peer_address``)
+    port: int  # ``Pair.replication_port``, the same on both nodes
+    certificate: Path  # this node's pair certificate (PEM)...
+    key: Path  # ...its key (PEM)...
+    authority: Path  # ...and the pair's authority, the only one trusted (PEM)
 
 
 class Engine(Protocol):
@@ -47,6 +62,15 @@ class Engine(Protocol):
 
     async def clear_persistence(self, service: str) -> int:
         """Forget every persistent client of ``service``; return how many."""
+
+    async def replicate(self, replication: Replication | None) -> None:
+        """Replicate persistence with the pair's other node as ``replication`` says, or stop
+        (None, the node stands alone). Kept by the engine in its own directory, so an engine
+        that starts again (or a management service that restarts) goes on as it was; given
+        again unchanged, nothing happens. No connection is dropped."""
+
+    async def replication(self) -> ReplicationStatus | None:
+        """How replication goes; None while the engine does not replicate."""
 
     async def detach(self) -> None:
         """Let go of the data plane and leave it running (the daemon is restarting)."""

@@ -28,6 +28,9 @@ class Pair(Frozen):
     advert_interval: float = Field(defaults.ADVERT_INTERVAL, ge=0.01, le=40.95)
     # Off: a node that comes back does not take the floating IPs back until an operator says so.
     preempt: bool = defaults.PREEMPT
+    # Where each node's engine replicates persistence tables to the other's, mutual TLS with
+    # the pair's certificates; the same port on both nodes.
+    replication_port: Port = defaults.REPLICATION_PORT
 
     @model_validator(mode="after")
     def _two_nodes(self) -> Self:

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from balancer import control
-from balancer.engines import EngineError, EngineRejected
+from balancer.engines import EngineError, EngineRejected, Replication
 from balancer.engines.builtin import message
 from balancer.engines.builtin.process import paths
 from balancer.model import Config
 from balancer.plan import Plan
-from balancer.state import EngineStatus
+from balancer.state import EngineStatus, ReplicationStatus
 from balancer.validate import Problem
 
 log = logging.getLogger("balancer.engine")
@@ -148,6 +148,13 @@ class BuiltinEngine:
     async def clear_persistence(self, service: str) -> int:
         reply = await self._request({"op": "clear_persistence", "service": service})
         return int(reply["cleared"])
+
+    async def replicate(self, replication: Replication | None) -> None:
+        if replication is not None:
+            raise EngineError("persistence replication: not built into this engine yet")
+
+    async def replication(self) -> ReplicationStatus | None:
+        return None
 
     async def worker_status(self) -> list[dict[str, Any]]:
         """Each worker's index, pid and own status (its counters); None while restarting."""

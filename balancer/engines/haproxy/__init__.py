@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from balancer.engines import EngineError, EngineRejected
+from balancer.engines import EngineError, EngineRejected, Replication
 from balancer.engines.haproxy import limits, ports, runtime
 from balancer.engines.haproxy.limits import Limit
 from balancer.engines.haproxy.master import POLL, Master
@@ -31,7 +31,7 @@ from balancer.engines.haproxy.render import Sections, files, render
 from balancer.engines.haproxy.status import engine_status
 from balancer.model import Config, PersistenceMode, VirtualService
 from balancer.plan import Plan, make
-from balancer.state import EngineStatus
+from balancer.state import EngineStatus, ReplicationStatus
 from balancer.validate import Problem, parse
 
 log = logging.getLogger("balancer.engine")
@@ -311,6 +311,13 @@ class HaproxyEngine:
         await self.master.send(commands)
         after = await self._table(service)
         return len([e for e in before if e.server]) - len([e for e in after if e.server])
+
+    async def replicate(self, replication: Replication | None) -> None:
+        if replication is not None:
+            raise EngineError("persistence replication: not built into this engine yet")
+
+    async def replication(self) -> ReplicationStatus | None:
+        return None
 
 
 def _event(revision: int) -> dict[str, Any]:
