@@ -114,9 +114,10 @@ class Settings:
     preempt: bool = False
     priority: int = 100
     router: int = 51
-    # Gratuitous ARP (unsolicited NA for IPv6) from a new owner: a burst of ``garp_repeat`` at
-    # once, another ``garp_delay`` s later for switches that missed it, and one every
-    # ``garp_refresh`` s while it stays the owner (0: none).
+    # Gratuitous ARP (unsolicited NA for IPv6) from a new owner, and from an owner that hears
+    # another one after a split brain: a burst of ``garp_repeat`` at once, another
+    # ``garp_delay`` s later for switches that missed it, and one every ``garp_refresh`` s
+    # while it stays the owner (0: none).
     garp_repeat: int = 3
     garp_delay: int = 1
     garp_refresh: int = 0
@@ -233,6 +234,12 @@ def render(settings: Settings) -> str:
         f"    garp_master_repeat {settings.garp_repeat}",
         f"    garp_master_delay {settings.garp_delay}",
         f"    garp_master_refresh {settings.garp_refresh}",
+        # Split brain healing: the owner that hears the other owner's (lower priority) advert
+        # announces itself again, as its gratuitous ARP may not be the last clients saw; the
+        # other sends one advert before it yields, so the owner hears it even then.
+        f"    garp_lower_prio_repeat {settings.garp_repeat}",
+        f"    garp_lower_prio_delay {settings.garp_delay}",
+        "    higher_prio_send_advert true",
         "}",
     ]
     return "\n".join(lines) + "\n"

@@ -78,6 +78,24 @@ def test_with_no_floating_ip_of_its_family_the_instance_holds_an_unreachable_one
     assert "        fe80::ba1a:ce/128 dev lo no_track\n" in render(ipv6_pair)
 
 
+@needs_keepalived
+def test_keepalived_takes_the_rendered_configuration_with_its_split_brain_healing(
+    tmp_path: Path,
+) -> None:
+    """The owner that hears the other owner announces itself again; the other advertises once
+    before it yields (keepalived.conf(5)); keepalived -t (Debian's 2.2.7) says nothing of it."""
+    settings = replace(SETTINGS, check=EngineCheck(("/usr/bin/true",)), fifo=tmp_path / "fifo")
+    rendered = render(settings)
+    for line in ("garp_lower_prio_repeat 3", "garp_lower_prio_delay 1", "higher_prio_send_advert"):
+        assert f"\n    {line}" in rendered
+    config = tmp_path / "keepalived.conf"
+    config.write_text(rendered)
+    asyncio.run(Keepalived(tmp_path).check(config))
+    config.write_text(rendered.replace("higher_prio_send_advert", "higher_prio_send_adver"))
+    with pytest.raises(KeepalivedError, match="Unknown keyword 'higher_prio_send_adver'"):
+        asyncio.run(Keepalived(tmp_path).check(config))
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [
