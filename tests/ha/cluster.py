@@ -8,7 +8,9 @@ every process by its PID and deletes every namespace, however the block ends. On
 - ``pair()`` pairs the nodes from the Primary with ``balancer ha pair``, as an operator does;
 - ``commit_psm()`` commits the CyberArk PSM preset on the Primary, its VIPs in 198.18.1.x;
 - ``client.open()`` opens an RDP session to a VIP from the client's namespace and says which
-  PSM server answered, and ``carrier()`` which node carries that session;
+  PSM server answered, and ``carrier()`` which node carries that session; ``client.open_all()``
+  opens one from each of many source addresses at once (``SOURCES``, on the client's eth0 too,
+  each a distinct client to persistence), and ``carriers()`` says which node carries each;
 - ``client.watch()`` connects again and again in the background and keeps every outcome, to
   time a failover or to show that nothing was refused;
 - a node's ``cut()`` pulls its cable on the switch, ``kill_engine()`` kills its engine, and
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import json
 import os
 import select
@@ -31,7 +34,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,12 +44,16 @@ from balancer.client import ApiError, Client, api_socket
 from balancer.control import ControlError
 from balancer.lab.process import lab_status, stop_lab
 from balancer.store import Store
-from tests.netns import Host, Network, ip, network
+from tests.netns import PREFIX, Host, Network, ip, network
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_ADDRESSES = ("198.18.0.11", "198.18.0.12")
 PSM_ADDRESSES = {"PSM1": "198.18.0.31", "PSM2": "198.18.0.32"}
 CLIENT_ADDRESS = "198.18.0.51"
+# More addresses of the client's, each a client of its own to persistence (which keys on the
+# source address): 198.18.2.1 onwards, as many as a topology is given.
+SOURCE_BASE = ipaddress.IPv4Address("198.18.2.1")
+SOURCES = 20
 RDP_VIP, WEB_VIP = "198.18.1.100", "198.18.1.101"
 RDP_PORT, WEB_PORT = 3389, 443  # each host has a namespace of its own: the guide's ports
 MANAGEMENT_PORT = 9443
@@ -161,15 +168,27 @@ class Node:
     def holds(self, vip: str) -> bool:
         return vip in self.host.addresses()
 
-    def carries(self, client_port: int, service_port: int = RDP_PORT) -> bool:
-        """Whether the client's connection from ``client_port`` is established here."""
-        listed = self.host.run(
-            "ss", "-Htn", "state", "established",
-            "(", "sport", "=", f":{service_port}", "and", "dport", "=", f":{client_port}", ")",
-        )  # fmt: skip
+    def carried(self, service_port: int = RDP_PORT) -> set[tuple[str, int]]:
+        """The (client address, client port) of every connection to ``service_port``
+        established here."""
+        listed = self.host.run("ss", "-Htn", "state", "established", "sport", "=",
+                               f":{service_port}")  # fmt: skip
         if listed.returncode != 0:
             raise AssertionError(f"ss on {self.label}: {listed.stderr.strip()}")
-        return bool(listed.stdout.strip())
+        found = set()
+        for line in listed.stdout.splitlines():
+            address, _, port = line.split()[-1].rpartition(":")
+            found.add((address.strip("[]"), int(port)))
+        return found
+
+    def persistence(self, service: str = "CyberArk-PSM") -> dict[str, str]:
+        """Client address -> server label, as `balancer persistence list` on this node says."""
+        done = self.cli("persistence", "list", service)
+        if done.returncode != 0:
+            raise AssertionError(f"balancer persistence list on {self.label}: {done.stderr}")
+        return {
+            line.split()[0]: line.split()[2] for line in done.stdout.splitlines() if "->" in line
+        }
 
     def pair_view(self) -> dict[str, Any] | None:
         """This node's view of the pair (GET /api/v1/ha), None while it stands alone."""
@@ -337,12 +356,43 @@ class ClientHost:
         answer: dict[str, Any] = json.loads(line)
         return answer
 
-    def open(self, vip: str = RDP_VIP, port: int = RDP_PORT, timeout: float = 5.0) -> Session:
-        """An RDP session through ``vip``, kept open until ``close``."""
-        said = self.ask({"op": "open", "vip": vip, "port": port, "timeout": timeout})
-        if not said["ok"]:
-            raise AssertionError(f"no RDP session through {vip}:{port}: {said['error']}")
-        return Session(self, int(said["id"]), str(said["server"]), int(said["port"]), port)
+    def open(
+        self, vip: str = RDP_VIP, port: int = RDP_PORT, timeout: float = 5.0, source: str = ""
+    ) -> Session:
+        """An RDP session through ``vip`` from ``source`` (the client's own address by
+        default), kept open until ``close``."""
+        (session,) = self.open_all([source or self.host.address], vip, port, timeout)
+        return session
+
+    def open_all(
+        self, sources: Sequence[str], vip: str = RDP_VIP, port: int = RDP_PORT,
+        timeout: float = 5.0,
+    ) -> list[Session]:  # fmt: skip
+        """An RDP session through ``vip`` from each of ``sources``, all opened at once, in
+        their order; every one is closed again if any fails."""
+        said = self.ask(
+            {"op": "open", "vip": vip, "port": port, "timeout": timeout, "sources": sources}
+        )
+        answers = list(zip(sources, said["sessions"], strict=True))
+        opened = [
+            Session(self, int(one["id"]), str(one["server"]), source, int(one["port"]), port)
+            for source, one in answers
+            if one["ok"]
+        ]
+        failed = [f"{source}: {one['error']}" for source, one in answers if not one["ok"]]
+        if failed:
+            for session in opened:
+                session.close()
+            raise AssertionError(f"no RDP session through {vip}:{port} from {'; '.join(failed)}")
+        return opened
+
+    def servers(self, sources: Sequence[str], vip: str = RDP_VIP) -> dict[str, str]:
+        """Source address -> the PSM server a new RDP session from it through ``vip`` reaches
+        (all opened at once, then closed)."""
+        sessions = self.open_all(sources, vip)
+        for session in sessions:
+            session.close()
+        return {session.source: session.server for session in sessions}
 
     def lands(self, vip: str = RDP_VIP, port: int = RDP_PORT) -> str:
         """The PSM server a new RDP session through ``vip`` reaches (closed at once)."""
@@ -387,6 +437,7 @@ class Session:
     client: ClientHost
     id: int
     server: str
+    source: str  # the client's address it was opened from
     local_port: int  # the client's end: what a node's ss shows as the peer's port
     service_port: int
 
@@ -436,6 +487,7 @@ class Topology:
     psms: list[Psm]
     client: ClientHost
     engine: str
+    sources: tuple[str, ...] = ()  # the client's addresses beside its own, a client each
     vips: tuple[str, ...] = (RDP_VIP, WEB_VIP)
 
     @property
@@ -523,9 +575,20 @@ class Topology:
 
     def carrier(self, session: Session) -> Node:
         """The node the client's session goes through."""
-        found = [n for n in self.nodes if n.carries(session.local_port, session.service_port)]
-        assert len(found) == 1, f"the session is carried by {[n.label for n in found]}"
-        return found[0]
+        (node,) = self.carriers([session])
+        return node
+
+    def carriers(self, sessions: Sequence[Session]) -> list[Node]:
+        """The node each session goes through, in their order."""
+        port = sessions[0].service_port
+        carried = {node.label: node.carried(port) for node in self.nodes}
+        found = []
+        for session in sessions:
+            end = (session.source, session.local_port)
+            by = [node for node in self.nodes if end in carried[node.label]]
+            assert len(by) == 1, f"{end} is carried by {[n.label for n in by]}"
+            found.extend(by)
+        return found
 
     def settled(self) -> Node:
         """Wait until one node is Active, holding every VIP, and the other is Passive; the
@@ -604,9 +667,9 @@ def _peer(node: Node) -> str | None:
 
 
 @contextlib.contextmanager
-def topology(root: Path, engine: str = "builtin") -> Iterator[Topology]:
-    """Two standalone nodes running ``engine``, two PSM servers and a client, all started.
-    The nodes are called n1 (to be the Primary) and n2."""
+def topology(root: Path, engine: str = "builtin", sources: int = SOURCES) -> Iterator[Topology]:
+    """Two standalone nodes running ``engine``, two PSM servers and a client with ``sources``
+    addresses more, all started. The nodes are called n1 (to be the Primary) and n2."""
     root.mkdir(parents=True, exist_ok=True)
     with network() as net:
         nodes = [
@@ -616,7 +679,10 @@ def topology(root: Path, engine: str = "builtin") -> Iterator[Topology]:
         psms = [Psm(name, net.host(name.lower(), ip), root / name) for name, ip in
                 PSM_ADDRESSES.items()]  # fmt: skip
         client = ClientHost(net.host("client", CLIENT_ADDRESS))
-        found = Topology(net, nodes, psms, client, engine)
+        addresses = tuple(str(SOURCE_BASE + number) for number in range(sources))
+        for address in addresses:
+            ip("-n", client.host.name, "addr", "add", f"{address}/{PREFIX}", "dev", "eth0")
+        found = Topology(net, nodes, psms, client, engine, addresses)
         try:
             for psm in psms:
                 psm.start()
@@ -680,13 +746,15 @@ class _Side:
         self.unwatched = False
         self.count = 0
 
-    async def attempt(self, vip: str, port: int, timeout: float) -> tuple[Any, dict[str, Any]]:
+    async def attempt(
+        self, vip: str, port: int, timeout: float, source: str = ""
+    ) -> tuple[Any, dict[str, Any]]:
         start = time.monotonic()
         connected = False
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
-                    vip, port, local_addr=(self.source, 0)
+                    vip, port, local_addr=(source or self.source, 0)
                 )
                 connected = True
                 session = self.session(reader, writer)
@@ -710,6 +778,15 @@ class _Side:
             "connected": True,
         }
         return session, found
+
+    def keep(self, session: Any, found: dict[str, Any]) -> dict[str, Any]:
+        """An opened session kept until closed, by its id; or why it failed."""
+        if session is None:
+            return {"ok": False, "error": found["error"]}
+        self.count += 1
+        self.sessions[self.count] = session
+        port = session.writer.get_extra_info("sockname")[1]
+        return {"ok": True, "id": self.count, "server": session.name, "port": port}
 
     async def watch(self, vip: str, port: int, timeout: float, pause: float) -> None:
         """A new attempt every ``pause`` s, whether the ones before have ended or not (at most
@@ -735,14 +812,11 @@ class _Side:
     async def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request["op"]
         if op == "open":
-            session, found = await self.attempt(request["vip"], request["port"],
-                                                request["timeout"])  # fmt: skip
-            if session is None:
-                return {"ok": False, "error": found["error"]}
-            self.count += 1
-            self.sessions[self.count] = session
-            port = session.writer.get_extra_info("sockname")[1]
-            return {"ok": True, "id": self.count, "server": session.name, "port": port}
+            opened = await asyncio.gather(
+                *(self.attempt(request["vip"], request["port"], request["timeout"], source)
+                  for source in request["sources"])
+            )  # fmt: skip
+            return {"ok": True, "sessions": [self.keep(*one) for one in opened]}
         if op == "sign_in":
             return await _sign_in(request["url"], request["user"], request["password"])
         if op == "close":
