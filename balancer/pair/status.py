@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from balancer.state import ReplicationStatus
+
 
 @dataclass(frozen=True)
 class NodeView:
@@ -19,6 +21,9 @@ class NodeView:
     # The cluster configuration and users on this node: "in sync", "behind by 2",
     # "failed: <reason>"; the Primary's own is "owner".
     sync: str
+    # Its engine replicating persistence to the peer's, as last read (balancer.pair.replication):
+    # the engine's status, or why it is not known ("unknown: ..."); None: not replicating.
+    replication: ReplicationStatus | str | None = None
 
 
 @dataclass(frozen=True)
