@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from balancer.ha.drift import Facts
 from balancer.state import ReplicationStatus
 
 
@@ -21,6 +22,9 @@ class NodeView:
     # The cluster configuration and users on this node: "in sync", "behind by 2",
     # "failed: <reason>"; the Primary's own is "owner".
     sync: str
+    # Its node settings that the pair does not replicate (balancer.pair.facts), as its status
+    # answer to the peer carries them; None from a Balancer before them, or not asked.
+    facts: Facts | None = None
     # Its engine replicating persistence to the peer's, as last read (balancer.pair.replication):
     # the engine's status, or why it is not known ("unknown: ..."); None: not replicating.
     replication: ReplicationStatus | str | None = None
