@@ -23,14 +23,15 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from balancer import tool
 from balancer.controller import Controller
-from balancer.events import Missed, RevisionApplied, Subscription
+from balancer.engines import EngineError, Replication
+from balancer.events import EngineChanged, Missed, RevisionApplied, Subscription
 from balancer.ha import trust
 from balancer.ha.role import State
 from balancer.ha.sync import peer_at
@@ -70,6 +71,10 @@ SETTINGS = "/api/v1/peer/settings"
 # keepalived starts after the join is answered and takes about 3.5 adverts to take over).
 JOIN_WAIT = 20.0
 JOIN_POLL = 0.2
+# A node whose keepalived starts waits this long at most for its engine to learn the peer's
+# persistence tables (HAProxy alone waits out 5 s for an older worker that never comes).
+LEARN_WAIT = 15.0
+LEARN_POLL = 0.1
 
 
 class PairError(Exception):
@@ -138,6 +143,7 @@ class Cluster:
         await self._end(release=True)
         if pair is None:
             return
+        await self._replicate(None)
         if keep_floating_ips:
             await _keep(pair, vips)
         shutil.rmtree(trust.directory(self.data_dir), ignore_errors=True)
@@ -324,6 +330,7 @@ class Cluster:
             self._faulty(f"the pair's files: {error}")
             return
         self._secure(pair_trust, pair.peer_address)
+        await self._replicate(_replication(pair, trust.directory(self.data_dir)))
         self.peer = Peer(pair_trust, pair.peer_address, pair.peer_port)
         self.link = Link(self.peer, clock=self.clock)
         self.link.start()
@@ -338,11 +345,30 @@ class Cluster:
         # Subscribed before keepalived starts: no commit falls in between.
         subscription = self.controller.events.subscribe()
         loop = asyncio.get_running_loop()
-        if joining and pair.role == "secondary":
-            self._watching = loop.create_task(self._join(self.heartbeat, subscription))
+        joins = joining and pair.role == "secondary"
+        if joins or await self._learning():
+            self._watching = loop.create_task(self._later(self.heartbeat, subscription, joins))
             return
         await self._start(self.heartbeat)
         self._watching = loop.create_task(self._follow(subscription))
+
+    async def _replicate(self, replication: Replication | None) -> None:
+        """Have the engine replicate persistence with the peer's (None: no longer); an engine
+        that cannot is logged and audited, and the pair runs on without it."""
+        try:
+            await self.controller.engine.replicate(replication)
+        except EngineError as error:
+            log.error("persistence replication: %s", error, extra={"event": "replication_fault"})
+            self.store.audit(
+                author="system", action="replication_fault", detail={"error": str(error)}
+            )
+
+    async def _learning(self) -> bool:
+        """Whether keepalived is to start (not adopted: it does not run) while the engine
+        has not yet learnt the peer's persistence tables."""
+        if await self._learnt():
+            return False
+        return self.heartbeat is not None and self.heartbeat.keepalived.pid() is None
 
     async def _start(self, heartbeat: Heartbeat) -> None:
         try:
@@ -350,26 +376,61 @@ class Cluster:
         except HeartbeatError as error:
             self._faulty(str(error))
 
-    async def _join(self, heartbeat: Heartbeat, subscription: Subscription) -> None:
-        """A Secondary that joins starts keepalived once the Primary says it is Active (or
-        after JOIN_WAIT): the Primary carries the traffic while the pair forms, and a
-        Secondary whose keepalived started first would take the floating IPs from it for good
-        (measured: 8 pairings in 8 without this wait)."""
+    async def _later(self, heartbeat: Heartbeat, subscription: Subscription, joins: bool) -> None:
+        """Start keepalived once it is safe to, then follow. A Secondary that ``joins`` waits
+        for the Primary to say it is Active (or JOIN_WAIT): the Primary carries the traffic
+        while the pair forms, and a Secondary whose keepalived started first would take the
+        floating IPs from it for good (measured: 8 pairings in 8 without this wait). Every
+        node then waits for its engine to learn the peer's persistence tables (or LEARN_WAIT),
+        so that a node which takes the floating IPs sends every client to its server."""
         with subscription:
-            loop = asyncio.get_running_loop()
-            until = loop.time() + JOIN_WAIT
-            while loop.time() < until:
-                primary = None if self.link is None else self.link.view
-                if primary is not None and primary.state == "active":
-                    break
-                await asyncio.sleep(JOIN_POLL)
-            else:
+            if joins and not await self._until(JOIN_WAIT, JOIN_POLL, self._primary_active):
                 log.warning(
                     "the Primary did not say it is Active within %g s: keepalived starts anyway",
                     JOIN_WAIT,
                 )
+            began = self.clock()
+            if await self._until(LEARN_WAIT, LEARN_POLL, self._learnt):
+                log.info(
+                    "the peer's persistence tables learnt in %.2f s: keepalived starts",
+                    self.clock() - began,
+                    extra={"event": "replication_synced"},
+                )
+            else:
+                log.warning(
+                    "the peer's persistence tables were not learnt within %g s: keepalived "
+                    "starts anyway",
+                    LEARN_WAIT,
+                    extra={"event": "replication_not_synced"},
+                )
             await self._start(heartbeat)
             await self._follow(subscription)
+
+    def _primary_active(self) -> bool:
+        primary = None if self.link is None else self.link.view
+        return primary is not None and primary.state == "active"
+
+    async def _learnt(self) -> bool:
+        """Whether the engine has learnt the peer's persistence tables, or does not replicate
+        (an engine that does not answer has not)."""
+        try:
+            status = await self.controller.engine.replication()
+        except EngineError:
+            return False
+        return status is None or status.synced
+
+    @staticmethod
+    async def _until(wait: float, poll: float, ready: Callable[[], bool | Awaitable[bool]]) -> bool:
+        """Whether ``ready()`` said True within ``wait`` seconds, asked every ``poll``."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait
+        while True:
+            answer = ready()
+            if answer if isinstance(answer, bool) else await answer:
+                return True
+            if loop.time() >= until:
+                return False
+            await asyncio.sleep(poll)
 
     async def _end(self, *, release: bool) -> None:
         watching, self._watching = self._watching, None
@@ -399,9 +460,15 @@ class Cluster:
         self._secure(None, None)
 
     async def _follow(self, subscription: Subscription) -> None:
-        """The floating IPs follow the revision this node runs."""
+        """The floating IPs follow the revision this node runs; an engine that runs again
+        (perhaps another engine, chosen in the node's settings) is told to replicate."""
         with subscription:
             async for event in subscription:
+                if isinstance(event, EngineChanged) and event.error is None:
+                    pair = self.pair
+                    if pair is not None:
+                        await self._replicate(_replication(pair, trust.directory(self.data_dir)))
+                    continue
                 if not isinstance(event, RevisionApplied | Missed) or self.heartbeat is None:
                     continue
                 try:
@@ -421,6 +488,19 @@ class Cluster:
         self.fault = error
         log.error("HA pair: %s", error, extra={"event": "pair_fault"})
         self.store.audit(author="system", action="pair_fault", detail={"error": error})
+
+
+def _replication(pair: Pair, pair_dir: Path) -> Replication:
+    """What the engine needs to replicate persistence with the peer's: the addresses, the
+    port and the pair's files in ``pair_dir`` (``trust.directory``)."""
+    return Replication(
+        local=str(pair.local_address),
+        peer=str(pair.peer_address),
+        port=pair.replication_port,
+        certificate=pair_dir / trust.NODE_FILE,
+        key=pair_dir / trust.NODE_KEY_FILE,
+        authority=pair_dir / trust.CA_FILE,
+    )
 
 
 def _with(pair: Pair, advert_interval: float, preempt: bool) -> Pair:
