@@ -33,7 +33,7 @@ from balancer.ha import pairing as checks
 from balancer.ha.keepalived import PROFILES
 from balancer.ha.pairing import Step
 from balancer.model import Pair
-from balancer.pair import pairing
+from balancer.pair import pairing, replication
 from balancer.pair.cluster import Cluster, PairError
 from balancer.validate import Invalid, Problem
 
@@ -109,11 +109,15 @@ def router(cluster: Cluster, *, clock: Callable[[], float] = time.monotonic) -> 
 
     @api.get("", summary="The HA pair as this node sees it; pair null while it stands alone")
     def view() -> dict[str, Any]:
-        found = cluster.view()
+        found, pair = cluster.view(), cluster.pair
+        peer = "" if pair is None else str(pair.peer_address)
+        # Each persistence table on both nodes, with the words System Overview says.
+        tables = replication.tables(found, peer, now=time.time())
         return {
             "pair": None if found is None else asdict(found),
-            "settings": settings_of(cluster.pair),
+            "settings": settings_of(pair),
             "pairing": _steps(shown.get("steps", ())),
+            "replication": [asdict(table) for table in tables],
         }
 
     @api.patch(
