@@ -12,7 +12,7 @@ balancer.api.app: the prefix puts them behind the same guard.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from balancer.front.gate import PEER, caller
 from balancer.pair.cluster import Cluster, PairError
+from balancer.pair.facts import Gatherer
 
 
 def router() -> APIRouter:
@@ -37,15 +38,17 @@ class Settings(BaseModel):
 
 def status_router(cluster: Cluster) -> APIRouter:
     api = router()
+    facts = Gatherer(cluster.store, cluster.controller)
 
     @api.get("/status")
-    def status() -> dict[str, Any]:
-        """This node as it sees itself (a ``NodeView``): the peer's link is the time since it
-        last had this answer."""
+    async def status() -> dict[str, Any]:
+        """This node as it sees itself (a ``NodeView``) with its node settings' facts, its
+        clock read last: the peer's link is the time since it last had this answer, and the
+        peer measures the offset between the clocks by it."""
         view = cluster.view()
         if view is None:  # broken off the pair since the gate let the request in
             raise HTTPException(409, "this node is not in a pair")
-        return asdict(view.this)
+        return asdict(replace(view.this, facts=await facts.gather()))
 
     @api.post("/heartbeat/{action}")
     async def heartbeat(action: Literal["restart", "switchover"]) -> dict[str, str]:

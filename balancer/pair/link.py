@@ -24,6 +24,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from balancer.ha import trust
+from balancer.ha.drift import Offset
 from balancer.model.types import IPAddress
 from balancer.pair.status import NodeView
 
@@ -148,7 +149,7 @@ def _reason(response: httpx.Response) -> str:
 class Link:
     """Asks the peer its status every ``interval`` seconds while started, keeping when it last
     answered (``heard_at``, on ``clock``), what it said (``peer``) and why it did not
-    (``error``)."""
+    (``error``); and the offset of its clock from this node's ``wall`` clock (``offset``)."""
 
     def __init__(
         self,
@@ -156,10 +157,14 @@ class Link:
         *,
         interval: float = INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.peer = peer
         self.interval = interval
         self.clock = clock
+        self.wall = wall
+        # The peer's clock less this node's, from its last answer that gave its wall time.
+        self.offset: Offset | None = None
         self.heard_at: float | None = None
         self.view: NodeView | None = None  # the peer's last answer
         self.error: str | None = None  # why the last ask went unanswered; None once heard
@@ -172,6 +177,7 @@ class Link:
     async def ask(self) -> None:
         """Ask the peer once. A slow answer delays the next ask; the link, read when asked
         for, grows meanwhile."""
+        before = self.wall()
         try:
             view = await self.peer.status()
         except PeerError as error:
@@ -179,9 +185,15 @@ class Link:
                 log.warning("peer not heard: %s", error, extra={"event": "peer_silent"})
             self.error = str(error)
             return
+        after = self.wall()
         if self.error is not None:
             log.info("peer heard again", extra={"event": "peer_heard"})
         self.heard_at, self.view, self.error = self.clock(), view, None
+        if view.facts is not None:
+            # The peer read its clock somewhere within the request: at its midpoint, give or
+            # take half the round trip.
+            middle = (before + after) / 2
+            self.offset = Offset(view.facts.wall - middle, (after - before) / 2)
 
     def start(self) -> None:
         if self._task is None:
