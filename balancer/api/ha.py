@@ -33,7 +33,7 @@ from balancer.ha import pairing as checks
 from balancer.ha.keepalived import PROFILES
 from balancer.ha.pairing import Step
 from balancer.model import Pair
-from balancer.pair import pairing, replication
+from balancer.pair import facts, pairing, replication
 from balancer.pair.cluster import Cluster, PairError
 from balancer.validate import Invalid, Problem
 
@@ -106,18 +106,22 @@ def router(cluster: Cluster, *, clock: Callable[[], float] = time.monotonic) -> 
     throttle = Throttle(clock)
     # The steps of the pairing under way, or of the last one, for a page that follows it.
     shown: dict[str, tuple[Step, ...]] = {}
+    gatherer = facts.Gatherer(cluster.store, cluster.controller)
 
     @api.get("", summary="The HA pair as this node sees it; pair null while it stands alone")
-    def view() -> dict[str, Any]:
+    async def view() -> dict[str, Any]:
         found, pair = cluster.view(), cluster.pair
         peer = "" if pair is None else str(pair.peer_address)
         # Each persistence table on both nodes, with the words System Overview says.
         tables = replication.tables(found, peer, now=time.time())
+        compared = await facts.drift(gatherer, found, cluster.link)
         return {
             "pair": None if found is None else asdict(found),
             "settings": settings_of(pair),
             "pairing": _steps(shown.get("steps", ())),
             "replication": [asdict(table) for table in tables],
+            # Both nodes' unreplicated settings compared, each row marked if they differ.
+            "drift": None if compared is None else asdict(compared),
         }
 
     @api.patch(

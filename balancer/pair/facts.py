@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from balancer.controller import Controller
-from balancer.ha.drift import Facts, Route
+from balancer.ha.drift import Comparison, Facts, Route, compare
+from balancer.pair.link import Link
 from balancer.pair.pairing import version
+from balancer.pair.status import PairView
 from balancer.store import Store
 
 REFRESH = 5.0  # s: the network's facts are this old at most
@@ -297,3 +299,16 @@ def _unknown(local: str | None, servers: Sequence[str], why: str) -> Network:
 
 def _said(error: BaseException) -> str:
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+async def drift(facts: Gatherer, view: PairView | None, link: Link | None) -> Comparison | None:
+    """This node's settings against the peer's, as ``view`` last heard them; None while the
+    node stands alone."""
+    if view is None:
+        return None
+    if view.peer is None:
+        return Comparison(unseen="the peer has not been heard yet")
+    if view.peer.facts is None:
+        return Comparison(unseen="the peer's Balancer does not report its node settings")
+    offset = None if link is None else link.offset
+    return compare(await facts.gather(), view.peer.facts, offset)
