@@ -113,13 +113,13 @@ def router(cluster: Cluster, *, clock: Callable[[], float] = time.monotonic) -> 
         found, pair = cluster.view(), cluster.pair
         peer = "" if pair is None else str(pair.peer_address)
         # Each persistence table on both nodes, with the words System Overview says.
-        tables = replication.tables(found, peer, now=time.time())
+        replicated = replication.shown(found, peer, now=time.time())
         compared = await facts.drift(gatherer, found, cluster.link)
         return {
             "pair": None if found is None else asdict(found),
             "settings": settings_of(pair),
             "pairing": _steps(shown.get("steps", ())),
-            "replication": [asdict(table) for table in tables],
+            "replication": None if replicated is None else asdict(replicated),
             # Both nodes' unreplicated settings compared, each row marked if they differ.
             "drift": None if compared is None else asdict(compared),
         }

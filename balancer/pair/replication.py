@@ -3,7 +3,7 @@
 Each node's engine replicates its persistence tables with the peer's (the pair's port 7778) and
 says how that goes (``Engine.replication()``). ``Watch`` reads it every second while the node
 is paired, so this node's ``NodeView`` carries it and the peer hears it over the link.
-``tables`` puts both nodes' side by side, each table on each node in an operator's words, for
+``shown`` puts both nodes' side by side, each table on each node in an operator's words, for
 System Overview, ``balancer ha status`` and GET /api/v1/ha. ``in_sync`` is the switchover's
 gate: a switchover (the fail-back to the Primary among them) first waits until both nodes'
 tables are in sync.
@@ -138,22 +138,40 @@ class Table:
     nodes: tuple[Side, ...]
 
 
-def tables(view: PairView | None, peer: str, *, now: float) -> tuple[Table, ...]:
-    """Every table either node replicates, each on both nodes; none standalone. ``peer`` is
+@dataclass(frozen=True)
+class Node:
+    """One node's engine's replication link, whatever tables it has."""
+
+    node: str  # its address
+    this: bool  # the node that answers
+    link: str  # as ``Side.link``
+
+
+@dataclass(frozen=True)
+class Shown:
+    """Persistence replication in the pair, as System Overview, ``balancer ha status`` and
+    GET /api/v1/ha show it."""
+
+    nodes: tuple[Node, ...]  # this node first
+    tables: tuple[Table, ...]
+
+
+def shown(view: PairView | None, peer: str, *, now: float) -> Shown | None:
+    """Every table either node replicates, each on both nodes; None standalone. ``peer`` is
     the peer's address (``Pair.peer_address``), for a peer not heard yet; ``now`` (Unix time)
     says whether a moment is today's."""
     if view is None:
-        return ()
+        return None
     here = view.this.replication
     there: Said = "unknown: the peer has not been heard"
     if view.peer is not None:
         there, peer = view.peer.replication, view.peer.address
     # Both nodes run the same configuration, so mostly the same tables; in this node's order.
     found = {t.service: None for said in (here, there) for t in _tables(said)}
-    shown = []
+    tables = []
     for service in found:
         mine, theirs = _table(here, service), _table(there, service)
-        shown.append(
+        tables.append(
             Table(
                 service=service,
                 entries=f"entries: {_count(mine)} here, {_count(theirs)} on the peer",
@@ -163,7 +181,11 @@ def tables(view: PairView | None, peer: str, *, now: float) -> tuple[Table, ...]
                 ),
             )
         )
-    return tuple(shown)
+    nodes = (
+        Node(view.this.address, True, link(here, now=now)),
+        Node(peer, False, link(there, now=now)),
+    )
+    return Shown(nodes, tuple(tables))
 
 
 def _tables(said: Said) -> tuple[TableReplication, ...]:
