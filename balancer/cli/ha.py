@@ -85,7 +85,8 @@ def pair(
 
 @app.command("status")
 def status(ctx: typer.Context, data_dir: DirOption = DATA_DIR, as_json: JsonOption = False) -> None:
-    """Both nodes of the pair: role, state, running revision, sync and engine; and the link."""
+    """Both nodes of the pair: role, state, running revision, sync and engine; the link; and
+    the node settings the two differ in (drift)."""
     with client(ctx, data_dir) as appliance:
         found = appliance.get("/ha")
     if as_json:
@@ -110,6 +111,22 @@ def status(ctx: typer.Context, data_dir: DirOption = DATA_DIR, as_json: JsonOpti
         f"settings: advert interval {settings['advert_interval']:g} s{profile}, "
         f"preemption {'on' if settings['preempt'] else 'off'}"
     )
+    typer.echo(_drift(found["drift"]))
+
+
+def _drift(drift: dict[str, Any] | None) -> str:
+    """The Drift part: each node setting the two nodes differ in, both values and why."""
+    if drift is None or drift["unseen"] is not None:
+        return f"drift: not compared: {'standalone' if drift is None else drift['unseen']}"
+    differing = [row for row in drift["rows"] if row["differs"]]
+    if not differing:
+        return "drift: none, the nodes agree on every setting Balancer can see"
+    lines = [f"drift: the nodes differ in {len(differing)} of {len(drift['rows'])} settings"]
+    lines += [
+        f"  {row['setting']}: this node {row['this']}; peer {row['peer']} ({row['why']})"
+        for row in differing
+    ]
+    return "\n".join(lines)
 
 
 def _node(name: str, node: dict[str, Any]) -> str:
