@@ -105,6 +105,8 @@ def status(ctx: typer.Context, data_dir: DirOption = DATA_DIR, as_json: JsonOpti
         if link is None
         else f"link: the peer last answered {link:.1f} s ago"
     )
+    for line in _replication(found.get("replication")):
+        typer.echo(line)
     settings = found["settings"]
     profile = f" ({settings['profile']})" if settings["profile"] else ""
     typer.echo(
@@ -137,6 +139,24 @@ def _node(name: str, node: dict[str, Any]) -> str:
         f"{name:10} {node['address']:15} {node['role'].title():9} {node['state'].title():8} "
         f"{running:14} sync {node['sync']}; engine {engine}"
     )
+
+
+def _replication(shown: dict[str, Any] | None) -> list[str]:
+    """Each persistence table on both nodes (replication.Shown): entries, link and lag."""
+    if shown is None:  # a node of an older Balancer
+        return []
+    names = ["this node" if node["this"] else "peer" for node in shown["nodes"]]
+    if not shown["tables"]:
+        lines = ["persistence replication: no persistence table yet"]
+        for name, node in zip(names, shown["nodes"], strict=True):
+            lines.append(f"    {name:9} {node['node']:15} {node['link']}")
+        return lines
+    lines = ["persistence replication:"]
+    for table in shown["tables"]:
+        lines.append(f"  table {table['service']}: {table['entries']}")
+        for name, side in zip(names, table["nodes"], strict=True):
+            lines.append(f"    {name:9} {side['node']:15} {side['link']}; {side['behind']}")
+    return lines
 
 
 @app.command("set")
