@@ -91,6 +91,17 @@ class RoleChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class SplitBrain:
+    """Both nodes of the HA pair hold the floating IPs, as this node sees it (``raised``), or
+    no longer do: since when (while raised), and the evidence in an operator's words."""
+
+    raised: bool
+    since: float | None
+    evidence: tuple[str, ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Missed:
     """Only to a subscriber that fell behind: ``count`` events were dropped before this one."""
 
@@ -98,7 +109,13 @@ class Missed:
 
 
 Event = (
-    RevisionSaved | RevisionApplied | OperatorAction | HealthChanged | EngineChanged | RoleChanged
+    RevisionSaved
+    | RevisionApplied
+    | OperatorAction
+    | HealthChanged
+    | EngineChanged
+    | RoleChanged
+    | SplitBrain
 )
 
 
@@ -128,6 +145,10 @@ def said(event: Event | Missed) -> str:
             return f"engine: {error}"
         case RoleChanged(role, state, previous, reason):
             return f"{role} node is {state} (was {previous}): {reason}"
+        case SplitBrain(raised, _, evidence):
+            if raised:
+                return f"split brain: both nodes hold the floating IPs: {'; '.join(evidence)}"
+            return "split brain resolved: one node holds the floating IPs"
         case Missed(count):
             return f"{count} events were dropped: their reader fell behind"
 
