@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from balancer.ha.drift import Facts
+from balancer.ha.split_brain import Alarm
 from balancer.state import ReplicationStatus
 
 
@@ -40,3 +41,5 @@ class PairView:
     # Seconds since the peer last answered this node over the pair's link (or None if it never
     # has): the README's "link". Both nodes ask each other every second.
     link: float | None
+    # The split-brain alarm as this node judges it; None while it is not watched.
+    split_brain: Alarm | None = None
