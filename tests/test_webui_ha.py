@@ -36,6 +36,7 @@ from balancer.front.gate import local
 from balancer.front.listeners import listener, network_socket
 from balancer.ha import pairing
 from balancer.ha.pairing import Answers, Confirm, Port, Refuse
+from balancer.ha.split_brain import Alarm
 from balancer.model import Pair
 from balancer.pair.cluster import Cluster, PairError
 from balancer.pair.pairing import Node, Outcome
@@ -279,6 +280,21 @@ def test_the_status_bar_says_each_state_and_link(
     assert status_bar(web.client.get("/lbadmin/logs").text) == f"Role Secondary {shown}"
     lost = link is None or link > 2.5
     assert ('class="link-lost"' in web.client.get("/lbadmin/logs").text) is lost
+
+
+def test_a_split_brain_shows_on_every_page_in_red_with_its_evidence(web: PairWeb) -> None:
+    evidence = ("198.18.1.100 answered from 02:00:00:00:00:02 as well as this node",)
+    alarm = Alarm(raised=True, since=1_781_857_801.0, evidence=evidence)
+    web.paired("primary", PairView(this=PRIMARY, peer=None, link=9.0, split_brain=alarm))
+    for path in ("/lbadmin/", "/lbadmin/logs"):
+        page = web.client.get(path).text
+        assert status_bar(page) == (
+            "Role Primary State Active Link 9.0 s ago Split brain both nodes hold the floating "
+            f"IPs since 2026-06-19 08:30:01 UTC: {evidence[0]}"
+        ), path
+        assert '<div class="split-brain">' in page
+    web.cluster.shown = PairView(this=PRIMARY, peer=None, link=0.4, split_brain=Alarm())
+    assert "Split brain" not in web.client.get("/lbadmin/logs").text
 
 
 def test_the_heartbeat_and_the_overviews_refresh_bring_the_status_bar_again(web: PairWeb) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from balancer.model import Pair
 from balancer.pair.status import NodeView, PairView
+from balancer.web.units import moment
 
 # keepalived's states in the guide's words; "unknown" until keepalived has said, or the peer
 # has been heard.
@@ -29,6 +30,8 @@ class StatusBar:
     link: str  # "0.4 s ago", "never"
     # The peer not heard for longer than the status requests' own pace allows.
     link_lost: bool
+    # Both nodes hold the floating IPs: since when, and the evidence; None while they do not.
+    split_brain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,16 @@ def status_bar(view: PairView | None) -> StatusBar | None:
         state_class=f"state-{state}",
         link=seconds_ago(view.link),
         link_lost=view.link is None or view.link > LINK_LOST,
+        split_brain=_split_brain(view),
     )
+
+
+def _split_brain(view: PairView) -> str | None:
+    alarm = view.split_brain
+    if alarm is None or not alarm.raised:
+        return None
+    since = "" if alarm.since is None else f"since {moment(alarm.since)}: "
+    return f"both nodes hold the floating IPs {since}{'; '.join(alarm.evidence)}"
 
 
 def seconds_ago(link: float | None) -> str:
