@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -105,6 +106,8 @@ def status(ctx: typer.Context, data_dir: DirOption = DATA_DIR, as_json: JsonOpti
         if link is None
         else f"link: the peer last answered {link:.1f} s ago"
     )
+    for line in _split_brain(view.get("split_brain")):
+        typer.echo(line)
     for line in _replication(found.get("replication")):
         typer.echo(line)
     settings = found["settings"]
@@ -114,6 +117,17 @@ def status(ctx: typer.Context, data_dir: DirOption = DATA_DIR, as_json: JsonOpti
         f"preemption {'on' if settings['preempt'] else 'off'}"
     )
     typer.echo(_drift(found["drift"]))
+
+
+def _split_brain(alarm: dict[str, Any] | None) -> list[str]:
+    """The split-brain alarm, while raised: since when, and each piece of evidence."""
+    if alarm is None or not alarm["raised"]:
+        return []
+    since = alarm["since"]
+    at = "" if since is None else time.strftime(" since %Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+    return [f"SPLIT BRAIN: both nodes hold the floating IPs{at}"] + [
+        f"  {evidence}" for evidence in alarm["evidence"]
+    ]
 
 
 def _drift(drift: dict[str, Any] | None) -> str:
