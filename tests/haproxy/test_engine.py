@@ -14,6 +14,8 @@ import pytest
 
 from balancer.engines import EngineError, EngineRejected
 from balancer.engines.haproxy import HaproxyEngine, logs, runtime
+from balancer.model import Config
+from balancer.validate import parse
 from tests.backends import Addresses, EchoServer, free_port
 from tests.engine import (
     Client,
@@ -34,11 +36,12 @@ async def stat(engine: HaproxyEngine, service: str, server: str) -> runtime.Row:
     return rows[(service, server)]
 
 
-async def test_a_configuration_haproxy_refuses_changes_nothing(
+async def test_a_real_server_named_like_the_fallback_is_refused_and_changes_nothing(
     haproxy: HaproxyEngine, net: Addresses
 ) -> None:
-    """The model allows a real server named like the fallback; HAProxy does not allow two
-    servers of one name. haproxy -c says so, and what runs stays as it was."""
+    """The model allows a real server named like the fallback; HAProxy 2.6 no longer refuses
+    two servers of one name once they have ids, so the engine does, naming the field, and
+    what runs stays as it was. (HAProxy's own refusal: tests/haproxy/test_peers.py.)"""
     async with EchoServer("A", net.ip()) as a:
         vip = (net.ip(), free_port(net.ip()))
         revisions = Revisions(haproxy)
@@ -51,8 +54,12 @@ async def test_a_configuration_haproxy_refuses_changes_nothing(
         with pytest.raises(EngineRejected) as rejected:
             await revisions.apply(clash)
 
-        assert str(rejected.value).startswith("virtual_services[web]: HAProxy: parsing [")
-        assert "another server named 'fallback' was already defined" in str(rejected.value)
+        assert str(rejected.value) == (
+            "virtual_services[web].real_servers[fallback]: the label 'fallback' is the "
+            "fallback server's in HAProxy; choose another"
+        )
+        problems = haproxy.problems(parse({"virtual_services": [clash]}), Config())
+        assert [p.field for p in problems] == ["virtual_services[web].real_servers[fallback]"]
         assert await haproxy.configuration() == running
         status = await haproxy.status()
         assert (status.revision, status.pid) == (1, pid)

@@ -10,6 +10,16 @@ Files are in ``<data dir>/haproxy/`` (see ``Paths``). ``running.json`` holds the
 workers run and its revision, with the revision of the last reload, which the current worker
 reports itself (``setenv BALANCER_REVISION``): a daemon that attaches later trusts the file only
 when the two agree.
+
+In an HA pair the stick tables are replicated to the other node's HAProxy by HAProxy's peers
+(see ``render``). ``replication.json`` keeps the settings, with copies of the pair's
+certificate, key and authority beside it, so that HAProxy started again, or adopted by a
+restarted daemon, goes on replicating.
+
+A worker hands its stick tables to the next one at a reload only once it has learnt them
+itself: from the worker before it, then from the other node (``runtime.peers_synced``). A
+reload waits for that, a bounded time, before and after; where the current worker has still
+not finished, the engine copies its tables to the next one itself.
 """
 
 from __future__ import annotations
@@ -27,11 +37,11 @@ from balancer.engines.haproxy import limits, ports, runtime
 from balancer.engines.haproxy.limits import Limit
 from balancer.engines.haproxy.master import POLL, Master
 from balancer.engines.haproxy.paths import Paths
-from balancer.engines.haproxy.render import Sections, files, render
+from balancer.engines.haproxy.render import Sections, clashes, files, peer_name, render
 from balancer.engines.haproxy.status import engine_status
 from balancer.model import Config, PersistenceMode, VirtualService
 from balancer.plan import Plan, make
-from balancer.state import EngineStatus, ReplicationStatus
+from balancer.state import EngineStatus, ReplicationStatus, TableReplication
 from balancer.validate import Problem, parse
 
 log = logging.getLogger("balancer.engine")
@@ -59,6 +69,11 @@ class HaproxyEngine:
         self._sections = Sections()
         self._documents = Sections(lambda vs: vs.model_dump_json())
         self._applying = asyncio.Lock()
+        self._replication = _load_replication(self.paths.replication)
+        # The master whose current worker was seen to finish learning the peer's tables, and
+        # whether the peer's link was up, since when (as far as this daemon has seen).
+        self._synced_master: int | None = None
+        self._link: tuple[bool, float | None] | None = None
 
     async def _worker(self, command: str) -> str:
         return await self.master.cli(runtime.worker(None, command))
@@ -81,7 +96,7 @@ class HaproxyEngine:
         paths.running.unlink(missing_ok=True)
         self._running = self._revision = self._reloaded = None
         # A configuration that binds nothing; the controller applies its revision next.
-        _write(paths.config, render(Config(), paths, Limit.of_this_process()))
+        _write(paths.config, self._render(Config(), None))
         _write(paths.state_file, runtime.NO_STATE)  # no health to carry into a fresh start
         await self.master.start()
         return None
@@ -114,8 +129,8 @@ class HaproxyEngine:
         needed = files(config, limit)
         found = limits.problems(needed, limit)
         if found and needed.fixed <= files(before, limit).fixed:
-            return []  # no more than before: removing or fixing what the limit cannot hold
-        return found
+            found = []  # no more than before: removing or fixing what the limit cannot hold
+        return found + clashes(config)
 
     async def apply(self, plan: Plan) -> None:
         async with self._applying:
@@ -132,10 +147,7 @@ class HaproxyEngine:
         if not await self.master.send(runtime.runtime_commands(plan)):
             return False
         # The file says what runs now; the revision of the last reload stays the one to trust.
-        limit = Limit.of_this_process()
-        _write(
-            self.paths.config, render(plan.config, self.paths, limit, plan.revision, self._sections)
-        )
+        _write(self.paths.config, self._render(plan.config, plan.revision))
         self._record(plan.config, plan.revision, self._reloaded)
         log.info("revision %s applied at runtime", plan.revision, extra=_event(plan.revision))
         return True
@@ -144,13 +156,13 @@ class HaproxyEngine:
         """Render, check and reload; HAProxy refusing the configuration changes nothing."""
         config, revision, paths = plan.config, plan.revision, self.paths
         limit = Limit.of_this_process()
-        too_large = limits.problems(files(config, limit), limit)
-        if too_large:
-            why = "; ".join(str(problem) for problem in too_large)
+        refused = limits.problems(files(config, limit), limit) + clashes(config)
+        if refused:
+            why = "; ".join(str(problem) for problem in refused)
             log.warning("revision %s rejected: %s", revision, why, extra=_event(revision))
             raise EngineRejected(why)
         candidate = paths.directory / "haproxy.cfg.new"
-        _write(candidate, render(config, paths, limit, revision, self._sections))
+        _write(candidate, self._render(config, revision))
         try:
             await self.master.check(candidate)
             taken = ports.unbindable(config, ports.listening(paths.config.read_text()))
@@ -160,6 +172,10 @@ class HaproxyEngine:
             candidate.unlink()
             log.warning("revision %s rejected: %s", revision, error, extra=_event(revision))
             raise
+        if self._replication is not None:
+            # A worker reloaded before it has learnt the tables hands the next one nothing;
+            # with both nodes reloading at once, both would lose them.
+            await self._synced()
         kept = await self._tables_to_carry(plan)
         dump = await self._worker("show servers state")
         _write(paths.state_file, runtime.carried_state(dump, plan))
@@ -219,6 +235,10 @@ class HaproxyEngine:
             if runtime.peers_synced(await self._worker("show peers")):
                 return
             await asyncio.sleep(POLL)
+
+    def _render(self, config: Config, revision: int | None) -> str:
+        limit = Limit.of_this_process()
+        return render(config, self.paths, limit, revision, self._sections, self._replication)
 
     def _record(self, config: Config, revision: int, reloaded: int | None) -> None:
         services = ",".join(self._documents(vs) for vs in config.virtual_services)
@@ -312,12 +332,113 @@ class HaproxyEngine:
         after = await self._table(service)
         return len([e for e in before if e.server]) - len([e for e in after if e.server])
 
+    # --- persistence replication ---------------------------------------------------------------
+
     async def replicate(self, replication: Replication | None) -> None:
-        if replication is not None:
-            raise EngineError("persistence replication: not built into this engine yet")
+        async with self._applying:
+            wanted = None if replication is None else _peer_files(replication)
+            if replication == self._replication and wanted == self._peer_files():
+                return
+            before = self._replication, self._peer_files()
+            self._keep(replication, wanted)
+            try:
+                await self._reload_running()
+            except EngineError:
+                self._keep(*before)
+                raise
+            log.info(
+                "persistence replication %s",
+                "stopped" if replication is None else f"with {replication.peer}",
+                extra={"event": "replicate", "engine": "haproxy"},
+            )
+
+    def _keep(self, replication: Replication | None, files: tuple[str, str] | None) -> None:
+        """Keep ``replication`` and the peers' certificate files, or remove them."""
+        paths = self.paths
+        if replication is None or files is None:
+            for path in (paths.replication, paths.peer_bundle, paths.peer_authority):
+                path.unlink(missing_ok=True)
+        else:
+            paths.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for path, text in zip((paths.peer_bundle, paths.peer_authority), files, strict=True):
+                _write(path, text, private=True)
+            _write(paths.replication, _dump_replication(replication))
+        self._replication = replication
+        self._synced_master, self._link = None, None
+
+    def _peer_files(self) -> tuple[str, str] | None:
+        """The bundle and authority HAProxy's peers use now, if any."""
+        try:
+            return self.paths.peer_bundle.read_text(), self.paths.peer_authority.read_text()
+        except OSError:
+            return None
+
+    async def _reload_running(self) -> None:
+        """Reload what runs, as it is, into a configuration rendered again."""
+        try:
+            await self.master.processes()
+        except EngineError:
+            return  # nothing runs: attach renders the settings kept
+        if self._running is None or self._revision is None:
+            candidate = self.paths.directory / "haproxy.cfg.new"
+            _write(candidate, self._render(Config(), None))
+            await self.master.check(candidate)
+            candidate.replace(self.paths.config)
+            await self.master.reload()
+            return
+        await self._reload(make(self._running, self._running, self._revision, self._revision))
 
     async def replication(self) -> ReplicationStatus | None:
-        return None
+        replication = self._replication
+        if replication is None:
+            return None
+        processes = await self.master.processes()
+        parsed = runtime.parse_peers(await self._worker("show peers"))
+        used = runtime.tables_used(await self._worker("show table"))
+        flags, peers = parsed if parsed is not None else (0, [])
+        name = peer_name(replication.peer)
+        peer = next((p for p in peers if p.remote and p.name == name), None)
+        if flags & runtime.PEERS_RESYNC_FINISHED == runtime.PEERS_RESYNC_FINISHED:
+            self._synced_master = processes.master
+        now = time.time()
+        up = peer is not None and peer.up
+        since = self._since(up, peer, now, now - processes.uptime)
+        pending = peer.pending if peer is not None else {}
+        tables = []
+        for vs in self._running.virtual_services if self._running is not None else ():
+            if _sticky(vs.persistence.mode):
+                waiting = pending.get(vs.label, 0)
+                # HAProxy says how many changes wait for the peer, not since when.
+                lag = 0.0 if waiting == 0 else None
+                tables.append(
+                    TableReplication(
+                        service=vs.label, entries=used.get(vs.label, 0), pending=waiting, lag=lag
+                    )
+                )
+        host = f"[{name}]" if ":" in name else name
+        return ReplicationStatus(
+            peer=f"{host}:{replication.port}",
+            up=up,
+            since=since,
+            synced=self._synced_master == processes.master,
+            tables=tuple(tables),
+        )
+
+    def _since(
+        self, up: bool, peer: runtime.Peer | None, now: float, worker_started: float
+    ) -> float | None:
+        """When the link last went up or down. Up: since its handshake, as HAProxy says (in
+        whole seconds, so kept while it stays up). Down: since this daemon saw it go down, or
+        since the current worker started, which has not had the link since."""
+        last = self._link
+        if up:
+            assert peer is not None
+            handshake = now - (peer.handshake or 0.0)
+            if last is None or not last[0] or last[1] is None or abs(last[1] - handshake) > 2:
+                self._link = (True, handshake)
+        elif last is None or last[0]:
+            self._link = (False, now if last is not None else worker_started)
+        return self._link[1] if self._link is not None else None
 
 
 def _event(revision: int) -> dict[str, Any]:
@@ -328,8 +449,54 @@ def _sticky(mode: PersistenceMode) -> bool:
     return mode is not PersistenceMode.NONE
 
 
-def _write(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all: a reader never sees half a file."""
+def _write(path: Path, text: str, private: bool = False) -> None:
+    """Write ``path`` whole or not at all: a reader never sees half a file. ``private``:
+    readable by its owner alone from the start (a key)."""
     partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    if private:
+        partial.touch(mode=0o600)
     partial.write_text(text)
     partial.replace(path)
+
+
+def _peer_files(replication: Replication) -> tuple[str, str]:
+    """HAProxy's ``crt`` for the peers (the certificate, then its key) and the authority."""
+    try:
+        certificate = replication.certificate.read_text()
+        key = replication.key.read_text()
+        authority = replication.authority.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise EngineError(f"persistence replication: cannot read {error}") from None
+    return certificate.rstrip("\n") + "\n" + key, authority
+
+
+def _dump_replication(replication: Replication) -> str:
+    fields = {
+        "local": replication.local,
+        "peer": replication.peer,
+        "port": replication.port,
+        "certificate": str(replication.certificate),
+        "key": str(replication.key),
+        "authority": str(replication.authority),
+    }
+    return json.dumps(fields, indent=2) + "\n"
+
+
+def _load_replication(path: Path) -> Replication | None:
+    """The settings ``replicate`` kept, if any; unreadable ones are as none (logged)."""
+    try:
+        fields = json.loads(path.read_text())
+        return Replication(
+            local=fields["local"],
+            peer=fields["peer"],
+            port=int(fields["port"]),
+            certificate=Path(fields["certificate"]),
+            key=Path(fields["key"]),
+            authority=Path(fields["authority"]),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("persistence replication: %s is unreadable, ignored: %s", path, error)
+        return None

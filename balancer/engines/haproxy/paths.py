@@ -42,6 +42,26 @@ class Paths:
         return self.directory / "server-state"
 
     @property
+    def peers_socket(self) -> Path:
+        """Where a standalone node's worker hands its stick tables to the next at a reload."""
+        return self.directory / "peers.sock"
+
+    @property
+    def replication(self) -> Path:
+        """The persistence replication settings (JSON), kept while the node is paired."""
+        return self.directory / "replication.json"
+
+    @property
+    def peer_bundle(self) -> Path:
+        """This node's pair certificate followed by its key: HAProxy's ``crt`` for the peers."""
+        return self.directory / "peer.pem"
+
+    @property
+    def peer_authority(self) -> Path:
+        """The pair's authority, the only one the peers trust: a copy of the pair's own."""
+        return self.directory / "peer-ca.pem"
+
+    @property
     def log(self) -> Path:
         """HAProxy's log lines (connections, health changes): the workers' standard output."""
         return self.data_dir / "logs" / "haproxy.log"

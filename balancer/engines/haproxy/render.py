@@ -14,15 +14,23 @@ How the model's meanings become HAProxy's:
 - persistence renews an entry when a connection ends as well as when one starts: the stick table
   also tracks ``conn_cur``, and HAProxy keeps a tracked entry alive while a connection uses it and
   touches it again when the connection ends;
-- the stick tables belong to a ``peers`` section with only the local peer, on a Unix socket, so
-  that a reload hands every entry from the old worker to the new one.
+- the stick tables belong to a ``peers`` section, so that a reload hands every entry from the
+  old worker to the new one. Standalone, it has only the local peer, on a Unix socket. In an HA
+  pair it has both nodes, each named by its address, over mutual TLS with the pair's own
+  authority: the local peer listens on this node's address (where the old worker also hands its
+  tables to the new one) and the other node's is reached on its address;
+- a replicated entry names its server by id as well as by label, so every server has an ``id``
+  that depends on its label alone (see ``server_ids``): the same on both nodes, and kept while
+  other servers come and go.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, ip_address
 
+from balancer.engines import Replication
 from balancer.engines.haproxy import limits
 from balancer.engines.haproxy.limits import Files, Limit
 from balancer.engines.haproxy.paths import Paths
@@ -37,11 +45,15 @@ from balancer.model import (
     VirtualService,
 )
 from balancer.model.types import IPAddress, each_port
+from balancer.validate import Problem
 
 REVISION_VARIABLE = "BALANCER_REVISION"
 FALLBACK = "fallback"
 PEERS = "balancer"
 LOCAL_PEER = "local"
+# Real servers' ids are hashes of their labels in 1 .. ID_SPACE - 1; the fallback's is ID_SPACE.
+ID_SPACE = 1_000_000
+FALLBACK_ID = ID_SPACE
 SNIPPET = 160  # bytes of a failing health page quoted in its reason; shortened later
 BODY = "body"  # the check's variable holding them
 USER_AGENT = "Balancer-health-check"
@@ -57,17 +69,19 @@ def render(
     limit: Limit,
     revision: int | None = None,
     listen: Callable[[VirtualService], str] | None = None,
+    replication: Replication | None = None,
 ) -> str:
     """haproxy.cfg for ``config``, sized to ``limit``; ``revision`` is written into it for the
-    worker to report. ``listen`` gives a service's section (``section`` or a ``Sections``)."""
+    worker to report. ``listen`` gives a service's section (``section`` or a ``Sections``).
+    With ``replication``, the stick tables are shared with the pair's other node."""
     counted = files(config, limit)
     connections = max(limits.max_connections(counted, limit), limits.MINIMUM_CONNECTIONS)
     sections = [
         "\n".join(lines)
         for lines in (
-            _global(config, paths, revision) + _sized(counted, limit, connections),
+            _global(config, paths, revision, replication) + _sized(counted, limit, connections),
             _defaults(connections),
-            _peers(paths),
+            _peers(paths, replication),
         )
     ]
     sections += [(listen or section)(vs) for vs in config.virtual_services]
@@ -103,14 +117,17 @@ class Sections:
         self._kept = {label: kept for label, kept in self._kept.items() if label in labels}
 
 
-def _global(config: Config, paths: Paths, revision: int | None) -> list[str]:
+def _global(
+    config: Config, paths: Paths, revision: int | None, replication: Replication | None
+) -> list[str]:
+    local = LOCAL_PEER if replication is None else peer_name(replication.local)
     lines = [
         "global",
         f"    stats socket {paths.stats_socket} mode 600 level admin expose-fd listeners",
         f"    server-state-file {paths.state_file}",
         # The workers' standard output is a file the engine names; see Paths.log.
         "    log stdout format iso local0",
-        f"    localpeer {LOCAL_PEER}",
+        f"    localpeer {local}",
         # Health pages of PSM servers are self-signed: checks never verify a certificate.
         "    ssl-server-verify none",
     ]
@@ -172,8 +189,57 @@ def _defaults(connections: int) -> list[str]:
     ]
 
 
-def _peers(paths: Paths) -> list[str]:
-    return [f"peers {PEERS}", f"    peer {LOCAL_PEER} unix@{paths.directory / 'peers.sock'}"]
+def _peers(paths: Paths, replication: Replication | None) -> list[str]:
+    if replication is None:
+        return [f"peers {PEERS}", f"    peer {LOCAL_PEER} unix@{paths.peers_socket}"]
+    # Each side shows this node's pair certificate and takes only one of the pair's authority:
+    # the peer protocol's handshake carries names alone, which anyone could send.
+    tls = f"ssl crt {paths.peer_bundle} ca-file {paths.peer_authority} verify required"
+    local = _address(ip_address(replication.local), str(replication.port))
+    peer = _address(ip_address(replication.peer), str(replication.port))
+    return [
+        f"peers {PEERS}",
+        f"    bind {local} {tls}",
+        f"    default-server {tls}",
+        # The local peer has no address of its own: it is the bind line's.
+        f"    server {peer_name(replication.local)}",
+        f"    server {peer_name(replication.peer)} {peer}",
+    ]
+
+
+def clashes(config: Config) -> list[Problem]:
+    """Real servers named like the fallback's ``server`` line, in services that have one.
+    HAProxy 2.6 stops refusing two servers of one name once they have ids, and the Runtime API
+    finds servers by name."""
+    return [
+        Problem(
+            f"virtual_services[{vs.label}].real_servers[{FALLBACK}]",
+            f"the label {FALLBACK!r} is the fallback server's in HAProxy; choose another",
+        )
+        for vs in config.virtual_services
+        if vs.fallback is not None and vs.real_server(FALLBACK) is not None
+    ]
+
+
+def peer_name(address: str) -> str:
+    """A node's name among the peers: its address, which both nodes know it by."""
+    return str(ip_address(address))
+
+
+def server_ids(vs: VirtualService) -> dict[str, int]:
+    """Each real server's ``id`` by label: a hash of the label, so that it is the same on both
+    nodes and stays while other servers are added or removed. Labels that hash alike take the
+    next free id in the order of their labels; only a server whose label collides can move."""
+    ids: dict[str, int] = {}
+    taken: set[int] = set()
+    for label in sorted(rs.label for rs in vs.real_servers):
+        digest = hashlib.sha256(label.encode()).digest()
+        id_ = int.from_bytes(digest[:8], "big") % (ID_SPACE - 1) + 1
+        while id_ in taken:
+            id_ = id_ % (ID_SPACE - 1) + 1
+        taken.add(id_)
+        ids[label] = id_
+    return ids
 
 
 def _listen(vs: VirtualService) -> list[str]:
@@ -203,10 +269,14 @@ def _listen(vs: VirtualService) -> list[str]:
             "    stick on src",
         ]
     lines += check_rules(vs)
-    lines += [f"    server {rs.label} {server_arguments(vs, rs)}" for rs in vs.real_servers]
+    ids = server_ids(vs)
+    lines += [
+        f"    server {rs.label} {server_arguments(vs, rs)} id {ids[rs.label]}"
+        for rs in vs.real_servers
+    ]
     if vs.fallback is not None:
         fallback = _address(vs.fallback.ip, str(vs.fallback.port))
-        lines.append(f"    server {FALLBACK} {fallback} backup")
+        lines.append(f"    server {FALLBACK} {fallback} backup id {FALLBACK_ID}")
     return lines
 
 

@@ -110,6 +110,61 @@ def peers_synced(text: str) -> bool:
     return int(found.group(1), 16) & PEERS_RESYNC_FINISHED == PEERS_RESYNC_FINISHED
 
 
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A peer of ``show peers``, as this worker sees it."""
+
+    name: str
+    remote: bool  # the other node's (not this node's own local peer)
+    up: bool  # a session is established: changes flow both ways
+    status: str  # HAProxy's last_status: ESTA, CONN (connection or TLS refused), HSHK, ...
+    handshake: float | None  # seconds since the last handshake, successful or not
+    pending: dict[str, int]  # by table: changes made here the peer has not acknowledged
+
+
+def parse_peers(text: str) -> tuple[int, list[Peer]] | None:
+    """The peers section's flags and its peers, from ``show peers``; None if none runs.
+
+    For each table it shares with a peer, HAProxy shows the table's count of local changes
+    (``localupdate``) and, on the line before, the last of them the peer acknowledged
+    (``update``; ``last_pushed`` is the last sent). The counters are 32 bits and wrap."""
+    found = re.search(r"flags=0x([0-9a-fA-F]+)", text)
+    if found is None:
+        return None
+    peers: list[Peer] = []
+    acked = 0
+    for line in text.splitlines():
+        fields = dict(word.split("=", 1) for word in line.split() if "=" in word)
+        head = re.match(r"\s*0x[0-9a-f]+: id=([^(\s]+)\((\w+),(\w+)\)", line)
+        if head is not None:
+            name, kind, active = head.groups()
+            status = fields.get("last_status", "NONE")
+            peers.append(
+                Peer(
+                    name=name,
+                    remote=kind == "remote",
+                    up=active == "active" and status == "ESTA",
+                    status=status,
+                    handshake=_ago(fields.get("last_hdshk", "<NEVER>")),
+                    pending={},
+                )
+            )
+        elif "last_acked" in fields:
+            acked = int(fields.get("update", "0"))
+        elif line.strip().startswith("table:") and peers:
+            local = int(fields.get("localupdate", "0"))
+            peers[-1].pending[fields["id"]] = (local - acked) & 0xFFFFFFFF
+    return int(found.group(1), 16), peers
+
+
+def _ago(text: str) -> float | None:
+    """HAProxy's human time (``4s``, ``1m5s``, ``2d3h``) in seconds; ``<PAST>`` is now."""
+    if text == "<NEVER>":
+        return None
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    return float(sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([dhms])", text)))
+
+
 # --- show stat (worker) ---------------------------------------------------------------------
 
 Row = dict[str, str]
