@@ -200,7 +200,7 @@ class Gatherer:
         *,
         ip: Sequence[str] = ("ip",),
         resolv_conf: Path = RESOLV_CONF,
-        kernel: Callable[[], tuple[int, int, int]] = kernel_clock,
+        kernel: Callable[[], tuple[int, int, int]] | None = None,  # kernel_clock's answer
         refresh: float = REFRESH,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -225,7 +225,7 @@ class Gatherer:
             found = None
             unknown["resolvers"] = f"cannot read {self.resolv_conf}: {_said(error)}"
         try:
-            synced, max_error = synchronised(*self.kernel())
+            synced, max_error = synchronised(*(self.kernel or kernel_clock)())
         except OSError as error:
             synced, max_error = None, None
             unknown["synchronised"] = _said(error)
