@@ -569,6 +569,29 @@ class Topology:
     def other(self, node: Node) -> Node:
         return self.nodes[1 - self.nodes.index(node)]
 
+    def partition(self) -> None:
+        """Cut the nodes off from each other while both stay up: each drops every IP packet it
+        sends to the other's address, so keepalived's adverts and the management link stop,
+        while ARP and the clients' traffic go on; ``heal_partition`` ends it. (The packets go
+        to a queue that holds none: this kernel has tc's classes but not its drop action.)"""
+        for node in self.nodes:
+            peer = self.other(node).address
+            for argv in (
+                ["qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "1"],
+                ["class", "add", "dev", "eth0", "parent", "1:", "classid", "1:1", "htb", "rate",
+                 "10gbit"],
+                ["class", "add", "dev", "eth0", "parent", "1:", "classid", "1:2", "htb", "rate",
+                 "10gbit"],
+                ["qdisc", "add", "dev", "eth0", "parent", "1:2", "pfifo", "limit", "0"],
+                ["filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "prio", "1",
+                 "u32", "match", "ip", "dst", f"{peer}/32", "flowid", "1:2"],
+            ):  # fmt: skip
+                _tc(node, *argv)
+
+    def heal_partition(self) -> None:
+        for node in self.nodes:
+            _tc(node, "qdisc", "del", "dev", "eth0", "root")
+
     def through(self, outcome: Outcome) -> Node | None:
         """The node the client sent ``outcome``'s attempt to."""
         return next((node for node in self.nodes if node.mac == outcome.via), None)
@@ -658,6 +681,13 @@ class Topology:
             assert self.owner(vip) is owner, f"{vip} is not on {owner.label} with the others"
         wait_for("the PSM servers through the VIP", lambda: self.client.lands())
         return owner
+
+
+def _tc(node: Node, *argv: str) -> None:
+    done = subprocess.run(["tc", "-n", node.host.name, *argv], capture_output=True, text=True,
+                          timeout=10.0, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise AssertionError(f"tc {' '.join(argv)} on {node.label}: {done.stderr.strip()}")
 
 
 def _peer(node: Node) -> str | None:
