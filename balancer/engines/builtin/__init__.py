@@ -19,6 +19,7 @@ from balancer import control
 from balancer.engines import EngineError, EngineRejected, Replication
 from balancer.engines.builtin import message
 from balancer.engines.builtin.process import paths
+from balancer.engines.builtin.replication import dump_settings as replication_settings
 from balancer.model import Config
 from balancer.plan import Plan
 from balancer.state import EngineStatus, ReplicationStatus
@@ -150,11 +151,18 @@ class BuiltinEngine:
         return int(reply["cleared"])
 
     async def replicate(self, replication: Replication | None) -> None:
-        if replication is not None:
-            raise EngineError("persistence replication: not built into this engine yet")
+        """The engine keeps it in its directory (``replication.json``) and goes on with it
+        whenever it starts again."""
+        settings = None if replication is None else replication_settings(replication)
+        try:
+            await control.request(self.socket, {"op": "replicate", "replication": settings})
+        except control.ControlError as error:
+            raise EngineError(str(error)) from None
 
     async def replication(self) -> ReplicationStatus | None:
-        return None
+        reply = await self._request({"op": "replication"}, timeout=10.0)
+        found = reply["replication"]
+        return None if found is None else ReplicationStatus.model_validate(found)
 
     async def worker_status(self) -> list[dict[str, Any]]:
         """Each worker's index, pid and own status (its counters); None while restarting."""

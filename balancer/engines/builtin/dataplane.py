@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from balancer.engines.builtin.listeners import listen
+from balancer.engines.builtin.persistence import Change
 from balancer.engines.builtin.relay import ClientSide
 from balancer.engines.builtin.service import RunningServer, RunningService
 from balancer.engines.builtin.timeouts import Timeouts
@@ -28,6 +29,9 @@ from balancer.state import EngineStatus, Health
 log = logging.getLogger("balancer.engine")
 
 SWEEP_INTERVAL = 10.0
+# An open connection's entry is renewed this long before it would expire: the renewal then
+# reaches the peer before the peer's copy expires.
+RENEW_AHEAD = 2 * SWEEP_INTERVAL
 
 
 class ApplyError(Exception):
@@ -108,6 +112,7 @@ class DataPlane:
         self.revision: int | None = None
         self.started = time.time()
         self.timeouts = Timeouts(self.loop)
+        self.journaling = False  # the persistence tables' changes, for replication
         self._applying = asyncio.Lock()
         self._sweeper = self.loop.create_task(self._sweep())
 
@@ -141,6 +146,8 @@ class DataPlane:
                 services[change.label].reconfigure(change, self.clock)
                 fresh[change.label] = change.rechecked
             self.services = services
+            if self.journaling:  # a table new in this revision
+                await self.journal(True)
             await self._listen(wanted, gone, bound)
             for vs in plan.removed:
                 await self._unwatch(vs.label, set())
@@ -263,7 +270,7 @@ class DataPlane:
             await asyncio.sleep(SWEEP_INTERVAL)
             for service in self.services.values():
                 if service.table is not None:
-                    service.table.sweep()
+                    service.table.sweep(RENEW_AHEAD)
 
     async def status(self) -> EngineStatus:
         last_checks: dict[str, dict[str, str]] = {}
@@ -296,6 +303,56 @@ class DataPlane:
     async def clear_persistence(self, service: str) -> int:
         table = self.service(service).table
         return table.forget() if table is not None else 0
+
+    # --- persistence replication: the tables as ``replication.Tables`` ---
+
+    async def journal(self, on: bool) -> None:
+        self.journaling = on
+        for service in self.services.values():
+            if service.table is not None:
+                service.table.journal(on)
+
+    async def drain(self) -> list[Change]:
+        return [
+            change
+            for label, service in self.services.items()
+            if service.table is not None
+            for change in service.table.drain(label)
+        ]
+
+    async def dump(self) -> list[Change]:
+        return [
+            change
+            for label, service in self.services.items()
+            if service.table is not None
+            for change in service.table.dump(label)
+        ]
+
+    async def learn(self, changes: list[Change]) -> None:
+        refused = 0
+        services = self.services
+        for label, client, server, age in changes:
+            service = services.get(label)
+            table = service.table if service is not None else None
+            if service is None or table is None:
+                refused += 1
+            elif client is None:
+                table.clear(age, journaled=False)
+            elif server is None:
+                table.unlearn(client, age)
+            elif server in service.servers:
+                table.learn(client, server, age)
+            else:  # the peer runs a server this node does not: the entry would mislead
+                refused += 1
+        if refused:
+            log.debug("%s persistence entries from the peer name nothing running here", refused)
+
+    async def entries(self) -> dict[str, int]:
+        return {
+            label: len(service.table)
+            for label, service in self.services.items()
+            if service.table is not None
+        }
 
     async def workers_status(self) -> list[dict[str, Any]]:
         """One process: itself the only worker."""
