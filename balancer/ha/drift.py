@@ -128,7 +128,8 @@ def compare(this: Facts, peer: Facts | None, offset: Offset | None) -> Compariso
 def _hostnames(this: Facts, peer: Facts) -> list[Row]:
     why = "must differ: logs, alerts and certificates tell the nodes apart by it"
     rows = [_apart("hostname", this.hostname, peer.hostname, why)]
-    if (this.system_hostname, peer.system_hostname) != (this.hostname, peer.hostname):
+    # The system's own, shown apart only on a node where it is not the setting's.
+    if any(n.system_hostname.lower() != n.hostname.lower() for n in (this, peer)):
         rows.append(_apart("system hostname", this.system_hostname, peer.system_hostname, why))
     return rows
 

@@ -14,7 +14,9 @@ everything typed kept but the password.
 Paired, the page is "High Availability Configuration - primary" (or secondary) with both nodes'
 addresses, the pair's HA settings (the advert interval, 0.2 s or the conservative profile's 1 s,
 and preemption: changed on the Primary, both nodes' keepalived reload with them), and **Break
-Clustered Pair**, which asks first, on a page of its own.
+Clustered Pair**, which asks first, on a page of its own. Below them, "Node settings compared":
+each setting the guide has an operator set by hand on both nodes that Balancer can see, both
+nodes' values, those that differ marked (balancer.ha.drift).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from balancer.front.gate import WEBUI, Author
 from balancer.ha import pairing, trust
 from balancer.ha.keepalived import PROFILES
 from balancer.ha.pairing import Problem, Progress, Step
+from balancer.pair import facts
 from balancer.pair.cluster import PairError
 from balancer.pair.pairing import Outcome, PairingError, add_node, break_pair, version
 from balancer.validate import Invalid
@@ -84,6 +87,7 @@ def router(render: Renderer) -> APIRouter:
     web = APIRouter(include_in_schema=False)
     cluster = render.cluster
     pairings = Pairings()
+    gatherer = facts.Gatherer(cluster.store, cluster.controller)
 
     async def form_page(
         request: Request,
@@ -132,10 +136,10 @@ def router(render: Renderer) -> APIRouter:
                 return await refused(request, _kept(attempt.asked), ended.problem, ended.message)
         broken, pairings.broken = pairings.broken, []
         if cluster.pair is not None:
-            return pair_page(request)
+            return await pair_page(request)
         return await form_page(request, {"peer_port": str(defaults.HTTPS_PORT)}, broken=broken)
 
-    def pair_page(
+    async def pair_page(
         request: Request,
         *,
         status: int = 200,
@@ -158,6 +162,7 @@ def router(render: Renderer) -> APIRouter:
             error=error,
             done=done,
             focus=next(iter(errors or {}), None),
+            drift=await facts.drift(gatherer, cluster.view(), cluster.link),
         )
 
     async def refused(
@@ -274,7 +279,7 @@ def router(render: Renderer) -> APIRouter:
             plan = await break_pair(cluster, author=user)
         except PairingError as error:
             said = str(error).partition(": ")[2] or str(error)
-            return pair_page(request, status=422, error=f"The pair was not broken: {said}")
+            return await pair_page(request, status=422, error=f"The pair was not broken: {said}")
         pairings.broken = [str(leave) for leave in plan]
         return RedirectResponse(PAGE, status_code=303)
 
@@ -292,17 +297,18 @@ def router(render: Renderer) -> APIRouter:
             advert = float(sent["advert_interval"])
         except ValueError:
             errors = {"advert_interval": f"{sent['advert_interval']!r} is not a number of seconds"}
-            return pair_page(request, status=422, settings=sent, errors=errors)
+            return await pair_page(request, status=422, settings=sent, errors=errors)
         try:
             said = await cluster.configure(advert, bool(sent["preempt"]), author=user)
         except Invalid as error:
             # Only the interval can be wrong: preemption is on or off.
             errors = {"advert_interval": error.problems[0].reason}
-            return pair_page(request, status=422, settings=sent, errors=errors)
+            return await pair_page(request, status=422, settings=sent, errors=errors)
         except PairError as error:
-            return pair_page(request, status=409, settings=sent, error=f"Not changed: {error}")
+            said = f"Not changed: {error}"
+            return await pair_page(request, status=409, settings=sent, error=said)
         # Shown at once (sent again, the same settings change nothing).
-        return pair_page(request, done=f"Saved: {said}.")
+        return await pair_page(request, done=f"Saved: {said}.")
 
     return web
 
