@@ -122,23 +122,34 @@ class Probe:
     async def _ask(self, interface: Interface) -> dict[str, tuple[str, ...]]:
         others: dict[str, set[str]] = {vip: set() for vip in interface.vips}
         loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as raw:
             raw.bind((interface.name, ETH_P_ARP))
             raw.setblocking(False)
-            for vip in interface.vips:
-                await loop.sock_sendall(raw, request(interface.mac, interface.own, vip))
-            deadline = loop.time() + self.window
-            for _ in range(FRAMES):
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):
-                        frame, where = await loop.sock_recvfrom(raw, 2048)
+            # Read by hand when readable: uvloop, which the daemon runs, has no sock_recvfrom.
+            loop.add_reader(raw.fileno(), readable.set)
+            try:
+                for vip in interface.vips:
+                    raw.send(request(interface.mac, interface.own, vip))
+                deadline = loop.time() + self.window
+                for _ in range(FRAMES):
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        break
+                    try:
+                        frame, where = raw.recvfrom(2048)
+                    except BlockingIOError:
+                        readable.clear()
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(left):
+                                await readable.wait()
+                        continue
                     said = sender(frame)
                     if where[2] == PACKET_OUTGOING or said is None:
                         continue
                     address, mac = said
                     if address in others and mac != interface.mac:
                         others[address].add(mac)
+            finally:
+                loop.remove_reader(raw.fileno())
         return {vip: tuple(sorted(macs)) for vip, macs in others.items()}

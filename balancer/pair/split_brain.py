@@ -123,7 +123,15 @@ class Watch:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        failed: str | None = None
         while True:
             started = loop.time()
-            await self.look()
+            try:
+                await self.look()
+                failed = None
+            except Exception as error:  # the watch must not end, nor take the node's service down
+                said = f"{type(error).__name__}: {error}"
+                if said != failed:
+                    log.error("split-brain watch: a look failed: %s", said)
+                failed = said
             await asyncio.sleep(max(0.0, self.interval - (loop.time() - started)))

@@ -47,10 +47,11 @@ def test_it_asks_on_the_interfaces_that_hold_an_ipv4_floating_ip() -> None:
     assert holding(ADDRESSES, ["198.18.1.101"]) == []
 
 
+# On uvloop, as the daemon runs it.
 PROBE = """
-import asyncio, json, sys
+import json, sys, uvloop
 from balancer.pair.probe import Probe
-print(json.dumps(asyncio.run(Probe().probe(sys.argv[1:]))))
+print(json.dumps(uvloop.run(Probe().probe(sys.argv[1:]))))
 """
 
 

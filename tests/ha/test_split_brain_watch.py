@@ -130,3 +130,25 @@ def test_it_looks_every_interval_while_started() -> None:
         return count
 
     assert 3 <= asyncio.run(run()) <= 25
+
+
+def test_a_look_that_fails_is_logged_once_and_the_watch_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Failing(Fakes):
+        async def probe(self, vips: Iterable[str]) -> dict[str, tuple[str, ...]] | None:
+            self.probed.append(list(vips))
+            raise RuntimeError("no such loop call")
+
+    async def run() -> int:
+        fakes = Failing()
+        watch = fakes.watch()
+        watch.interval = 0.01
+        watch.start()
+        await asyncio.sleep(0.1)
+        await watch.stop()  # and stopping it raises nothing
+        return len(fakes.probed)
+
+    assert asyncio.run(run()) >= 3
+    said = [r.getMessage() for r in caplog.records if r.name == "balancer.pair.split_brain"]
+    assert said == ["split-brain watch: a look failed: RuntimeError: no such loop call"]
