@@ -7,6 +7,11 @@ servers and a client, each in a network namespace on one switch in 198.18.0.0/15
 the time from the failure to the end of the first RDP opening that succeeded through the other
 node, the client starting an attempt every 10 ms (whether the ones before have ended or not) and
 giving each 0.1 s. Connections refused meanwhile are counted: a graceful stop should have none.
+
+Then, issue 13's: clients from SHARE_CLIENTS addresses of the client's, each a client to
+persistence, connect in waves over two seconds, and the Active node's link is cut: the share of
+their entries the survivor lists, of those made at least a second before the cut (the goal:
+all of them), and of the younger ones (``bench.replication.survivors``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Any
 
 from balancer.client import ApiError
 from balancer.ha.keepalived import KEEPALIVED
+from bench import replication
+from bench.replication import Share
 from bench.report import DASH, number
 
 ENGINES = {"builtin": "built-in", "haproxy": "HAProxy"}
@@ -32,6 +39,9 @@ TITLES = {
     "stop": "graceful stop (`balancer stop --engine`)",
 }
 REPEATS = 5
+SHARE_RUNS = 2  # link cuts for the survivor's share, each with clients of its own
+SHARE_CLIENTS = 200  # a run's
+SHARE = "entries on the survivor of a link cut, made ≥ 1 s before"
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class Found:
 
 
 Results = dict[str, dict[str, Found]]  # failure -> engine -> found
+Shares = dict[str, list[Share]]  # engine -> the survivor's share at each cut
 
 
 def met(failure: str, found: Found | None) -> bool | None:
@@ -69,7 +80,7 @@ def figure(found: Found | None) -> str:
     return "; ".join(parts) or "not measured"
 
 
-def table(results: Results) -> list[str]:
+def table(results: Results, shares: Shares | None = None) -> list[str]:
     head = ["failure", "goal", *ENGINES.values()]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for failure, title in TITLES.items():
@@ -80,22 +91,30 @@ def table(results: Results) -> list[str]:
             state = {None: "", True: " · met", False: " · **not met**"}[verdict]
             cells.append(figure(row.get(engine)) + state)
         lines.append("| " + " | ".join(cells) + " |")
+    if shares:
+        cells = [replication.share_cell(shares.get(engine, [])) for engine in ENGINES]
+        lines.append("| " + " | ".join([SHARE, "100 %", *cells]) + " |")
     return lines
 
 
-def markdown(results: Results, setting: str, notes: Sequence[str] = ()) -> list[str]:
+def markdown(
+    results: Results, setting: str, notes: Sequence[str] = (), shares: Shares | None = None
+) -> list[str]:
     return [
-        "## The HA pair's failover (issue 12)",
+        "## The HA pair's failover (issues 12 and 13)",
         "",
         setting,
         "",
-        *table(results),
+        *table(results, shares),
         *(["", *notes] if notes else []),
     ]
 
 
-def as_json(results: Results) -> dict[str, Any]:
-    return {
+def as_json(results: Results, shares: Shares | None = None) -> dict[str, Any]:
+    survivors = {
+        engine: [vars(share) for share in found] for engine, found in (shares or {}).items()
+    }
+    return {"survivors": survivors} | {
         failure: {
             engine: {
                 "seconds": list(found.seconds),
@@ -118,7 +137,9 @@ def describe(repeats: int) -> str:
         f"with 0.2 s adverts. Each failure {repeats} times on each engine, the Active node "
         f"failing each time: the time from the failure to the end of the first RDP opening "
         f"through the other node, the client starting an attempt every 10 ms, 0.1 s each; each "
-        f"cell is the median ({'min' + DASH + 'max'}) of the runs."
+        f"cell is the median ({'min' + DASH + 'max'}) of the runs. The survivor's share: "
+        f"{SHARE_CLIENTS} clients, each from an address of its own, in waves over "
+        f"{replication.SHARE_SPAN:g} s, then the Active node's link cut; {SHARE_RUNS} cuts."
     )
 
 
@@ -146,16 +167,18 @@ def unavailable() -> str | None:
     return None
 
 
-def measure(work: Path, repeats: int) -> tuple[Results, list[str]]:
-    """Every failure ``repeats`` times on each engine; the results and notes on what failed."""
+def measure(work: Path, repeats: int) -> tuple[Results, Shares, list[str]]:
+    """Every failure ``repeats`` times on each engine, then the survivor's share SHARE_RUNS
+    times; the results and notes on what failed."""
     from tests.ha.cluster import topology
 
     runs: dict[str, dict[str, _Runs]] = {f: {e: _Runs() for e in ENGINES} for f in TITLES}
+    shares: Shares = {engine: [] for engine in ENGINES}
     notes: list[str] = []
     for engine, shown in ENGINES.items():
         print(f"  the HA pair on {shown}", flush=True)
         try:
-            with topology(work / engine, engine) as pair:
+            with topology(work / engine, engine, SHARE_RUNS * SHARE_CLIENTS) as pair:
                 pair.pair_with_psm()
                 pair.settled()
                 for failure in TITLES:
@@ -166,10 +189,15 @@ def measure(work: Path, repeats: int) -> tuple[Results, list[str]]:
                         found.refused += sum(o.error == "refused" for o in moved.outcomes)
                         found.attempts += len(moved.outcomes)
                         print(f"    {TITLES[failure]}: {moved.seconds:.3f} s", flush=True)
+                for turn in range(SHARE_RUNS):
+                    clients = pair.sources[turn * SHARE_CLIENTS : (turn + 1) * SHARE_CLIENTS]
+                    shares[engine].append(replication.survivors(pair, clients))
+                    print(f"    {SHARE}: {replication.share_cell(shares[engine][-1:])}")
         except (AssertionError, ApiError, OSError) as error:
             said = str(error).splitlines()[0] if str(error) else type(error).__name__
             notes.append(f"- {shown}: stopped early: {said}")
-    return {f: {e: r.found() for e, r in by.items()} for f, by in runs.items()}, notes
+    results = {f: {e: r.found() for e, r in by.items()} for f, by in runs.items()}
+    return results, {engine: found for engine, found in shares.items() if found}, notes
 
 
 def run(work: Path, repeats: int = REPEATS) -> tuple[list[str], dict[str, Any]]:
@@ -179,7 +207,7 @@ def run(work: Path, repeats: int = REPEATS) -> tuple[list[str], dict[str, Any]]:
     if why is not None:
         return markdown({}, describe(repeats), [f"Not measured: {why}."]), {"skipped": why}
     started = time.monotonic()
-    results, notes = measure(work, repeats)
+    results, shares, notes = measure(work, repeats)
     print(f"  took {time.monotonic() - started:.0f} s", flush=True)
-    document: Mapping[str, Any] = {"results": as_json(results), "notes": notes}
-    return markdown(results, describe(repeats), notes), dict(document)
+    document: Mapping[str, Any] = {"results": as_json(results, shares), "notes": notes}
+    return markdown(results, describe(repeats), notes, shares), dict(document)

@@ -24,7 +24,7 @@ from typing import Any
 
 from balancer.engines import EngineError
 from balancer.model import Config
-from bench import control_plane, ha, procfs, profile, proxies, scale, scenarios
+from bench import control_plane, ha, procfs, profile, proxies, replication, scale, scenarios
 from bench.proxies import Proxy
 from bench.record import LOAD_CORE, PROXY_CORE, Recorder
 from bench.report import DASH, Report, Verdict, document, markdown, spread, verdicts
@@ -533,9 +533,17 @@ def control(settings: Settings) -> tuple[list[str], dict[str, Any]]:
 
 
 def failover(settings: Settings) -> tuple[list[str], dict[str, Any]]:
-    """The HA pair's scenario, before the proxies' pin this process to a core."""
+    """The HA pair's scenario, before the proxies' pin this process to a core: its failover in
+    namespaces, then persistence replication between two engines on loopback."""
     with tempfile.TemporaryDirectory(prefix="bench-ha-", dir="/tmp") as work:
-        return ha.run(Path(work), repeats=2 if settings.quick else ha.REPEATS)
+        lines, found = ha.run(Path(work), repeats=2 if settings.quick else ha.REPEATS)
+    tools = Tools(settings.build / "loadgen", settings.build / "backends", CLIENTS, CLIENT_COUNT)
+    ports = free_ports([*replication.VIPS, *SERVERS], 2)
+    with tempfile.TemporaryDirectory(prefix="bench-rep-", dir="/tmp") as work:
+        more, replicated = replication.run(
+            Path(work), tools, SERVERS, ports[1], lambda: backends(tools, ports)
+        )
+    return [*lines, "", *more], {**found, "replication": replicated}
 
 
 def main(settings: Settings) -> int:

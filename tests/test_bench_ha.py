@@ -1,9 +1,11 @@
 """The HA bench's table: each failure's goal beside its figures, judged on the median, and what
-was not measured said so. Pure: no pair runs here (``make bench`` runs it)."""
+was not measured said so; the survivor's share of persistence entries at a link cut judged on
+those old enough. Pure: no pair runs here (``make bench`` runs it)."""
 
 from __future__ import annotations
 
 from bench.ha import Found, as_json, met, table
+from bench.replication import Share
 from bench.report import DASH
 
 
@@ -33,3 +35,18 @@ def test_the_table_shows_goals_figures_refusals_and_verdicts() -> None:
     assert document["engine"]["haproxy"] == {
         "seconds": [2.5], "refused": 3, "attempts": 90, "goal": 2.0, "met": False, "error": "",
     }  # fmt: skip
+
+
+def test_the_survivors_share_counts_entries_old_enough_and_says_the_younger_apart() -> None:
+    shares = {
+        "builtin": [Share(old=90, old_present=90, young=10, young_present=7)] * 2,
+        "haproxy": [Share(old=90, old_present=89, young=10, young_present=10)],
+    }
+    row = table({}, shares)[-1]
+    assert row.startswith("| entries on the survivor of a link cut, made ≥ 1 s before | 100 % |")
+    assert "| 100.0 % (180 of 180); younger: 14 of 20, 2 cuts · met |" in row
+    assert "| 98.9 % (89 of 90); younger: 10 of 10, 1 cut · **not met** |" in row
+    assert as_json({}, shares)["survivors"]["haproxy"] == [
+        {"old": 90, "old_present": 89, "young": 10, "young_present": 10}
+    ]
+    assert len(table({})) == 5  # no share row when none was measured
