@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from balancer.engines import Replication, engine
 from balancer.engines.builtin import BuiltinEngine
+from balancer.engines.builtin.listeners import worker_of
 from balancer.engines.builtin.persistence import StickTable
 from balancer.engines.builtin.replication import contexts
 from balancer.ha import trust
@@ -113,6 +114,15 @@ def test_a_long_session_s_entry_is_renewed_before_it_expires() -> None:
     assert table.drain("rdp") == []
     assert table.sweep(ahead=20) == 0
     assert table.drain("rdp") == [("rdp", "10.0.0.1", "A", 0.0)]
+
+
+def test_the_peer_s_entries_go_to_the_worker_the_kernel_gives_the_client() -> None:
+    sources = [f"127.0.{a}.{b}" for a in (0, 1, 200) for b in (1, 2, 3, 254)]
+    for count in (2, 3, 5):
+        assert [worker_of(s, count) for s in sources] == [
+            int(ip_address(s)) % count for s in sources
+        ]
+    assert worker_of("2001:db8::1:5", 2) == (0x10005 % 2)  # the last 32 bits of IPv6
 
 
 # --- two engines --------------------------------------------------------------------------------
@@ -248,7 +258,7 @@ def run(scenario: Any) -> None:
     asyncio.run(scenario)
 
 
-@pytest.mark.parametrize("workers", [1])
+@pytest.mark.parametrize("workers", [1, 2])
 def test_new_entries_renewals_and_a_clear_cross(tmp_path: Path, workers: int) -> None:
     async def scenario() -> None:
         async with two_nodes(tmp_path, workers) as pair:
@@ -335,9 +345,10 @@ def test_both_nodes_keep_the_entry_used_last(tmp_path: Path) -> None:
     run(scenario())
 
 
-def test_a_node_that_starts_learns_the_whole_table(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_node_that_starts_learns_the_whole_table(tmp_path: Path, workers: int) -> None:
     async def scenario() -> None:
-        async with two_nodes(tmp_path, start_b=False) as pair:
+        async with two_nodes(tmp_path, workers, start_b=False) as pair:
 
             async def synced_alone() -> bool:
                 status = await pair.a.engine.replication()

@@ -58,6 +58,12 @@ def source_program(family: int, count: int) -> tuple[ctypes.Array[ctypes.c_char]
     return program, struct.pack("@HP", len(instructions), ctypes.addressof(program))
 
 
+def worker_of(client: str, count: int) -> int:
+    """The worker the program above gives ``client`` (an address) to, of ``count``."""
+    packed = socket.inet_pton(socket.AF_INET6 if ":" in client else socket.AF_INET, client)
+    return int.from_bytes(packed[-4:]) % count
+
+
 def _listening(ip: str, port: int, *, reuseport: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

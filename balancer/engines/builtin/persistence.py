@@ -21,12 +21,26 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from typing import Any
 
 # One change to a table, as journaled and as replicated: (service, client, server, age).
 # ``server`` None: the client's entry is dropped; ``client`` None too: the table is cleared.
 # ``age`` is seconds since the entry was last used (since the clear): never a clock's reading,
 # so the nodes' clocks need not agree.
 Change = tuple[str, str | None, str | None, float]
+
+
+def as_change(data: Any) -> Change:
+    """A change from its JSON (a list); ValueError or TypeError if it is not one."""
+    service, client, server, age = data
+    return (
+        str(service),
+        None if client is None else str(client),
+        None if server is None else str(server),
+        float(age),
+    )
+
+
 # An entry dropped here drops the peer's copy unless the peer used it this much more recently:
 # both copies carry the same last use, each shifted by its own transit.
 SLACK = 1.0

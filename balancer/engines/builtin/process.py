@@ -41,8 +41,9 @@ async def run(data_dir: Path, workers: int = 1) -> None:
         await plane.start()
     else:
         plane = DataPlane()
-    # Workers replicate in the next commit.
-    replicator = replication.Replicator(plane, data_dir) if isinstance(plane, DataPlane) else None
+    replicator = replication.Replicator(plane, data_dir)
+    if isinstance(plane, Supervisor):
+        plane.lost = replicator.again
     stopping = asyncio.Event()
 
     async def handle(request: dict[str, Any]) -> dict[str, Any]:
@@ -64,15 +65,13 @@ async def run(data_dir: Path, workers: int = 1) -> None:
             return {"ok": True, "entries": await plane.persistence(str(request["service"]))}
         if op == "clear_persistence":
             return {"ok": True, "cleared": await plane.clear_persistence(str(request["service"]))}
-        if op in ("replicate", "replication") and replicator is None:
-            return {"ok": False, "error": "persistence replication: not with workers yet"}
-        if op == "replicate" and replicator is not None:
+        if op == "replicate":
             try:
                 await replicator.configure(replication.settings(request["replication"]))
             except ValueError as error:
                 return {"ok": False, "error": f"persistence replication: {error}"}
             return {"ok": True}
-        if op == "replication" and replicator is not None:
+        if op == "replication":
             status = await replicator.status()
             return {"ok": True, "replication": status and status.model_dump(mode="json")}
         if op == "workers":
@@ -89,14 +88,12 @@ async def run(data_dir: Path, workers: int = 1) -> None:
         loop.add_signal_handler(signum, stopping.set)
     # What start-up allocated lives as long as the process: keep the collector off it.
     gc.freeze()
-    if replicator is not None:
-        await replicator.start()
+    await replicator.start()
     log.info("engine started", extra={"event": "start", "pid": os.getpid(), "workers": workers})
     await stopping.wait()
     log.info("engine stopping", extra={"event": "stop"})
     await server.close()
-    if replicator is not None:
-        await replicator.close()
+    await replicator.close()
     await plane.close()
     with contextlib.suppress(FileNotFoundError):
         pid_path.unlink()

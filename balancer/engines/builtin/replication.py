@@ -17,7 +17,8 @@ null) or a clear (client null too). Ages, not times, so the nodes' clocks need n
 the receiver keeps whichever copy was used last (``StickTable.learn``).
 
 The tables themselves are the data plane's: a single engine process's, or with workers the
-supervisor's, which routes each client to its worker as the kernel does (``Tables``).
+supervisor's, which asks every worker and routes each client to its worker as the kernel does
+(``Tables``, ``workers.Supervisor``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from balancer.engines import Replication
-from balancer.engines.builtin.persistence import Change
+from balancer.engines.builtin.persistence import Change, as_change
 from balancer.state import ReplicationStatus, TableReplication
 
 log = logging.getLogger("balancer.engine")
@@ -460,7 +461,7 @@ class Replicator:
                 self.again()
             while line := await reader.readline():
                 message = json.loads(line)
-                await self.tables.learn([_change(change) for change in message["changes"]])
+                await self.tables.learn([as_change(change) for change in message["changes"]])
                 if message.get("end") and not self.synced:
                     self.synced = True
                     log.info(
@@ -475,16 +476,6 @@ class Replicator:
             if self._incoming is writer:
                 self._incoming = self._receiving = None
                 self._linked(pulling=False)
-
-
-def _change(data: list[Any]) -> Change:
-    service, client, server, age = data
-    return (
-        str(service),
-        None if client is None else str(client),
-        None if server is None else str(server),
-        float(age),
-    )
 
 
 def _line(message: dict[str, Any]) -> bytes:

@@ -13,6 +13,13 @@ order of the socket groups, so each client's worker, is unchanged.
 
 Supervisor and worker talk over a socket pair: JSON lines, the first of which may carry file
 descriptors (SCM_RIGHTS), one request and its reply at a time.
+
+Persistence replication runs in the supervisor (``replication``), which treats the workers'
+tables as one: it asks every worker for its changes each flush (a request every 50 ms, cheaper
+than a second channel per worker), routes each of the peer's entries to the worker that owns
+the client (``listeners.worker_of``, the kernel's rule) and a clear to all. A worker started
+again has lost its clients' entries: the supervisor asks the peer for its whole table again
+(``lost``) and the peer's copy gives them back; the supervisor keeps no copy of its own.
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ import logging
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from balancer.engines.builtin import message
 from balancer.engines.builtin.dataplane import ApplyError, DataPlane, Key, bind, listeners_of
-from balancer.engines.builtin.listeners import listen_group
+from balancer.engines.builtin.listeners import listen_group, worker_of
+from balancer.engines.builtin.persistence import Change, as_change
 from balancer.model import Config, VirtualService
 from balancer.plan import Plan
 from balancer.state import Counters, EngineStatus, VirtualServiceStatus
@@ -182,6 +191,18 @@ async def _worker_answer(
         return {"ok": True, "entries": await plane.persistence(str(request["service"]))}
     if op == "clear_persistence":
         return {"ok": True, "cleared": await plane.clear_persistence(str(request["service"]))}
+    if op == "journal":
+        await plane.journal(bool(request["on"]))
+        return {"ok": True}
+    if op == "drain":
+        return {"ok": True, "changes": await plane.drain()}
+    if op == "dump":
+        return {"ok": True, "changes": await plane.dump()}
+    if op == "learn":
+        await plane.learn([as_change(change) for change in request["changes"]])
+        return {"ok": True}
+    if op == "entries":
+        return {"ok": True, "entries": await plane.entries()}
     return {"ok": False, "error": f"unknown op {op!r}"}
 
 
@@ -229,6 +250,9 @@ class Worker:
         self.started = time.monotonic()
         self._watch = asyncio.get_running_loop().create_task(self._watched(self.process))
         await self.apply(list(supervisor.groups))
+        if supervisor.journaling:
+            with contextlib.suppress(ConnectionError):
+                await self.request({"op": "journal", "on": True})
 
     async def _watched(self, process: asyncio.subprocess.Process) -> None:
         """Start the worker again whenever it exits, unless the engine is stopping."""
@@ -256,6 +280,8 @@ class Worker:
             except (OSError, ConnectionError) as error:
                 log.error("worker %s could not be started: %s", self.index, error)
                 continue
+            if self.supervisor.lost is not None:
+                self.supervisor.lost()
             return
 
     async def request(self, message: Message, fds: list[int] | None = None) -> Message:
@@ -336,6 +362,9 @@ class Supervisor:
         self.stopping = False
         self.workers = [Worker(self, index) for index in range(count)]
         self._applying = asyncio.Lock()
+        self.journaling = False
+        # Told when a worker started again has lost its part of the persistence tables.
+        self.lost: Callable[[], None] | None = None
 
     async def start(self) -> None:
         for worker in self.workers:
@@ -411,6 +440,50 @@ class Supervisor:
         self.plane.service(service)
         replies = await self._each({"op": "clear_persistence", "service": service})
         return sum(int(reply["cleared"]) for reply in replies if reply is not None)
+
+    # --- persistence replication: every worker's tables as one (``replication.Tables``) ---
+
+    async def journal(self, on: bool) -> None:
+        self.journaling = on
+        await self._each({"op": "journal", "on": on})
+
+    async def drain(self) -> list[Change]:
+        return await self._changes({"op": "drain"})
+
+    async def dump(self) -> list[Change]:
+        return await self._changes({"op": "dump"})
+
+    async def _changes(self, request: Message) -> list[Change]:
+        replies = await self._each(request)
+        return [as_change(c) for reply in replies if reply is not None for c in reply["changes"]]
+
+    async def learn(self, changes: list[Change]) -> None:
+        count = len(self.workers)
+        parts: list[list[Change]] = [[] for _ in range(count)]
+        for change in changes:
+            client = change[1]
+            if client is None:  # a clear: every worker's part of the table
+                for part in parts:
+                    part.append(change)
+            else:
+                parts[worker_of(client, count)].append(change)
+
+        async def one(worker: Worker, part: list[Change]) -> None:
+            # A worker not running now gets the peer's whole table when it is started again.
+            with contextlib.suppress(ConnectionError):
+                await worker.request({"op": "learn", "changes": part})
+
+        await asyncio.gather(
+            *(one(w, part) for w, part in zip(self.workers, parts, strict=True) if part)
+        )
+
+    async def entries(self) -> dict[str, int]:
+        counts = {label: 0 for label, s in self.plane.services.items() if s.table is not None}
+        for reply in await self._each({"op": "entries"}):
+            for label, count in (reply or {}).get("entries", {}).items():
+                if label in counts:
+                    counts[label] += int(count)
+        return counts
 
     async def close(self) -> None:
         self.stopping = True
