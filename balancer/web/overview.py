@@ -1,8 +1,9 @@
 """System Overview (the guide's 11.1): every virtual service with its real servers, each state
 in a word, a shape and a colour, refreshed in place; drain, halt and online at once; the Commit
-button; in an HA pair, both nodes (role, state, running revision, sync, engine); the
-appliance's network bandwidth, load average and memory; and, while nothing is configured, the
-guide's offer of the Setup Wizard (8.3).
+button; in an HA pair, both nodes (role, state, running revision, sync, engine) and each
+persistence table's replication on both (link, entries, lag); the appliance's network
+bandwidth, load average and memory; and, while nothing is configured, the guide's offer of the
+Setup Wizard (8.3).
 
 An action from htmx gets the refreshed table (and the commit box, out of band); one from a
 plain form goes back to the page, at the server's row, so that reloading it does not repeat the
@@ -13,6 +14,7 @@ the words the API would use.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -24,6 +26,7 @@ from balancer.engines import EngineError
 from balancer.front.gate import WEBUI, Author
 from balancer.model import RealServerState
 from balancer.overview import leaves_none_up, service_shown, shown
+from balancer.pair import replication
 from balancer.state import Overview, RealServerStatus
 from balancer.store import ReadOnly
 from balancer.system import System, SystemFigures
@@ -54,7 +57,9 @@ def router(render: Renderer, controller: Controller, system: System) -> APIRoute
     async def respond(template: str, request: Request, status: int, **context: Any) -> Response:
         view = await controller.overview()
         figures = _system(system.figures())
-        nodes = pair.nodes(render.cluster.view(), render.cluster.pair)
+        pair_view, paired = render.cluster.view(), render.cluster.pair
+        nodes = pair.nodes(pair_view, paired)
+        peer = "" if paired is None else str(paired.peer_address)
         return render(
             request,
             template,
@@ -62,6 +67,7 @@ def router(render: Renderer, controller: Controller, system: System) -> APIRoute
             **_table(view),
             **figures,
             pair_nodes=nodes,
+            replication=replication.shown(pair_view, peer, now=time.time()),
             **context,
         )
 
