@@ -260,8 +260,9 @@ async def in_sync(
 ) -> str | None:
     """Wait up to ``wait`` seconds until both nodes' persistence tables are in sync: each
     engine's link up, the other's whole table learnt and nothing pending, on this node (its
-    ``engine``) and on the peer (asked each time). None once they are, else why not, as last
-    seen. Only reads: nothing is refused to clients meanwhile."""
+    ``engine``) and on the peer (asked each time); an engine that does not replicate is not
+    waited for. None once they are, else why not, as last seen. Only reads: nothing is
+    refused to clients meanwhile."""
     until = clock() + wait
     why: str | None = None
     for _ in range(math.ceil(wait / poll) + 1):
@@ -285,7 +286,9 @@ def out_of_sync(node: str, said: Said) -> str | None:
     node's; None when they are."""
     other = "the peer" if node == "this node" else "this node"
     if said is None:
-        return f"{node}'s engine does not replicate"
+        # Nothing to wait for: an engine that cannot replicate is logged and audited when the
+        # pair starts it (Cluster), shown "not replicating", and the pair runs on without it.
+        return None
     if isinstance(said, str):
         return f"{node}: {said}"
     if not said.up:

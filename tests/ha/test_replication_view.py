@@ -274,8 +274,6 @@ def test_the_gate_waits_while_changes_are_pending_and_goes_when_none_is() -> Non
         (status(synced=False), status(), "this node has not yet learnt the peer's whole table"),
         (EngineError("haproxy is not running"), status(),
          "this node: unknown: haproxy is not running"),
-        (None, status(), "this node's engine does not replicate"),
-        (status(), None, "the peer's engine does not replicate"),
         (status(), "unknown: the engine did not answer within 2 s",
          "the peer: unknown: the engine did not answer within 2 s"),
         (status(), PeerError("the peer at 198.18.0.2:9443 did not answer within 3 s"),
@@ -288,9 +286,21 @@ def test_the_gate_says_why_the_tables_are_not_in_sync(
     assert gate(Replicating(here), Peer(there), Time()) == why
 
 
-def test_the_gate_goes_at_once_when_both_are_in_sync() -> None:
+@pytest.mark.parametrize(
+    ("here", "there"),
+    [
+        (status(table(20)), status(table(20))),
+        # An engine that does not replicate (logged and audited when the pair starts it), or
+        # a peer of a Balancer before replication: nothing to wait for.
+        (None, status()),
+        (status(), None),
+    ],
+)
+def test_the_gate_goes_at_once_when_both_are_in_sync(
+    here: ReplicationStatus | None, there: ReplicationStatus | None
+) -> None:
     clock = Time()
-    assert gate(Replicating(status(table(20))), Peer(status(table(20))), clock) is None
+    assert gate(Replicating(here), Peer(there), clock) is None
     assert clock.now == 0.0
 
 
