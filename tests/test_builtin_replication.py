@@ -401,6 +401,31 @@ def test_replication_stops_and_an_engine_started_again_goes_on(tmp_path: Path) -
     run(scenario())
 
 
+def test_a_peer_that_falls_silent_is_down_and_catches_up_when_it_wakes(tmp_path: Path) -> None:
+    """A hung peer (SIGSTOP) sends no FIN: its silence alone takes the link down."""
+
+    async def scenario() -> None:
+        async with two_nodes(tmp_path) as pair:
+            await linked(pair)
+            pid = (await pair.b.engine.status()).pid
+
+            async def down() -> bool:
+                status = await pair.a.engine.replication()
+                return status is not None and not status.up
+
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await eventually("a finds the link down", down)
+                source = pair.net.ip()
+                landed = await landing(pair.a.vip, source)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await linked(pair)
+            await same_entries(pair, {source: landed})
+
+    run(scenario())
+
+
 def test_only_the_peer_with_the_pair_s_certificate_is_heard(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with two_nodes(tmp_path, start_b=False) as pair:

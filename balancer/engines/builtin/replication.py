@@ -12,6 +12,7 @@ direction is a stream of JSON lines, each a batch:
 
 and the other direction says ``{"ack": seq}`` once a batch is applied, or ``{"again": true}``
 when the receiver lost part of its table (a worker started again) and wants the whole of it.
+An idle sender says ``{}`` every second, so that either end finds a silent link dead.
 A change is ``persistence.Change``: a new or renewed entry with its age, a dropped one (server
 null) or a clear (client null too). Ages, not times, so the nodes' clocks need not agree, and
 the receiver keeps whichever copy was used last (``StickTable.learn``).
@@ -28,6 +29,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import socket
 import ssl
 import time
 from collections import Counter
@@ -49,6 +51,11 @@ CONNECT_TIMEOUT = 2.0  # a first try that gets no answer in this finds the peer 
 BACKOFF = 0.1  # the next try after a failure waits this, doubled each time...
 BACKOFF_MAX = 2.0  # ...up to this
 LISTEN_AGAIN = 2.0  # the node's address may come later than the engine
+# A link that says nothing for HEARTBEAT sends ``{}``; one silent for DEAD is dead: a peer cut
+# off sends no FIN, and "up" must not go on saying so (the receiver's read times out, the
+# sender's unacknowledged bytes time out in TCP).
+HEARTBEAT = 1.0
+DEAD = 3.0
 LINE_LIMIT = 16 * 1024 * 1024
 
 
@@ -307,7 +314,11 @@ class Replicator:
     async def _flush(self) -> None:
         while True:
             await asyncio.sleep(FLUSH)
-            changes = await self.tables.drain()
+            try:
+                changes = await self.tables.drain()
+            except Exception:  # replication must not end quietly: said, and tried again
+                log.exception("persistence replication: the tables' changes cannot be read")
+                continue
             if not changes:
                 continue
             now = time.monotonic()
@@ -354,6 +365,8 @@ class Replicator:
                 await self._send(reader, writer)
             except (OSError, ValueError, KeyError, asyncio.IncompleteReadError) as error:
                 log.info("persistence replication: sending to the peer ended: %s", error)
+            except Exception:  # as in _flush: said, and connected again
+                log.exception("persistence replication: sending to the peer failed")
             finally:
                 self._outbox = None
                 self.ledger.apart()
@@ -362,20 +375,26 @@ class Replicator:
             await asyncio.sleep(delay)
 
     async def _send(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _dead_after(writer)
         writer.write(b'{"hello": %d}\n' % VERSION)
         self._outbox = []  # changes from now on wait behind the whole table
         seq = await self._send_table(writer, 0)
         self._linked(pushing=True)
-        acks = asyncio.get_running_loop().create_task(self._acks(reader))
+        loop = asyncio.get_running_loop()
+        acks = loop.create_task(self._acks(reader))
+        said = loop.time()
         try:
             while not acks.done():
-                waiting = asyncio.get_running_loop().create_task(self._wake.wait())
-                await asyncio.wait([acks, waiting], return_when=asyncio.FIRST_COMPLETED)
+                waiting = loop.create_task(self._wake.wait())
+                await asyncio.wait(
+                    [acks, waiting], timeout=HEARTBEAT, return_when="FIRST_COMPLETED"
+                )
                 waiting.cancel()
                 self._wake.clear()
                 if self._again:
                     self._again = False
                     seq = await self._send_table(writer, seq)
+                    said = loop.time()
                 outbox, self._outbox = self._outbox or [], []
                 for made, changes in outbox:
                     for start in range(0, len(changes), BATCH):
@@ -383,6 +402,10 @@ class Replicator:
                         seq += 1
                         self.ledger.add(seq, made, batch)
                         writer.write(_line({"seq": seq, "changes": batch}))
+                        said = loop.time()
+                if loop.time() - said >= HEARTBEAT:
+                    writer.write(b"{}\n")
+                    said = loop.time()
                 await writer.drain()
             acks.result()
         finally:
@@ -452,15 +475,18 @@ class Replicator:
         if self._incoming is not None:  # the peer connected again: the old one is dead
             self._incoming.close()
         self._incoming, self._receiving = writer, asyncio.current_task()
+        _dead_after(writer)
         try:
-            hello = json.loads(await reader.readline())
+            hello = json.loads(await _heard(reader))
             if hello.get("hello") != VERSION:
                 raise ValueError(f"the peer speaks version {hello.get('hello')}, not {VERSION}")
             self._linked(pulling=True)
             if self._again:
                 self.again()
-            while line := await reader.readline():
+            while line := await _heard(reader):
                 message = json.loads(line)
+                if "seq" not in message:  # the sender is idle, not gone
+                    continue
                 await self.tables.learn([as_change(change) for change in message["changes"]])
                 if message.get("end") and not self.synced:
                     self.synced = True
@@ -469,13 +495,30 @@ class Replicator:
                         extra={"event": "replication", "synced": True},
                     )
                 writer.write(b'{"ack": %d}\n' % int(message["seq"]))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            log.info("persistence replication: receiving from the peer ended: %s", error)
+        except (OSError, ValueError, KeyError, TypeError, TimeoutError) as error:
+            log.info(
+                "persistence replication: receiving from the peer ended: %s",
+                error or type(error).__name__,
+            )
+        except Exception:  # as in _flush: said; the peer connects again
+            log.exception("persistence replication: the peer's changes could not be taken")
         finally:
             writer.close()
             if self._incoming is writer:
                 self._incoming = self._receiving = None
                 self._linked(pulling=False)
+
+
+async def _heard(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(DEAD):
+        return await reader.readline()
+
+
+def _dead_after(writer: asyncio.StreamWriter) -> None:
+    """Bytes the peer has not acknowledged for DEAD end the connection (TCP_USER_TIMEOUT)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(DEAD * 1000))
 
 
 def _line(message: dict[str, Any]) -> bytes:
