@@ -126,9 +126,10 @@ class HaproxyEngine:
 
     def problems(self, config: Config, before: Config) -> list[Problem]:
         limit = Limit.of_this_process()
-        needed = files(config, limit)
+        replicating = self._replication is not None
+        needed = files(config, limit, replicating)
         found = limits.problems(needed, limit)
-        if found and needed.fixed <= files(before, limit).fixed:
+        if found and needed.fixed <= files(before, limit, replicating).fixed:
             found = []  # no more than before: removing or fixing what the limit cannot hold
         return found + clashes(config)
 
@@ -152,11 +153,14 @@ class HaproxyEngine:
         log.info("revision %s applied at runtime", plan.revision, extra=_event(plan.revision))
         return True
 
-    async def _reload(self, plan: Plan) -> None:
-        """Render, check and reload; HAProxy refusing the configuration changes nothing."""
+    async def _reload(self, plan: Plan, handed_over: bool = True) -> None:
+        """Render, check and reload; HAProxy refusing the configuration changes nothing.
+        ``handed_over``: False when the local peer changes (replication starts or stops), as
+        the old worker then hands its tables to an address the new one does not listen on."""
         config, revision, paths = plan.config, plan.revision, self.paths
         limit = Limit.of_this_process()
-        refused = limits.problems(files(config, limit), limit) + clashes(config)
+        needed = files(config, limit, self._replication is not None)
+        refused = limits.problems(needed, limit) + clashes(config)
         if refused:
             why = "; ".join(str(problem) for problem in refused)
             log.warning("revision %s rejected: %s", revision, why, extra=_event(revision))
@@ -176,7 +180,7 @@ class HaproxyEngine:
             # A worker reloaded before it has learnt the tables hands the next one nothing;
             # with both nodes reloading at once, both would lose them.
             await self._synced()
-        kept = await self._tables_to_carry(plan)
+        kept = await self._tables_to_carry(plan, handed_over)
         dump = await self._worker("show servers state")
         _write(paths.state_file, runtime.carried_state(dump, plan))
         previous = paths.config.read_text()
@@ -196,7 +200,7 @@ class HaproxyEngine:
         self._record(config, revision, revision)
         log.info("revision %s applied: HAProxy reloaded", revision, extra=_event(revision))
 
-    async def _tables_to_carry(self, plan: Plan) -> Tables | None:
+    async def _tables_to_carry(self, plan: Plan, handed_over: bool) -> Tables | None:
         """Persistence entries the engine must copy to the next worker itself: those of a
         worker that HAProxy's peers would not hand over yet (see ``runtime.peers_synced``), of
         services sticky before and after the plan. None when HAProxy hands them over itself."""
@@ -214,7 +218,7 @@ class HaproxyEngine:
                 labels.append(vs.label)
         if not labels:
             return {}
-        if runtime.peers_synced(await self._worker("show peers")):
+        if handed_over and runtime.peers_synced(await self._worker("show peers")):
             return None
         used = runtime.tables_used(await self._worker("show table"))
         labels = [label for label in labels if used.get(label)]  # an empty one has nothing
@@ -342,7 +346,9 @@ class HaproxyEngine:
             before = self._replication, self._peer_files()
             self._keep(replication, wanted)
             try:
-                await self._reload_running()
+                # The local peer is named by the node's address while it replicates.
+                local = None if replication is None else replication.local
+                await self._reload_running(handed_over=local == _local(before[0]))
             except EngineError:
                 self._keep(*before)
                 raise
@@ -373,7 +379,7 @@ class HaproxyEngine:
         except OSError:
             return None
 
-    async def _reload_running(self) -> None:
+    async def _reload_running(self, handed_over: bool) -> None:
         """Reload what runs, as it is, into a configuration rendered again."""
         try:
             await self.master.processes()
@@ -386,7 +392,8 @@ class HaproxyEngine:
             candidate.replace(self.paths.config)
             await self.master.reload()
             return
-        await self._reload(make(self._running, self._running, self._revision, self._revision))
+        plan = make(self._running, self._running, self._revision, self._revision)
+        await self._reload(plan, handed_over)
 
     async def replication(self) -> ReplicationStatus | None:
         replication = self._replication
@@ -458,6 +465,10 @@ def _write(path: Path, text: str, private: bool = False) -> None:
         partial.touch(mode=0o600)
     partial.write_text(text)
     partial.replace(path)
+
+
+def _local(replication: Replication | None) -> str | None:
+    return None if replication is None else replication.local
 
 
 def _peer_files(replication: Replication) -> tuple[str, str]:

@@ -25,6 +25,8 @@ OWN = 10  # HAProxy reserves these before it counts anything
 # and 10 connections), the master CLI (a listener and 10 connections), the worker's end of it
 # (a listener) and the local peer (a listener and 3 connections).
 SOCKETS = 11 + 11 + 1 + 4
+# The HA pair's other node as a peer: 3 connections more (measured: show info's Maxsock).
+REMOTE_PEER = 3
 PER_THREAD = 3  # an epoll file and a wake-up pipe
 PER_CONNECTION = 2  # the client's socket and the server's
 MAX_THREADS = 64  # Debian's HAProxy 2.6: one thread per CPU it may run on, at most 64
@@ -65,8 +67,8 @@ class Files:
         return self.listeners + self.checks + self.check_ports + self.own
 
 
-def own(limit: Limit) -> int:
-    return OWN + SOCKETS + PER_THREAD * limit.threads
+def own(limit: Limit, replicating: bool = False) -> int:
+    return OWN + SOCKETS + PER_THREAD * limit.threads + (REMOTE_PEER if replicating else 0)
 
 
 def max_connections(files: Files, limit: Limit) -> int:

@@ -74,7 +74,7 @@ def render(
     """haproxy.cfg for ``config``, sized to ``limit``; ``revision`` is written into it for the
     worker to report. ``listen`` gives a service's section (``section`` or a ``Sections``).
     With ``replication``, the stick tables are shared with the pair's other node."""
-    counted = files(config, limit)
+    counted = files(config, limit, replication is not None)
     connections = max(limits.max_connections(counted, limit), limits.MINIMUM_CONNECTIONS)
     sections = [
         "\n".join(lines)
@@ -138,7 +138,7 @@ def _global(
     return lines
 
 
-def files(config: Config, limit: Limit) -> Files:
+def files(config: Config, limit: Limit, replicating: bool = False) -> Files:
     """What HAProxy counts for ``config`` before any connection; see ``limits``."""
     checked = [
         (vs, rs)
@@ -150,7 +150,7 @@ def files(config: Config, limit: Limit) -> Files:
         listeners=sum(len(each_port(vs.ports)) for vs in config.virtual_services),
         checks=len(checked),
         check_ports=sum(1 for vs, rs in checked if check_port(vs, rs) is not None),
-        own=limits.own(limit),
+        own=limits.own(limit, replicating),
     )
 
 
