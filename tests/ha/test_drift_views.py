@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,8 +22,9 @@ from balancer.ha.drift import Facts, Offset
 from balancer.pair import facts
 from balancer.pair.status import PairView
 from tests.ha.test_replication_view import command_line
-from tests.test_webui_ha import PRIMARY, SECONDARY, PairWeb, pair_web, part, text
+from tests.test_webui_ha import PRIMARY, SECONDARY, PairWeb, page, pair_web, part, text
 
+__all__ = ["page"]  # the browser fixture, from tests/test_webui_ha.py
 HA = "/lbadmin/high-availability"
 # `ip -j -batch -` for this node: the pair's address 198.18.0.1 on eth0, every route on-link.
 IP = """#!/bin/sh
@@ -51,7 +53,10 @@ def web(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PairWeb]:
 def mine(web: PairWeb) -> Facts:
     """This node's facts as the appliance reads them."""
     web.paired("primary", PairView(this=PRIMARY, peer=SECONDARY, link=0.4))
-    return asyncio.run(facts.Gatherer(web.store, web.cluster.controller).gather())
+    gatherer = facts.Gatherer(web.store, web.cluster.controller)
+    # A thread of its own: a browser's test has an event loop running in this one.
+    with ThreadPoolExecutor(1) as aside:
+        return aside.submit(lambda: asyncio.run(gatherer.gather())).result()
 
 
 def peer_says(web: PairWeb, offset: Offset | None = None, **changed: Any) -> Facts:
@@ -138,3 +143,19 @@ def test_the_api_and_ha_status_show_the_drift(web: PairWeb, tmp_path: Path) -> N
         peer_says(web)
         code, out, _ = balancer("ha", "status")
         assert "drift: none, the nodes agree on every setting Balancer can see" in out.splitlines()
+
+
+def test_the_compared_settings_have_no_serious_accessibility_violation(
+    web: PairWeb, page: Any
+) -> None:
+    """axe-core (tests/test_webui_accessibility.py) on the HA page with settings that differ."""
+    from tests.browser import playwright
+    from tests.test_webui_accessibility import AXE, RUN_AXE, SERIOUS
+
+    if not AXE.exists():
+        pytest.skip("needs axe-core: `make test` installs it (npm ci --prefix tests/axe)")
+    peer_says(web, Offset(3.25, 0.002), mtu=9000)
+    page.goto(web.url + "high-availability")
+    playwright.expect(page.locator("tr.differs")).to_have_count(2)
+    page.add_script_tag(path=str(AXE))
+    assert page.evaluate(RUN_AXE, list(SERIOUS)) == []
