@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from balancer.client import ApiError
 from balancer.ha.keepalived import KEEPALIVED
@@ -30,15 +30,25 @@ from bench import replication
 from bench.replication import Share
 from bench.report import DASH, number
 
+if TYPE_CHECKING:
+    from tests.ha.cluster import Node, Topology
+
 ENGINES = {"builtin": "built-in", "haproxy": "HAProxy"}
 # Seconds, at most, as the issue sets them for the default profile.
-GOALS = {"link": 1.0, "engine": 2.0, "stop": 0.2}
+GOALS = {"link": 1.0, "engine": 2.0, "stop": 0.2, "alarm": 3.0, "heal": 5.0}
 TITLES = {
     "link": "node death (its link cut)",
     "engine": "engine death (killed)",
     "stop": "graceful stop (`balancer stop --engine`)",
 }
+# Issue 13's split brain: a partition with both nodes up (``Topology.partition``).
+SPLIT = {
+    "alarm": "split brain: both hold the VIP, to the alarm on a node",
+    "heal": "split brain: the partition healed, to one owner of each VIP",
+}
+ROWS = TITLES | SPLIT
 REPEATS = 5
+SPLIT_RUNS = 3
 SHARE_RUNS = 2  # link cuts for the survivor's share, each with clients of its own
 SHARE_CLIENTS = 200  # a run's
 SHARE = "entries on the survivor of a link cut, made ≥ 1 s before"
@@ -83,7 +93,7 @@ def figure(found: Found | None) -> str:
 def table(results: Results, shares: Shares | None = None) -> list[str]:
     head = ["failure", "goal", *ENGINES.values()]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for failure, title in TITLES.items():
+    for failure, title in ROWS.items():
         row = results.get(failure, {})
         cells = [title, f"≤ {GOALS[failure]:g} s"]
         for engine in ENGINES:
@@ -139,7 +149,9 @@ def describe(repeats: int) -> str:
         f"through the other node, the client starting an attempt every 10 ms, 0.1 s each; each "
         f"cell is the median ({'min' + DASH + 'max'}) of the runs. The survivor's share: "
         f"{SHARE_CLIENTS} clients, each from an address of its own, in waves over "
-        f"{replication.SHARE_SPAN:g} s, then the Active node's link cut; {SHARE_RUNS} cuts."
+        f"{replication.SHARE_SPAN:g} s, then the Active node's link cut; {SHARE_RUNS} cuts. "
+        f"Split brain: the nodes cut off from each other (IP between them dropped, ARP and "
+        f"clients' traffic untouched) and healed, {SPLIT_RUNS} times."
     )
 
 
@@ -172,7 +184,7 @@ def measure(work: Path, repeats: int) -> tuple[Results, Shares, list[str]]:
     times; the results and notes on what failed."""
     from tests.ha.cluster import topology
 
-    runs: dict[str, dict[str, _Runs]] = {f: {e: _Runs() for e in ENGINES} for f in TITLES}
+    runs: dict[str, dict[str, _Runs]] = {f: {e: _Runs() for e in ENGINES} for f in ROWS}
     shares: Shares = {engine: [] for engine in ENGINES}
     notes: list[str] = []
     for engine, shown in ENGINES.items():
@@ -193,11 +205,45 @@ def measure(work: Path, repeats: int) -> tuple[Results, Shares, list[str]]:
                     clients = pair.sources[turn * SHARE_CLIENTS : (turn + 1) * SHARE_CLIENTS]
                     shares[engine].append(replication.survivors(pair, clients))
                     print(f"    {SHARE}: {replication.share_cell(shares[engine][-1:])}")
+                for _ in range(SPLIT_RUNS):
+                    for what, seconds in split_brain(pair).items():
+                        runs[what][engine].seconds.append(seconds)
+                        print(f"    {SPLIT[what]}: {seconds:.3f} s", flush=True)
         except (AssertionError, ApiError, OSError) as error:
             said = str(error).splitlines()[0] if str(error) else type(error).__name__
             notes.append(f"- {shown}: stopped early: {said}")
     results = {f: {e: r.found() for e, r in by.items()} for f, by in runs.items()}
     return results, {engine: found for engine, found in shares.items() if found}, notes
+
+
+def split_brain(pair: Topology) -> dict[str, float]:
+    """The nodes cut off from each other while both stay up: seconds from both holding the
+    RDP VIP to the alarm raised on either node, and from the heal to one owner of each VIP;
+    the pair settled again after (the alarm cleared)."""
+    from tests.ha.cluster import RDP_VIP, wait_for
+
+    pair.settled()
+    pair.partition()
+    try:
+        wait_for("both nodes holding the VIP", lambda: len(pair.owners(RDP_VIP)) == 2)
+        both = time.monotonic()
+        wait_for("the split-brain alarm", lambda: any(_alarm(node) for node in pair.nodes))
+        alarm = time.monotonic() - both
+    finally:
+        pair.heal_partition()
+    healed = time.monotonic()
+    wait_for("one owner of each VIP", lambda: all(len(pair.owners(v)) == 1 for v in pair.vips))
+    heal = time.monotonic() - healed
+    wait_for("the alarm cleared", lambda: not any(_alarm(node) for node in pair.nodes))
+    pair.settled()
+    return {"alarm": alarm, "heal": heal}
+
+
+def _alarm(node: Node) -> bool:
+    """Whether ``node``'s status has the split-brain alarm raised."""
+    view = node.pair_view()
+    found = None if view is None else view.get("split_brain")
+    return bool(found and found["raised"])
 
 
 def run(work: Path, repeats: int = REPEATS) -> tuple[list[str], dict[str, Any]]:

@@ -23,14 +23,18 @@ def test_the_table_shows_goals_figures_refusals_and_verdicts() -> None:
         "link": {"builtin": Found([0.6, 0.7, 0.65], refused=0, attempts=120)},
         "engine": {"haproxy": Found([2.5], refused=3, attempts=90)},
         "stop": {"builtin": Found(error="stopped early: no balancer ha pair")},
+        "alarm": {"haproxy": Found([1.4, 1.6])},
     }
     lines = table(results)
     assert lines[0] == "| failure | goal | built-in | HAProxy |"
-    link, engine, stop = lines[2:]
+    link, engine, stop, alarm, heal = lines[2:]
     assert link.startswith(f"| node death (its link cut) | ≤ 1 s | 0.65 s (0.60{DASH}0.70), 3 runs")
     assert "0 of 120 attempts refused · met |  |" in link
     assert "| ≤ 2 s |  | 2.50 s, 1 run; 3 of 90 attempts refused · **not met** |" in engine
     assert "| ≤ 0.2 s | stopped early: no balancer ha pair |  |" in stop
+    assert alarm.startswith("| split brain: both hold the VIP, to the alarm on a node | ≤ 3 s |  |")
+    assert "1.50 s (1.40" in alarm
+    assert heal.endswith("| ≤ 5 s |  |  |")
     document = as_json(results)
     assert document["engine"]["haproxy"] == {
         "seconds": [2.5], "refused": 3, "attempts": 90, "goal": 2.0, "met": False, "error": "",
@@ -49,4 +53,4 @@ def test_the_survivors_share_counts_entries_old_enough_and_says_the_younger_apar
     assert as_json({}, shares)["survivors"]["haproxy"] == [
         {"old": 90, "old_present": 89, "young": 10, "young_present": 10}
     ]
-    assert len(table({})) == 5  # no share row when none was measured
+    assert len(table({})) == 7  # no share row when none was measured
