@@ -253,7 +253,7 @@ async def in_sync(
     engine: Replicating,
     peer: Asked,
     *,
-    wait: float = SYNC_WAIT,
+    wait: float | None = None,
     poll: float = SYNC_POLL,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -262,7 +262,8 @@ async def in_sync(
     engine's link up, the other's whole table learnt and nothing pending, on this node (its
     ``engine``) and on the peer (asked each time); an engine that does not replicate is not
     waited for. None once they are, else why not, as last seen. Only reads: nothing is
-    refused to clients meanwhile."""
+    refused to clients meanwhile. ``wait`` None is SYNC_WAIT's, as it is when asked."""
+    wait = SYNC_WAIT if wait is None else wait
     until = clock() + wait
     why: str | None = None
     for _ in range(math.ceil(wait / poll) + 1):
