@@ -176,10 +176,6 @@ class HaproxyEngine:
             candidate.unlink()
             log.warning("revision %s rejected: %s", revision, error, extra=_event(revision))
             raise
-        if self._replication is not None:
-            # A worker reloaded before it has learnt the tables hands the next one nothing;
-            # with both nodes reloading at once, both would lose them.
-            await self._synced()
         kept = await self._tables_to_carry(plan, handed_over)
         dump = await self._worker("show servers state")
         _write(paths.state_file, runtime.carried_state(dump, plan))
@@ -224,6 +220,13 @@ class HaproxyEngine:
         labels = [label for label in labels if used.get(label)]  # an empty one has nothing
         if not labels:
             return {}
+        if handed_over and self._replication is not None:
+            # A worker reloaded before it has learnt the tables hands the next one nothing,
+            # and the entries it copies itself would lose what the peer still teaches: wait
+            # for HAProxy's own hand-over rather than copy, when it comes within the bound.
+            await self._synced()
+            if runtime.peers_synced(await self._worker("show peers")):
+                return None
         names = await self._server_names()
         return {label: await self._table(label, names) for label in labels}
 
