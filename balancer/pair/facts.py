@@ -28,7 +28,8 @@ from balancer.pair.status import PairView
 from balancer.store import Store
 
 REFRESH = 5.0  # s: the network's facts are this old at most
-IP_TIMEOUT = 3.0
+# Below the link's 3 s: the status answer waits on ip, and a hung ip must not silence the link.
+IP_TIMEOUT = 1.0
 RESOLV_CONF = Path("/etc/resolv.conf")
 # adjtimex(2): the clock state it returns when the clock is not synchronised, and the status bit
 # a time daemon clears once it is.
@@ -213,7 +214,8 @@ class Gatherer:
         self.refresh = refresh
         self.clock = clock
         self.wall = wall
-        self._network: tuple[float, tuple[str | None, tuple[str, ...]], Network] | None = None
+        # When ip last answered, for which pair address and running revision, and what.
+        self._network: tuple[float, tuple[str | None, int | None], Network] | None = None
         self._lock = asyncio.Lock()
 
     async def gather(self) -> Facts:
@@ -248,21 +250,20 @@ class Gatherer:
 
     async def _network_facts(self, local: str | None) -> Network:
         async with self._lock:  # one ip run at a time; the others take its answer
-            key = (local, self._servers())
-            now = self.clock()
+            applied = self.store.applied()
+            key = (local, None if applied is None else applied.revision)
             kept = self._network
-            if kept is not None and kept[1] == key and now - kept[0] < self.refresh:
+            if kept is not None and kept[1] == key and self.clock() - kept[0] < self.refresh:
                 return kept[2]
-            found = await self._ask_ip(*key)
+            found = await self._ask_ip(local, self._servers(key[1]))
             self._network = (self.clock(), key, found)
             return found
 
-    def _servers(self) -> tuple[str, ...]:
-        """The running configuration's real servers' addresses, each once, in order."""
-        applied = self.store.applied()
-        if applied is None:
+    def _servers(self, revision: int | None) -> tuple[str, ...]:
+        """The real servers' addresses of the running ``revision``, each once, in order."""
+        if revision is None:
             return ()
-        config = self.store.revision(applied.revision).config
+        config = self.store.revision(revision).config
         seen = dict.fromkeys(
             str(server.ip) for vs in config.virtual_services for server in vs.real_servers
         )

@@ -292,6 +292,20 @@ def test_a_missing_ip_or_resolv_conf_is_unknown_not_a_traceback(tmp_path: Path) 
     assert said.unknown["mtu"] == "this node is in no pair"
 
 
+def test_an_ip_that_hangs_is_given_up_and_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ip = tmp_path / "ip"
+    ip.write_text("#!/bin/sh\nexec sleep 30\n")
+    ip.chmod(0o755)
+    monkeypatch.setattr(facts, "IP_TIMEOUT", 0.2)
+    with Store(tmp_path / "balancer.db") as store:
+        pair = Pair(role="primary", local_address="198.18.0.11", peer_address="198.18.0.12")  # type: ignore[arg-type]
+        store.save_node_settings(NodeSettings(pair=pair), author="test")
+        said = asyncio.run(gatherer(tmp_path, store, ip=[str(ip)]).gather())
+    assert (said.mtu, said.unknown["mtu"]) == (None, "ip did not answer within 0.2 s")
+
+
 def _denied() -> tuple[int, int, int]:
     raise OSError("adjtimex: not permitted")
 
