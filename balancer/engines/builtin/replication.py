@@ -190,6 +190,7 @@ class Replicator:
         self._receiving: asyncio.Task[None] | None = None  # the handler of the incoming one
         self._outbox: list[tuple[float, list[Change]]] | None = None  # None: not connected
         self._wake = asyncio.Event()
+        self._peer_is_back = asyncio.Event()  # it connected to us: connect to it now
         self._again = False
         self.ledger = Ledger()
         self.pushing = self.pulling = False
@@ -232,8 +233,11 @@ class Replicator:
         await self.tables.journal(True)
         loop = asyncio.get_running_loop()
         server_context, client_context = contexts_
+        # Listening before connecting: the peer, told so, connects back at once (_back_off).
+        listening = loop.create_task(self._listen(replication, server_context))
+        await asyncio.wait([listening], timeout=CONNECT_TIMEOUT)
         self._tasks = [
-            loop.create_task(self._listen(replication, server_context)),
+            listening,
             loop.create_task(self._push(replication, client_context)),
             loop.create_task(self._flush()),
         ]
@@ -353,12 +357,11 @@ class Replicator:
                         "nothing to learn from it",
                         replication.peer,
                         replication.port,
-                        error or type(error).__name__,
+                        str(error) or type(error).__name__,
                         extra={"event": "replication"},
                     )
                 first = False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                delay = BACKOFF if await self._back_off(delay) else min(delay * 2, BACKOFF_MAX)
                 continue
             first, delay = False, BACKOFF
             try:
@@ -372,7 +375,18 @@ class Replicator:
                 self.ledger.apart()
                 self._linked(pushing=False)
                 writer.close()
-            await asyncio.sleep(delay)
+            await self._back_off(delay)
+
+    async def _back_off(self, delay: float) -> bool:
+        """Wait ``delay``, or less if the peer connects to this node meanwhile (then True): a
+        node that starts again learns this one's table without waiting out its backoff."""
+        self._peer_is_back.clear()
+        try:
+            async with asyncio.timeout(delay):
+                await self._peer_is_back.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def _send(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         _dead_after(writer)
@@ -481,6 +495,7 @@ class Replicator:
             if hello.get("hello") != VERSION:
                 raise ValueError(f"the peer speaks version {hello.get('hello')}, not {VERSION}")
             self._linked(pulling=True)
+            self._peer_is_back.set()
             if self._again:
                 self.again()
             while line := await _heard(reader):
@@ -498,7 +513,7 @@ class Replicator:
         except (OSError, ValueError, KeyError, TypeError, TimeoutError) as error:
             log.info(
                 "persistence replication: receiving from the peer ended: %s",
-                error or type(error).__name__,
+                str(error) or type(error).__name__,
             )
         except Exception:  # as in _flush: said; the peer connects again
             log.exception("persistence replication: the peer's changes could not be taken")

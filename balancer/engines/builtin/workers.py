@@ -34,12 +34,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from balancer.engines.builtin import message
 from balancer.engines.builtin.dataplane import ApplyError, DataPlane, Key, bind, listeners_of
 from balancer.engines.builtin.listeners import listen_group, worker_of
-from balancer.engines.builtin.persistence import Change, as_change
+from balancer.engines.builtin.persistence import Change
 from balancer.model import Config, VirtualService
 from balancer.plan import Plan
 from balancer.state import Counters, EngineStatus, VirtualServiceStatus
@@ -199,7 +199,8 @@ async def _worker_answer(
     if op == "dump":
         return {"ok": True, "changes": await plane.dump()}
     if op == "learn":
-        await plane.learn([as_change(change) for change in request["changes"]])
+        # Checked by the supervisor (replication.as_change) as they came from the peer.
+        await plane.learn(request["changes"])
         return {"ok": True}
     if op == "entries":
         return {"ok": True, "entries": await plane.entries()}
@@ -455,7 +456,10 @@ class Supervisor:
 
     async def _changes(self, request: Message) -> list[Change]:
         replies = await self._each(request)
-        return [as_change(c) for reply in replies if reply is not None for c in reply["changes"]]
+        # As the workers sent them (lists, not tuples): only JSON is made of them, and
+        # checking a hundred thousand entries from our own workers would double a dump's time.
+        changes = [c for reply in replies if reply is not None for c in reply["changes"]]
+        return cast("list[Change]", changes)
 
     async def learn(self, changes: list[Change]) -> None:
         count = len(self.workers)
