@@ -66,6 +66,8 @@ async def read(engine: Replicating) -> Said:
         return f"unknown: the engine did not answer within {READ_TIMEOUT:g} s"
     except (EngineError, OSError) as error:
         return f"unknown: {error or type(error).__name__}"
+    except Exception as error:  # an engine's answer it could not read stops no one's view
+        return f"unknown: {type(error).__name__}: {error}"
 
 
 class Watch:
@@ -88,7 +90,7 @@ class Watch:
 
     async def read(self) -> Said:
         said = await read(self.controller.engine)
-        was_unknown = isinstance(self.said, str)
+        was_unknown = self.read_at is not None and isinstance(self.said, str)
         if isinstance(said, str) and not was_unknown:  # said once, not every second
             log.warning("persistence replication %s", said, extra={"event": "replication_unknown"})
         self.said, self.read_at = said, self.clock()
