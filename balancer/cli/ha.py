@@ -110,13 +110,13 @@ def status(ctx: typer.Context, data_dir: DirOption = DATA_DIR, as_json: JsonOpti
         typer.echo(line)
     for line in _replication(found.get("replication")):
         typer.echo(line)
+    typer.echo(_drift(found["drift"]))
     settings = found["settings"]
     profile = f" ({settings['profile']})" if settings["profile"] else ""
     typer.echo(
         f"settings: advert interval {settings['advert_interval']:g} s{profile}, "
         f"preemption {'on' if settings['preempt'] else 'off'}"
     )
-    typer.echo(_drift(found["drift"]))
 
 
 def _split_brain(alarm: dict[str, Any] | None) -> list[str]:
