@@ -7,6 +7,7 @@ The journal of a table is tested first on its own (pure, a fake clock)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from balancer.engines import Replication, engine
+from balancer.engines import EngineError, Replication, engine
 from balancer.engines.builtin import BuiltinEngine
 from balancer.engines.builtin.listeners import worker_of
 from balancer.engines.builtin.persistence import StickTable
@@ -378,6 +379,10 @@ def test_replication_stops_and_an_engine_started_again_goes_on(tmp_path: Path) -
         async with two_nodes(tmp_path) as pair:
             await linked(pair)
             await pair.a.engine.replicate(pair.a.replication)  # the same again: nothing
+            assert (await pair.a.engine.replication()).up  # type: ignore[union-attr]
+            missing = dataclasses.replace(pair.a.replication, key=tmp_path / "gone.pem")
+            with pytest.raises(EngineError, match=r"gone\.pem: cannot be read"):
+                await pair.a.engine.replicate(missing)
             assert (await pair.a.engine.replication()).up  # type: ignore[union-attr]
 
             await pair.a.engine.stop()

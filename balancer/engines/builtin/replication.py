@@ -214,17 +214,20 @@ class Replicator:
     async def configure(self, replication: Replication | None) -> None:
         """Replicate as ``replication`` says, or stop; the same again changes nothing.
         ValueError names what cannot be used."""
-        pem = _read(replication) if replication is not None else ()
+        path = self.data_dir / FILE
+        if replication is None:
+            if self.replication is not None:
+                await self._stop()
+                await self.tables.journal(False)
+                log.info("persistence replication stopped", extra={"event": "replication"})
+            path.unlink(missing_ok=True)
+            return
+        pem = _read(replication)
         if replication == self.replication and pem == self._pem:
             return
-        contexts_ = contexts(replication) if replication is not None else None
+        # Made before what runs is stopped: files that cannot be used change nothing.
+        server_context, client_context = contexts(replication)
         await self._stop()
-        path = self.data_dir / FILE
-        if replication is None or contexts_ is None:
-            path.unlink(missing_ok=True)
-            await self.tables.journal(False)
-            log.info("persistence replication stopped", extra={"event": "replication"})
-            return
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(dump_settings(replication)) + "\n")
         tmp.replace(path)
@@ -232,7 +235,6 @@ class Replicator:
         self.synced, self.since, self.ledger = False, None, Ledger()
         await self.tables.journal(True)
         loop = asyncio.get_running_loop()
-        server_context, client_context = contexts_
         # Listening before connecting: the peer, told so, connects back at once (_back_off).
         listening = loop.create_task(self._listen(replication, server_context))
         await asyncio.wait([listening], timeout=CONNECT_TIMEOUT)
