@@ -11,6 +11,7 @@ status` says the nodes differ in workers.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -52,7 +53,8 @@ def drift_lines(node: Node) -> list[str]:
     assert done.returncode == 0, done.stdout + done.stderr
     said = done.stdout.splitlines()
     first = next(i for i, line in enumerate(said) if line.startswith("drift: "))
-    return said[first:]
+    rest = itertools.takewhile(lambda line: line.startswith("  "), said[first + 1 :])
+    return [said[first], *rest]
 
 
 def test_two_nodes_alike_but_for_the_hostname_they_share(pair: Topology) -> None:
