@@ -192,6 +192,7 @@ class Replicator:
         self._wake = asyncio.Event()
         self._peer_is_back = asyncio.Event()  # it connected to us: connect to it now
         self._again = False
+        self._warned = False  # of a peer whose connections fail before they say hello
         self.ledger = Ledger()
         self.pushing = self.pulling = False
         self.since: float | None = None
@@ -369,7 +370,13 @@ class Replicator:
             try:
                 await self._send(reader, writer)
             except (OSError, ValueError, KeyError, asyncio.IncompleteReadError) as error:
-                log.info("persistence replication: sending to the peer ended: %s", error)
+                # Said once per link that was up: a peer that refuses each try (another engine,
+                # another version) is not a line every two seconds.
+                log.log(
+                    logging.INFO if self.pushing else logging.DEBUG,
+                    "persistence replication: sending to the peer ended: %s",
+                    str(error) or type(error).__name__,
+                )
             except Exception:  # as in _flush: said, and connected again
                 log.exception("persistence replication: sending to the peer failed")
             finally:
@@ -492,10 +499,12 @@ class Replicator:
             self._incoming.close()
         self._incoming, self._receiving = writer, asyncio.current_task()
         _dead_after(writer)
+        heard = False
         try:
             hello = json.loads(await _heard(reader))
             if hello.get("hello") != VERSION:
                 raise ValueError(f"the peer speaks version {hello.get('hello')}, not {VERSION}")
+            heard, self._warned = True, False
             self._linked(pulling=True)
             self._peer_is_back.set()
             if self._again:
@@ -513,7 +522,11 @@ class Replicator:
                     )
                 writer.write(b'{"ack": %d}\n' % int(message["seq"]))
         except (OSError, ValueError, KeyError, TypeError, TimeoutError) as error:
-            log.info(
+            # A peer that fails before its hello is warned of once until one gets through.
+            level = logging.INFO if heard else logging.DEBUG if self._warned else logging.WARNING
+            self._warned = self._warned or not heard
+            log.log(
+                level,
                 "persistence replication: receiving from the peer ended: %s",
                 str(error) or type(error).__name__,
             )
