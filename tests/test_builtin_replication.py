@@ -385,13 +385,20 @@ def test_replication_stops_and_an_engine_started_again_goes_on(tmp_path: Path) -
                 await pair.a.engine.replicate(missing)
             assert (await pair.a.engine.replication()).up  # type: ignore[union-attr]
 
+            # An engine that starts again (as after a crash) is given its configuration by
+            # the management service, and only then can it keep the peer's entries.
+            before = pair.net.ip()
+            landed = {before: await landing(pair.b.vip, before)}
+            await same_entries(pair, landed)
             await pair.a.engine.stop()
             await asyncio.wait_for(pair.a.engine.attach(), START_TIMEOUT)
+            await asyncio.sleep(0.5)  # time enough for the link to come up before the apply
             await pair.a.revisions.apply(pair.service(pair.a, client_timeout=7200))
             await linked(pair)  # from its replication.json
-            source = pair.net.ip()
-            landed = await landing(pair.b.vip, source)
-            await same_entries(pair, {source: landed})
+            await same_entries(pair, landed)
+            after = pair.net.ip()
+            landed[after] = await landing(pair.b.vip, after)
+            await same_entries(pair, landed)
 
             await pair.a.engine.replicate(None)
             assert await pair.a.engine.replication() is None
@@ -402,6 +409,27 @@ def test_replication_stops_and_an_engine_started_again_goes_on(tmp_path: Path) -
                 return status is not None and not status.up
 
             await eventually("b sees the link down", down)
+
+    run(scenario())
+
+
+def test_a_table_new_on_this_node_learns_what_the_peer_already_has(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with two_nodes(tmp_path) as pair:
+            await pair.a.revisions.apply(pair.service(pair.a, persistence={"mode": "none"}))
+            await linked(pair)
+            source = pair.net.ip()
+            landed = await landing(pair.b.vip, source)
+
+            async def acknowledged() -> bool:
+                status = await pair.b.engine.replication()
+                return status is not None and status.tables[0].pending == 0
+
+            await asyncio.sleep(0.5)  # b's connection ended and its changes were sent...
+            await eventually("...and a refused them", acknowledged)
+            assert await pair.a.engine.persistence("rdp") == []  # no table to keep it in
+            await pair.a.revisions.apply(pair.service(pair.a))  # persistence again, as b's
+            await same_entries(pair, {source: landed})
 
     run(scenario())
 

@@ -22,6 +22,7 @@ from balancer import control, logs
 from balancer.engines.builtin import message, replication
 from balancer.engines.builtin.dataplane import ApplyError, DataPlane
 from balancer.engines.builtin.workers import Supervisor, run_worker
+from balancer.model import PersistenceMode, VirtualService
 from balancer.validate import Invalid
 
 log = logging.getLogger("balancer.engine")
@@ -45,12 +46,15 @@ async def run(data_dir: Path, workers: int = 1) -> None:
     if isinstance(plane, Supervisor):
         plane.lost = replicator.again
     stopping = asyncio.Event()
+    resumed = False
 
     async def handle(request: dict[str, Any]) -> dict[str, Any]:
+        nonlocal resumed
         op = request.get("op")
         if op == "status":
             return {"ok": True, "status": (await plane.status()).model_dump(mode="json")}
         if op == "apply":
+            tables = _sticky(plane.running())
             try:
                 await plane.apply(message.received(request, plane.running(), plane.revision))
             except message.Stale as error:
@@ -58,6 +62,14 @@ async def run(data_dir: Path, workers: int = 1) -> None:
             except (ApplyError, Invalid) as error:
                 log.warning("revision %s rejected: %s", request.get("revision"), error)
                 return {"ok": False, "error": str(error)}
+            # The peer's entries are kept only for services that run: replication goes on
+            # (replication.json) from the first revision, and a table new in a revision asks
+            # the peer for its whole table again.
+            if not resumed:
+                resumed = True
+                await replicator.start()
+            if _sticky(plane.running()) - tables:
+                replicator.again()
             return {"ok": True}
         if op == "configuration":
             return {"ok": True, "configuration": await plane.configuration()}
@@ -88,7 +100,6 @@ async def run(data_dir: Path, workers: int = 1) -> None:
         loop.add_signal_handler(signum, stopping.set)
     # What start-up allocated lives as long as the process: keep the collector off it.
     gc.freeze()
-    await replicator.start()
     log.info("engine started", extra={"event": "start", "pid": os.getpid(), "workers": workers})
     await stopping.wait()
     log.info("engine stopping", extra={"event": "stop"})
@@ -99,6 +110,13 @@ async def run(data_dir: Path, workers: int = 1) -> None:
         pid_path.unlink()
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
+
+
+def _sticky(services: dict[str, VirtualService]) -> set[str]:
+    """The services with a persistence table."""
+    return {
+        label for label, vs in services.items() if vs.persistence.mode is not PersistenceMode.NONE
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -200,7 +200,8 @@ class Replicator:
         self._clears: dict[str, float] = {}  # clears made while apart: when
 
     async def start(self) -> None:
-        """Go on as the engine did before it stopped."""
+        """Go on as the engine did before it stopped (once it runs a revision: the peer's
+        entries are kept only for services that run)."""
         try:
             replication = load(self.data_dir)
         except (OSError, ValueError, KeyError) as error:
@@ -507,8 +508,7 @@ class Replicator:
             heard, self._warned = True, False
             self._linked(pulling=True)
             self._peer_is_back.set()
-            if self._again:
-                self.again()
+            self._again = False  # the peer's whole table follows its hello anyway
             while line := await _heard(reader):
                 message = json.loads(line)
                 if "seq" not in message:  # the sender is idle, not gone
