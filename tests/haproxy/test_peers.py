@@ -329,6 +329,31 @@ async def peers_flags(node: Node) -> int:
     return parsed[0]
 
 
+async def test_a_node_started_again_from_empty_learns_the_whole_table(
+    runner: asyncio.Runner, net: Addresses, tmp_path: Path
+) -> None:
+    """Node B's HAProxy stops (the node restarted); the engine of a new management service
+    starts it again from the settings it kept, then the controller applies its revision.
+    B learns every entry A has before it says it is synced."""
+    async with two_nodes(net, tmp_path) as pair:
+        a, b = pair.a, pair.b
+        for node in (a, b):
+            await wait_for(lambda node=node: linked(node), RESYNC, "the link is up and synced")
+        landed = await clients(pair, a, 5)
+        assert await settled(lambda: entries(b), landed) == landed
+        await b.engine.stop()
+        b.engine = HaproxyEngine(b.engine.paths.data_dir)
+        b.revisions = Revisions(b.engine)
+        assert await asyncio.wait_for(b.engine.attach(), ATTACH_TIMEOUT) is None
+        assert not (await status(b)).synced, "no table runs yet"
+        await b.revisions.apply(pair.document(b))
+        assert await settled(lambda: entries(b), landed) == landed
+        await wait_for(lambda: linked(b), RESYNC, "B is synced")
+        # It goes on replicating: what is made on it reaches A.
+        more = await clients(pair, b, 2)
+        assert await settled(lambda: entries(a), landed | more) == landed | more
+
+
 async def test_a_peer_of_another_authority_is_refused(
     runner: asyncio.Runner, net: Addresses, tmp_path: Path
 ) -> None:

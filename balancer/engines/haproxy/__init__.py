@@ -74,6 +74,7 @@ class HaproxyEngine:
         # whether the peer's link was up, since when (as far as this daemon has seen).
         self._synced_master: int | None = None
         self._link: tuple[bool, float | None] | None = None
+        self._empty = False  # the master runs the configuration attach started, which binds nothing
 
     async def _worker(self, command: str) -> str:
         return await self.master.cli(runtime.worker(None, command))
@@ -99,6 +100,7 @@ class HaproxyEngine:
         _write(paths.config, self._render(Config(), None))
         _write(paths.state_file, runtime.NO_STATE)  # no health to carry into a fresh start
         await self.master.start()
+        self._empty = True
         return None
 
     async def _adopt(self) -> int | None:
@@ -180,6 +182,11 @@ class HaproxyEngine:
         dump = await self._worker("show servers state")
         _write(paths.state_file, runtime.carried_state(dump, plan))
         previous = paths.config.read_text()
+        if self._empty and self._replication is not None:
+            await self._restart(candidate, previous)
+            self._record(config, revision, revision)
+            log.info("revision %s applied: HAProxy started", revision, extra=_event(revision))
+            return
         current = (await self.master.processes()).current
         candidate.replace(paths.config)
         after, said = await self.master.reload()
@@ -189,12 +196,28 @@ class HaproxyEngine:
             why = runtime.rejection(runtime.alerts(said, after.master))
             log.warning("revision %s rejected: %s", revision, why, extra=_event(revision))
             raise EngineRejected(why)
+        self._empty = False
         if kept is None:
             await self._synced()  # the old worker teaches the new one every entry it has
         elif kept:
             await self._restore(kept)
         self._record(config, revision, revision)
         log.info("revision %s applied: HAProxy reloaded", revision, extra=_event(revision))
+
+    async def _restart(self, candidate: Path, previous: str) -> None:
+        """Start HAProxy again on ``candidate``, in place of the configuration that binds
+        nothing (no connection to keep). A reload would leave the other node's tables behind:
+        a worker that had no tables says it has learnt them all, and its successor believes
+        it and never asks the peer for the tables it adds. A master's first worker asks."""
+        await self.master.stop()
+        candidate.replace(self.paths.config)
+        try:
+            await self.master.start()
+        except EngineError as error:
+            _write(self.paths.config, previous)
+            await self.master.start()
+            raise EngineRejected(str(error)) from None
+        self._empty = False
 
     async def _tables_to_carry(self, plan: Plan, handed_over: bool) -> Tables | None:
         """Persistence entries the engine must copy to the next worker itself: those of a
@@ -430,7 +453,8 @@ class HaproxyEngine:
             peer=f"{host}:{replication.port}",
             up=up,
             since=since,
-            synced=self._synced_master == processes.master,
+            # Not before the first revision runs: there are no tables to have learnt yet.
+            synced=self._synced_master == processes.master and not self._empty,
             tables=tuple(tables),
         )
 
