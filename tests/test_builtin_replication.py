@@ -420,18 +420,39 @@ def test_a_table_new_on_this_node_learns_what_the_peer_already_has(tmp_path: Pat
             await linked(pair)
             source = pair.net.ip()
             landed = await landing(pair.b.vip, source)
-
-            async def acknowledged() -> bool:
-                status = await pair.b.engine.replication()
-                return status is not None and status.tables[0].pending == 0
-
             await asyncio.sleep(0.5)  # b's connection ended and its changes were sent...
-            await eventually("...and a refused them", acknowledged)
+            await eventually("...and a refused them", lambda: _acknowledged(pair.b))
             assert await pair.a.engine.persistence("rdp") == []  # no table to keep it in
             await pair.a.revisions.apply(pair.service(pair.a))  # persistence again, as b's
             await same_entries(pair, {source: landed})
 
     run(scenario())
+
+
+def test_an_entry_for_a_server_not_run_here_is_not_kept_until_it_runs(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with two_nodes(tmp_path) as pair:
+            only_a = pair.service(pair.a)
+            only_a["real_servers"] = only_a["real_servers"][:1]
+            await pair.a.revisions.apply(only_a)
+            b_to_b = pair.service(pair.b)
+            b_to_b["real_servers"][0]["state"] = "halt"
+            await pair.b.revisions.apply(b_to_b)
+            await linked(pair)
+            source = pair.net.ip()
+            assert await landing(pair.b.vip, source) == "B"
+            await asyncio.sleep(0.5)  # b's connection ended and its changes were sent...
+            await eventually("...and a refused them", lambda: _acknowledged(pair.b))
+            assert await pair.a.entries() == {}
+            await pair.a.revisions.apply(pair.service(pair.a))  # B runs here too now
+            await same_entries(pair, {source: "B"})
+
+    run(scenario())
+
+
+async def _acknowledged(node: Node) -> bool:
+    status = await node.engine.replication()
+    return status is not None and status.tables[0].pending == 0
 
 
 def test_a_peer_that_falls_silent_is_down_and_catches_up_when_it_wakes(tmp_path: Path) -> None:

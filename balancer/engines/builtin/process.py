@@ -62,9 +62,9 @@ async def run(data_dir: Path, workers: int = 1) -> None:
             except (ApplyError, Invalid) as error:
                 log.warning("revision %s rejected: %s", request.get("revision"), error)
                 return {"ok": False, "error": str(error)}
-            # The peer's entries are kept only for services that run: replication goes on
-            # (replication.json) from the first revision, and a table new in a revision asks
-            # the peer for its whole table again.
+            # The peer's entries are kept only for services and servers that run: replication
+            # goes on (replication.json) from the first revision, and a table or a server new
+            # in a revision asks the peer for its whole table again.
             if not resumed:
                 resumed = True
                 await replicator.start()
@@ -112,10 +112,14 @@ async def run(data_dir: Path, workers: int = 1) -> None:
         socket_path.unlink()
 
 
-def _sticky(services: dict[str, VirtualService]) -> set[str]:
-    """The services with a persistence table."""
+def _sticky(services: dict[str, VirtualService]) -> set[tuple[str, str]]:
+    """Every (service, real server) an entry of the peer may name here, and (service, "") for
+    each persistence table: one new in a revision may have been refused before it."""
     return {
-        label for label, vs in services.items() if vs.persistence.mode is not PersistenceMode.NONE
+        (label, server)
+        for label, vs in services.items()
+        if vs.persistence.mode is not PersistenceMode.NONE
+        for server in ("", *(rs.label for rs in vs.real_servers))
     }
 
 
