@@ -19,7 +19,9 @@ restarted daemon, goes on replicating.
 A worker hands its stick tables to the next one at a reload only once it has learnt them
 itself: from the worker before it, then from the other node (``runtime.peers_synced``). A
 reload waits for that, a bounded time, before and after; where the current worker has still
-not finished, the engine copies its tables to the next one itself.
+not finished, the engine copies its tables to the next one itself. A worker with no tables at
+all says at once it has learnt everything, so the first revision after attach started HAProxy
+empty starts it again rather than reloading it (see ``_restart``).
 """
 
 from __future__ import annotations
