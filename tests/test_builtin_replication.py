@@ -28,7 +28,7 @@ from balancer.engines import EngineError, Replication, engine
 from balancer.engines.builtin import BuiltinEngine
 from balancer.engines.builtin.listeners import worker_of
 from balancer.engines.builtin.persistence import StickTable
-from balancer.engines.builtin.replication import contexts
+from balancer.engines.builtin.replication import Ledger, contexts
 from balancer.ha import trust
 from tests.backends import Addresses, EchoServer, common_port
 from tests.engine import IO_TIMEOUT, Client, Revisions, landing, real_server, virtual_service
@@ -124,6 +124,25 @@ def test_the_peer_s_entries_go_to_the_worker_the_kernel_gives_the_client() -> No
             int(ip_address(s)) % count for s in sources
         ]
     assert worker_of("2001:db8::1:5", 2) == (0x10005 % 2)  # the last 32 bits of IPv6
+
+
+def test_pending_changes_are_settled_by_acknowledgements_or_by_the_whole_table() -> None:
+    ledger = Ledger()
+    ledger.add(1, 10.0, [("rdp", "10.0.0.1", "A", 0.0), ("web", "10.0.0.1", "A", 0.0)])
+    ledger.add(2, 11.0, [("rdp", "10.0.0.2", "A", 0.0)])
+    assert ledger.owed("rdp", 12.0) == (2, 2.0)
+    ledger.ack(1)
+    assert ledger.owed("rdp", 12.0) == (1, 1.0)
+    assert ledger.owed("web", 12.0) == (0, 0.0)
+    ledger.apart()  # the link went down: owed to the next whole table, and counted meanwhile
+    ledger.add(None, 13.0, [("rdp", None, None, 0.0)])
+    ledger.ack(99)  # an old connection's acknowledgement settles nothing now
+    assert ledger.owed("rdp", 14.0) == (2, 3.0)
+    ledger.settle_with(60)
+    ledger.add(61, 15.0, [("web", "10.0.0.3", "B", 0.0)])
+    ledger.ack(60)
+    assert ledger.owed("rdp", 16.0) == (0, 0.0)
+    assert ledger.owed("web", 16.0) == (1, 1.0)
 
 
 # --- two engines --------------------------------------------------------------------------------

@@ -6,12 +6,13 @@ direction is a stream of JSON lines, each a batch:
 
     {"hello": 1}                                  the protocol's version, first
     {"seq": 1, "changes": [[service, client, server, age], ...]}
-    ...                                           the whole table, oldest first, then
+    ...                                           the whole table (oldest first), then
     {"seq": n, "changes": [...], "end": true}     the end of it (and clears made while apart)
     {"seq": n + 1, "changes": [...]}              then every change, batched by the flush
 
 and the other direction says ``{"ack": seq}`` once a batch is applied, or ``{"again": true}``
-when the receiver lost part of its table (a worker started again) and wants the whole of it.
+when the receiver wants the whole table again: it lost part of its own (a worker started
+again) or can keep more of the peer's (a table or a real server new in a revision).
 An idle sender says ``{}`` every second, so that either end finds a silent link dead.
 A change is ``persistence.Change``: a new or renewed entry with its age, a dropped one (server
 null) or a clear (client null too). Ages, not times, so the nodes' clocks need not agree, and
