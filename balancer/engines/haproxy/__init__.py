@@ -108,6 +108,8 @@ class HaproxyEngine:
     async def _adopt(self) -> int | None:
         """Take over a running HAProxy: its model and revision, if the worker confirms them."""
         reported = runtime.parse_revision(await self.master.cli(runtime.show_revision()))
+        # Only the configuration attach starts has no revision (see _restart).
+        self._empty = reported is None
         try:
             saved = json.loads(self.paths.running.read_text())
             config = parse(saved["config"])
