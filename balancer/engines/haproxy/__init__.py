@@ -225,8 +225,9 @@ class HaproxyEngine:
 
     async def _tables_to_carry(self, plan: Plan, handed_over: bool) -> Tables | None:
         """Persistence entries the engine must copy to the next worker itself: those of a
-        worker that HAProxy's peers would not hand over yet (see ``runtime.peers_synced``), of
-        services sticky before and after the plan. None when HAProxy hands them over itself."""
+        worker that HAProxy's peers would not hand over yet (see ``runtime.peers_synced``) or
+        could not (not ``handed_over``: the local peer changes), of services sticky before and
+        after the plan. None when HAProxy hands them over itself."""
         labels = []
         for vs in plan.config.virtual_services:
             if vs.label in plan.added_labels:
