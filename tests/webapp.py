@@ -44,6 +44,7 @@ class FakeEngine:
         self.revision: int | None = None
         self.failed: dict[str, str] = {}  # "service/server" -> reason
         self.unreachable: str | None = None
+        self.replicated: list[Replication | None] = []  # what each replicate() was given
 
     async def attach(self) -> int | None:
         return self.revision
@@ -100,7 +101,7 @@ class FakeEngine:
         return 0
 
     async def replicate(self, replication: Replication | None) -> None:
-        pass
+        self.replicated.append(replication)
 
     async def replication(self) -> ReplicationStatus | None:
         return None

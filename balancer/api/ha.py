@@ -85,6 +85,9 @@ class HaSettings(BaseModel):
     preempt: bool | None = Field(
         None, description="whether a Primary that comes back takes the floating IPs back"
     )
+    replication_port: int | None = Field(
+        None, ge=1, le=65535, description="where the engines replicate persistence (7778)"
+    )
 
 
 def settings_of(pair: Pair | None) -> dict[str, Any] | None:
@@ -93,7 +96,12 @@ def settings_of(pair: Pair | None) -> dict[str, Any] | None:
         return None
     named = [name for name, advert in PROFILES.items() if advert == pair.advert_interval]
     profile = named[0] if named else None
-    return {"advert_interval": pair.advert_interval, "profile": profile, "preempt": pair.preempt}
+    return {
+        "advert_interval": pair.advert_interval,
+        "profile": profile,
+        "preempt": pair.preempt,
+        "replication_port": pair.replication_port,
+    }
 
 
 def _steps(steps: tuple[Step, ...]) -> list[dict[str, str]]:
@@ -145,7 +153,9 @@ def router(cluster: Cluster, *, clock: Callable[[], float] = time.monotonic) -> 
             advert = PROFILES[body.profile]
         preempt = pair.preempt if body.preempt is None else body.preempt
         try:
-            said = await cluster.configure(advert, preempt, author=user)
+            said = await cluster.configure(
+                advert, preempt, author=user, replication_port=body.replication_port
+            )
         except PairError as error:
             raise HTTPException(409, str(error)) from None
         return {"message": said, "settings": settings_of(cluster.pair)}

@@ -34,6 +34,7 @@ class Settings(BaseModel):
 
     advert_interval: float
     preempt: bool
+    replication_port: int | None = None  # None: as it is
 
 
 def status_router(cluster: Cluster) -> APIRouter:
@@ -64,11 +65,15 @@ def status_router(cluster: Cluster) -> APIRouter:
 
     @api.put("/settings", status_code=204)
     async def settings(body: Settings, request: Request) -> None:
-        """The Primary's new HA settings: this node's keepalived reloads with them and its
-        Pair keeps them; 409 with why not (422 for a value this node finds not valid)."""
+        """The Primary's new HA settings: this node's keepalived reloads with them, its engine
+        replicates on their port and its Pair keeps them; 409 with why not (422 for a value
+        this node finds not valid)."""
         try:
             await cluster.take_settings(
-                body.advert_interval, body.preempt, author=caller(request).user
+                body.advert_interval,
+                body.preempt,
+                author=caller(request).user,
+                replication_port=body.replication_port,
             )
         except PairError as error:
             raise HTTPException(409, str(error)) from None

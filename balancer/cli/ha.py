@@ -115,7 +115,8 @@ def status(ctx: typer.Context, data_dir: DirOption = DATA_DIR, as_json: JsonOpti
     profile = f" ({settings['profile']})" if settings["profile"] else ""
     typer.echo(
         f"settings: advert interval {settings['advert_interval']:g} s{profile}, "
-        f"preemption {'on' if settings['preempt'] else 'off'}"
+        f"preemption {'on' if settings['preempt'] else 'off'}, "
+        f"replication port {settings['replication_port']}"
     )
 
 
@@ -191,14 +192,23 @@ def set_settings(
             help="whether a Primary that comes back takes the floating IPs back",
         ),
     ] = None,
+    replication_port: Annotated[
+        int | None,
+        typer.Option("--replication-port", help="where the engines replicate persistence (7778)"),
+    ] = None,
     data_dir: DirOption = DATA_DIR,
 ) -> None:
     """The pair's HA settings, on the Primary: both nodes' keepalived reload with them (no
-    floating IP moves); what is not given stays as it is."""
-    body = {"profile": profile, "advert_interval": advert, "preempt": preempt}
+    floating IP moves) and their engines replicate on the port; what is not given stays."""
+    body = {
+        "profile": profile,
+        "advert_interval": advert,
+        "preempt": preempt,
+        "replication_port": replication_port,
+    }
     given = {name: value for name, value in body.items() if value is not None}
     if not given:
-        fail("give --profile, --advert, --preempt or --no-preempt", 2)
+        fail("give --profile, --advert, --preempt, --no-preempt or --replication-port", 2)
     with client(ctx, data_dir) as appliance:
         typer.echo(appliance.patch("/ha", given)["message"])
 

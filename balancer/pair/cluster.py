@@ -199,10 +199,18 @@ class Cluster:
             await self._ask_peer(peer, "switchover")
         return "the other node is now Active"
 
-    async def configure(self, advert_interval: float, preempt: bool, *, author: str) -> str:
+    async def configure(
+        self,
+        advert_interval: float,
+        preempt: bool,
+        *,
+        author: str,
+        replication_port: int | None = None,
+    ) -> str:
         """The pair's HA settings, which an operator changes on the Primary: both nodes'
         keepalived reload with this advert interval and preemption (a reload moves no floating
-        IP), the Active node first (measured: a Passive node reloaded to adverts quicker than
+        IP) and their engines replicate on ``replication_port`` (None: the same), the Active
+        node first (measured: a Passive node reloaded to adverts quicker than
         the Active one sends takes the floating IPs), and each node keeps them in its Pair.
         Refused by either node, or the Secondary unreachable, nothing changes on either; what
         was done, in one line. ``validate.Invalid`` names a value that is not valid. Given
@@ -216,19 +224,25 @@ class Cluster:
                 f"on the Primary at {peer_at(pair)}"
             )
         heartbeat, peer = self._running()
-        wanted = _with(pair, advert_interval, preempt)
+        wanted = _with(pair, advert_interval, preempt, replication_port)
         said = f"advert interval {wanted.advert_interval:g} s, preemption "
         said += "on" if wanted.preempt else "off"
+        if replication_port is not None:
+            said += f", replication port {wanted.replication_port}"
 
         async def take(node: str, settings: Pair) -> str | None:
             """Why ``node`` (this one or the peer) did not take ``settings``; None once it has."""
-            body = {"advert_interval": settings.advert_interval, "preempt": settings.preempt}
+            body = {
+                "advert_interval": settings.advert_interval,
+                "preempt": settings.preempt,
+                "replication_port": settings.replication_port,
+            }
             try:
                 if node == "this node":
-                    await heartbeat.reconfigure(settings)
+                    await self._take(heartbeat, settings)
                 else:
                     await peer.call("PUT", SETTINGS, body)
-            except (HeartbeatError, PeerError) as error:
+            except (HeartbeatError, PeerError, EngineError) as error:
                 return str(error)
             return None
 
@@ -247,20 +261,37 @@ class Cluster:
             self.store.save_node_settings(node.model_copy(update={"pair": wanted}), author=author)
         return f"{said}, on both nodes"
 
-    async def take_settings(self, advert_interval: float, preempt: bool, *, author: str) -> None:
+    async def take_settings(
+        self,
+        advert_interval: float,
+        preempt: bool,
+        *,
+        author: str,
+        replication_port: int | None = None,
+    ) -> None:
         """The pair's HA settings from the Primary (``configure``), on the Secondary: its
-        keepalived reloads with them and its Pair keeps them; PairError says why not."""
+        keepalived reloads with them, its engine replicates on their port and its Pair keeps
+        them; PairError says why not."""
         pair = self.pair
         if pair is None or pair.role != "secondary":
             raise PairError("only a Secondary takes the pair's HA settings from its peer")
-        wanted = _with(pair, advert_interval, preempt)
+        wanted = _with(pair, advert_interval, preempt, replication_port)
         if self.heartbeat is not None:  # else the next start runs them
             try:
-                await self.heartbeat.reconfigure(wanted)
-            except HeartbeatError as error:
+                await self._take(self.heartbeat, wanted)
+            except (HeartbeatError, EngineError) as error:
                 raise PairError(str(error)) from None
         node = self.store.node_settings()
         self.store.save_node_settings(node.model_copy(update={"pair": wanted}), author=author)
+
+    async def _take(self, heartbeat: Heartbeat, settings: Pair) -> None:
+        """This node runs the pair's ``settings``: keepalived reloads with them, and the
+        engine moves to another replication port if they name one (EngineError if it cannot)."""
+        await heartbeat.reconfigure(settings)
+        pair = self.pair
+        if pair is not None and settings.replication_port != pair.replication_port:
+            pair_dir = trust.directory(self.data_dir)
+            await self.controller.engine.replicate(_replication(settings, pair_dir))
 
     async def own_heartbeat(self, action: str) -> None:
         """Restart or switch over this node's keepalived (the peer's route asks it too)."""
@@ -503,9 +534,13 @@ def _replication(pair: Pair, pair_dir: Path) -> Replication:
     )
 
 
-def _with(pair: Pair, advert_interval: float, preempt: bool) -> Pair:
+def _with(
+    pair: Pair, advert_interval: float, preempt: bool, replication_port: int | None = None
+) -> Pair:
     """``pair`` with these HA settings, checked as a Pair is (``validate.Invalid``)."""
-    settings = {"advert_interval": advert_interval, "preempt": preempt}
+    settings: dict[str, object] = {"advert_interval": advert_interval, "preempt": preempt}
+    if replication_port is not None:
+        settings["replication_port"] = replication_port
     return parse_as(Pair, {**pair.model_dump(), **settings})
 
 

@@ -272,6 +272,31 @@ def test_configure_applies_the_settings_on_both_nodes_the_active_one_first(
     asyncio.run(scenario())
 
 
+def test_a_new_replication_port_moves_both_nodes_engines_and_is_kept(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with two(tmp_path) as pair:
+            said = await pair.primary.cluster.configure(
+                0.2, False, author="alice", replication_port=7779
+            )
+            assert (
+                said
+                == "advert interval 0.2 s, preemption off, replication port 7779, on both nodes"
+            )
+            for box in (pair.primary, pair.secondary):
+                assert box.pair.replication_port == 7779
+                engine = box.cluster.controller.engine
+                assert isinstance(engine, FakeEngine)
+                told = engine.replicated[-1]
+                assert told is not None
+                assert (told.port, told.local, told.peer) == (
+                    7779,
+                    str(box.pair.local_address),
+                    str(box.pair.peer_address),
+                )
+
+    asyncio.run(scenario())
+
+
 def test_the_same_settings_again_put_a_secondary_right_and_change_nothing_here(
     tmp_path: Path,
 ) -> None:
@@ -366,7 +391,12 @@ def test_the_api_shows_and_changes_the_settings_and_refuses_bad_input(tmp_path: 
         async with two(tmp_path) as pair:
             api = pair.primary.api
             shown = (await api.get("/ha")).json()["settings"]
-            assert shown == {"advert_interval": 0.2, "profile": "default", "preempt": False}
+            assert shown == {
+                "advert_interval": 0.2,
+                "profile": "default",
+                "preempt": False,
+                "replication_port": 7778,
+            }
             for body, field, reason in (
                 ({"advert_interval": "soon"}, "advert_interval", "'soon' is not a number"),
                 (
@@ -386,6 +416,11 @@ def test_the_api_shows_and_changes_the_settings_and_refuses_bad_input(tmp_path: 
                 ),
                 ({"preempt": "perhaps"}, "preempt", "must be true or false, not 'perhaps'"),
                 ({"advert": 1}, "advert", "is not a known setting"),
+                (
+                    {"replication_port": 70000},
+                    "replication_port",
+                    "must be at most 65535, not 70000",
+                ),
             ):
                 answer = await api.patch("/ha", json=body)
                 assert answer.status_code == 422, body
@@ -395,7 +430,12 @@ def test_the_api_shows_and_changes_the_settings_and_refuses_bad_input(tmp_path: 
             assert answer.status_code == 200, answer.text
             assert answer.json() == {
                 "message": "advert interval 1 s, preemption off, on both nodes",
-                "settings": {"advert_interval": 1.0, "profile": "conservative", "preempt": False},
+                "settings": {
+                    "advert_interval": 1.0,
+                    "profile": "conservative",
+                    "preempt": False,
+                    "replication_port": 7778,
+                },
             }
             # What is not given stays as it is.
             answer = await api.patch("/ha", json={"preempt": True})
@@ -403,12 +443,18 @@ def test_the_api_shows_and_changes_the_settings_and_refuses_bad_input(tmp_path: 
                 "advert_interval": 1.0,
                 "profile": "conservative",
                 "preempt": True,
+                "replication_port": 7778,
             }
             answer = await api.patch("/ha", json={"advert_interval": 0.5})
             assert answer.json()["settings"]["profile"] is None
             assert pair.primary.saved() == [("ops", 1.0), ("ops", 1.0), ("ops", 0.5)]
             shown = (await pair.secondary.api.get("/ha")).json()["settings"]
-            assert shown == {"advert_interval": 0.5, "profile": None, "preempt": True}
+            assert shown == {
+                "advert_interval": 0.5,
+                "profile": None,
+                "preempt": True,
+                "replication_port": 7778,
+            }
             refused = await pair.secondary.api.patch("/ha", json={"profile": "default"})
             assert refused.status_code == 409
             [problem] = refused.json()["detail"]
@@ -452,7 +498,9 @@ def test_the_command_line_sets_the_settings_on_the_primary(tmp_path: Path) -> No
             assert (pair.secondary.pair.advert_interval, pair.secondary.pair.preempt) == (0.3, True)
             status, out, _ = await balancer(pair.secondary, "ha", "status")
             assert status == 0
-            assert out.splitlines()[-1] == "settings: advert interval 0.3 s, preemption on"
+            assert out.splitlines()[-1] == (
+                "settings: advert interval 0.3 s, preemption on, replication port 7778"
+            )
             refused = await balancer(pair.primary, "ha", "set", "--advert", "0.015")
             assert refused == (
                 1,
@@ -469,7 +517,7 @@ def test_the_command_line_sets_the_settings_on_the_primary(tmp_path: Path) -> No
             assert nothing == (
                 2,
                 "",
-                "error: give --profile, --advert, --preempt or --no-preempt\n",
+                "error: give --profile, --advert, --preempt, --no-preempt or --replication-port\n",
             )
             assert pair.done == [
                 "primary 1 off",
