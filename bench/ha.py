@@ -11,7 +11,9 @@ giving each 0.1 s. Connections refused meanwhile are counted: a graceful stop sh
 Then, issue 13's: clients from SHARE_CLIENTS addresses of the client's, each a client to
 persistence, connect in waves over two seconds, and the Active node's link is cut: the share of
 their entries the survivor lists, of those made at least a second before the cut (the goal:
-all of them), and of the younger ones (``bench.replication.survivors``).
+all of them), and of the younger ones (``bench.replication.survivors``). And split brain: the
+nodes cut off from each other while both stay up (``Topology.partition``), the time from both
+holding the VIP to the alarm on either node's status, and from the heal to one owner.
 """
 
 from __future__ import annotations
