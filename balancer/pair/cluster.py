@@ -45,6 +45,7 @@ from balancer.pair.heartbeat import (
     interface_of,
 )
 from balancer.pair.link import Link, Peer, PeerError
+from balancer.pair.split_brain import Watch
 from balancer.pair.status import NodeView, PairView
 from balancer.pair.syncer import Syncer, forwarding
 from balancer.store import Store
@@ -110,6 +111,7 @@ class Cluster:
         # Why this node's part in the pair does not run, in one line; None when it does.
         self.fault: str | None = None
         self._watching: asyncio.Task[None] | None = None
+        self.split_brain: Watch | None = None  # while paired
         # Held by the operator's Restart Heartbeat or switchover (pair.maintenance): one at a time.
         self.operating = asyncio.Lock()
 
@@ -329,6 +331,7 @@ class Cluster:
             this=self.this(pair, peer),
             peer=peer,
             link=None if link is None else link.link(),
+            split_brain=None if self.split_brain is None else self.split_brain.view(),
         )
 
     def this(self, pair: Pair, peer: NodeView | None = None) -> NodeView:
@@ -373,6 +376,14 @@ class Cluster:
         self.heartbeat = self._make_heartbeat(
             self.data_dir, pair, self.controller.events.publish, self.store.audit
         )
+        self.split_brain = Watch(
+            lambda: self.this(pair).state,
+            self.link,
+            self._vips,
+            self.controller.events.publish,
+            self.store.audit,
+        )
+        self.split_brain.start()
         # Subscribed before keepalived starts: no commit falls in between.
         subscription = self.controller.events.subscribe()
         loop = asyncio.get_running_loop()
@@ -464,6 +475,9 @@ class Cluster:
             await asyncio.sleep(poll)
 
     async def _end(self, *, release: bool) -> None:
+        split_brain, self.split_brain = self.split_brain, None
+        if split_brain is not None:
+            await split_brain.stop()
         watching, self._watching = self._watching, None
         if watching is not None:
             watching.cancel()

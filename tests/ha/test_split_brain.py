@@ -1,0 +1,182 @@
+"""Split brain end to end (issue 13): the pair of tests.ha.cluster, on each engine, cut off from
+each other while both stay up (``Topology.partition``: IP between the two node addresses is
+dropped, ARP and the clients' traffic go on). Both take the VIP; the alarm is raised on a
+node's status (the pair view of GET /api/v1/ha, ``balancer ha status``), audited; after the
+heal the Primary alone owns the VIP (keepalived's rule), the client reaches it, and the alarm
+clears. Then a hung Active node (keepalived, the engine and the management service frozen):
+its kernel still answers for the VIP, the other node takes it too and raises the alarm; once
+it resumes, the Primary alone owns the VIP. The times are printed (the goals: raised within
+3 s of both holding, one owner within 5 s of the heal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from balancer.ha.keepalived import KEEPALIVED
+from tests.ha.cluster import RDP_VIP, Node, Topology, topology, wait_for
+from tests.netns import ip, needs_netns
+
+needs_keepalived = pytest.mark.skipif(
+    shutil.which(KEEPALIVED) is None, reason="keepalived is not installed (make system installs it)"
+)
+pytestmark = [needs_netns, needs_keepalived, pytest.mark.slow]
+HEAL = 5.0  # s: the issue's bound on one owner again after the heal (measured well under 1 s)
+
+
+@pytest.fixture(scope="module", params=["builtin", "haproxy"])
+def pair(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Topology]:
+    """The pair with the PSM preset, one per engine for the module: each test leaves the
+    Primary Active and the Secondary Passive."""
+    engine: str = request.param
+    with topology(tmp_path_factory.mktemp(f"split-{engine}"), engine, sources=0) as running:
+        running.pair_with_psm()
+        yield running
+
+
+def alarm(node: Node) -> dict[str, Any] | None:
+    """The split-brain alarm on ``node``'s status while it is raised."""
+    view = node.pair_view()
+    found = None if view is None else view.get("split_brain")
+    return found if found is not None and found["raised"] else None
+
+
+def test_a_partition_raises_the_alarm_and_the_heal_leaves_the_primary_alone(
+    pair: Topology,
+) -> None:
+    primary, secondary = pair.primary, pair.secondary
+    assert pair.settled() is primary
+    pair.partition()
+    try:
+        wait_for("both nodes holding the VIP", lambda: len(pair.owners(RDP_VIP)) == 2)
+        both = time.monotonic()
+        raised: list[Node] = wait_for(
+            "the split-brain alarm on a node", lambda: [n for n in pair.nodes if alarm(n)]
+        )
+        detected = time.monotonic() - both
+        node = raised[0]
+        shown = alarm(node)
+        assert shown is not None
+        other = pair.other(node)
+        assert f"{RDP_VIP} answered from {other.mac} as well as this node" in shown["evidence"]
+        status = node.cli("ha", "status")
+        assert "SPLIT BRAIN: both nodes hold the floating IPs since " in status.stdout
+        assert f"  {RDP_VIP} answered from {other.mac} as well as this node" in status.stdout
+        audited = node.client.get("/audit", author="system")
+        assert any(entry["action"] == "split_brain" for entry in audited)
+    finally:
+        pair.heal_partition()
+    healed = time.monotonic()
+    wait_for(
+        "the Primary alone holding the VIPs",
+        lambda: all(pair.owners(vip) == [primary] for vip in pair.vips),
+        HEAL,
+    )
+    resolved = time.monotonic() - healed
+    print(
+        f"{pair.engine}: split brain raised on {', '.join(n.label for n in raised)} "
+        f"{detected:.2f} s after both held {RDP_VIP}; one owner {resolved:.2f} s after the heal"
+    )
+    # The winner announced itself again: the client's next connection goes to it.
+    pair.client.watch(timeout=1.0)
+    try:
+        pair.first_through(primary, time.monotonic())
+    finally:
+        pair.client.stop_watching()
+    wait_for("the alarm cleared on both nodes", lambda: not any(alarm(n) for n in pair.nodes))
+    cleared = time.monotonic() - healed
+    print(f"{pair.engine}: the alarm cleared {cleared:.2f} s after the heal")
+    assert secondary.state() == "passive"
+    audited = node.client.get("/audit", author="system")
+    assert any(entry["action"] == "split_brain_resolved" for entry in audited)
+    # Nothing else moved: the Secondary stays Passive without preemption.
+    time.sleep(1.0)
+    assert pair.owners(RDP_VIP) == [primary]
+
+
+@contextlib.contextmanager
+def hung(node: Node) -> Iterator[None]:
+    """The whole node frozen (SIGSTOP) for the block, as a hung host is: keepalived, the engine
+    and its workers, and the management service; its kernel goes on answering ARP."""
+    engine = node.engine_pid()
+    assert engine is not None
+    frozen = [pid for pid in _pids(node) if _comm(pid) == "keepalived"]
+    frozen += [engine, *_descendants(node, engine)]
+    with node.paused():
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in reversed(frozen):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+
+def _pids(node: Node) -> list[int]:
+    return [int(pid) for pid in ip("netns", "pids", node.host.name).split()]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _descendants(node: Node, parent: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid in _pids(node):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(pid)
+    found, todo = [], [parent]
+    while todo:  # bounded: each pid is visited once, and a namespace holds few
+        for child in children.pop(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_a_hung_active_node_is_a_split_brain_and_the_primary_keeps_the_vip_on_resume(
+    pair: Topology,
+) -> None:
+    primary, secondary = pair.primary, pair.secondary
+    assert pair.settled() is primary
+    with hung(primary):
+        wait_for("both nodes holding the VIP", lambda: len(pair.owners(RDP_VIP)) == 2)
+        both = time.monotonic()
+        wait_for("the split-brain alarm on the Secondary", lambda: alarm(secondary))
+        detected = time.monotonic() - both
+        shown = alarm(secondary)
+        assert shown is not None
+        assert f"{RDP_VIP} answered from {primary.mac} as well as this node" in shown["evidence"]
+    resumed = time.monotonic()
+    wait_for(
+        "the Primary alone holding the VIPs",
+        lambda: all(pair.owners(vip) == [primary] for vip in pair.vips),
+        HEAL,
+    )
+    resolved = time.monotonic() - resumed
+    wait_for("the alarm cleared on both nodes", lambda: not any(alarm(n) for n in pair.nodes))
+    print(
+        f"{pair.engine}: hung node: split brain raised on the Secondary {detected:.2f} s after "
+        f"both held {RDP_VIP}; one owner {resolved:.2f} s after the resume"
+    )
+    pair.client.watch(timeout=1.0)
+    try:
+        pair.first_through(primary, time.monotonic())
+    finally:
+        pair.client.stop_watching()
+    wait_for("the Secondary Passive", lambda: secondary.state() == "passive")
