@@ -385,7 +385,7 @@ def survivors(pair: Topology, sources: Sequence[str]) -> Share:
     cut = time.monotonic()
     owner.cut()
     try:
-        assert pair.owner() is other
+        pair.taken_by(other)
         listed = other.persistence()
     finally:
         owner.heal()

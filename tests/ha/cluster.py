@@ -566,6 +566,14 @@ class Topology:
         node: Node = wait_for(f"{vip} on one node", one)
         return node
 
+    def taken_by(self, node: Node) -> None:
+        """Wait until ``node`` alone holds every VIP (just after the other's link is cut, the
+        other may still hold them, alone, for a moment)."""
+        wait_for(
+            f"{node.label} alone holding the VIPs",
+            lambda: all(self.owners(vip) == [node] for vip in self.vips),
+        )
+
     def other(self, node: Node) -> Node:
         return self.nodes[1 - self.nodes.index(node)]
 
