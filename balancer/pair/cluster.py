@@ -37,6 +37,7 @@ from balancer.ha.role import State
 from balancer.ha.sync import peer_at
 from balancer.model import Pair
 from balancer.model.types import IPAddress
+from balancer.pair import replication
 from balancer.pair.heartbeat import (
     IP_TIMEOUT,
     Heartbeat,
@@ -111,6 +112,8 @@ class Cluster:
         # Why this node's part in the pair does not run, in one line; None when it does.
         self.fault: str | None = None
         self._watching: asyncio.Task[None] | None = None
+        # This node's engine's persistence replication, read every second while paired.
+        self.replicated: replication.Watch | None = None
         self.split_brain: Watch | None = None  # while paired
         # Held by the operator's Restart Heartbeat or switchover (pair.maintenance): one at a time.
         self.operating = asyncio.Lock()
@@ -186,6 +189,13 @@ class Cluster:
         """Make the other node Active (the Active node's keepalived restarts gracefully and
         comes back Passive), asked on either node; what happened, in one line."""
         heartbeat, peer = self._running()
+        # Every user keeps their server across it: the persistence tables first (nothing is
+        # refused to clients while it waits).
+        why = await replication.in_sync(self.controller.engine, peer)
+        if why is not None:
+            raise PairError(
+                f"switchover: the persistence tables are not in sync ({why}): nothing was done"
+            )
         if heartbeat.status().state is State.ACTIVE:
             # keepalived cannot tell: handing over to a peer that is not ready would leave the
             # floating IPs dark until this node took them back.
@@ -352,6 +362,7 @@ class Cluster:
             engine=self.controller.engine.name,
             engine_error=self.controller.engine_error,
             sync="owner" if pair.role == "primary" else _behind(revision, peer),
+            replication=None if self.replicated is None else self.replicated.said,
         )
 
     async def _begin(self, pair: Pair, *, joining: bool = False) -> None:
@@ -368,6 +379,8 @@ class Cluster:
         self.peer = Peer(pair_trust, pair.peer_address, pair.peer_port)
         self.link = Link(self.peer, clock=self.clock)
         self.link.start()
+        self.replicated = replication.Watch(self.controller)
+        self.replicated.start()
         if pair.role == "primary":
             self.syncer = Syncer(self.store, self.controller, self.peer)
             await self.syncer.start()
@@ -499,6 +512,9 @@ class Cluster:
         link, self.link = self.link, None
         if link is not None:
             await link.stop()
+        replicated, self.replicated = self.replicated, None
+        if replicated is not None:
+            await replicated.stop()
         peer, self.peer = self.peer, None
         if peer is not None:
             await peer.aclose()
