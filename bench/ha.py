@@ -86,7 +86,8 @@ def figure(found: Found | None) -> str:
         spread = f" ({number(min(values))}{DASH}{number(max(values))})" if len(values) > 1 else ""
         runs = f"{len(values)} run" + ("s" if len(values) > 1 else "")
         parts.append(f"{number(statistics.median(values))} s{spread}, {runs}")
-        parts.append(f"{found.refused} of {found.attempts:,} attempts refused")
+        if found.attempts:  # split brain's rows have no client attempts
+            parts.append(f"{found.refused} of {found.attempts:,} attempts refused")
     if found.error:
         parts.append(found.error)
     return "; ".join(parts) or "not measured"
