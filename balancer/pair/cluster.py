@@ -189,13 +189,6 @@ class Cluster:
         """Make the other node Active (the Active node's keepalived restarts gracefully and
         comes back Passive), asked on either node; what happened, in one line."""
         heartbeat, peer = self._running()
-        # Every user keeps their server across it: the persistence tables first (nothing is
-        # refused to clients while it waits).
-        why = await replication.in_sync(self.controller.engine, peer)
-        if why is not None:
-            raise PairError(
-                f"switchover: the persistence tables are not in sync ({why}): nothing was done"
-            )
         if heartbeat.status().state is State.ACTIVE:
             # keepalived cannot tell: handing over to a peer that is not ready would leave the
             # floating IPs dark until this node took them back.
@@ -206,10 +199,24 @@ class Cluster:
                 raise PairError(f"switchover: {error}: nothing was done") from None
             if state != "passive":
                 raise PairError(f"switchover: the peer is {state}, not Passive: nothing was done")
+            await self._in_sync(peer)
             await self.own_heartbeat("switchover")
         else:
+            await self._in_sync(peer)
             await self._ask_peer(peer, "switchover")
         return "the other node is now Active"
+
+    async def _in_sync(self, peer: Peer) -> None:
+        """Every user keeps their server across a switchover: the persistence tables are in
+        sync first (replication.in_sync, up to 10 s; nothing is refused to clients meanwhile)."""
+        try:
+            why = await replication.in_sync(self.controller.engine, peer)
+        except PeerError as error:
+            raise PairError(f"switchover: {error}: nothing was done") from None
+        if why is not None:
+            raise PairError(
+                f"switchover: the persistence tables are not in sync ({why}): nothing was done"
+            )
 
     async def configure(
         self,

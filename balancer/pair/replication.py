@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from balancer.engines import EngineError
-from balancer.pair.link import PeerError
 from balancer.pair.status import NodeView, PairView
 from balancer.state import ReplicationStatus, TableReplication
 
@@ -263,8 +262,9 @@ async def in_sync(
     """Wait up to ``wait`` seconds until both nodes' persistence tables are in sync: each
     engine's link up, the other's whole table learnt and nothing pending, on this node (its
     ``engine``) and on the peer (asked each time); an engine that does not replicate is not
-    waited for. None once they are, else why not, as last seen. Only reads: nothing is
-    refused to clients meanwhile. ``wait`` None is SYNC_WAIT's, as it is when asked."""
+    waited for. None once they are, else why not, as last seen; PeerError at once when the
+    peer cannot be asked (no switchover goes to it either). Only reads: nothing is refused to
+    clients meanwhile. ``wait`` None is SYNC_WAIT's, as it is when asked."""
     wait = SYNC_WAIT if wait is None else wait
     until = clock() + wait
     why: str | None = None
@@ -277,11 +277,7 @@ async def in_sync(
 
 
 async def _peer(peer: Asked) -> str | None:
-    try:
-        view = await peer.status()
-    except PeerError as error:
-        return str(error)
-    return out_of_sync("the peer", view.replication)
+    return out_of_sync("the peer", (await peer.status()).replication)
 
 
 def out_of_sync(node: str, said: Said) -> str | None:

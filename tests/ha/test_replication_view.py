@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import dataclasses
 import os
 import re
 import subprocess
@@ -21,17 +22,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 
+from balancer.api import peer as peer_routes
 from balancer.client import api_socket
 from balancer.engines import EngineError
 from balancer.front.gate import local
 from balancer.front.listeners import listener, unix_socket
+from balancer.ha.role import State
 from balancer.pair import replication
-from balancer.pair.link import PeerError
+from balancer.pair.cluster import PairError
+from balancer.pair.link import STATUS, PeerError
 from balancer.pair.status import NodeView, PairView
 from balancer.state import ReplicationStatus, TableReplication
 from tests.appliance import wait_for
+from tests.ha.test_cluster import PEER as PEER_ADDRESS
+from tests.ha.test_cluster import TIMEOUT, peer_view, rig, until
 from tests.test_webui_ha import VIP, PairWeb, pair_web, part, text
 from tests.webapp import FakeEngine
 
@@ -150,7 +158,7 @@ class Replicating(FakeEngine):
         self.reads += 1
         if self.hang:
             await asyncio.Event().wait()
-        if isinstance(self.said, EngineError):
+        if isinstance(self.said, Exception):
             raise self.said
         return self.said
 
@@ -182,6 +190,9 @@ def test_the_watch_keeps_the_last_answer_and_an_engine_error_is_unknown(
         assert await watch.read() == "unknown: the Runtime API did not answer"
         engine.said = None
         assert await watch.read() is None
+        # An answer the engine could not read (a bug) is unknown too, and the watch goes on.
+        engine.said = ValueError("show peers: no section 'balancer'")  # type: ignore[assignment]
+        assert await watch.read() == "unknown: ValueError: show peers: no section 'balancer'"
         # The controller may start another engine: the watch reads whichever runs now.
         holder.engine = Replicating(status())
         assert await watch.read() == status()
@@ -206,6 +217,7 @@ def test_the_watch_keeps_the_last_answer_and_an_engine_error_is_unknown(
     # Said when it becomes unknown, not at every read.
     assert unknown == [
         "persistence replication unknown: the Runtime API did not answer",
+        "persistence replication unknown: ValueError: show peers: no section 'balancer'",
         "persistence replication unknown: the engine did not answer within 0.05 s",
     ]
 
@@ -276,14 +288,19 @@ def test_the_gate_waits_while_changes_are_pending_and_goes_when_none_is() -> Non
          "this node: unknown: haproxy is not running"),
         (status(), "unknown: the engine did not answer within 2 s",
          "the peer: unknown: the engine did not answer within 2 s"),
-        (status(), PeerError("the peer at 198.18.0.2:9443 did not answer within 3 s"),
-         "the peer at 198.18.0.2:9443 did not answer within 3 s"),
     ],
 )  # fmt: skip
 def test_the_gate_says_why_the_tables_are_not_in_sync(
     here: ReplicationStatus | EngineError | None, there: Any, why: str
 ) -> None:
     assert gate(Replicating(here), Peer(there), Time()) == why
+
+
+def test_a_peer_that_cannot_be_asked_is_said_at_once() -> None:
+    clock, cut = Time(), PeerError("the peer at 198.18.0.2:9443 did not answer within 3 s")
+    with pytest.raises(PeerError, match="did not answer within 3 s"):
+        gate(Replicating(status()), Peer(cut), clock)
+    assert clock.now == 0.0
 
 
 @pytest.mark.parametrize(
@@ -446,3 +463,69 @@ def test_persistence_lists_and_clears_on_the_secondary(web: PairWeb, tmp_path: P
     assert engine.cleared == [PSM]
     [audited] = [e for e in web.store.audit_log(10) if e.action == "clear_persistence"]
     assert (audited.target, audited.detail) == (PSM, {"cleared": 1})
+
+
+# --- in the Cluster (tests/ha/test_cluster.py's rig: the peer a stub over the pair's TLS) -------
+
+
+def test_each_node_carries_its_replication_and_hears_the_peers(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            r.controller.engine = Replicating(status(table(20)))
+            theirs = status(table(19, pending=1, lag=0.3))
+            r.peer.view = dataclasses.replace(peer_view("passive"), replication=theirs)
+            await r.cluster.form(r.pair)
+
+            def heard() -> bool:
+                view = r.cluster.view()
+                assert view is not None
+                return view.peer is not None and view.this.replication == status(table(20))
+
+            await until("the peer heard, and this node's engine read", heard)
+            view = r.cluster.view()
+            assert view is not None
+            assert view.peer is not None
+            assert view.peer.replication == theirs
+            # This node's status answer to the peer carries its own.
+            app = FastAPI()
+            app.include_router(peer_routes.status_router(r.cluster))
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://peer") as api:
+                answer = (await api.get(STATUS)).json()
+            assert answer["replication"] == status(table(20)).model_dump(mode="json")
+            shown = replication.shown(view, str(PEER_ADDRESS), now=NOW)
+            assert shown is not None
+            assert [t.entries for t in shown.tables] == ["entries: 20 here, 19 on the peer"]
+
+    asyncio.run(scenario())
+
+
+def test_switchover_waits_for_the_tables_and_is_refused_when_they_stay_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path, state=State.ACTIVE) as r:
+            engine = Replicating(status(table(20, pending=3, lag=0.1)))
+            r.controller.engine = engine
+            r.peer.view = dataclasses.replace(peer_view("passive"), replication=status(table(20)))
+            await r.cluster.form(r.pair)
+            monkeypatch.setattr(replication, "SYNC_WAIT", 0.5)
+            refused = (
+                r"^switchover: the persistence tables are not in sync \(this node has 3 changes "
+                r"the peer has not acknowledged \(CyberArk-PSM 3\)\): nothing was done$"
+            )
+            with pytest.raises(PairError, match=refused):
+                await r.cluster.switchover()
+            assert r.done == ["this start"]  # nothing was done
+            # Acknowledged while it waits: it goes then.
+            monkeypatch.setattr(replication, "SYNC_WAIT", TIMEOUT)
+            asked = asyncio.get_running_loop().create_task(r.cluster.switchover())
+            before = engine.reads
+            await until("the gate looked twice", lambda: engine.reads >= before + 2)
+            assert not asked.done()
+            assert r.done == ["this start"]
+            engine.said = status(table(23))
+            assert await asked == "the other node is now Active"
+            assert r.done == ["this start", "this switchover"]
+
+    asyncio.run(scenario())
