@@ -32,6 +32,12 @@ READ_TIMEOUT = 2.0
 # A switchover waits this long at most for the tables to be in sync, looking this often.
 SYNC_WAIT = 10.0
 SYNC_POLL = 0.25
+# Changes still flowing count as in sync: under traffic some are always on their way (the
+# built-in engine sends every 50 ms; a renewed entry is a change), and those the Active node
+# made reach the peer after the hand-over all the same. Pending changes are a backlog once the
+# oldest has waited longer than this, or, where the engine cannot say how long (HAProxy), until
+# none is pending.
+SYNC_LAG = 1.0
 
 # What a node says of its replication: the engine's status, why it is not known ("unknown:
 # ..."), or None while its engine does not replicate (``NodeView.replication``).
@@ -260,7 +266,7 @@ async def in_sync(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> str | None:
     """Wait up to ``wait`` seconds until both nodes' persistence tables are in sync: each
-    engine's link up, the other's whole table learnt and nothing pending, on this node (its
+    engine's link up, the other's whole table learnt and no backlog (SYNC_LAG), on this node (its
     ``engine``) and on the peer (asked each time); an engine that does not replicate is not
     waited for. None once they are, else why not, as last seen; PeerError at once when the
     peer cannot be asked (no switchover goes to it either). Only reads: nothing is refused to
@@ -294,8 +300,11 @@ def out_of_sync(node: str, said: Said) -> str | None:
         return f"{node}'s replication link is down"
     if not said.synced:
         return f"{node} has not yet learnt {other}'s whole table"
-    pending = {t.service: t.pending for t in said.tables if t.pending}
-    if pending:
-        total, where = sum(pending.values()), ", ".join(f"{s} {n}" for s, n in pending.items())
-        return f"{node} has {total} changes {other} has not acknowledged ({where})"
-    return None
+    behind = [t for t in said.tables if t.pending and (t.lag is None or t.lag > SYNC_LAG)]
+    if not behind:
+        return None
+    total = sum(t.pending for t in behind)
+    lags = [t.lag for t in behind if t.lag is not None]
+    oldest = f", the oldest for {max(lags):.1f} s" if lags else ""
+    where = ", ".join(f"{t.service} {t.pending}" for t in behind)
+    return f"{node} has {total} changes {other} has not acknowledged{oldest} ({where})"

@@ -260,12 +260,14 @@ def gate(engine: Replicating, peer: Peer, clock: Time) -> str | None:
 
 
 def test_the_gate_waits_while_changes_are_pending_and_goes_when_none_is() -> None:
-    engine, peer, clock = Replicating(status(table(20, pending=3))), Peer(status(table(20))), Time()
+    # HAProxy says how many changes wait, not since when: the gate waits for none.
+    haproxy = status(table(20, pending=3, lag=None))
+    engine, peer, clock = Replicating(haproxy), Peer(status(table(20))), Time()
     why = gate(engine, peer, clock)
     assert why == "this node has 3 changes the peer has not acknowledged (CyberArk-PSM 3)"
     assert 10.0 <= clock.now <= 10.0 + replication.SYNC_POLL  # the whole wait, and no more
     # The changes are acknowledged after a second: it goes then, without waiting longer.
-    engine.said, clock = status(table(20, pending=3)), Time()
+    engine.said, clock = haproxy, Time()
 
     def acknowledged() -> None:
         engine.said = status(table(23))
@@ -279,8 +281,10 @@ def test_the_gate_waits_while_changes_are_pending_and_goes_when_none_is() -> Non
 @pytest.mark.parametrize(
     ("here", "there", "why"),
     [
-        (status(), status(table(2, pending=1, lag=0.4), table(1, pending=2, service="Web")),
-         "the peer has 3 changes this node has not acknowledged (CyberArk-PSM 1, Web 2)"),
+        (status(),
+         status(table(2, pending=1, lag=1.5), table(1, pending=2, lag=None, service="Web")),
+         "the peer has 3 changes this node has not acknowledged, the oldest for 1.5 s "
+         "(CyberArk-PSM 1, Web 2)"),
         (status(up=False), status(), "this node's replication link is down"),
         (status(), status(synced=False), "the peer has not yet learnt this node's whole table"),
         (status(synced=False), status(), "this node has not yet learnt the peer's whole table"),
@@ -307,6 +311,8 @@ def test_a_peer_that_cannot_be_asked_is_said_at_once() -> None:
     ("here", "there"),
     [
         (status(table(20)), status(table(20))),
+        # Changes on their way under traffic, none waiting as long as a second: in sync.
+        (status(table(20, pending=40, lag=0.1)), status(table(20, pending=7, lag=1.0))),
         # An engine that does not replicate (logged and audited when the pair starts it), or
         # a peer of a Balancer before replication: nothing to wait for.
         (None, status()),
@@ -505,7 +511,7 @@ def test_switchover_waits_for_the_tables_and_is_refused_when_they_stay_apart(
 ) -> None:
     async def scenario() -> None:
         async with rig(tmp_path, state=State.ACTIVE) as r:
-            engine = Replicating(status(table(20, pending=3, lag=0.1)))
+            engine = Replicating(status(table(20, pending=3, lag=None)))
             r.controller.engine = engine
             r.peer.view = dataclasses.replace(peer_view("passive"), replication=status(table(20)))
             await r.cluster.form(r.pair)
