@@ -120,7 +120,10 @@ Event = (
 
 
 def kind(event: Event | Missed) -> str:
-    """The event's name in a log line's ``event`` field: health_changed for HealthChanged."""
+    """The event's name in a log line's ``event`` field: health_changed for HealthChanged,
+    split_brain_resolved for a SplitBrain that is no longer raised."""
+    if isinstance(event, SplitBrain) and not event.raised:
+        return "split_brain_resolved"
     return re.sub(r"(?<!^)([A-Z])", r"_\1", type(event).__name__).lower()
 
 

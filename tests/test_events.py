@@ -11,6 +11,7 @@ from balancer.events import (
     Missed,
     OperatorAction,
     RevisionApplied,
+    SplitBrain,
     Stream,
 )
 
@@ -89,6 +90,9 @@ def test_each_event_reads_as_one_log_line_with_its_kind_and_fields() -> None:
     assert events.said(RevisionApplied(7, "admin", 0.0)) == "revision 7 applied by admin"
     assert events.said(EngineChanged("port 3389 in use", 0.0)) == "engine: port 3389 in use"
     assert events.kind(Missed(3)) == "missed"
+    raised = SplitBrain(True, 9.0, ("the peer says it is Active too",), 10.0)
+    assert events.kind(raised) == "split_brain"
+    assert events.kind(SplitBrain(False, 9.0, (), 12.0)) == "split_brain_resolved"
 
 
 def test_a_publish_from_a_worker_thread_is_queued_at_once_and_wakes_the_reader() -> None:
