@@ -34,7 +34,7 @@ def install(
 
     for router in (
         system.router(store, controller, figures, data_dir, shutdown),
-        services.router(edits, controller),
+        services.router(edits, controller, cluster),
         servers.router(edits, controller),
         revisions.router(edits, controller, syncer),
         users.router(store),

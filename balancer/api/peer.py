@@ -63,6 +63,19 @@ def status_router(cluster: Cluster) -> APIRouter:
         # The state it came back in: the asker's link may still hold the one of the restart.
         return {"done": action, "state": "unknown" if view is None else view.this.state}
 
+    @api.delete("/persistence/{service}")
+    async def clear_persistence(service: str, request: Request) -> dict[str, int]:
+        """The peer's operator cleared this table there: this node's engine clears it too
+        (audited here as done by the peer)."""
+        cleared = await cluster.controller.clear_persistence(service)
+        cluster.store.audit(
+            author=caller(request).user,
+            action="clear_persistence",
+            target=service,
+            detail={"cleared": cleared},
+        )
+        return {"cleared": cleared}
+
     @api.put("/settings", status_code=204)
     async def settings(body: Settings, request: Request) -> None:
         """The Primary's new HA settings: this node's keepalived reloads with them, its engine

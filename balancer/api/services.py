@@ -12,6 +12,7 @@ from balancer.controller import Controller
 from balancer.edits import Edit
 from balancer.front.gate import Author
 from balancer.model import VirtualService
+from balancer.pair.cluster import Cluster
 
 
 class PsmPreset(BaseModel):
@@ -24,7 +25,7 @@ class PsmPreset(BaseModel):
     check_port: int | None = Field(None, description="health check port; default web_port")
 
 
-def router(edits: Edits, controller: Controller) -> APIRouter:
+def router(edits: Edits, controller: Controller, cluster: Cluster) -> APIRouter:
     api = APIRouter(prefix="/api/v1", tags=["virtual services"])
 
     @api.get("/virtual-services", response_model=list[VirtualService])
@@ -57,13 +58,15 @@ def router(edits: Edits, controller: Controller) -> APIRouter:
         return await controller.persistence(label)
 
     @api.delete("/virtual-services/{label}/persistence")
-    async def clear_persistence(label: str, user: Author) -> dict[str, int]:
+    async def clear_persistence(label: str, user: Author) -> dict[str, Any]:
+        """Paired, the peer's table is cleared too: ``peer`` says how many, or why not."""
         edits.service(label)
         cleared = await controller.clear_persistence(label)
         edits.store.audit(
             author=user, action="clear_persistence", target=label, detail={"cleared": cleared}
         )
-        return {"cleared": cleared}
+        peer = await cluster.clear_on_peer(label)
+        return {"cleared": cleared} if peer is None else {"cleared": cleared, "peer": peer}
 
     @api.post(
         "/presets/psm",

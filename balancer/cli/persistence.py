@@ -23,3 +23,10 @@ def persistence_clear(ctx: typer.Context, service: str, data_dir: DirOption = DA
     with client(ctx, data_dir) as appliance:
         cleared = appliance.delete(f"/virtual-services/{service}/persistence")
     typer.echo(f"{cleared['cleared']} entries cleared")
+    peer = cleared.get("peer")
+    if peer is not None:
+        typer.echo(
+            f"the peer: {peer['cleared']} entries cleared"
+            if "cleared" in peer
+            else f"the peer's table was not cleared: {peer['error']}"
+        )

@@ -67,6 +67,8 @@ HEARTBEAT = "/api/v1/peer/heartbeat/"
 HEARTBEAT_WAIT = 30.0
 # The peer's route for the pair's HA settings (balancer.api.peer).
 SETTINGS = "/api/v1/peer/settings"
+# The peer's route that clears one of its persistence tables (balancer.api.peer).
+PERSISTENCE = "/api/v1/peer/persistence/"
 
 
 # A Secondary that joins waits this long at most for the Primary to be Active (the Primary's
@@ -311,6 +313,22 @@ class Cluster:
         if pair is not None and settings.replication_port != pair.replication_port:
             pair_dir = trust.directory(self.data_dir)
             await self.controller.engine.replicate(_replication(settings, pair_dir))
+
+    async def clear_on_peer(self, service: str) -> dict[str, int | str] | None:
+        """An operator's clear of ``service``'s persistence table, made on this node, made on
+        the peer's engine too (HAProxy's peers carry no removal, and a table cleared on one
+        node alone would be taught back to it): ``{"cleared": N}``, ``{"error": why}``, or
+        None standalone."""
+        if self.pair is None:
+            return None
+        if self.peer is None:
+            return {"error": self.fault or "the pair's link does not run"}
+        try:
+            answer = await self.peer.call("DELETE", PERSISTENCE + service)
+        except PeerError as error:
+            return {"error": str(error)}
+        cleared = answer.get("cleared") if isinstance(answer, dict) else None
+        return {"cleared": cleared} if isinstance(cleared, int) else {"error": "no answer"}
 
     async def own_heartbeat(self, action: str) -> None:
         """Restart or switch over this node's keepalived (the peer's route asks it too)."""

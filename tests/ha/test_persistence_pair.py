@@ -15,6 +15,8 @@ one topology per engine for the whole module, its tests in this order:
 
 from __future__ import annotations
 
+import functools
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -157,3 +159,23 @@ def test_both_nodes_list_the_same_entries(pair: Pair) -> None:
     # Connections ending renew entries: the lists settle once the last renewal has crossed.
     listed = wait_for("the same entries on both nodes", same)
     assert pair.servers.items() <= listed.items()
+
+
+def test_a_clear_on_either_node_clears_both_tables(pair: Pair) -> None:
+    """HAProxy's peers carry no removal: without the node asking its peer to clear too, the
+    peer would keep its entries (and teach them back at the next resync)."""
+    running = pair.running
+    secondary = running.secondary
+    wait_for("entries on the Secondary", secondary.persistence)
+    done = secondary.cli("persistence", "clear", "CyberArk-PSM")
+    assert done.returncode == 0, done.stderr
+    here, there = done.stdout.splitlines()
+    assert re.fullmatch(r"[1-9]\d* entries cleared", here), here
+    assert re.fullmatch(r"the peer: \d+ entries cleared", there), there
+    # Closed sessions renew nothing: both tables end empty.
+    for node in running.nodes:
+        assert wait_for(f"{node.label}'s table empty", functools.partial(_empty, node)) is True
+
+
+def _empty(node: Node) -> bool:
+    return node.persistence() == {}

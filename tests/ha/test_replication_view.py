@@ -465,7 +465,9 @@ def test_persistence_lists_and_clears_on_the_secondary(web: PairWeb, tmp_path: P
         assert (code, out, err) == (0, f"{'198.18.10.7':>40} -> PSM1             3500s\n", "")
         # The data plane's table, not the cluster configuration: the Secondary clears its own.
         code, out, err = balancer("persistence", "clear", PSM)
-        assert (code, out, err) == (0, "1 entries cleared\n", "")
+        # ...and asks the peer to clear its own (here no link runs: it says so).
+        said = "1 entries cleared\nthe peer's table was not cleared: the pair's link does not run\n"
+        assert (code, out, err) == (0, said, "")
     assert engine.cleared == [PSM]
     [audited] = [e for e in web.store.audit_log(10) if e.action == "clear_persistence"]
     assert (audited.target, audited.detail) == (PSM, {"cleared": 1})
