@@ -114,7 +114,6 @@ def router(cluster: Cluster, *, clock: Callable[[], float] = time.monotonic) -> 
     throttle = Throttle(clock)
     # The steps of the pairing under way, or of the last one, for a page that follows it.
     shown: dict[str, tuple[Step, ...]] = {}
-    gatherer = facts.Gatherer(cluster.store, cluster.controller)
 
     @api.get("", summary="The HA pair as this node sees it; pair null while it stands alone")
     async def view() -> dict[str, Any]:
@@ -122,7 +121,7 @@ def router(cluster: Cluster, *, clock: Callable[[], float] = time.monotonic) -> 
         peer = "" if pair is None else str(pair.peer_address)
         # Each persistence table on both nodes, with the words System Overview says.
         replicated = replication.shown(found, peer, now=time.time())
-        compared = await facts.drift(gatherer, found, cluster.link)
+        compared = await facts.drift(cluster.facts, found, cluster.link)
         return {
             "pair": None if found is None else asdict(found),
             "settings": settings_of(pair),

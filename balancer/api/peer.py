@@ -20,7 +20,6 @@ from pydantic import BaseModel
 
 from balancer.front.gate import PEER, caller
 from balancer.pair.cluster import Cluster, PairError
-from balancer.pair.facts import Gatherer
 
 
 def router() -> APIRouter:
@@ -39,7 +38,6 @@ class Settings(BaseModel):
 
 def status_router(cluster: Cluster) -> APIRouter:
     api = router()
-    facts = Gatherer(cluster.store, cluster.controller)
 
     @api.get("/status")
     async def status() -> dict[str, Any]:
@@ -49,7 +47,7 @@ def status_router(cluster: Cluster) -> APIRouter:
         view = cluster.view()
         if view is None:  # broken off the pair since the gate let the request in
             raise HTTPException(409, "this node is not in a pair")
-        return asdict(replace(view.this, facts=await facts.gather()))
+        return asdict(replace(view.this, facts=await cluster.facts.gather()))
 
     @api.post("/heartbeat/{action}")
     async def heartbeat(action: Literal["restart", "switchover"]) -> dict[str, str]:

@@ -38,6 +38,7 @@ from balancer.ha.sync import peer_at
 from balancer.model import Pair
 from balancer.model.types import IPAddress
 from balancer.pair import replication
+from balancer.pair.facts import Gatherer
 from balancer.pair.heartbeat import (
     IP_TIMEOUT,
     Heartbeat,
@@ -107,6 +108,8 @@ class Cluster:
         self._secure = secure
         self._make_heartbeat = heartbeat
         self.heartbeat: Heartbeat | None = None
+        # This node's unreplicated settings, for the peer and the drift check: one cache.
+        self.facts = Gatherer(store, controller)
         self.peer: Peer | None = None
         self.link: Link | None = None
         # The Primary's sync with its Secondary while it runs; None otherwise.

@@ -87,7 +87,6 @@ def router(render: Renderer) -> APIRouter:
     web = APIRouter(include_in_schema=False)
     cluster = render.cluster
     pairings = Pairings()
-    gatherer = facts.Gatherer(cluster.store, cluster.controller)
 
     async def form_page(
         request: Request,
@@ -162,7 +161,7 @@ def router(render: Renderer) -> APIRouter:
             error=error,
             done=done,
             focus=next(iter(errors or {}), None),
-            drift=await facts.drift(gatherer, cluster.view(), cluster.link),
+            drift=await facts.drift(cluster.facts, cluster.view(), cluster.link),
         )
 
     async def refused(
