@@ -13,7 +13,6 @@ nodes ask each other ``GET /api/v1/peer/status`` every second; the answer is the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import time
@@ -26,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from balancer.ha import trust
 from balancer.ha.drift import Offset
 from balancer.model.types import IPAddress
+from balancer.pair.background import Background
 from balancer.pair.status import NodeView
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,11 @@ def _reason(response: httpx.Response) -> str:
         return response.reason_phrase
 
 
-class Link:
+class Link(Background):
     """Asks the peer its status every ``interval`` seconds while started, keeping when it last
     answered (``heard_at``, on ``clock``), what it said (``peer``) and why it did not
-    (``error``); and the offset of its clock from this node's ``wall`` clock (``offset``)."""
+    (``error``); and the offset of its clock from this node's ``wall`` clock (``offset``).
+    Stopped, it stops asking; the peer's client is its maker's to close (the sync uses it)."""
 
     def __init__(
         self,
@@ -168,7 +169,6 @@ class Link:
         self.heard_at: float | None = None
         self.view: NodeView | None = None  # the peer's last answer
         self.error: str | None = None  # why the last ask went unanswered; None once heard
-        self._task: asyncio.Task[None] | None = None
 
     def link(self) -> float | None:
         """Seconds since the peer last answered, None if it never has."""
@@ -194,18 +194,6 @@ class Link:
             # take half the round trip.
             middle = (before + after) / 2
             self.offset = Offset(view.facts.wall - middle, (after - before) / 2)
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop asking. The peer's client is its maker's to close: the sync uses it too."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

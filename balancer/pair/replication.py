@@ -12,7 +12,6 @@ tables are in sync.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from balancer.engines import EngineError
+from balancer.pair.background import Background
 from balancer.pair.status import NodeView, PairView
 from balancer.state import ReplicationStatus, TableReplication
 
@@ -75,7 +75,7 @@ async def read(engine: Replicating) -> Said:
         return f"unknown: {type(error).__name__}: {error}"
 
 
-class Watch:
+class Watch(Background):
     """Reads this node's engine's replication every ``interval`` seconds while started,
     keeping the last answer (``said``) and when it was read (``read_at``, Unix time)."""
 
@@ -91,7 +91,6 @@ class Watch:
         self.clock = clock
         self.said: Said = "unknown: not read yet"
         self.read_at: float | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def read(self) -> Said:
         said = await read(self.controller.engine)
@@ -100,17 +99,6 @@ class Watch:
             log.warning("persistence replication %s", said, extra={"event": "replication_unknown"})
         self.said, self.read_at = said, self.clock()
         return said
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _run(self) -> None:
         while True:

@@ -10,7 +10,6 @@ brain once the nodes hear each other again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +17,7 @@ from typing import Protocol
 
 from balancer.events import SplitBrain
 from balancer.ha.split_brain import Alarm, Detector, Look
+from balancer.pair.background import Background
 from balancer.pair.heartbeat import Audit
 from balancer.pair.probe import Probe
 from balancer.pair.status import NodeView
@@ -42,7 +42,7 @@ class Heard(Protocol):
     def link(self) -> float | None: ...
 
 
-class Watch:
+class Watch(Background):
     """``state`` gives this node's state (active, passive, fault, unknown), ``link`` the peer's
     last answer, ``vips`` the floating IPs; ``publish`` and ``audit`` are the controller's
     event stream and the store's audit."""
@@ -68,7 +68,6 @@ class Watch:
         self._clock = clock
         self.interval = interval
         self._detector = Detector()
-        self._task: asyncio.Task[None] | None = None
 
     def view(self) -> Alarm:
         return self._detector.alarm
@@ -109,17 +108,6 @@ class Watch:
             )
             self._audit(author="system", action="split_brain_resolved", detail=detail)
         self._publish(SplitBrain(alarm.raised, said.since, alarm.evidence, at))
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
