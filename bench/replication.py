@@ -31,12 +31,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from balancer.engines import Engine, EngineError, Replication, engine
 from balancer.ha import trust
@@ -110,17 +106,13 @@ def addresses(first: str, count: int) -> list[str]:
 def trust_files(work: Path) -> list[Replication]:
     """A pair authority and a certificate for each of NODES, as pairing leaves them in each
     node's directory; each node's Replication towards the other."""
-    now = datetime.now(UTC)
-    authority = trust.make_ca(now=now)
+    from tests.ha.test_trust import NOW, pair_node
+
+    authority = trust.make_ca(now=NOW)
     found = []
     for local, peer in (NODES, NODES[::-1]):
         directory = trust.directory(work / local)
-        address = ipaddress.IPv4Address(local)
-        key, request = trust.make_key_and_csr(address)
-        trust.save_key(directory, key)
-        sent = x509.load_pem_x509_csr(request.public_bytes(serialization.Encoding.PEM))
-        signed = trust.sign_csr(authority, sent, address, now=now)
-        trust.save_certificate(directory, signed, authority.certificate, address, now=now)
+        pair_node(work / local, authority, local)
         found.append(
             Replication(
                 local=local, peer=peer, port=PORT,

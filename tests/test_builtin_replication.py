@@ -16,13 +16,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, ip_address
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from balancer.engines import EngineError, Replication, engine
 from balancer.engines.builtin import BuiltinEngine
@@ -32,6 +30,7 @@ from balancer.engines.builtin.replication import Ledger, contexts
 from balancer.ha import trust
 from tests.backends import Addresses, EchoServer, common_port
 from tests.engine import IO_TIMEOUT, Client, Revisions, landing, real_server, virtual_service
+from tests.ha.test_trust import pair_node
 
 NOW = datetime.now(UTC)
 START_TIMEOUT = 30.0
@@ -182,16 +181,6 @@ class Pair:
         return virtual_service("rdp", node.vip, servers, **settings)
 
 
-def certify(data_dir: Path, authority: trust.Authority, address: str) -> None:
-    ip = IPv4Address(address)
-    pair_dir = trust.directory(data_dir)
-    key, request = trust.make_key_and_csr(ip)
-    trust.save_key(pair_dir, key)
-    pem = request.public_bytes(serialization.Encoding.PEM)
-    signed = trust.sign_csr(authority, x509.load_pem_x509_csr(pem), ip, now=NOW)
-    trust.save_certificate(pair_dir, signed, authority.certificate, ip, now=NOW)
-
-
 @asynccontextmanager
 async def two_nodes(
     root: Path, workers: int = 1, *, start_b: bool = True, stranger: bool = False
@@ -207,7 +196,7 @@ async def two_nodes(
     for name, local, peer in (("a", *addresses), ("b", *reversed(addresses))):
         data_dir = root / name
         signer = trust.make_ca(now=NOW) if stranger and name == "b" else authority
-        certify(data_dir, signer, local)
+        pair_node(data_dir, signer, local)
         pair_dir = trust.directory(data_dir)
         replication = Replication(
             local=local,
@@ -521,7 +510,7 @@ def test_only_the_peer_with_the_pair_s_certificate_is_heard(tmp_path: Path) -> N
             assert await hello(pair.net.ip(), client) == b""  # from another address
 
             stranger = tmp_path / "stranger"
-            certify(stranger, trust.make_ca(now=NOW), b.local)
+            pair_node(stranger, trust.make_ca(now=NOW), b.local)
             pair_dir = trust.directory(stranger)
             _, other = contexts(
                 Replication(

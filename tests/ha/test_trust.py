@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from balancer import certificates
 from balancer.ha import trust
 from balancer.ha.trust import Trust, TrustError
+from balancer.model.types import IPAddress
 
 PRIMARY = IPv4Address("127.0.0.1")
 SECONDARY = IPv4Address("127.0.0.2")
@@ -31,9 +32,11 @@ TIMEOUT = 10.0  # a bound on each socket operation, not a measure
 NOW = datetime.now(UTC)
 
 
-def pair_node(data_dir: Path, authority: trust.Authority, address: IPv4Address) -> Trust:
+def pair_node(data_dir: Path, authority: trust.Authority, address: IPAddress | str) -> Trust:
     """One node's side of pairing: its key stays in ``data_dir``; only the request and the
-    certificates travel, as PEM, as they would between the nodes."""
+    certificates travel, as PEM, as they would between the nodes. The files are where pairing
+    leaves them (``trust.directory(data_dir)``)."""
+    address = ip_address(address)
     pair_dir = trust.directory(data_dir)
     key, request = trust.make_key_and_csr(address)
     trust.save_key(pair_dir, key)

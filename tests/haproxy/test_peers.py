@@ -13,7 +13,6 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from balancer.validate import parse
 from tests.backends import Addresses, EchoServer, common_port, free_port
 from tests.engine import Revisions, landing, real_server, settled, virtual_service, wait_for
 from tests.engine.conftest import ATTACH_TIMEOUT, HAPROXY_MISSING, STOP_TIMEOUT
+from tests.ha.test_trust import pair_node
 
 pytestmark = pytest.mark.skipif(
     HAPROXY_MISSING, reason=f"HAProxy is not installed at {HAPROXY} (make test installs it)"
@@ -188,13 +188,8 @@ class Pair:
 
 def pair_files(data_dir: Path, authority: trust.Authority, address: str) -> tuple[Path, ...]:
     """A node's pair certificate, key and the authority, as pairing leaves them."""
-    pair_dir = trust.directory(data_dir)
-    ip = ip_address(address)
-    key, request = trust.make_key_and_csr(ip)
-    trust.save_key(pair_dir, key)
-    signed = trust.sign_csr(authority, request, ip, now=NOW)
-    trust.save_certificate(pair_dir, signed, authority.certificate, ip, now=NOW)
-    return pair_dir / trust.NODE_FILE, pair_dir / trust.NODE_KEY_FILE, pair_dir / trust.CA_FILE
+    paired = pair_node(data_dir, authority, address)
+    return paired.certificate_file, paired.key_file, trust.directory(data_dir) / trust.CA_FILE
 
 
 def replication(node: Path, authority: trust.Authority, local: str, peer: str, port: int) -> Any:
