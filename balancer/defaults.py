@@ -50,6 +50,8 @@ REPLICATION_PORT = 7778
 DATA_DIR = "/var/lib/balancer"
 # None: every address of the node (IPv6 and IPv4).
 LISTEN_ADDRESS: str | None = None
+# The networks whose Prometheus may read GET /metrics without an API key: none, a key is needed.
+METRICS_ALLOW: tuple[str, ...] = ()
 
 # The guide's WebUI user; its password is set by `balancer init` or made at first start.
 USER = "loadbalancer"
@@ -103,6 +105,9 @@ DEFAULTS: tuple[Default, ...] = (
     Default("node: session_idle_timeout", SESSION_IDLE_TIMEOUT, "seconds unused until signed out"),
     Default(
         "node: session_max_lifetime", SESSION_MAX_LIFETIME, "seconds from sign-in until signed out"
+    ),
+    Default(
+        "node: metrics_allow", list(METRICS_ALLOW), "networks scraping /metrics with no API key"
     ),
     Default(
         "pair: advert_interval", ADVERT_INTERVAL, "seconds between VRRP adverts (1.0: conservative)"

@@ -8,7 +8,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 
 from balancer import defaults
-from balancer.model.types import Address, Frozen, Port
+from balancer.model.types import Address, Frozen, Network, Port
 
 
 class Pair(Frozen):
@@ -66,6 +66,8 @@ class NodeSettings(Frozen):
     # System Overview offers the Setup Wizard while nothing is configured (the guide's 8.3),
     # until an operator dismisses the offer.
     setup_wizard_dismissed: bool = False
+    # Networks whose scrapers may read GET /metrics without an API key; empty: a key is needed.
+    metrics_allow: tuple[Network, ...] = defaults.METRICS_ALLOW
     # This node's part in an HA pair; None while it stands alone.
     pair: Pair | None = None
 

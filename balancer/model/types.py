@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Annotated, Any
 
 from pydantic import (
@@ -49,6 +49,24 @@ def _parse_address(value: Any) -> Any:
 
 
 Address = Annotated[IPAddress, BeforeValidator(_parse_address), PlainSerializer(str)]
+
+
+def _parse_network(value: Any) -> Any:
+    """A network as text, e.g. 10.1.0.0/16 or 2001:db8::/32; an address alone is its /32 or
+    /128."""
+    if isinstance(value, IPv4Network | IPv6Network):
+        return value
+    if isinstance(value, str):
+        try:
+            return ip_network(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not an IPv4 or IPv6 network (host bits must be zero)")
+
+
+Network = Annotated[
+    IPv4Network | IPv6Network, BeforeValidator(_parse_network), PlainSerializer(str)
+]
 
 
 PortRange = tuple[int, int]
