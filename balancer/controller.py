@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from balancer import plan
+from balancer import events, plan
 from balancer.edits import Edit
 from balancer.engines import Engine, EngineError, EngineRejected
 from balancer.events import (
@@ -330,6 +330,7 @@ class Controller:
                 target=f"revision {revision.id}",
                 detail={"revision": revision.id, "error": str(error)},
             )
+            self.events.publish(events.CommitFailed(revision.id, author, str(error), self._clock()))
             raise CommitFailed(str(error)) from None
         self._healthy()
 

@@ -60,6 +60,16 @@ class OperatorAction:
 
 
 @dataclass(frozen=True, slots=True)
+class CommitFailed:
+    """The engine refused ``revision``; the one applied before still runs."""
+
+    revision: int
+    author: str
+    error: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class HealthChanged:
     """A real server's health check says otherwise than before; ``reason`` is its verdict."""
 
@@ -111,6 +121,7 @@ class Missed:
 Event = (
     RevisionSaved
     | RevisionApplied
+    | CommitFailed
     | OperatorAction
     | HealthChanged
     | EngineChanged
@@ -138,6 +149,8 @@ def said(event: Event | Missed) -> str:
             return f"revision {revision} saved by {author}: {action} {target}".rstrip()
         case RevisionApplied(revision, author):
             return f"revision {revision} applied by {author}"
+        case CommitFailed(revision, author, error):
+            return f"commit of revision {revision} by {author} failed: {error}"
         case OperatorAction(action, service, server, author):
             return f"{author}: {action} real server {server} of {service}"
         case HealthChanged(service, server, health, reason):

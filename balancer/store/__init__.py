@@ -16,7 +16,8 @@ What an HA pair replicates and what each node keeps to itself (the guide's 14.1.
 - cluster-wide: ``revision`` and ``service`` (the configuration and its history), ``user`` and
   ``api_key``;
 - node-local: ``node_settings`` (hostname, addresses, ports), ``applied`` (what this node's
-  data plane runs) and ``audit`` (what was done on this node).
+  data plane runs), ``audit`` (what was done on this node) and ``alert_channel`` (where this
+  node sends its alerts).
 
 On a Secondary, what is replicated is the Primary's: users and API keys are changed there only
 by ``receive_users`` (``ReadOnly`` otherwise, ``read_only`` says why), and the configuration
@@ -136,6 +137,13 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         # Its code is part of this step: what it writes must not change once shipped.
         split_revisions,
         "ALTER TABLE revision DROP COLUMN config",
+    ),
+    (
+        # Node-local: each node of an HA pair alerts on what it sees, through its own channels.
+        # settings: the channel's JSON without its secret, which is kept apart so that nothing
+        # that shows or audits the settings can carry it.
+        """CREATE TABLE alert_channel (name TEXT PRIMARY KEY, settings TEXT NOT NULL,
+            secret TEXT NOT NULL DEFAULT '')""",
     ),
 )
 
@@ -340,6 +348,31 @@ class Store:
             )
             detail = {"settings": settings.model_dump(mode="json")}
             _insert_audit(db, self._clock(), author, "node_settings", "", detail)
+
+    def alert_channels(self) -> list[tuple[str, dict[str, Any], str]]:
+        """Each alert channel's name, settings and secret ('' for none), by name."""
+        rows = self._query("SELECT name, settings, secret FROM alert_channel ORDER BY name", ())
+        return [(name, json.loads(settings), secret) for name, settings, secret in rows]
+
+    def save_alert_channel(
+        self, name: str, settings: dict[str, Any], secret: str | None, *, author: str
+    ) -> None:
+        """Add or change a channel; a ``secret`` of None keeps the one saved. Audited without
+        the secret."""
+        with self._transaction() as db:
+            db.execute(
+                """INSERT INTO alert_channel (name, settings, secret) VALUES (?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET settings = excluded.settings,
+                secret = coalesce(?, secret)""",
+                (name, json.dumps(settings), secret or "", secret),
+            )
+            _insert_audit(db, self._clock(), author, "alert_channel", name, settings)
+
+    def remove_alert_channel(self, name: str, *, author: str) -> None:
+        with self._transaction() as db:
+            if db.execute("DELETE FROM alert_channel WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFound(f"no alert channel named {name}")
+            _insert_audit(db, self._clock(), author, "remove_alert_channel", name, {})
 
     def read_only(self) -> str | None:
         """Why an edit of what an HA pair shares is refused on this node: on a Secondary,
