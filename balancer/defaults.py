@@ -106,9 +106,7 @@ DEFAULTS: tuple[Default, ...] = (
     Default(
         "node: session_max_lifetime", SESSION_MAX_LIFETIME, "seconds from sign-in until signed out"
     ),
-    Default(
-        "node: metrics_allow", list(METRICS_ALLOW), "networks scraping /metrics with no API key"
-    ),
+    Default("node: metrics_allow", METRICS_ALLOW, "none: GET /metrics needs an API key"),
     Default(
         "pair: advert_interval", ADVERT_INTERVAL, "seconds between VRRP adverts (1.0: conservative)"
     ),
@@ -123,6 +121,6 @@ def markdown_table() -> str:
     """The README's table of defaults; a test keeps the README equal to this."""
     rows = ["| setting | default | meaning |", "|---|---|---|"]
     for entry in DEFAULTS:
-        value = "none" if entry.value is None else f"`{entry.value}`"
+        value = "none" if entry.value in (None, ()) else f"`{entry.value}`"
         rows.append(f"| {entry.setting} | {value} | {entry.meaning} |")
     return "\n".join(rows)
