@@ -8,7 +8,18 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from balancer.api import ha, heartbeat, peer, replica, revisions, servers, services, system, users
+from balancer.api import (
+    ha,
+    heartbeat,
+    peer,
+    replica,
+    revisions,
+    servers,
+    services,
+    support,
+    system,
+    users,
+)
 from balancer.api.edits import Edits
 from balancer.controller import Controller
 from balancer.pair.cluster import Cluster
@@ -43,5 +54,6 @@ def install(
         ha.router(cluster),
         ha.peer_router(cluster),
         replica.router(controller, syncer),
+        support.router(store, controller, cluster),
     ):
         app.include_router(router)

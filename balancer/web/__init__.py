@@ -30,6 +30,7 @@ from balancer.web import (
     servers,
     services,
     sign_in,
+    support,
     view_configuration,
     wizards,
 )
@@ -58,6 +59,7 @@ def install(
         view_configuration,
         reports,
         logs,
+        support,
     ):
         app.include_router(page.router(render))
     app.mount(STATIC.rstrip("/"), StaticFiles(directory=Path(__file__).parent / "static"))

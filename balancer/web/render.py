@@ -63,6 +63,7 @@ MENU = (
     MenuEntry("View Configuration", "/lbadmin/view-configuration"),
     MenuEntry("Reports", "/lbadmin/reports"),
     MenuEntry("Logs", "/lbadmin/logs"),
+    MenuEntry("Support", "/lbadmin/support"),
 )
 SHARED = frozenset(entry.title for top in MENU for entry in (top, *top.children) if entry.shared)
 
