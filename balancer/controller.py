@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -83,6 +83,16 @@ class Pending:
     changes: list[plan.Change]
 
 
+@dataclass(frozen=True, slots=True)
+class Commits:
+    """The revisions given to the engine since the daemon started (GET /metrics): how many,
+    how many of them failed, and the seconds they took in all."""
+
+    count: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+
 class Controller:
     def __init__(
         self,
@@ -109,6 +119,7 @@ class Controller:
         self._runs: int | None = None
         # Set by the HA pair's wiring while this node is a Secondary that can reach its Primary.
         self.forward: Forward | None = None
+        self.commits = Commits()
 
     @property
     def engine_error(self) -> str | None:
@@ -312,8 +323,20 @@ class Controller:
             applied = self.store.applied()
             if self._fault is None and applied is not None and applied.revision == wanted.id:
                 return applied
-            await self._apply(wanted, author)
+            with self._timed():
+                await self._apply(wanted, author)
             return self._mark_applied(wanted.id, author)
+
+    @contextlib.contextmanager
+    def _timed(self) -> Iterator[None]:
+        started, failed = time.monotonic(), 1
+        try:
+            yield
+            failed = 0
+        finally:
+            took = time.monotonic() - started
+            before = self.commits
+            self.commits = Commits(before.count + 1, before.failed + failed, before.seconds + took)
 
     def _mark_applied(self, revision: int, author: str) -> Applied:
         applied = self.store.mark_applied(revision, author=author)

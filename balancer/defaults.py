@@ -51,7 +51,7 @@ DATA_DIR = "/var/lib/balancer"
 # None: every address of the node (IPv6 and IPv4).
 LISTEN_ADDRESS: str | None = None
 # The networks whose Prometheus may read GET /metrics without an API key: none, a key is needed.
-METRICS_ALLOW: tuple[str, ...] = ()
+METRICS_ALLOW: tuple[()] = ()
 
 # The guide's WebUI user; its password is set by `balancer init` or made at first start.
 USER = "loadbalancer"

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from balancer.api import (
     ha,
     heartbeat,
+    metrics,
     peer,
     replica,
     revisions,
@@ -54,6 +55,7 @@ def install(
         ha.router(cluster),
         ha.peer_router(cluster),
         replica.router(controller, syncer),
+        metrics.router(controller, cluster),
         support.router(store, controller, cluster),
     ):
         app.include_router(router)

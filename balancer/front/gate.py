@@ -12,6 +12,9 @@ else there is refused. That certificate opens nothing else. Pairing's two join r
 through to check the peer's ``loadbalancer`` password themselves (HTTP Basic), as no trust
 exists yet.
 
+Prometheus's ``GET /metrics`` takes an API key too, or none from a network in the node setting
+``metrics_allow``.
+
 Only the Unix socket's listener marks its requests local: there the caller is the OS user the
 ``balancer`` command names (the socket is reachable by root alone), as before there was a
 network listener. Anything not so marked is treated as coming from the network.
@@ -20,6 +23,7 @@ network listener. Anything not so marked is treated as coming from the network.
 from __future__ import annotations
 
 from collections.abc import Callable
+from ipaddress import IPv6Address, ip_address
 from typing import Annotated
 from urllib.parse import parse_qs, quote
 
@@ -43,6 +47,8 @@ STATIC = "/lbadmin/static/"
 PEER = "/api/v1/peer/"
 # Pairing's routes on the node joining a pair: they check HTTP Basic themselves.
 JOIN = frozenset({"/api/v1/ha/join/offer", "/api/v1/ha/join/accept"})
+# Prometheus's scrape (balancer.api.metrics): a key, or a network in metrics_allow.
+METRICS = "/metrics"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # A form bigger than this is not a form the WebUI sends; its token is not looked for.
 FORM_LIMIT = 1 << 20
@@ -109,7 +115,7 @@ class Gate:
             # A live refresh is not use: it must not keep an idle session open.
             touch = "x-balancer-poll" not in connection.headers
             who = self.access.caller(connection, touch=touch)
-        if who is None and not is_public(method, path):
+        if who is None and not is_public(method, path) and not self._may_scrape(connection):
             await _unauthorised(connection)(scope, receive, send)
             return
         if method not in SAFE_METHODS:
@@ -125,6 +131,20 @@ class Gate:
                     await _forbidden(connection)(scope, receive, send)
                     return
         await self.app({**scope, CALLER: who}, receive, send)
+
+    def _may_scrape(self, connection: HTTPConnection) -> bool:
+        """GET /metrics from a network the operator listed in ``metrics_allow``: a Prometheus
+        there scrapes without a key; the list opens nothing else."""
+        if connection.url.path != METRICS or connection.scope["method"] not in SAFE_METHODS:
+            return False
+        allowed = self.access.store.node_settings().metrics_allow
+        try:
+            address = ip_address(connection.client.host if connection.client else "")
+        except ValueError:
+            return False
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # an IPv4 scraper on a dual-stack listener
+        return any(address in network for network in allowed)
 
     async def _peer(self, scope: Scope, receive: Receive, send: Send) -> None:
         shown = scope.get("state", {}).get(PEER_CERTIFICATE)
