@@ -109,6 +109,6 @@ def test_an_interface_whose_counters_reset_has_no_negative_rate(tmp_path: Path) 
         asyncio.run(taken.tick())
         clock.now += 10
     taken.history.close()
-    rx = written(tmp_path, "interface/eth0/rx_bytes")
-    assert rx == [(1010, 500.0, 5000.0), (1020, 10.0, 100.0)]
+    received = written(tmp_path, "interface/eth0/rx_bytes")
+    assert received == [(1010, 500.0, 5000.0), (1020, 10.0, 100.0)]
     assert written(tmp_path, "interface/eth0/tx_bytes") == [(1010, 0.0, 0.0), (1020, 5.0, 50.0)]
