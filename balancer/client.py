@@ -141,6 +141,8 @@ class Client:
             return None
         if response.content_type.startswith("text/plain"):
             return response.text
+        if response.content_type.startswith("application/gzip"):  # an archive, as it came
+            return response.body
         return json.loads(response.body)
 
     def _request(

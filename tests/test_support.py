@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from balancer import first_start, support, users
 from balancer.front.access import SESSION_COOKIE
 from balancer.support import REDACTED, redact, redact_text
+from tests.appliance import appliance
+from tests.test_cli_imports import NOT_FOR_A_CLIENT, imported
 from tests.webapp import WebApp, webapp
 
 ARCHIVE = "/api/v1/support/archive"
@@ -190,3 +192,17 @@ def test_redact_text_removes_a_private_key_block_whole_or_cut_at_either_end() ->
         assert REDACTED in cleaned
     assert redact_text("Public key: sha256 abc") == "Public key: sha256 abc"
     assert redact_text('{"api_key": "blb_abc"}') == f'{{"api_key": {REDACTED}}}'
+
+
+def test_the_command_writes_the_archive_of_a_real_appliance_importing_no_server(
+    tmp_path: Path,
+) -> None:
+    written = tmp_path / "support.tar.gz"
+    with appliance(tmp_path / "box") as box:
+        code, modules = imported(box, "support", "archive", "-o", str(written))
+    assert code == 0
+    assert [m for m in modules if m.startswith(NOT_FOR_A_CLIENT)] == []
+    found = members(written.read_bytes())
+    assert [name for name in found if name.endswith(".error.txt")] == []
+    assert {"logs/balancer.log", "engine/status.json", "system/addresses.json"} <= set(found)
+    assert json.loads(found["engine/status.json"])["engine"]["engine"] == "builtin"
