@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from balancer.api import (
+    alerts,
     ha,
     heartbeat,
     metrics,
@@ -50,6 +51,7 @@ def install(
         servers.router(edits, controller),
         revisions.router(edits, controller, syncer),
         users.router(store),
+        alerts.router(store),
         peer.status_router(cluster),
         heartbeat.router(cluster),
         ha.router(cluster),
