@@ -23,7 +23,8 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from balancer import engines, events, first_start, logs, management, validate
+from balancer import engines, events, first_start, history, logs, management, validate
+from balancer.alerts import subscriber
 from balancer.app import create_app
 from balancer.certificates import ServedCertificate
 from balancer.client import api_socket
@@ -83,6 +84,7 @@ async def _run(
     controller = Controller(store, engines.engine(node.engine, data_dir, node.workers))
     # Subscribed before the start, so that what the start applies or meets is logged too.
     logged = controller.events.subscribe()
+    alerted = controller.events.subscribe()
     await controller.start()
     stop_engine = False
     restart = False
@@ -127,6 +129,8 @@ async def _run(
         extra={"event": "start", "engine": node.engine, "https_port": node.https_port},
     )
     logging_events = loop.create_task(_log_events(logged))
+    alerting = loop.create_task(subscriber.run(alerted, store))
+    sampling = loop.create_task(history.sample(data_dir, controller.status, cluster.view))
     try:
         async with asyncio.TaskGroup() as tasks:
             for server, sock in servers:
@@ -138,9 +142,10 @@ async def _run(
         # IPs before the engine goes (the other order answers clients with resets).
         await (cluster.stop() if restart else releasing or cluster.release())
         await controller.close(stop_engine=stop_engine)
-        logging_events.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await logging_events
+        for task in (logging_events, sampling, alerting):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         with logged:
             for event in logged.pending():  # what the last moments published, not yet read
                 _log_event(event)

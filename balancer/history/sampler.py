@@ -115,7 +115,12 @@ class Sampler:
             point = self._increases.point(series, at, value)
             if point is not None:
                 points.append(point)
-        await asyncio.to_thread(self.history.write, int(at), points)
+        write = asyncio.ensure_future(asyncio.to_thread(self.history.write, int(at), points))
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            await write  # its transaction ends before the daemon closes the file
+            raise
         return points
 
     async def _engine(self) -> EngineStatus | None:
