@@ -6,12 +6,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from balancer import metrics
+from balancer.controller import Commits
+from balancer.ha.split_brain import Alarm
 from balancer.model import NodeSettings
-from balancer.state import Counters, EngineStatus
+from balancer.pair.status import NodeView, PairView
+from balancer.state import Counters, EngineStatus, ReplicationStatus, TableReplication
+from balancer.store import Store
+from balancer.system import SystemFigures
+from tests.appliance import WEBUI_HOST, appliance
 from tests.webapp import WebApp, webapp
 
 PSM = {
@@ -153,3 +161,63 @@ def test_a_network_in_metrics_allow_scrapes_without_a_key(app: WebApp) -> None:
     with TestClient(app.network.app, base_url="https://balancer.test",
                     client=("10.20.3.4", 40000)) as prometheus:  # fmt: skip
         assert prometheus.get("/api/v1/status").status_code == 401
+
+
+def parsed(text: bytes) -> dict[Sample, float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text.decode())
+        for sample in family.samples
+    }
+
+
+def test_a_paired_nodes_role_sync_and_persistence_replication() -> None:
+    replication = ReplicationStatus(
+        peer="198.18.0.1:7778",
+        up=True,
+        since=1.0,
+        synced=False,
+        tables=(TableReplication(service="CyberArk-PSM", entries=40, pending=3, lag=0.2),),
+    )
+    this = NodeView("198.18.0.2", "secondary", "passive", 7, "builtin", None, "behind by 2",
+                    replication=replication)  # fmt: skip
+    pair = PairView(this=this, peer=None, link=0.4, split_brain=Alarm(raised=True, since=5.0))
+    scrape = metrics.Scrape(None, "not started", SystemFigures(at=0.0), pair, Commits(4, 1, 2.5))
+    found = parsed(metrics.exposition(scrape))
+    assert found[("balancer_ha_paired", ())] == 1
+    for state in ("active", "passive", "fault", "unknown"):
+        labels = (("role", "secondary"), ("state", state))
+        assert found[("balancer_ha_state", labels)] == (state == "passive")
+    assert found[("balancer_ha_config_in_sync", ())] == 0  # behind by 2
+    assert found[("balancer_ha_peer_last_answer_seconds", ())] == 0.4
+    assert found[("balancer_ha_split_brain", ())] == 1
+    assert found[("balancer_persistence_replication_up", ())] == 1
+    assert found[("balancer_persistence_replication_synced", ())] == 0
+    table = (("proxy", "CyberArk-PSM"),)
+    assert found[("balancer_persistence_replication_pending", table)] == 3
+    assert found[("balancer_persistence_entries", table)] == 40
+    assert found[("balancer_commit_duration_seconds_count", ())] == 4
+    assert found[("balancer_commit_duration_seconds_sum", ())] == 2.5
+    assert found[("balancer_commit_failures_total", ())] == 1
+    assert found[("balancer_engine_up", ())] == 0
+
+
+def test_a_running_appliance_is_scraped_over_https(tmp_path: Path) -> None:
+    """The daemon's own listener: the scraper's address is the socket's peer, not a header."""
+    with appliance(tmp_path) as box:
+        box.client.post("/virtual-services", {**PSM, "ip": "127.96.2.10", "ports": "33891"})
+        box.client.post("/commit")
+        url = f"https://{WEBUI_HOST}:{box.https_port}/metrics"
+        with httpx.Client(verify=False, timeout=30) as prometheus:
+            assert prometheus.get(url).status_code == 401
+            with Store(box.data_dir / "balancer.db") as store:
+                node = store.node_settings().model_dump()
+                allowed = {**node, "metrics_allow": ["127.0.0.0/8"]}
+                store.save_node_settings(NodeSettings.model_validate(allowed), author="test")
+            reply = prometheus.get(url)
+    assert reply.status_code == 200, reply.text
+    found = parsed(reply.content)
+    assert found[("balancer_engine_up", ())] == 1
+    assert found[server("haproxy_server_weight", "PSM2")] == 50
+    assert found[server("haproxy_server_status", "PSM3", state="MAINT")] == 1
+    assert found[("balancer_commit_duration_seconds_count", ())] == 1
