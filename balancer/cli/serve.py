@@ -53,6 +53,13 @@ def serve(
         int | None,
         typer.Option(help="relaying processes of the built-in engine, one per core; kept"),
     ] = None,
+    metrics_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a network whose Prometheus reads /metrics with no API key, e.g. 10.1.0.0/16; "
+            "repeat for more, 'none' for none; kept"
+        ),
+    ] = None,
 ) -> None:
     """Run the appliance: the management daemon, its WebUI, and the engine it supervises.
 
@@ -75,6 +82,8 @@ def serve(
     changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     if http_port is not None:
         changes["http_port"] = http_port or None  # 0: off
+    if metrics_allow is not None:
+        changes["metrics_allow"] = [network for network in metrics_allow if network != "none"]
     try:
         uvloop.run(run(data_dir, changes))
     except (OSError, ValueError) as error:
