@@ -12,6 +12,7 @@ from balancer.api import (
     alerts,
     ha,
     heartbeat,
+    history,
     metrics,
     peer,
     replica,
@@ -58,6 +59,7 @@ def install(
         ha.peer_router(cluster),
         replica.router(controller, syncer),
         metrics.router(controller, cluster),
+        history.router(data_dir),
         support.router(store, controller, cluster),
     ):
         app.include_router(router)

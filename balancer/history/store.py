@@ -246,3 +246,24 @@ def read(db: sqlite3.Connection, names: Sequence[str], seconds: int, now: int) -
             )
         ]
     return Read(step=step, start=start, series=found, counters=frozenset(counters))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The guide's Min / Avg / Max / Total of a series over a range."""
+
+    min: float | None
+    avg: float | None
+    max: float | None
+    total: float | None  # a counter's increase over the range; None for a gauge
+
+
+def summary(points: Sequence[Stored], counter: bool) -> Summary:
+    if not points:
+        return Summary(None, None, None, 0.0 if counter else None)
+    return Summary(
+        min=min(p.min for p in points),
+        avg=sum(p.avg for p in points) / len(points),
+        max=max(p.max for p in points),
+        total=sum(p.total or 0.0 for p in points) if counter else None,
+    )
