@@ -254,13 +254,14 @@ async def archive(
         )
 
     async def versions() -> None:
+        haproxy, keepalived = await asyncio.gather(_run(HAPROXY, "-v"), _run(KEEPALIVED, "-v"))
         found.json(
             "versions.json",
             {
                 "balancer": _version(),
                 "python": sys.version,
-                "haproxy": await _run(HAPROXY, "-v"),
-                "keepalived": await _run(KEEPALIVED, "-v"),
+                "haproxy": haproxy,
+                "keepalived": keepalived,
                 "kernel": " ".join(platform.uname()),
                 "engine": controller.engine.name,
             },
@@ -286,9 +287,14 @@ async def archive(
         found.json("audit.json", entries)
 
     async def system() -> None:
-        found.text("system/addresses.json", await _run("ip", "-j", "address"))
-        found.text("system/routes.json", await _run("ip", "-j", "route"))
-        found.text("system/routes6.json", await _run("ip", "-j", "-6", "route"))
+        commands = {
+            "addresses": ("ip", "-j", "address"),
+            "routes": ("ip", "-j", "route"),
+            "routes6": ("ip", "-j", "-6", "route"),
+        }
+        said = await asyncio.gather(*(_run(*command) for command in commands.values()))
+        for name, text in zip(commands, said, strict=True):
+            found.text(f"system/{name}.json", text)
         disk = shutil.disk_usage(data_dir)
         found.json(
             "system/node.json",

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from balancer import first_start, support, users
 from balancer.front.access import SESSION_COOKIE
+from balancer.model import Pair
 from balancer.support import REDACTED, redact, redact_text
 from tests.appliance import appliance
 from tests.test_cli_imports import NOT_FOR_A_CLIENT, imported
@@ -206,3 +207,13 @@ def test_the_command_writes_the_archive_of_a_real_appliance_importing_no_server(
     assert [name for name in found if name.endswith(".error.txt")] == []
     assert {"logs/balancer.log", "engine/status.json", "system/addresses.json"} <= set(found)
     assert json.loads(found["engine/status.json"])["engine"]["engine"] == "builtin"
+
+
+def test_a_node_of_a_pair_adds_the_pairs_view(app: WebApp) -> None:
+    pair = Pair(role="secondary", local_address="127.0.0.2", peer_address="127.0.0.3")
+    settings = app.store.node_settings().model_copy(update={"pair": pair})
+    app.store.save_node_settings(settings, author="test")
+    found = members(app.local.get(ARCHIVE, headers={"X-Balancer-User": "root"}).content)
+    view = json.loads(found["ha/view.json"])["view"]
+    assert view["this"]["role"] == "secondary"
+    assert json.loads(found["node/settings.json"])["pair"]["peer_address"] == "127.0.0.3"
