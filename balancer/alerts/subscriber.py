@@ -52,11 +52,16 @@ async def run(
                 event = None
             now = clock()
             messages = grouper.due(now)
-            if event is not None:
-                for alert in watch.see(event, running(store)):
-                    messages += grouper.offer(alert, now)
+            try:
+                if event is not None:
+                    for alert in watch.see(event, running(store)):
+                        messages += grouper.offer(alert, now)
+                targets = channels.channels(store)
+            except Exception as error:  # the alerts must outlive a store that failed once
+                log.error("alerts: %s", error, extra={"event": "alert_failed"})
+                continue
             for message in messages:
-                for channel in channels.channels(store):
+                for channel in targets:
                     if len(sending) >= MAX_SENDING:
                         log.warning(
                             "alert not sent to %s: %d sends are under way",
@@ -71,6 +76,7 @@ async def run(
                     sending.add(task)
                     task.add_done_callback(sending.discard)
     finally:
+        subscription.close()
         for task in sending:
             task.cancel()
 
