@@ -18,7 +18,7 @@ from tests.appliance import Appliance, appliance, free_port
 NOT_FOR_A_CLIENT = (
     "fastapi", "starlette", "uvicorn", "jinja2", "httpx", "cryptography", "uvloop",
     "balancer.api", "balancer.web", "balancer.engines", "balancer.store", "balancer.daemon",
-    "balancer.controller", "balancer.health",
+    "balancer.controller", "balancer.health", "balancer.metrics", "prometheus_client",
 )  # fmt: skip
 
 VIP = "127.96.1.10"
