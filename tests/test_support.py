@@ -2,7 +2,9 @@
 key and its digest, the WebUI's private key, a session's token, a password in a log line and a
 PEM private key in the log, an alert password and a webhook secret in a JSON document) is
 found in no member of the archive, each decompressed; the archive holds what its README says;
-it is audited with who downloaded it. In process, on tests/webapp.py's fake engine."""
+it is audited with who downloaded it. In process, on tests/webapp.py's fake engine; then the
+guide's appliance, downloaded in chromium from the Support page and with `balancer support
+archive` (which imports no server module)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -20,7 +23,7 @@ from balancer import first_start, support, users
 from balancer.front.access import SESSION_COOKIE
 from balancer.model import Pair
 from balancer.support import REDACTED, redact, redact_text
-from tests.appliance import appliance
+from tests.appliance import Guide
 from tests.test_cli_imports import NOT_FOR_A_CLIENT, imported
 from tests.webapp import WebApp, webapp
 
@@ -195,20 +198,6 @@ def test_redact_text_removes_a_private_key_block_whole_or_cut_at_either_end() ->
     assert redact_text('{"api_key": "blb_abc"}') == f'{{"api_key": {REDACTED}}}'
 
 
-def test_the_command_writes_the_archive_of_a_real_appliance_importing_no_server(
-    tmp_path: Path,
-) -> None:
-    written = tmp_path / "support.tar.gz"
-    with appliance(tmp_path / "box") as box:
-        code, modules = imported(box, "support", "archive", "-o", str(written))
-    assert code == 0
-    assert [m for m in modules if m.startswith(NOT_FOR_A_CLIENT)] == []
-    found = members(written.read_bytes())
-    assert [name for name in found if name.endswith(".error.txt")] == []
-    assert {"logs/balancer.log", "engine/status.json", "system/addresses.json"} <= set(found)
-    assert json.loads(found["engine/status.json"])["engine"]["engine"] == "builtin"
-
-
 def test_a_node_of_a_pair_adds_the_pairs_view(app: WebApp) -> None:
     pair = Pair(role="secondary", local_address="127.0.0.2", peer_address="127.0.0.3")
     settings = app.store.node_settings().model_copy(update={"pair": pair})
@@ -217,3 +206,37 @@ def test_a_node_of_a_pair_adds_the_pairs_view(app: WebApp) -> None:
     view = json.loads(found["ha/view.json"])["view"]
     assert view["this"]["role"] == "secondary"
     assert json.loads(found["node/settings.json"])["pair"]["peer_address"] == "127.0.0.3"
+
+
+def test_the_support_page_and_the_command_download_the_archive_of_the_guides_appliance(
+    browser: Any, guide: Guide, tmp_path: Path
+) -> None:
+    from tests.browser import open_page, shoot, sign_in
+
+    box = guide.box
+    written = tmp_path / "written.tar.gz"
+    code, modules = imported(box, "support", "archive", "-o", str(written))
+    assert code == 0
+    assert [m for m in modules if m.startswith(NOT_FOR_A_CLIENT)] == []
+    found = members(written.read_bytes())
+    assert [name for name in found if name.endswith(".error.txt")] == []
+    assert {"logs/balancer.log", "engine/status.json", "system/addresses.json"} <= set(found)
+    assert json.loads(found["engine/status.json"])["engine"]["engine"] == box.engine
+
+    page = open_page(browser, 1280, 800, downloads=True)
+    sign_in(page, box)
+    page.get_by_role("navigation").get_by_role("link", name="Support").click()
+    page.wait_for_url("**/lbadmin/support")
+    shoot(page, "support")
+    with page.expect_download() as started:
+        page.click("#download-support")
+    assert started.value.suggested_filename.startswith("balancer-support-")
+    saved = tmp_path / "support.tar.gz"
+    started.value.save_as(saved)
+    found = members(saved.read_bytes())
+    saved_config = json.loads(found["configuration/saved.json"])["config"]
+    assert [s["label"] for s in saved_config["virtual_services"]] == [
+        s["label"] for s in box.client.get("/virtual-services")
+    ]
+    entry = box.client.get("/audit", limit=1)[0]
+    assert (entry["author"], entry["action"]) == ("loadbalancer", "support_archive")
