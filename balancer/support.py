@@ -88,7 +88,7 @@ node/settings.json            this node's settings (hostname, engine, ports, HA 
 node/users.json               user names and API key names, owners and dates
 versions.json                 Balancer, Python, HAProxy, keepalived, the kernel
 engine/status.json            System Overview: the engine's status, pending changes
-engine/{engine_file:<22}the configuration as the engine runs it
+engine/{engine_file:<23}the configuration as the engine runs it
 logs/                         the newest {log_mib} MiB of each log (Balancer, engine, keepalived)
 audit.json                    the audit trail of the last {days} days (at most {audit_max} entries)
 system/                       interfaces and addresses, routes, load, memory, disk, limits
@@ -254,7 +254,9 @@ async def archive(
         )
 
     async def versions() -> None:
-        haproxy, keepalived = await asyncio.gather(_run(HAPROXY, "-v"), _run(KEEPALIVED, "-v"))
+        said = await asyncio.gather(_run(HAPROXY, "-v"), _run(KEEPALIVED, "-v"))
+        # Their first line names the version; the rest is build options.
+        haproxy, keepalived = (text.partition("\n")[0] for text in said)
         found.json(
             "versions.json",
             {
