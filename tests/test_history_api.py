@@ -51,3 +51,10 @@ def test_before_the_first_sample_there_is_no_history(tmp_path: Path) -> None:
     with webapp(tmp_path) as app:
         answer = app.local.get(HISTORY, params={"range": "day"}).json()
     assert (answer["known"], answer["series"], answer["step"]) == ([], {}, 10)
+
+
+def test_over_the_network_the_history_needs_a_signed_in_user_or_a_key(tmp_path: Path) -> None:
+    with webapp(tmp_path) as app:
+        assert app.network.get(HISTORY).status_code == 401
+        app.sign_in()
+        assert app.network.get(HISTORY).status_code == 200

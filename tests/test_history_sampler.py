@@ -4,6 +4,7 @@ tick, a gap (not a stop) when the engine cannot be read, never a negative rate."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from balancer.history.sampler import Increases, Sampler
@@ -112,3 +113,22 @@ def test_an_interface_whose_counters_reset_has_no_negative_rate(tmp_path: Path) 
     received = written(tmp_path, "interface/eth0/rx_bytes")
     assert received == [(1010, 500.0, 5000.0), (1020, 10.0, 100.0)]
     assert written(tmp_path, "interface/eth0/tx_bytes") == [(1010, 0.0, 0.0), (1020, 5.0, 50.0)]
+
+
+def test_the_sampler_runs_a_tick_per_interval_until_cancelled(tmp_path: Path) -> None:
+    engine, clock = FakeEngine(), Clock()
+    clock.now = 1003.0  # the first wait ends on the next multiple of 10 s
+    taken = sampler(tmp_path, engine, clock)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            raise asyncio.CancelledError
+        clock.now += seconds
+
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(taken.run(sleep))
+    taken.history.close()
+    assert waits == [7.0, 10.0, 10.0]
+    assert [t for t, *_ in written(tmp_path, "node/load")] == [1003, 1010, 1020]
