@@ -221,3 +221,27 @@ def test_a_running_appliance_is_scraped_over_https(tmp_path: Path) -> None:
     assert found[server("haproxy_server_weight", "PSM2")] == 50
     assert found[server("haproxy_server_status", "PSM3", state="MAINT")] == 1
     assert found[("balancer_commit_duration_seconds_count", ())] == 1
+
+
+def test_local_configuration_sets_the_networks_that_scrape_without_a_key(app: WebApp) -> None:
+    csrf = app.sign_in()
+    form = "/lbadmin/local-configuration/metrics"
+    before = app.store.node_settings()
+    reply = app.network.post(form, data={"csrf_token": csrf, "metrics_allow": "10.20.0.1/16"})
+    assert reply.status_code == 422
+    assert "<code>metrics_allow[0]</code>: " in reply.text
+    assert "10.20.0.1/16</textarea>" in reply.text  # what was typed, to correct
+    assert app.store.node_settings() == before
+
+    sent = "10.20.0.0/16\n 2001:db8::/32 "
+    reply = app.network.post(form, data={"csrf_token": csrf, "metrics_allow": sent})
+    assert "The networks that may scrape /metrics were saved" in reply.text
+    assert "10.20.0.0/16\n2001:db8::/32</textarea>" in reply.text
+    saved = app.store.node_settings().metrics_allow
+    assert [str(network) for network in saved] == ["10.20.0.0/16", "2001:db8::/32"]
+    with TestClient(app.network.app, base_url="https://balancer.test",
+                    client=("10.20.9.9", 40000)) as prometheus:  # fmt: skip
+        assert prometheus.get("/metrics").status_code == 200
+
+    reply = app.network.post(form, data={"csrf_token": csrf, "metrics_allow": ""})
+    assert app.store.node_settings().metrics_allow == ()

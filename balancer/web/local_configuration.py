@@ -1,10 +1,12 @@
-"""Local Configuration: service socket addresses, WebUI sessions and the WebUI's certificate.
+"""Local Configuration: service socket addresses, WebUI sessions, the WebUI's certificate and
+Prometheus's networks.
 
-Both are this node's own, never part of a backup (the guide's 14.1.1). New socket addresses are
+All are this node's own, never part of a backup (the guide's 14.1.1). New socket addresses are
 checked (valid, and free to bind) and saved; the listeners are opened again with them when the
 management service restarts (Restart Services), since this page is served by the very listener
 that would move. New session timeouts hold at once, for sessions already open too. A new
-certificate is served from the next TLS handshake on.
+certificate is served from the next TLS handshake on. The networks whose Prometheus may read
+/metrics without an API key hold at once.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def router(render: Renderer) -> APIRouter:
             running=_addresses(running) if running else None,
             restart_needed=running is not None and _addresses(running) != _addresses(saved),
             certificate=_shown(service.certificate.info()) if service else None,
+            networks="\n".join(str(network) for network in saved.metrics_allow),
             **context,
         )
 
@@ -97,6 +100,22 @@ def router(render: Renderer) -> APIRouter:
             render.access.sessions.idle_timeout = changed.session_idle_timeout
             render.access.sessions.max_lifetime = changed.session_max_lifetime
         return RedirectResponse(f"{PAGE}?done=sessions", status_code=303)
+
+    @web.post(f"{PAGE}/metrics")
+    def metrics(request: Request, user: Author, metrics_allow: Field = "") -> Response:
+        node = store.node_settings()
+        networks = metrics_allow.split()
+        try:
+            changed = validate.parse_as(
+                NodeSettings, {**node.model_dump(), "metrics_allow": networks}
+            )
+        except Invalid as error:
+            return page(
+                request, status=422, metrics_problems=error.problems, metrics_form=metrics_allow
+            )
+        if changed != node:
+            store.save_node_settings(changed, author=user)
+        return RedirectResponse(f"{PAGE}?done=metrics", status_code=303)
 
     @web.post(f"{PAGE}/certificate")
     async def certificate(request: Request, user: Author) -> Response:
