@@ -78,7 +78,7 @@ def size_bound(series: int, tiers: Sequence[Tier] = TIERS, budget: int = BUDGET)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: no new series takes a forgotten one's
     name TEXT NOT NULL UNIQUE,
     counter INTEGER NOT NULL,
     last INTEGER NOT NULL
