@@ -45,6 +45,7 @@ COMMANDS = {
     "key": ("keys", "app"),
     "lab": ("lab", "app"),
     "ha": ("ha", "app"),
+    "alerts": ("alerts", "app"),
     "support": ("support", "app"),
     "engine-check": ("engine_check", "engine_check"),
 }
