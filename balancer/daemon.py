@@ -165,7 +165,11 @@ async def _log_events(subscription: events.Subscription) -> None:
 
 def _log_event(event: events.Event | events.Missed) -> None:
     match event:
-        case events.EngineChanged(error=str()) | events.SplitBrain(raised=True):
+        case (
+            events.EngineChanged(error=str())
+            | events.SplitBrain(raised=True)
+            | events.CommitFailed()
+        ):
             level = logging.ERROR
         case events.HealthChanged(health="down") | events.Missed():
             level = logging.WARNING
