@@ -22,8 +22,12 @@ from balancer.alerts import send, subscriber
 from balancer.alerts.channels import Channel, Email, Syslog, Webhook
 from balancer.alerts.grouping import Grouper, Message
 from balancer.alerts.rules import Alert, Watch
+from balancer.controller import CommitFailed, Controller
+from balancer.engines import EngineRejected
 from balancer.model import Config, RealServer, VirtualService
+from balancer.plan import Plan
 from balancer.store import Store
+from tests.webapp import FakeEngine
 
 PSM = Config(
     virtual_services=(
@@ -326,3 +330,24 @@ async def wait_for(condition: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("not received in 5 s")
+
+
+def test_a_refused_commit_is_an_event_and_an_alert(tmp_path: Path) -> None:
+    class Refusing(FakeEngine):
+        async def apply(self, plan: Plan) -> None:
+            raise EngineRejected("port 3389: address in use")
+
+    with Store(tmp_path / "balancer.db") as store:
+        controller = Controller(store, Refusing(), clock=lambda: 5.0)
+        store.save(PSM, base=0, author="admin", message="PSM")
+        seen = controller.events.subscribe()
+        with pytest.raises(CommitFailed):
+            asyncio.run(controller.commit("admin"))
+    failed = [e for e in seen.pending() if isinstance(e, events.CommitFailed)]
+    assert failed == [events.CommitFailed(1, "admin", "port 3389: address in use", 5.0)]
+    (alert,) = Watch().see(failed[0], PSM)
+    assert (alert.key, alert.severity, alert.summary) == (
+        "commit",
+        "error",
+        "commit of revision 1 by admin failed: port 3389: address in use",
+    )
