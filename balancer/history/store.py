@@ -229,22 +229,23 @@ def read(db: sqlite3.Connection, names: Sequence[str], seconds: int, now: int) -
         return Read(step=TIERS[0].step, start=now - seconds, series={}, counters=frozenset())
     tier, step, _ = next((row for row in tiers if row[2] >= seconds), tiers[-1])
     start = now - seconds
-    found: dict[str, list[Stored]] = {}
+    ids: dict[int, str] = {}
     counters = set()
     for name in names:
         row = db.execute("SELECT id, counter FROM series WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            continue
-        if row[1]:
-            counters.add(name)
-        found[name] = [
-            Stored(*point)
-            for point in db.execute(
-                "SELECT t, min, avg, max, total FROM points"
-                " WHERE tier = ? AND t >= ? AND series = ? ORDER BY t",
-                (tier, start, row[0]),
-            )
-        ]
+        if row is not None:
+            ids[row[0]] = name
+            if row[1]:
+                counters.add(name)
+    found: dict[str, list[Stored]] = {name: [] for name in ids.values()}
+    # One pass over the range for all the series: the key is by time, not by series.
+    marks = ",".join("?" * len(ids))
+    for series, *point in db.execute(
+        f"SELECT series, t, min, avg, max, total FROM points"
+        f" WHERE tier = ? AND t >= ? AND series IN ({marks}) ORDER BY t",
+        (tier, start, *ids),
+    ):
+        found[ids[series]].append(Stored(*point))
     return Read(step=step, start=start, series=found, counters=frozenset(counters))
 
 
