@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from balancer.history.sampler import Increases, Sampler
+from balancer.history.sampler import FILE, Increases, Sampler, sample
 from balancer.history.store import History, Point, connect
 from balancer.state import Counters, EngineStatus
 from balancer.system import System
@@ -132,3 +132,10 @@ def test_the_sampler_runs_a_tick_per_interval_until_cancelled(tmp_path: Path) ->
     taken.history.close()
     assert waits == [7.0, 10.0, 10.0]
     assert [t for t, *_ in written(tmp_path, "node/load")] == [1003, 1010, 1020]
+
+
+def test_a_history_file_that_cannot_be_opened_ends_the_task_not_the_daemon(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / FILE).write_bytes(b"not a database, " * 1000)
+    asyncio.run(sample(tmp_path, FakeEngine().status, lambda: None))

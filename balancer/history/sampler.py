@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -149,6 +150,12 @@ async def sample(
     status: Callable[[], Awaitable[EngineStatus]],
     pair: Callable[[], PairView | None],
 ) -> None:
-    """The daemon's task: sample into data_dir/history.db until cancelled."""
-    with History(data_dir / FILE) as history:
+    """The daemon's task: sample into data_dir/history.db until cancelled. A file that cannot
+    be opened (a full disk, a damaged file) means no history, not a daemon that stops."""
+    try:
+        history = History(data_dir / FILE)
+    except (sqlite3.Error, OSError) as error:
+        log.error("history: not kept: %s cannot be opened (%s)", data_dir / FILE, error)
+        return
+    with history:
         await Sampler(history, status, System().figures, pair).run()
