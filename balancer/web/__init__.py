@@ -19,6 +19,7 @@ from balancer.pair.cluster import Cluster
 from balancer.store import Store
 from balancer.system import System
 from balancer.web import (
+    alerts,
     error_pages,
     high_availability,
     local_configuration,
@@ -50,6 +51,7 @@ def install(
     app.include_router(overview.router(render, controller, system))
     for page in (
         local_configuration,
+        alerts,
         services,
         servers,
         high_availability,

@@ -39,7 +39,11 @@ class MenuEntry:
 # The guide's main menu (8.3.1), in its order and words. A page's ``title`` is its entry's.
 MENU = (
     MenuEntry("System Overview", "/lbadmin/"),
-    MenuEntry("Local Configuration", "/lbadmin/local-configuration"),
+    MenuEntry(
+        "Local Configuration",
+        "/lbadmin/local-configuration",
+        children=(MenuEntry("Alerts", "/lbadmin/local-configuration/alerts"),),
+    ),
     MenuEntry(
         "Cluster Configuration",
         "/lbadmin/virtual-services",
