@@ -132,6 +132,7 @@ PAGES: dict[str, Callable[[Guide, Any], Any]] = {
     "system-overview": at(""),
     "drain-last-server-confirm": asked,
     "local-configuration": at("local-configuration"),
+    "alerts": at("local-configuration/alerts"),
     "virtual-services": at("virtual-services"),
     "virtual-service-add": at("virtual-services/add"),
     "virtual-service-modify": at("virtual-services/CyberArk-PSM/modify"),
