@@ -57,6 +57,7 @@ def imported(box: Appliance, *args: str) -> tuple[int, list[str]]:
         (("rip", "drain", "Web", "web1"), 0),
         (("engine-check",), 1),  # the engine runs no revision: nothing is committed
         (("ha", "status"), 0),
+        (("alerts", "list"), 0),
     ],
 )
 def test_the_everyday_commands_import_no_server_no_engine_and_no_http_library(
