@@ -277,7 +277,8 @@ def test_an_alert_email_over_starttls_with_auth(tmp_path: Path, mechanism: str) 
                 ca_file=str(pem),
             )
             channel = Channel(name="mail", settings=settings, secret="mail-pa55")
-            alert = Alert("service CyberArk-PSM", "service_down", "error", "no server up", 1.0)
+            said = "no server up:\nPSM1 refused"
+            alert = Alert("service CyberArk-PSM", "service_down", "error", said, 1.0)
             await send.send(channel, Message(alert), "lb1")
             wrong = channel.model_copy(update={"secret": "wrong"})
             with pytest.raises(send.SendFailed, match="SMTPAuthenticationError"):
@@ -286,7 +287,7 @@ def test_an_alert_email_over_starttls_with_auth(tmp_path: Path, mechanism: str) 
     asyncio.run(scenario())
     assert mailbox.authenticated == [mechanism]
     (mail,) = mailbox.mails
-    assert "Subject: [Balancer lb1] no server up" in mail
+    assert "Subject: [Balancer lb1] no server up: PSM1 refused" in mail
     assert "To: ops@example.com" in mail
     assert "kind: service_down" in mail
 

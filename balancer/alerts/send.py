@@ -66,7 +66,14 @@ async def send(
                 await asyncio.to_thread(_syslog, syslog, message, node)
             case Email() as email:
                 await asyncio.to_thread(_email, email, channel.secret, message, node)
-    except (OSError, httpx.HTTPError, smtplib.SMTPException, ssl.SSLError) as error:
+    except (
+        OSError,
+        ValueError,  # an address the resolver or the mail library cannot take
+        httpx.HTTPError,
+        httpx.InvalidURL,
+        smtplib.SMTPException,
+        ssl.SSLError,
+    ) as error:
         raise SendFailed(f"{type(error).__name__}: {error}".rstrip(": ")) from None
 
 
@@ -137,7 +144,8 @@ def _email(email: Email, password: str, message: Message, node: str) -> None:
     mail = EmailMessage()
     mail["From"] = email.sender
     mail["To"] = ", ".join(email.recipients)
-    mail["Subject"] = f"[Balancer {node}] {message.alert.summary}"
+    # One line: a header may not hold a line break, and a reason may.
+    mail["Subject"] = " ".join(f"[Balancer {node}] {message.alert.summary}".split())
     mail.set_content(
         "\n".join(f"{name}: {value}" for name, value in payload(message, node).items()) + "\n"
     )
