@@ -40,6 +40,7 @@ async def run(
 ) -> None:
     """Until cancelled; the sends under way are cancelled with it."""
     watch, grouper = Watch(), Grouper(window)
+    waits = send.delays() if waits is None else waits
     sending: set[asyncio.Task[None]] = set()
     try:
         while True:
@@ -70,9 +71,7 @@ async def run(
                             extra={"event": "alert_dropped", "channel": channel.name},
                         )
                         continue
-                    task = asyncio.create_task(
-                        _deliver(channel, message, store, waits or send.delays(), sleep)
-                    )
+                    task = asyncio.create_task(_deliver(channel, message, store, waits, sleep))
                     sending.add(task)
                     task.add_done_callback(sending.discard)
     finally:
