@@ -6,25 +6,15 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
-from balancer.history import FILE
-from balancer.history.store import DAY, TIERS, connect, known, read, summary
+from balancer.history.query import Range, UnknownSeries, ask
 
 Names = Annotated[list[str] | None, Query(description="series, repeated or comma-separated")]
-Range = Literal["hour", "day", "week", "month", "year"]
-SECONDS: dict[str, int] = {
-    "hour": 3600,
-    "day": DAY,
-    "week": 7 * DAY,
-    "month": 30 * DAY,
-    "year": 365 * DAY,
-}
 
 
 class SeriesHistory(BaseModel):
@@ -51,39 +41,29 @@ def router(data_dir: Path, clock: Callable[[], float] = time.time) -> APIRouter:
     @api.get("/metrics/history", response_model=History, summary="The node's history")
     def history(series: Names = None, range: Range = "hour") -> History:
         names = [name for each in series or () for name in each.split(",") if name]
-        now, seconds = int(clock()), SECONDS[range]
-        path = data_dir / FILE
-        if not path.exists():
-            return History(range=range, step=TIERS[0].step, start=now - seconds, end=now,
-                           series={}, known=[])  # fmt: skip
         try:
-            with closing(connect(path, readonly=True)) as db:
-                names_known = known(db)
-                unknown = [name for name in names if name not in names_known]
-                if unknown:
-                    raise HTTPException(404, f"series: no history of {', '.join(unknown)}")
-                found = read(db, names, seconds, now)
+            found = ask(data_dir, names, range, int(clock()))
+        except UnknownSeries as error:
+            raise HTTPException(404, f"series: no history of {error}") from None
         except sqlite3.Error as error:
             raise HTTPException(503, f"history: cannot be read: {error}") from None
-        answered = {}
-        for name, points in found.series.items():
-            counter = name in found.counters
-            figures = summary(points, counter)
-            answered[name] = SeriesHistory(
-                counter=counter,
-                min=figures.min,
-                avg=figures.avg,
-                max=figures.max,
-                total=figures.total,
-                points=[(p.t, p.min, p.avg, p.max, p.total) for p in points],
-            )
         return History(
-            range=range,
+            range=found.range,
             step=found.step,
             start=found.start,
-            end=now,
-            series=answered,
-            known=names_known,
+            end=found.end,
+            series={
+                name: SeriesHistory(
+                    counter=each.counter,
+                    min=each.min,
+                    avg=each.avg,
+                    max=each.max,
+                    total=each.total,
+                    points=[(p.t, p.min, p.avg, p.max, p.total) for p in each.points],
+                )
+                for name, each in found.series.items()
+            },
+            known=found.known,
         )
 
     return api
