@@ -9,7 +9,7 @@ AXE := tests/axe/node_modules/.package-lock.json
 
 ENGINE ?= builtin
 
-.PHONY: demo test lint setup system clean bench
+.PHONY: demo test lint setup system clean bench release
 
 # uv installs exactly what uv.lock pins; it is itself pinned and installed with pip.
 $(BIN)/.synced: pyproject.toml uv.lock
@@ -59,6 +59,20 @@ bench: setup system
 	$(CC) -O2 -Wall -Wextra -o bench/build/loadgen bench/loadgen.c
 	$(CC) -O2 -Wall -Wextra -o bench/build/backends bench/backends.c
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The offline update archive (README, Software Update): the wheel, the wheels of uv.lock's pins
+# for this platform (pip checks each against the lock's hashes), and a manifest signed with the
+# release private key, whose path RELEASE_KEY names; the key is never in the repository.
+RELEASE := dist/release
+release: setup
+	@test -n "$(RELEASE_KEY)" || { echo "make release: RELEASE_KEY must name the release private key (PEM)" >&2; exit 2; }
+	rm -rf $(RELEASE) && mkdir -p $(RELEASE)/wheels
+	$(UV) build --wheel --quiet --out-dir $(RELEASE)/wheels
+	$(UV) export --frozen --no-dev --no-emit-project --quiet --output-file $(RELEASE)/requirements.txt
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check --only-binary=:all: --no-deps \
+		--requirement $(RELEASE)/requirements.txt --dest $(RELEASE)/wheels
+	$(BIN)/python -m balancer.release --key "$(RELEASE_KEY)" --out dist \
+		$(RELEASE)/requirements.txt $(RELEASE)/wheels/*.whl
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache tests/axe/node_modules
