@@ -7,10 +7,12 @@ each refused in one line naming the reason, and leave every file as it was."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -217,3 +219,34 @@ def test_the_release_command_signs_with_the_key_it_is_given(tmp_path: Path) -> N
     )
     assert failed.returncode == 1
     assert failed.stderr == "release: the files hold no Balancer wheel, or more than one\n"
+
+
+def _balancer(*args: str, key: Path | None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
+    env = {**clean, update.KEY_ENV: str(key)} if key else clean
+    return subprocess.run(
+        [sys.executable, "-m", "balancer", *args], capture_output=True, text=True, env=env
+    )
+
+
+def test_balancer_update_check(tmp_path: Path) -> None:
+    archive = release.build(_files(tmp_path, "99.0.0"), KEY, tmp_path / "dist")
+    pem = tmp_path / "release_key.pem"
+    pem.write_bytes(
+        KEY.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    running = metadata.version("balancer")
+    done = _balancer("update", "check", str(archive), "--dir", str(tmp_path), key=pem)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"balancer-99.0.0.tar: Balancer 99.0.0 may replace {running};")
+    # The key the package ships did not sign it.
+    refused = _balancer("update", "check", str(archive), "--dir", str(tmp_path), key=None)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("error: refused: unknown key: the archive is signed by key")
+    assert refused.stderr.count("\n") == 1
+    wrong = tmp_path / "wrong.sha256"
+    wrong.write_text("0" * 64 + "  balancer-99.0.0.tar\n")
+    refused = _balancer("update", "check", str(archive), str(wrong), key=pem)
+    assert refused.stderr.startswith("error: refused: bad checksum: the archive's SHA-256 is")

@@ -47,6 +47,7 @@ COMMANDS = {
     "ha": ("ha", "app"),
     "alerts": ("alerts", "app"),
     "support": ("support", "app"),
+    "update": ("update", "app"),
     "engine-check": ("engine_check", "engine_check"),
 }
 
