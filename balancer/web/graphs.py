@@ -246,6 +246,10 @@ class Figures:
     max: str
     total: str
 
+    @property
+    def known(self) -> bool:
+        return self.min != NO_DATA
+
 
 def figures(
     series: Series | None,

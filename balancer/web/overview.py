@@ -14,6 +14,7 @@ the words the API would use.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -32,6 +33,7 @@ from balancer.store import ReadOnly
 from balancer.system import System, SystemFigures
 from balancer.web import pair
 from balancer.web.render import Renderer, is_htmx
+from balancer.web.reports import bandwidth_and_load
 from balancer.web.units import bitrate, moment, size
 from balancer.web.wizards import LAYER_7
 
@@ -57,6 +59,10 @@ def router(render: Renderer, controller: Controller, system: System) -> APIRoute
     async def respond(template: str, request: Request, status: int, **context: Any) -> Response:
         view = await controller.overview()
         figures = _system(system.figures())
+        # The guide's Min / Avg / Max / Total beside them, as Reports shows them for a day.
+        history = await asyncio.to_thread(
+            bandwidth_and_load, store.path.parent, "day", int(time.time())
+        )
         pair_view, paired = render.cluster.view(), render.cluster.pair
         nodes = pair.nodes(pair_view, paired)
         peer = "" if paired is None else str(paired.peer_address)
@@ -66,6 +72,7 @@ def router(render: Renderer, controller: Controller, system: System) -> APIRoute
             status=status,
             **_table(view),
             **figures,
+            **history,
             pair_nodes=nodes,
             replication=replication.shown(pair_view, peer, now=time.time()),
             **context,

@@ -205,12 +205,13 @@ def bandwidth_and_load(data_dir: Path, chosen: Range, now: int) -> dict[str, Any
         "history_figures": {
             "range": chosen,
             "load": graphs.figures(found.get("node/load"), graphs.load),
-            "interfaces": {
-                n.split("/")[1] + ("/rx" if n.endswith("rx_bytes") else "/tx"): graphs.figures(
-                    series, bitrate
-                )
-                for n, series in found.items()
-                if n.startswith("interface/")
-            },
+            "interfaces": [
+                {
+                    "label": f"{name.split('/')[1]} {'RX' if name.endswith('rx_bytes') else 'TX'}",
+                    "figures": graphs.figures(series, bitrate),
+                }
+                for name, series in sorted(found.items())
+                if name.startswith("interface/")
+            ],
         }
     }
