@@ -211,7 +211,7 @@ def timeline(
             f"{escape(row.label)}</text>"
         )
         for run in segments(row.points, step):
-            x1, x2 = x_of(run[0][0], start, end), x_of(run[-1][0] + step, start, end)
+            x1, x2 = x_of(run[0][0], start, end), x_of(min(run[-1][0] + step, end), start, end)
             body.append(
                 f'<rect x="{x1:.1f}" y="{y + ROW / 2 - 2}" width="{max(x2 - x1, 1):.1f}" height="4"'
                 ' fill="#2e7d32"/>'

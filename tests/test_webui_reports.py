@@ -1,0 +1,130 @@
+"""Reports' history as an operator reads it: in process, a history the test writes (its own
+sample times) drawn as graphs with the guide's Min / Avg / Max / Total, the very figures the
+history API gives, and the same beside System Overview's figures; then in Debian's chromium at
+768 px, the range chosen by keyboard."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from balancer.history import FILE, History, Point
+from balancer.web.units import bitrate, size
+from tests.appliance import appliance
+from tests.browser import chromium, needs_chromium, open_page, playwright, shoot, sign_in
+from tests.test_webui_keyboard import tab_to
+from tests.webapp import webapp
+
+LOADS = (1.0, 2.0, 6.0)
+RX = (125.0, 250.0, 1250.0)  # bytes per second: 1, 2 and 10 kbit/s
+DOWN = 1  # PSM2 is down in the middle sample
+
+
+def fill(data_dir: Path, now: int) -> None:
+    """Three samples 10 s apart, ending at ``now``."""
+    with History(data_dir / FILE) as history:
+        for index, (load, rx) in enumerate(zip(LOADS, RX, strict=True)):
+            t = now - 20 + 10 * index
+            history.write(
+                t,
+                [
+                    Point("node/load", load),
+                    Point("interface/test0/rx_bytes", rx, 10 * rx),
+                    Point("interface/test0/tx_bytes", 0.0, 0.0),
+                    Point("service/CyberArk-PSM/connections", 3.0),
+                    Point("server/CyberArk-PSM/PSM1/connections", 2.0),
+                    Point("server/CyberArk-PSM/PSM2/connections", 1.0),
+                    Point("server/CyberArk-PSM/PSM1/new_connections", 0.3, 3.0),
+                    Point("server/CyberArk-PSM/PSM2/new_connections", 0.1, 1.0),
+                    Point("server/CyberArk-PSM/PSM1/health", 1.0),
+                    Point("server/CyberArk-PSM/PSM2/health", 0.0 if index == DOWN else 1.0),
+                ],
+            )
+
+
+def cells(page: str, row: str) -> list[str]:
+    found = re.search(rf'<th scope="row">{row}</th>(.*?)</tr>', page, re.S)
+    assert found, f"no row {row}"
+    return re.findall(r'<td class="number"[^>]*>([^<]*)</td>', found.group(1))
+
+
+def test_reports_draw_the_history_with_the_apis_own_figures(tmp_path: Path) -> None:
+    fill(tmp_path, int(time.time()))
+    with webapp(tmp_path) as app:
+        app.sign_in()
+        page = app.network.get("/lbadmin/reports").text
+        api = app.local.get(
+            "/api/v1/metrics/history", params={"series": "node/load,interface/test0/rx_bytes"}
+        ).json()["series"]
+        overview = app.network.get("/lbadmin/").text
+        day = app.network.get("/lbadmin/reports", params={"range": "day"}).text
+        odd = app.network.get("/lbadmin/reports", params={"range": "decade"}).text
+    # One graph per interface, the load, and per virtual service its connections and health.
+    assert page.count('<svg class="graph"') == 4
+    assert page.count("<title id=") == 4
+    assert "no data yet" not in page
+    # The known series' figures, in the operator's units, as the API computes them.
+    assert cells(page, "1m average") == ["1.00", "3.00", "6.00"]
+    load = api["node/load"]
+    assert [load["min"], load["avg"], load["max"]] == [1.0, 3.0, 6.0]
+    rx = api["interface/test0/rx_bytes"]
+    assert cells(page, "RX") == [
+        bitrate(rx["min"]), bitrate(rx["avg"]), bitrate(rx["max"]), size(rx["total"])
+    ]  # fmt: skip
+    assert cells(page, "RX") == ["1.0 kbit/s", "4.3 kbit/s", "10.0 kbit/s", "15.9 KiB"]
+    # Each real server's share of the new connections; PSM2's down period said in words.
+    assert re.search(r'data-server="CyberArk-PSM/PSM1">PSM1 <meter[^>]*>75%</meter> 75%', page)
+    assert page.count('<g class="down" data-server="PSM2">') == 1
+    assert 'data-server="PSM1"><title>' not in page
+    # The range chooser: the hour chosen; an unknown range is the hour.
+    assert '<a href="?range=hour" aria-current="page">Last hour</a>' in page
+    assert '<a href="?range=day" aria-current="page">Last day</a>' in day
+    assert 'class="zoom" href="?range=hour"' in day  # clicking a day's graph shows the hour
+    assert 'class="zoom"' not in page  # nothing finer than the hour
+    assert '<a href="?range=hour" aria-current="page">' in odd
+    # System Overview: the same figures over the day, beside its own.
+    assert cells(overview, "test0 RX") == ["1.0 kbit/s", "4.3 kbit/s", "10.0 kbit/s", "15.9 KiB"]
+    assert "1m average over the last day: 1.00 Min, 3.00 Avg, 6.00 Max" in overview
+
+
+def test_before_any_history_each_graph_says_no_data_yet(tmp_path: Path) -> None:
+    with webapp(tmp_path) as app:
+        app.sign_in()
+        page = app.network.get("/lbadmin/reports").text
+        overview = app.network.get("/lbadmin/").text
+    assert page.count('<svg class="graph"') == 1  # the load: there is always a node
+    assert "no data yet" in page
+    assert cells(page, "1m average") == ["no data yet"] * 3
+    assert 'data-figures="bandwidth"' not in overview
+
+
+@needs_chromium
+def test_reports_at_768_px_with_graphs_and_the_range_chosen_by_keyboard(tmp_path: Path) -> None:
+    with appliance(tmp_path) as box:
+        # Written while the daemon is stopped: its history is its own file, one writer at a time.
+        box.stop()
+        fill(box.data_dir, int(time.time()))
+        box.start()
+        with chromium() as browser:
+            page = open_page(browser, 768, 1024)
+            sign_in(page, box)
+            page.goto(f"{box.webui}reports")
+            graph = page.locator('figure[data-graph="load"] svg')
+            playwright.expect(graph).to_be_visible()
+            # Drawn at the page's width, not cut off or scrolled sideways.
+            box_of = graph.bounding_box()
+            assert 300 < box_of["width"] <= 768
+            assert page.evaluate("document.documentElement.scrollWidth") <= 768
+            assert page.locator("svg.graph").count() == 4
+            shoot(page, "reports-history-768")
+            tab_to(page, "Last week")
+            page.keyboard.press("Enter")
+            page.wait_for_url("**/reports?range=week")
+            playwright.expect(
+                page.get_by_role("heading", name="History: the last week")
+            ).to_be_visible()
+            playwright.expect(
+                page.locator('a[aria-current="page"]', has_text="Last week")
+            ).to_be_visible()
+            page.context.close()
