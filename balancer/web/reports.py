@@ -122,7 +122,15 @@ def _graphs(answer: Answer) -> dict[str, Any]:
         points = found[name].points if name in found else []
         return Line(label, [(p.t, getattr(p, value)) for p in points])
 
-    interfaces = sorted({n.split("/")[1] for n in found if n.startswith("interface/")})
+    # One that carried nothing over the range (an unused tunnel) has nothing to show, as on
+    # System Overview.
+    interfaces = sorted(
+        {
+            n.split("/")[1]
+            for n, series in found.items()
+            if n.startswith("interface/") and (series.max or 0) > 0
+        }
+    )
     bandwidth = [
         {
             "name": nic,
