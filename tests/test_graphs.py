@@ -11,6 +11,7 @@ from balancer.history.store import Stored
 from balancer.web.graphs import (
     BOTTOM,
     LEFT,
+    MOST,
     NO_DATA,
     RIGHT,
     TOP,
@@ -20,6 +21,7 @@ from balancer.web.graphs import (
     figures,
     line_graph,
     load,
+    thinned,
     timeline,
 )
 from balancer.web.units import bitrate
@@ -99,3 +101,12 @@ def test_figures_are_the_historys_own_written_in_the_operators_units() -> None:
     assert figures(gauge, load) == figures(gauge, load)
     assert (figures(gauge, load).avg, figures(gauge, load).total) == ("0.08", "\N{EM DASH}")
     assert figures(None, load).min == NO_DATA
+
+
+def test_a_day_of_points_is_thinned_to_the_graphs_width_by_means() -> None:
+    day = [(START + 10 * i, float(i % 2)) for i in range(8640)]
+    points, step = thinned(day, 10)
+    assert len(points) <= MOST
+    assert step % 10 == 0
+    assert all(0.4 < v < 0.6 for _, v in points)  # each the mean of its run of 0s and 1s
+    assert thinned(day[:3], 10) == (day[:3], 10)

@@ -119,9 +119,9 @@ def test_reports_draw_the_history_with_the_apis_own_figures(tmp_path: Path) -> N
     assert 'class="zoom" href="?range=hour"' in day  # clicking a day's graph shows the hour
     assert 'class="zoom"' not in page  # nothing finer than the hour
     assert '<a href="?range=hour" aria-current="page">' in odd
-    # System Overview: the same figures over the day, beside its own.
+    # System Overview: the same figures over the hour, beside its own.
     assert cells(overview, "test0 RX") == ["1.0 kbit/s", "4.3 kbit/s", "10.0 kbit/s", "15.9 KiB"]
-    assert "1m average over the last day: 1.00 Min, 3.00 Avg, 6.00 Max" in overview
+    assert "1m average over the last hour: 1.00 Min, 3.00 Avg, 6.00 Max" in overview
 
 
 def test_before_any_history_each_graph_says_no_data_yet(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ STYLES = (
 )
 ROW = 30  # a timeline's row height
 NO_DATA = "no data yet"
+MOST = (RIGHT - LEFT) // 2  # points drawn per line: one every 2 px across
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,18 @@ def segments(points: Sequence[tuple[int, float]], step: int) -> list[list[tuple[
     return runs
 
 
+def thinned(points: Sequence[tuple[int, float]], step: int) -> tuple[list[tuple[int, float]], int]:
+    """At most MOST points, each the mean of a run of ``step``-apart points, and their step:
+    a day of 10 s points is 8,640, more than the graph has pixels across."""
+    every = max(1, math.ceil((points[-1][0] - points[0][0]) / step / MOST)) if points else 1
+    if every == 1:
+        return list(points), step
+    buckets: dict[int, list[float]] = {}
+    for t, v in points:
+        buckets.setdefault(t // (step * every) * (step * every), []).append(v)
+    return [(t, sum(vs) / len(vs)) for t, vs in buckets.items()], step * every
+
+
 def line_graph(
     title: str,
     desc: str,
@@ -142,7 +155,7 @@ def line_graph(
     for index, line in enumerate(lines):
         colour, dash = STYLES[index % len(STYLES)]
         dashed = f' stroke-dasharray="{dash}"' if dash else ""
-        for run in segments(line.points, step):
+        for run in segments(*thinned(line.points, step)):
             if len(run) == 1:
                 t, v = run[0]
                 body.append(
