@@ -175,3 +175,17 @@ def test_reports_at_768_px_with_graphs_and_the_range_chosen_by_keyboard(tmp_path
                 page.locator('a[aria-current="page"]', has_text="Last week")
             ).to_be_visible()
             page.context.close()
+
+
+def test_a_history_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / FILE).write_bytes(b"not a database, " * 512)
+    with webapp(tmp_path) as app:
+        app.sign_in()
+        page = app.network.get("/lbadmin/reports")
+        overview = app.network.get("/lbadmin/")
+    assert page.status_code == 200
+    said = re.findall(r'<p class="banner error" role="alert">([^<]*)</p>', page.text)
+    assert said == ["history: cannot be read: file is not a database"]
+    assert 'data-graph="load"' not in page.text
+    assert overview.status_code == 200
+    assert 'data-figures="load"' not in overview.text
