@@ -110,3 +110,13 @@ def test_a_day_of_points_is_thinned_to_the_graphs_width_by_means() -> None:
     assert step % 10 == 0
     assert all(0.4 < v < 0.6 for _, v in points)  # each the mean of its run of 0s and 1s
     assert thinned(day[:3], 10) == (day[:3], 10)
+
+
+def test_a_long_legend_wraps_within_the_width() -> None:
+    lines = [Line(f"PSM{n}", [(START, 1.0)]) for n in range(10)]
+    svg = line_graph("Connections", "d", lines, start=START, end=END, step=10,
+                     unit="connections", shown=str)  # fmt: skip
+    assert 'viewBox="0 0 768 286"' in svg  # two more rows of names
+    legend_x = [float(x) for x in re.findall(r'<text x="([\d.]+)" y="[\d.]+">PSM\d</text>', svg)]
+    assert len(legend_x) == 10
+    assert max(legend_x) < 768 - 60

@@ -30,6 +30,7 @@ STYLES = (
     ("#8a6d00", "4 2"),
 )
 ROW = 30  # a timeline's row height
+LEGEND_ROW = 4  # names a legend's row holds
 NO_DATA = "no data yet"
 MOST = (RIGHT - LEFT) // 2  # points drawn per line: one every 2 px across
 
@@ -169,14 +170,15 @@ def line_graph(
                 f'{dashed} data-line="{escape(line.label)}"/>'
             )
         # The legend: the line's own dash beside its name.
-        x = LEFT + 150 * index
-        y = HEIGHT - 10
+        # Four names a row, rows added below: a service of ten real servers stays in the width.
+        x = LEFT + 150 * (index % LEGEND_ROW)
+        y = HEIGHT - 10 + 18 * (index // LEGEND_ROW)
         body.append(
             f'<line x1="{x}" y1="{y - 4}" x2="{x + 28}" y2="{y - 4}" stroke="{colour}"'
             f' stroke-width="2"{dashed}/>'
             f'<text x="{x + 34}" y="{y}">{escape(line.label)}</text>'
         )
-    return _frame(title, desc, body)
+    return _frame(title, desc, body, HEIGHT + 18 * ((len(lines) - 1) // LEGEND_ROW))
 
 
 def down_periods(points: Sequence[tuple[int, float]], step: int) -> list[tuple[int, int]]:
