@@ -3,9 +3,14 @@ shown back), refused naming the field, tested with Send test, and removed."""
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
+import httpx
+
+from tests.appliance import appliance
+from tests.browser import chromium, needs_chromium, open_page, playwright, sign_in
 from tests.webapp import webapp
 
 PAGE = "/lbadmin/local-configuration/alerts"
@@ -70,3 +75,46 @@ def test_add_test_and_remove_alert_channels_in_the_webui(tmp_path: Path) -> None
         assert [name for name, _, _ in app.store.alert_channels()] == ["siem"]
         pages = [menu, added.text, bad.text, tested.text, failed.text, listing]
     assert not [page for page in pages if PASSWORD in page]
+
+
+@needs_chromium
+def test_a_webhook_and_the_scraping_networks_typed_by_keyboard(tmp_path: Path) -> None:
+    """A person at the keyboard: each field typed and left with Tab, each form sent with
+    Enter; a bad network refused at its field, what was typed kept to correct."""
+    with appliance(tmp_path) as box, chromium() as browser:
+        page = open_page(browser, 1024, 900)
+        sign_in(page, box)
+        page.goto(f"{box.webui}local-configuration/alerts")
+        page.locator("#webhook-name").click()
+        for text in ("ops-hook", "https://127.0.0.1:9/hook", "typed-hmac-key-5"):
+            page.keyboard.type(text)  # key by key, as press_sequentially does
+            page.keyboard.press("Tab")
+        page.keyboard.press("Enter")  # Tab has reached Add
+        row = page.get_by_role("row", name=re.compile("ops-hook"))
+        playwright.expect(row).to_contain_text("https://127.0.0.1:9/hook")
+        playwright.expect(row).to_contain_text("set")
+        assert "typed-hmac-key-5" not in page.content()
+        channels = box.client.get("/alerts/channels")
+        assert [(c["name"], c["secret"]) for c in channels] == [("ops-hook", "set")]
+
+        metrics = box.webui.replace("/lbadmin/", "/metrics")
+        assert httpx.get(metrics, verify=False).status_code == 401  # a key is needed
+        page.goto(f"{box.webui}local-configuration")
+        label = "Networks that may scrape without an API key"
+        page.get_by_label(label).click()
+        page.keyboard.type("127.0.0.1/8")  # host bits set: refused
+        page.keyboard.press("Tab")  # to Save
+        page.keyboard.press("Enter")
+        playwright.expect(page.get_by_role("alert")).to_contain_text("metrics_allow[0]")
+        networks = page.get_by_label(label)
+        playwright.expect(networks).to_have_value("127.0.0.1/8")  # kept, to correct
+        assert httpx.get(metrics, verify=False).status_code == 401
+        networks.click()
+        networks.press("End")
+        for _ in range(3):
+            networks.press("Backspace")
+        networks.press_sequentially("0/8")
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")
+        playwright.expect(page.get_by_text("were saved")).to_be_visible()
+        assert httpx.get(metrics, verify=False).status_code == 200
