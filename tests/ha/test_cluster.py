@@ -34,7 +34,7 @@ from balancer.ha.role import State
 from balancer.model import Pair
 from balancer.model.types import IPAddress
 from balancer.pair.cluster import HEARTBEAT, JOIN_POLL, Cluster, PairError
-from balancer.pair.heartbeat import Audit, Heartbeat, floating_ips
+from balancer.pair.heartbeat import Audit, Heartbeat, HeartbeatError, floating_ips
 from balancer.pair.link import STATUS
 from balancer.pair.maintenance import perform
 from balancer.pair.status import NodeView
@@ -52,7 +52,8 @@ RESTART = "/lbadmin/maintenance/restart"
 
 class FakeHeartbeat(Heartbeat):
     """keepalived as the Cluster drives it: in ``state``, writing each thing it is asked into
-    ``done`` ("this restart"), and the floating IPs it is given into ``vips``."""
+    ``done`` ("this restart", a reconfigure as "secondary 1 off"), and the floating IPs it is
+    given into ``vips``; a reconfigure refused with ``refuse`` when set."""
 
     def __init__(
         self,
@@ -68,6 +69,7 @@ class FakeHeartbeat(Heartbeat):
         self.done = done
         self.state = state
         self.vips: list[tuple[str, ...]] = []
+        self.refuse: str | None = None
 
     def status(self) -> role.Status:
         return role.Status(self.state, None, "as the test says", 0.0)
@@ -80,6 +82,14 @@ class FakeHeartbeat(Heartbeat):
         self.done.append("this update")
         self.vips.append(tuple(vips))
         return True
+
+    async def reconfigure(self, pair: Pair) -> bool:
+        if self.refuse is not None:
+            raise HeartbeatError(self.refuse)
+        preempt = "on" if pair.preempt else "off"
+        self.done.append(f"{pair.role} {pair.advert_interval:g} {preempt}")
+        changed, self.pair = pair != self.pair, pair
+        return changed
 
     async def restart(self) -> None:
         self.done.append("this restart")

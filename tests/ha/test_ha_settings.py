@@ -16,7 +16,7 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -31,13 +31,14 @@ from balancer.controller import Controller
 from balancer.events import RoleChanged
 from balancer.front.gate import local
 from balancer.front.listeners import Listener, PairTLS, listener, network_socket, unix_socket
-from balancer.ha import role, trust
+from balancer.ha import trust
 from balancer.ha.role import State
 from balancer.model import NodeSettings, Pair
 from balancer.pair.cluster import Cluster, PairError
-from balancer.pair.heartbeat import Audit, Heartbeat, HeartbeatError
+from balancer.pair.heartbeat import Audit, HeartbeatError
 from balancer.store import Store
 from balancer.validate import Invalid
+from tests.ha.test_cluster import FakeHeartbeat
 from tests.ha.test_heartbeat import PORT, STANDIN, _met, _probe, two_nodes
 from tests.ha.test_keepalived import needs_keepalived
 from tests.ha.test_trust import NOW, pair_node
@@ -49,49 +50,6 @@ SECONDARY = IPv4Address("127.0.0.2")
 TIMEOUT = 10.0  # a bound on waiting, not a measure
 STEP = 0.01
 CLI_TIMEOUT = 60.0
-
-
-class FakeHeartbeat(Heartbeat):
-    """keepalived as the Cluster drives it: in ``state``; each reconfigure written into
-    ``done`` ("secondary 1 off"), or refused with ``refuse``."""
-
-    def __init__(
-        self,
-        data_dir: Path,
-        pair: Pair,
-        publish: Callable[[RoleChanged], None],
-        audit: Audit,
-        *,
-        done: list[str],
-        state: State,
-    ) -> None:
-        super().__init__(data_dir, pair, publish, audit)  # no process, no file: only names
-        self.done = done
-        self.state = state
-        self.refuse: str | None = None
-
-    def status(self) -> role.Status:
-        return role.Status(self.state, None, "as the test says", 0.0)
-
-    async def start(self, vips: Iterable[str]) -> None:
-        pass
-
-    async def update(self, vips: Iterable[str]) -> bool:
-        return False
-
-    async def reconfigure(self, pair: Pair) -> bool:
-        if self.refuse is not None:
-            raise HeartbeatError(self.refuse)
-        preempt = "on" if pair.preempt else "off"
-        self.done.append(f"{pair.role} {pair.advert_interval:g} {preempt}")
-        changed, self.pair = pair != self.pair, pair
-        return changed
-
-    async def stop(self, reason: str = "") -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -126,7 +84,12 @@ class Node:
 class Two:
     primary: Node
     secondary: Node
-    done: list[str]  # what each node's keepalived was asked, in order
+    asked: list[str]  # what each node's keepalived was asked, in order
+
+    @property
+    def done(self) -> list[str]:
+        """The reconfigures among them ("secondary 1 off"), which these tests are about."""
+        return [line for line in self.asked if not line.startswith("this ")]
 
 
 async def until(what: str, done: Callable[[], bool]) -> None:
