@@ -50,7 +50,11 @@ def test_an_unknown_series_or_range_is_refused_naming_it(tmp_path: Path) -> None
 def test_before_the_first_sample_there_is_no_history(tmp_path: Path) -> None:
     with webapp(tmp_path) as app:
         answer = app.local.get(HISTORY, params={"range": "day"}).json()
+        # A series asked before there is any history is unknown, as it is afterwards.
+        asked = app.local.get(HISTORY, params={"series": "node/load1"})
     assert (answer["known"], answer["series"], answer["step"]) == ([], {}, 10)
+    assert asked.status_code == 404
+    assert "node/load1" in asked.text
 
 
 def test_over_the_network_the_history_needs_a_signed_in_user_or_a_key(tmp_path: Path) -> None:

@@ -49,16 +49,16 @@ class Answer:
 
 def ask(data_dir: Path, names: Sequence[str], range: Range, now: int) -> Answer:
     """``names`` over the ``range`` before ``now``; raises UnknownSeries, or sqlite3.Error when
-    the file cannot be read. Before the first sample there is no file, and no history."""
+    the file cannot be read. Before the first sample there is no file, and no history: a
+    series asked then is as unknown as one asked of a file that has never held it."""
     seconds = SECONDS[range]
     path = data_dir / FILE
     if not path.exists():
+        _known_all(names, [])
         return Answer(range, TIERS[0].step, now - seconds, now, {}, [])
     with closing(connect(path, readonly=True)) as db:
         names_known = known(db)
-        unknown = [name for name in names if name not in names_known]
-        if unknown:
-            raise UnknownSeries(", ".join(unknown))
+        _known_all(names, names_known)
         found = read(db, names, seconds, now)
     answered = {}
     for name, points in found.series.items():
@@ -68,3 +68,9 @@ def ask(data_dir: Path, names: Sequence[str], range: Range, now: int) -> Answer:
             counter, figures.min, figures.avg, figures.max, figures.total, points
         )
     return Answer(range, found.step, found.start, now, answered, names_known)
+
+
+def _known_all(names: Sequence[str], names_known: Sequence[str]) -> None:
+    unknown = [name for name in names if name not in names_known]
+    if unknown:
+        raise UnknownSeries(", ".join(unknown))
