@@ -23,12 +23,15 @@ setup: $(BIN)/.synced
 # The HAProxy engine runs Debian's haproxy; the tests run every scenario on both engines.
 # The WebUI's browser tests drive Debian's chromium; npm installs their accessibility checker.
 # The HA pair's floating IPs are Debian's keepalived (its package's own service stays unused).
+# Directory sign-in's tests start their own slapd and freeradius on loopback (the packages'
+# own services stay unused).
 system:
 	@command -v haproxy >/dev/null && command -v chromium >/dev/null && command -v npm >/dev/null && \
-		command -v keepalived >/dev/null || \
+		command -v keepalived >/dev/null && command -v slapd >/dev/null && \
+		command -v ldapadd >/dev/null && command -v freeradius >/dev/null || \
 		{ apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy chromium npm keepalived \
-		>/dev/null; }
+		slapd ldap-utils freeradius >/dev/null; }
 
 # axe-core, the accessibility checker the WebUI's pages are run through, exactly as the lock pins.
 $(AXE): tests/axe/package.json tests/axe/package-lock.json | system
