@@ -51,6 +51,7 @@ from balancer.ha.sync import (
     role_of,
 )
 from balancer.model import Config, NodeSettings
+from balancer.store import audit_chain
 from balancer.store.errors import Conflict, Mismatch, NotFound, ReadOnly, StoreError
 from balancer.store.revisions import Content, History, Revision, digest, split_revisions
 from balancer.validate import Invalid, Problem
@@ -144,6 +145,12 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         # that shows or audits the settings can carry it.
         """CREATE TABLE alert_channel (name TEXT PRIMARY KEY, settings TEXT NOT NULL,
             secret TEXT NOT NULL DEFAULT '')""",
+    ),
+    (
+        # Tamper-evident audit trail (balancer.store.audit_chain): each entry's chain hashes the
+        # one before it; the entries already there are chained in id order.
+        "ALTER TABLE audit ADD COLUMN chain TEXT NOT NULL DEFAULT ''",
+        audit_chain.chain_existing,
     ),
 )
 
@@ -335,6 +342,12 @@ class Store:
             (*wanted.values(), limit),
         )
         return [_audit_entry(row) for row in rows]
+
+    def verify_audit(self) -> audit_chain.Verdict:
+        """Whether the audit trail's hash chain is whole, and if not, its first entry edited or
+        removed (``balancer.store.audit_chain``)."""
+        with self._lock:
+            return audit_chain.verify(self._db)
 
     def node_settings(self) -> NodeSettings:
         rows = self._query("SELECT settings FROM node_settings", ())
@@ -669,7 +682,8 @@ def _rowid(cursor: sqlite3.Cursor) -> int:
 def _insert_audit(
     db: sqlite3.Connection, at: float, author: str, action: str, target: str, detail: Any
 ) -> None:
-    db.execute(
+    cursor = db.execute(
         "INSERT INTO audit (at, author, action, target, detail) VALUES (?, ?, ?, ?, ?)",
         (at, author, action, target, json.dumps(detail)),
     )
+    audit_chain.link(db, _rowid(cursor))
