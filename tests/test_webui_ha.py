@@ -63,16 +63,28 @@ class Shown(Cluster):
     def view(self) -> PairView | None:
         return self.shown
 
-    async def configure(self, advert_interval: float, preempt: bool, *, author: str) -> str:
+    async def configure(
+        self,
+        advert_interval: float,
+        preempt: bool,
+        *,
+        author: str,
+        replication_port: int | None = None,
+    ) -> str:
         pair = self.pair
         assert pair is not None
         if self.refusal is not None:
             raise PairError(self.refusal)
-        settings = {"advert_interval": advert_interval, "preempt": preempt}
+        settings = {
+            "advert_interval": advert_interval,
+            "preempt": preempt,
+            "replication_port": replication_port or pair.replication_port,
+        }
         wanted = parse_as(Pair, {**pair.model_dump(), **settings})
         node = self.store.node_settings()
         self.store.save_node_settings(node.model_copy(update={"pair": wanted}), author=author)
-        return f"advert interval {advert_interval:g} s, preemption {'on' if preempt else 'off'}"
+        said = f"advert interval {advert_interval:g} s, preemption {'on' if preempt else 'off'}"
+        return f"{said}, replication port {wanted.replication_port}"
 
 
 @dataclass
@@ -923,14 +935,27 @@ def test_the_pairs_heartbeat_settings_are_changed_on_the_primary(web: PairWeb) -
     page = web.client.get(HA).text
     assert fields(page)["Advert interval (seconds)"] == "0.2"
     assert 'id="f-preempt" name="preempt" value="on" aria' in page  # not checked
-    sent = {"csrf_token": web.csrf(), "advert_interval": "1", "preempt": "on"}
+    assert fields(page)["Replication port (TCP)"] == "7778"
+    sent = {
+        "csrf_token": web.csrf(),
+        "advert_interval": "1",
+        "preempt": "on",
+        "replication_port": "7779",
+    }
     done = web.client.post(f"{HA}/settings", data=sent)
     assert done.status_code == 200
-    assert "Saved: advert interval 1 s, preemption on." in text(done.text)
+    assert "Saved: advert interval 1 s, preemption on, replication port 7779." in text(done.text)
     pair = web.store.node_settings().pair
     assert pair is not None
-    assert (pair.advert_interval, pair.preempt) == (1.0, True)
+    assert (pair.advert_interval, pair.preempt, pair.replication_port) == (1.0, True, 7779)
     assert fields(done.text)["Advert interval (seconds)"] == "1"
+    assert fields(done.text)["Replication port (TCP)"] == "7779"
+    for typed, said in (("ssh", "'ssh' is not a TCP port number"), ("70000", "65535")):
+        refused = web.client.post(f"{HA}/settings", data={**sent, "replication_port": typed})
+        assert refused.status_code == 422
+        assert said in errors(refused.text)["f-replication-port"], typed
+        assert fields(refused.text)["Replication port (TCP)"] == typed
+        assert "f-advert-interval" not in errors(refused.text)
     for typed, said in (
         ("fast", "'fast' is not a number of seconds"),
         ("0.333", "0.333 s must be in hundredths of a second"),

@@ -37,6 +37,7 @@ from balancer.front.gate import WEBUI, Author
 from balancer.ha import pairing, trust
 from balancer.ha.keepalived import PROFILES
 from balancer.ha.pairing import Problem, Progress, Step
+from balancer.model import Pair
 from balancer.pair import facts
 from balancer.pair.cluster import PairError
 from balancer.pair.pairing import Outcome, PairingError, add_node, break_pair, version
@@ -155,7 +156,7 @@ def router(render: Renderer) -> APIRouter:
             status=status,
             title=TITLE,
             pair=pair,
-            settings=settings or _settings(pair.advert_interval, pair.preempt),
+            settings=settings or _settings(pair),
             profiles=PROFILES,
             errors=errors or {},
             error=error,
@@ -291,17 +292,27 @@ def router(render: Renderer) -> APIRouter:
         sent = {
             "advert_interval": form.get("advert_interval", "").strip(),
             "preempt": "on" if form.get("preempt") else "",
+            "replication_port": form.get("replication_port", "").strip(),
         }
+        errors: dict[str, str] = {}
         try:
             advert = float(sent["advert_interval"])
         except ValueError:
-            errors = {"advert_interval": f"{sent['advert_interval']!r} is not a number of seconds"}
+            errors["advert_interval"] = f"{sent['advert_interval']!r} is not a number of seconds"
+        port = sent["replication_port"]
+        if not port.isascii() or not port.isdigit():
+            errors["replication_port"] = f"{port!r} is not a TCP port number"
+        if errors:
             return await pair_page(request, status=422, settings=sent, errors=errors)
         try:
-            said = await cluster.configure(advert, bool(sent["preempt"]), author=user)
+            said = await cluster.configure(
+                advert, bool(sent["preempt"]), author=user, replication_port=int(port)
+            )
         except Invalid as error:
-            # Only the interval can be wrong: preemption is on or off.
-            errors = {"advert_interval": error.problems[0].reason}
+            # Preemption is on or off: the interval or the port is what can be wrong.
+            errors = {
+                p.field if p.field in sent else "advert_interval": p.reason for p in error.problems
+            }
             return await pair_page(request, status=422, settings=sent, errors=errors)
         except PairError as error:
             said = f"Not changed: {error}"
@@ -312,8 +323,12 @@ def router(render: Renderer) -> APIRouter:
     return web
 
 
-def _settings(advert_interval: float, preempt: bool) -> Form:
-    return {"advert_interval": f"{advert_interval:g}", "preempt": "on" if preempt else ""}
+def _settings(pair: Pair) -> Form:
+    return {
+        "advert_interval": f"{pair.advert_interval:g}",
+        "preempt": "on" if pair.preempt else "",
+        "replication_port": str(pair.replication_port),
+    }
 
 
 def _kept(asked: pairing.Request) -> Form:
