@@ -46,6 +46,24 @@ def test_channels_through_the_api_never_show_a_secret(
         changed = api.put("/api/v1/alerts/channels/mail", json={**mail, "secret": None, "port": 25})
         assert changed.json()["port"] == 25
         assert app.store.alert_channels()[0][2] == SMTP_PASSWORD
+        # PATCH: only what is given; an empty secret keeps the saved one, null a default.
+        amended = api.patch(
+            "/api/v1/alerts/channels/mail",
+            json={"username": "lb1", "ca_file": None, "port": None, "secret": ""},
+        )
+        assert amended.status_code == 200, amended.text
+        assert (amended.json()["username"], amended.json()["port"]) == ("lb1", 587)
+        assert amended.json()["recipients"] == ["ops@example.com"]
+        assert app.store.alert_channels()[0][2] == SMTP_PASSWORD
+        rekeyed = api.patch("/api/v1/alerts/channels/ops", json={"secret": "new-key"})
+        assert rekeyed.json()["secret"] == "set"
+        assert app.store.alert_channels()[1][2] == "new-key"
+        kind = api.patch("/api/v1/alerts/channels/ops", json={"kind": "syslog"})
+        assert kind.status_code == 422
+        assert kind.json()["detail"][0]["field"] == "kind"
+        wrong = api.patch("/api/v1/alerts/channels/ops", json={"url": "ftp://x"})
+        assert wrong.json()["detail"][0]["field"] == "settings.webhook.url"
+        assert api.patch("/api/v1/alerts/channels/none", json={}).status_code == 404
         udp_port = udp.getsockname()[1]
         syslog = {"name": "syslog", "kind": "syslog", "host": "127.0.0.1", "port": udp_port}
         assert api.post("/api/v1/alerts/channels", json=syslog).status_code == 201
@@ -67,6 +85,8 @@ def test_channels_through_the_api_never_show_a_secret(
         everything = [
             *(a.text for a in answers),
             changed.text,
+            amended.text,
+            rekeyed.text,
             refused.text,
             json.dumps(listed),
             audit,

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from balancer.controller import SUPERVISE_INTERVAL
-from tests.appliance import appliance, free_port
+from balancer.store import Store
+from tests.appliance import Appliance, appliance, free_port
 from tests.test_cli import balancer
 
 VIP = "127.96.2.10"
@@ -44,6 +45,17 @@ def test_alert_channels_from_the_command_line_and_an_alert_from_the_appliance(
             f"sys{' ' * 21} syslog   udp://127.0.0.1:{port}",
         ]
         assert "k3y" not in listed.stdout + balancer(box, "alerts", "list", "--json").stdout
+        # Changed: only what is given; the secret kept unless a new one is read.
+        url = "http://127.0.0.1:9/hook2"
+        changed = balancer(box, "alerts", "set", "hook", "--url", url)
+        assert changed.stdout == "alert channel hook (webhook) changed\n", changed.stderr
+        assert hook_saved(box) == ({"kind": "webhook", "url": url, "timeout": 5.0}, "k3y")
+        rekeyed = balancer(box, "alerts", "set", "hook", "--secret-stdin", stdin="n3w\n")
+        assert rekeyed.returncode == 0, rekeyed.stderr
+        assert hook_saved(box)[1] == "n3w"
+        assert balancer(box, "alerts", "set", "nope", "--port", "1").stderr == (
+            "error: no alert channel named nope\n"
+        )
         refused = balancer(box, "alerts", "test", "hook")
         assert refused.returncode == 1
         assert refused.stderr.startswith("error: hook: not sent: ConnectError")
@@ -78,3 +90,8 @@ def test_alert_channels_from_the_command_line_and_an_alert_from_the_appliance(
         down = udp.recv(4096).decode()
     assert up.endswith(" balancer - health_changed - real server web1 of Web is up: connected")
     assert down.endswith(" balancer - service_down - virtual service Web has no real server up")
+
+
+def hook_saved(box: Appliance) -> tuple[dict[str, object], str]:
+    with Store(box.data_dir / "balancer.db") as store:
+        return next((s, secret) for name, s, secret in store.alert_channels() if name == "hook")

@@ -11,12 +11,20 @@ from fastapi.concurrency import run_in_threadpool
 from balancer.alerts import channels, send, subscriber
 from balancer.front.gate import Author
 from balancer.store import NotFound, Store
+from balancer.validate import Invalid, Problem
 
 Document = Annotated[
     dict[str, Any],
     Body(
         description='the channel\'s settings, by "kind" (email, webhook, syslog), and "secret": '
-        "the SMTP password or the webhook's HMAC key (left out: the saved one is kept)"
+        "the SMTP password or the webhook's HMAC key (left out or empty: the saved one is kept)"
+    ),
+]
+Changes = Annotated[
+    dict[str, Any],
+    Body(
+        description='only the settings to change (null: back to its default), and "secret" '
+        "to set a new one (left out or empty: the saved one is kept); the kind stays"
     ),
 ]
 
@@ -35,7 +43,7 @@ def router(store: Store) -> APIRouter:
         secret = body.get("secret")
         if secret is not None and not isinstance(secret, str):
             raise HTTPException(422, "secret: must be text")
-        return channels.shown(channels.save(store, name, settings, secret, author=author))
+        return channels.shown(channels.save(store, name, settings, secret or None, author=author))
 
     @api.get("/channels", summary="Where alerts are sent; never a secret")
     def list_channels() -> list[dict[str, Any]]:
@@ -52,6 +60,15 @@ def router(store: Store) -> APIRouter:
     def change_channel(name: str, body: Document, user: Author) -> dict[str, Any]:
         found(name)
         return saved(name, body, user)
+
+    @api.patch("/channels/{name}", summary="Change some of an alert channel's settings")
+    def amend_channel(name: str, body: Changes, user: Author) -> dict[str, Any]:
+        current = found(name).settings
+        if body.get("kind", current.kind) != current.kind:
+            reason = f"{name} is {current.kind}: remove it and add another, or PUT it whole"
+            raise Invalid([Problem("kind", reason)])
+        merged = {**current.model_dump(mode="json"), **body}
+        return saved(name, {k: v for k, v in merged.items() if v is not None}, user)
 
     @api.delete("/channels/{name}", status_code=204, summary="Remove an alert channel")
     def remove_channel(name: str, user: Author) -> Response:
