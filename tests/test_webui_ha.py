@@ -743,8 +743,13 @@ def test_pair_and_break_by_keyboard(web: PairWeb, page: Any) -> None:
     # The certificate the peer presents is shown once its address and port are given.
     expect(page.locator("#peer-fingerprint")).to_have_text(web.fingerprint)
     shoot(page, "ha-create-pair")
-    page.keyboard.press("Tab")
-    assert focused(page) == "It is the fingerprint the peer's balancer serve printed"
+    # Enter before the certificate is confirmed: nothing is sent, the box has the keyboard and
+    # says why, and the password typed stays in its field.
+    page.keyboard.press("Enter")
+    expect(page.locator("#f-fingerprint-error")).to_contain_text("confirm that it is the")
+    has_focus(page, "f-fingerprint")
+    assert page.locator("#f-password").input_value() == "not it"
+    assert web.peer.asked == []
     page.keyboard.press("Space")
     page.keyboard.press("Tab")
     assert focused(page) == "Add new node"

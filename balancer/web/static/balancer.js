@@ -75,3 +75,32 @@
     event.preventDefault();
   });
 })();
+
+// A form is not sent while a box it needs ticked (marked data-tick-first with the reason) is
+// not: focus goes to the box and the reason shows beside it. The server refuses such a form too,
+// but its answer comes back without the password typed (it is never sent back), and Enter in
+// that field before the box was ticked cost the operator the password and another try.
+(function () {
+  "use strict";
+
+  document.addEventListener("submit", function (event) {
+    var box = event.target.querySelector("input[data-tick-first]:not(:checked)");
+    if (!box) {
+      return;
+    }
+    event.preventDefault();
+    var id = box.id + "-error";
+    var said = document.getElementById(id);
+    if (!said) {
+      said = document.createElement("p");
+      said.className = "field-error";
+      said.id = id;
+      box.closest(".control").appendChild(said);
+    }
+    said.textContent = box.getAttribute("data-tick-first");
+    box.setAttribute("aria-invalid", "true");
+    box.setAttribute("aria-describedby", id);
+    box.closest(".field").classList.add("invalid");
+    box.focus();
+  });
+})();
