@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from balancer.api import (
     alerts,
+    audit,
     ha,
     heartbeat,
     history,
@@ -53,6 +54,7 @@ def install(
         revisions.router(edits, controller, syncer),
         users.router(store),
         alerts.router(store),
+        audit.router(store),
         peer.status_router(cluster),
         heartbeat.router(cluster),
         ha.router(cluster),

@@ -35,6 +35,7 @@ COMMANDS = {
     "changes": ("status", "changes"),
     "commit": ("status", "commit"),
     "logs": ("status", "logs"),
+    "audit": ("audit", "app"),
     "demo": ("serve", "demo"),
     "vip": ("vip", "app"),
     "rip": ("rip", "app"),

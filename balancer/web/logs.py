@@ -36,11 +36,12 @@ def router(render: Renderer) -> APIRouter:
 
     @web.get("/lbadmin/logs")
     def logs_page(request: Request, source: str = "", text: str = "", user: str = "") -> Response:
-        problem, entries = None, []
+        problem, entries, chain = None, [], None
         try:
             if source == AUDIT:
                 found = logs.audit_trail(render.store, limit=SHOWN, author=user, text=text)
                 entries = [_audit(entry) for entry in found]
+                chain = render.store.verify_audit()
             else:
                 found = search(folder, source=source or None, text=text, limit=SHOWN)
                 entries = [_logged(entry) for entry in found]
@@ -57,6 +58,8 @@ def router(render: Renderer) -> APIRouter:
             text=text,
             author=user,  # not ``user``: every page's layout shows the signed-in user by that name
             audit=source == AUDIT,
+            # Whether the hash chain is whole: a broken one is said as an error.
+            chain=chain,
             entries=entries,
             full=len(entries) == SHOWN,
             shown=SHOWN,
