@@ -14,6 +14,7 @@ from functools import cache
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from balancer.roles import Role
 from balancer.store import ApiKey, Store, User
 from balancer.validate import Invalid, Problem
 
@@ -45,11 +46,13 @@ def generate_password() -> str:
     return "-".join(groups)
 
 
-def add_user(store: Store, name: str, password: str, *, author: str) -> User:
+def add_user(
+    store: Store, name: str, password: str, role: Role = Role.ADMINISTRATOR, *, author: str
+) -> User:
     if not _NAME.match(name):
         reason = "must be 1 to 32 lower-case letters, digits, '_', '.' or '-', not a digit first"
         raise Invalid([Problem("name", reason)])
-    return store.add_user(name, hash_password(password), author=author)
+    return store.add_user(name, hash_password(password), role, author=author)
 
 
 def set_password(store: Store, name: str, password: str, *, author: str) -> None:
@@ -79,9 +82,12 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def add_api_key(store: Store, name: str, owner: str, *, author: str) -> tuple[ApiKey, str]:
-    """A new key for ``owner`` and its text, which is shown this once and never kept."""
+def add_api_key(
+    store: Store, name: str, owner: str, role: Role | None = None, *, author: str
+) -> tuple[ApiKey, str]:
+    """A new key for ``owner`` and its text, which is shown this once and never kept; ``role``
+    narrows what it may do (None: whatever its owner may)."""
     if not name.strip() or len(name) > 64:
         raise Invalid([Problem("name", "must be 1 to 64 characters, saying what the key is for")])
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    return store.add_api_key(name, owner, key_digest(key), author=author), key
+    return store.add_api_key(name, owner, key_digest(key), role, author=author), key

@@ -14,6 +14,7 @@ import pytest
 from balancer import first_start, users
 from balancer.configuration import Missing
 from balancer.ha.sync import Users
+from balancer.roles import Role
 from balancer.store import MIGRATIONS, Store
 from balancer.validate import Invalid
 
@@ -73,10 +74,10 @@ def test_the_last_user_cannot_be_removed_and_a_removed_users_keys_are_revoked(
     with pytest.raises(Invalid, match="already a user 'bob'"):
         users.add_user(store, "bob", "bob's password", author="alice")
     _, key = users.add_api_key(store, "monitoring", "bob", author="alice")
-    assert store.api_key_owner(users.key_digest(key)) == "bob"
+    assert store.api_key_caller(users.key_digest(key)) == ("bob", Role.ADMINISTRATOR)
     store.remove_user("bob", author="alice")
     assert [u.name for u in store.users()] == ["alice"]
-    assert store.api_key_owner(users.key_digest(key)) is None
+    assert store.api_key_caller(users.key_digest(key)) is None
     assert store.api_keys()[0].revoked is not None
     with pytest.raises(Invalid, match="last user"):
         store.remove_user("alice", author="alice")
@@ -90,8 +91,8 @@ def test_an_api_key_is_kept_as_a_digest_and_works_until_revoked(
     users.add_user(store, "alice", "alice's password", author="root")
     made, key = users.add_api_key(store, "ci pipeline", "alice", author="alice")
     assert key.startswith(users.KEY_PREFIX)
-    assert store.api_key_owner(users.key_digest(key)) == "alice"
-    assert store.api_key_owner(users.key_digest(key + "x")) is None
+    assert store.api_key_caller(users.key_digest(key)) == ("alice", Role.ADMINISTRATOR)
+    assert store.api_key_caller(users.key_digest(key + "x")) is None
     with closing(sqlite3.connect(tmp_path / "balancer.db")) as db:
         dump = "\n".join(db.iterdump())
     assert key not in dump
@@ -99,7 +100,7 @@ def test_an_api_key_is_kept_as_a_digest_and_works_until_revoked(
 
     revoked = store.revoke_api_key(made.id, author="alice")
     assert revoked.revoked is not None
-    assert store.api_key_owner(users.key_digest(key)) is None
+    assert store.api_key_caller(users.key_digest(key)) is None
     assert store.revoke_api_key(made.id, author="alice") == revoked  # again: nothing changes
     with pytest.raises(Missing):
         store.revoke_api_key(made.id + 1, author="alice")
@@ -225,8 +226,8 @@ def test_a_secondary_receives_the_primarys_users_and_keys(tmp_path: Path) -> Non
             assert secondary.password_hash(name) == primary.password_hash(name)
         assert secondary.users() == primary.users()
         assert secondary.api_keys() == primary.api_keys()
-        assert secondary.api_key_owner(users.key_digest(kept_key)) == "alice"
-        assert secondary.api_key_owner(users.key_digest(gone_key)) is None
+        assert secondary.api_key_caller(users.key_digest(kept_key)) == ("alice", Role.ADMINISTRATOR)
+        assert secondary.api_key_caller(users.key_digest(gone_key)) is None
         assert users.verify(secondary, "bob", "bob's new password") is not None
         assert secondary.users_snapshot().digest == sent.digest
         assert secondary.received_users() == sent.mark

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from starlette.concurrency import run_in_threadpool
@@ -16,6 +16,7 @@ from starlette.responses import Response
 from balancer import users
 from balancer.front.sessions import Sessions
 from balancer.front.throttle import Throttle
+from balancer.roles import Role
 from balancer.store import Store
 
 log = logging.getLogger("balancer.access")
@@ -30,6 +31,8 @@ class Caller:
     user: str  # the author of whatever this caller changes
     via: Literal["local", "session", "key", "peer"]
     session: str | None = None  # the session's token, when signed in through the WebUI
+    # What this caller may do (balancer.roles), as it stands at this request.
+    role: Role = field(kw_only=True)
 
 
 class SignInRefused(Exception):
@@ -59,21 +62,32 @@ class Access:
         """Who sent this request over the network: an API key, else a session cookie."""
         scheme, _, key = connection.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and key:
-            owner = self.store.api_key_owner(users.key_digest(key.strip()))
-            return Caller(owner, "key") if owner else None
+            found = self.store.api_key_caller(users.key_digest(key.strip()))
+            return Caller(found[0], "key", role=found[1]) if found else None
         token = connection.cookies.get(SESSION_COOKIE)
         if not token:
             return None
         session = self.sessions.find(token, touch=touch)
         if session is None:
             return None
+        # A local user's password changed, or the user was removed; or a local user of a
+        # directory user's name was added, who wins.
         if self.store.password_hash(session.user) != session.password_hash:
-            self.sessions.close(token)  # the password changed or the user was removed
+            self.sessions.close(token)
             return None
-        return Caller(session.user, "session", token)
+        role = session.role or self.store.role(session.user)
+        if role is None:  # removed between the two questions
+            self.sessions.close(token)
+            return None
+        return Caller(session.user, "session", token, role=role)
 
     async def sign_in(self, name: str, password: str, address: str) -> str:
-        """A new session's token, or SignInRefused."""
+        """A new session's token, or SignInRefused.
+
+        A local user's session opens with ``sessions.open(name, hash)``: their role is read
+        from the store at each request. A directory user's opens with
+        ``sessions.open(name, None, role)``, the role their groups map to, kept for the
+        session's life."""
         name = name[:64]  # longer than any user name; it goes into logs and the throttle's table
         keys = (f"address {address}", f"user {name}")
         wait = self.throttle.wait(*keys)

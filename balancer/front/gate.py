@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from balancer.front.access import SIGN_IN_COOKIE, Access, Caller
 from balancer.front.listeners import PEER_CERTIFICATE, PairTLS
+from balancer.roles import Role
 
 LOCAL = "balancer.local"
 CALLER = "balancer.caller"
@@ -110,7 +111,9 @@ class Gate:
             await self._peer(scope, receive, send)
             return
         if scope.get(LOCAL):
-            who: Caller | None = Caller(connection.headers.get("x-balancer-user", "local"), "local")
+            user = connection.headers.get("x-balancer-user", "local")
+            # Root alone reaches the socket: root may do everything anyway.
+            who: Caller | None = Caller(user, "local", role=Role.ADMINISTRATOR)
         else:
             # A live refresh is not use: it must not keep an idle session open.
             touch = "x-balancer-poll" not in connection.headers
@@ -161,7 +164,8 @@ class Gate:
             )
             await response(scope, receive, send)
             return
-        await self.app({**scope, CALLER: Caller(f"peer {peer}", "peer")}, receive, send)
+        who = Caller(f"peer {peer}", "peer", role=Role.ADMINISTRATOR)
+        await self.app({**scope, CALLER: who}, receive, send)
 
 
 def _unauthorised(connection: HTTPConnection) -> Response:

@@ -6,6 +6,9 @@ not been used for the idle timeout, when it reaches its maximum lifetime however
 stolen cookie is not good for ever), when its user signs out, and when its user's password
 changes or the user is removed: it remembers the password hash it was opened with.
 
+A local user's role is read from the store at each request, so a change takes effect at once;
+a directory user's, which the store does not hold, is the one given at sign-in (``role``).
+
 Forms carry a CSRF token derived from the cookie with a key of this daemon's own (HMAC), so a
 page from another site, which cannot read the cookie, cannot make one.
 """
@@ -18,6 +21,8 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from balancer.roles import Role
+
 # More sessions than any appliance has operators; beyond it the least recently used goes.
 MAX_SESSIONS = 10_000
 
@@ -25,7 +30,8 @@ MAX_SESSIONS = 10_000
 @dataclass(slots=True)
 class Session:
     user: str
-    password_hash: str
+    password_hash: str | None  # None: a directory user's, whose password is never kept
+    role: Role | None  # None: a local user's, read from the store
     opened: float
     last_used: float
     # What the WebUI's last save did, said once on the page it leads to (see web/saved.py).
@@ -42,7 +48,7 @@ class Sessions:
         self._key = secrets.token_bytes(32)
         self._table: dict[str, Session] = {}
 
-    def open(self, user: str, password_hash: str) -> str:
+    def open(self, user: str, password_hash: str | None, role: Role | None = None) -> str:
         """A new session for ``user``; returns the token for the cookie."""
         now = self._clock()
         for digest in [d for d, s in self._table.items() if self._expired(s, now)]:
@@ -51,7 +57,7 @@ class Sessions:
             oldest = min(self._table, key=lambda d: self._table[d].last_used)
             del self._table[oldest]
         token = secrets.token_urlsafe(32)
-        self._table[_digest(token)] = Session(user, password_hash, now, now)
+        self._table[_digest(token)] = Session(user, password_hash, role, now, now)
         return token
 
     def find(self, token: str, *, touch: bool) -> Session | None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 from enum import StrEnum
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from balancer import roles
 from balancer.model import Pair, RealServerState
 
 # The Secondary records a revision and reloads its engine before it answers; HAProxy at 1,000
@@ -89,6 +90,7 @@ class UserRecord:
     hash: str  # argon2id, as the store keeps it: never a password
     created: float
     changed: float
+    role: roles.Role = roles.Role.ADMINISTRATOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,7 @@ class KeyRecord:
     digest: str  # SHA-256 of the key, as the store keeps it: never the key
     created: float
     revoked: float | None
+    role: roles.Role | None = None  # the owner's
 
 
 @dataclass(frozen=True, slots=True)

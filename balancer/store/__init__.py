@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -51,6 +51,7 @@ from balancer.ha.sync import (
     role_of,
 )
 from balancer.model import Config, NodeSettings
+from balancer.roles import Role, narrower
 from balancer.store import audit_chain
 from balancer.store.errors import Conflict, Mismatch, NotFound, ReadOnly, StoreError
 from balancer.store.revisions import Content, History, Revision, digest, split_revisions
@@ -89,6 +90,7 @@ USER_ACTIONS = (
     "add_api_key",
     "revoke_api_key",
     "receive_users",
+    "role",
 )
 _USER_ACTIONS_SQL = f"action IN ({', '.join('?' * len(USER_ACTIONS))})"
 
@@ -152,6 +154,12 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         "ALTER TABLE audit ADD COLUMN chain TEXT NOT NULL DEFAULT ''",
         audit_chain.chain_existing,
     ),
+    (
+        # Roles (balancer.roles): every user there was may do everything, as before roles.
+        # A key's NULL role is its owner's, whatever that becomes.
+        "ALTER TABLE user ADD COLUMN role TEXT NOT NULL DEFAULT 'administrator'",
+        "ALTER TABLE api_key ADD COLUMN role TEXT",
+    ),
 )
 
 
@@ -177,6 +185,7 @@ class User:
     name: str
     created: float
     changed: float  # when the password was last set
+    role: Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +195,7 @@ class ApiKey:
     owner: str
     created: float
     revoked: float | None
+    role: Role | None  # None: its owner's, whatever that is when the key is used
 
 
 class Store:
@@ -399,25 +409,45 @@ class Store:
             raise ReadOnly(refused)
 
     def users(self) -> list[User]:
-        rows = self._query("SELECT name, created, changed FROM user ORDER BY name", ())
-        return [User(*row) for row in rows]
+        rows = self._query("SELECT name, created, changed, role FROM user ORDER BY name", ())
+        return [User(name, created, changed, Role(role)) for name, created, changed, role in rows]
 
     def password_hash(self, name: str) -> str | None:
         rows = self._query("SELECT hash FROM user WHERE name = ?", (name,))
         return str(rows[0][0]) if rows else None
 
-    def add_user(self, name: str, hash: str, *, author: str) -> User:
+    def role(self, name: str) -> Role | None:
+        """The user's role; None if there is no such user (here: a directory's users are not)."""
+        rows = self._query("SELECT role FROM user WHERE name = ?", (name,))
+        return Role(rows[0][0]) if rows else None
+
+    def add_user(
+        self, name: str, hash: str, role: Role = Role.ADMINISTRATOR, *, author: str
+    ) -> User:
         self._writable()
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM user WHERE name = ?", (name,)).fetchone():
                 raise Invalid([Problem("name", f"there is already a user {name!r}")])
             now = self._clock()
             db.execute(
-                "INSERT INTO user (name, hash, created, changed) VALUES (?, ?, ?, ?)",
-                (name, hash, now, now),
+                "INSERT INTO user (name, hash, created, changed, role) VALUES (?, ?, ?, ?, ?)",
+                (name, hash, now, now, role),
             )
-            _insert_audit(db, now, author, "add_user", name, {})
-        return User(name, now, now)
+            _insert_audit(db, now, author, "add_user", name, {"role": role})
+        return User(name, now, now, role)
+
+    def set_role(self, name: str, role: Role, *, author: str) -> None:
+        """Change a user's role; it takes effect at their next request, and their keys' with it.
+        The last administrator stays one, or nobody could manage users again."""
+        self._writable()
+        with self._transaction() as db:
+            row = db.execute("SELECT role FROM user WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise Missing("name", f"there is no user {name!r}")
+            if row[0] == Role.ADMINISTRATOR and role != Role.ADMINISTRATOR:
+                _keep_an_administrator(db, name, "would no longer be one")
+            db.execute("UPDATE user SET role = ? WHERE name = ?", (role, name))
+            _insert_audit(db, self._clock(), author, "role", name, {"role": role})
 
     def set_password(self, name: str, hash: str, *, author: str) -> None:
         self._writable()
@@ -434,10 +464,13 @@ class Store:
         self._writable()
         with self._transaction() as db:
             (count,) = db.execute("SELECT count(*) FROM user").fetchone()
-            if not db.execute("SELECT 1 FROM user WHERE name = ?", (name,)).fetchone():
+            row = db.execute("SELECT role FROM user WHERE name = ?", (name,)).fetchone()
+            if row is None:
                 raise Missing("name", f"there is no user {name!r}")
             if count == 1:
                 raise Invalid([Problem("name", f"{name!r} is the last user: nobody could sign in")])
+            if row[0] == Role.ADMINISTRATOR:
+                _keep_an_administrator(db, name, "would be removed")
             now = self._clock()
             db.execute("DELETE FROM user WHERE name = ?", (name,))
             revoked = db.execute(
@@ -445,44 +478,61 @@ class Store:
             ).rowcount
             _insert_audit(db, now, author, "remove_user", name, {"keys_revoked": revoked})
 
-    def add_api_key(self, name: str, owner: str, digest: str, *, author: str) -> ApiKey:
+    def add_api_key(
+        self, name: str, owner: str, digest: str, role: Role | None = None, *, author: str
+    ) -> ApiKey:
+        """A key acting as ``owner``, with ``role`` (None: the owner's), never a wider one."""
         self._writable()
         with self._transaction() as db:
-            if not db.execute("SELECT 1 FROM user WHERE name = ?", (owner,)).fetchone():
+            row = db.execute("SELECT role FROM user WHERE name = ?", (owner,)).fetchone()
+            if row is None:
                 raise Invalid([Problem("owner", f"there is no user {owner!r}")])
+            if role is not None and role > Role(row[0]):
+                reason = f"{role} is wider than {owner}'s own role, {row[0]}"
+                raise Invalid([Problem("role", reason)])
             now = self._clock()
             cursor = db.execute(
-                "INSERT INTO api_key (name, owner, digest, created) VALUES (?, ?, ?, ?)",
-                (name, owner, digest, now),
+                "INSERT INTO api_key (name, owner, digest, created, role) VALUES (?, ?, ?, ?, ?)",
+                (name, owner, digest, now, role),
             )
-            key = ApiKey(_rowid(cursor), name, owner, now, None)
-            _insert_audit(db, now, author, "add_api_key", owner, {"id": key.id, "name": name})
+            key = ApiKey(_rowid(cursor), name, owner, now, None, role)
+            detail = {"id": key.id, "name": name, "role": role}
+            _insert_audit(db, now, author, "add_api_key", owner, detail)
         return key
 
     def api_keys(self) -> list[ApiKey]:
-        rows = self._query("SELECT id, name, owner, created, revoked FROM api_key ORDER BY id", ())
-        return [ApiKey(*row) for row in rows]
-
-    def api_key_owner(self, digest: str) -> str | None:
-        """Whose key this is, if it is not revoked (nor its owner removed)."""
         rows = self._query(
-            "SELECT owner FROM api_key WHERE digest = ? AND revoked IS NULL", (digest,)
+            "SELECT id, name, owner, created, revoked, role FROM api_key ORDER BY id", ()
         )
-        return str(rows[0][0]) if rows else None
+        return [_api_key(row) for row in rows]
+
+    def api_key_caller(self, digest: str) -> tuple[str, Role] | None:
+        """Whose key this is and the role it acts with (the narrower of its own and its owner's
+        now), if it is not revoked (nor its owner removed)."""
+        rows = self._query(
+            """SELECT api_key.owner, user.role, api_key.role FROM api_key
+            JOIN user ON user.name = api_key.owner
+            WHERE api_key.digest = ? AND api_key.revoked IS NULL""",
+            (digest,),
+        )
+        if not rows:
+            return None
+        owner, owner_role, key_role = rows[0]
+        return str(owner), narrower(Role(owner_role), None if key_role is None else Role(key_role))
 
     def revoke_api_key(self, id: int, *, author: str) -> ApiKey:
         """Revoke a key at once; revoking it again changes nothing."""
         self._writable()
         with self._transaction() as db:
             row = db.execute(
-                "SELECT id, name, owner, created, revoked FROM api_key WHERE id = ?", (id,)
+                "SELECT id, name, owner, created, revoked, role FROM api_key WHERE id = ?", (id,)
             ).fetchone()
             if row is None:
                 raise Missing("id", f"there is no API key {id}")
-            key = ApiKey(*row)
+            key = _api_key(row)
             if key.revoked is None:
                 now = self._clock()
-                key = ApiKey(key.id, key.name, key.owner, key.created, now)
+                key = replace(key, revoked=now)
                 db.execute("UPDATE api_key SET revoked = ? WHERE id = ?", (now, id))
                 detail = {"id": id, "name": key.name}
                 _insert_audit(db, now, author, "revoke_api_key", key.owner, detail)
@@ -499,12 +549,20 @@ class Store:
         sends them to its Secondary, numbered by ``users_version``."""
         with self._transaction() as db:
             version = _users_version(db)
-            user_rows = db.execute("SELECT name, hash, created, changed FROM user ORDER BY name")
-            found = tuple(UserRecord(*row) for row in user_rows)
-            key_rows = db.execute(
-                "SELECT id, name, owner, digest, created, revoked FROM api_key ORDER BY id"
+            user_rows = db.execute(
+                "SELECT name, hash, created, changed, role FROM user ORDER BY name"
             )
-            keys = tuple(KeyRecord(*row) for row in key_rows)
+            found = tuple(
+                UserRecord(name, hash, created, changed, Role(role))
+                for name, hash, created, changed, role in user_rows
+            )
+            key_rows = db.execute(
+                "SELECT id, name, owner, digest, created, revoked, role FROM api_key ORDER BY id"
+            )
+            keys = tuple(
+                KeyRecord(id, name, owner, digest, created, revoked, role and Role(role))
+                for id, name, owner, digest, created, revoked, role in key_rows
+            )
         return Users(version, found, keys)
 
     def receive_users(self, snapshot: Users, *, author: str) -> None:
@@ -518,13 +576,16 @@ class Store:
             db.execute("DELETE FROM user")
             db.execute("DELETE FROM api_key")
             db.executemany(
-                "INSERT INTO user (name, hash, created, changed) VALUES (?, ?, ?, ?)",
-                [(u.name, u.hash, u.created, u.changed) for u in snapshot.users],
+                "INSERT INTO user (name, hash, created, changed, role) VALUES (?, ?, ?, ?, ?)",
+                [(u.name, u.hash, u.created, u.changed, u.role) for u in snapshot.users],
             )
             db.executemany(
-                "INSERT INTO api_key (id, name, owner, digest, created, revoked) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(k.id, k.name, k.owner, k.digest, k.created, k.revoked) for k in snapshot.keys],
+                "INSERT INTO api_key (id, name, owner, digest, created, revoked, role) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (k.id, k.name, k.owner, k.digest, k.created, k.revoked, k.role)
+                    for k in snapshot.keys
+                ],
             )
             detail = {
                 "version": snapshot.version,
@@ -672,6 +733,21 @@ def _users_version(db: sqlite3.Connection) -> int:
         f"SELECT coalesce(max(id), 0) FROM audit WHERE {_USER_ACTIONS_SQL}", USER_ACTIONS
     ).fetchone()
     return int(version)
+
+
+def _api_key(row: tuple[Any, ...]) -> ApiKey:
+    id, name, owner, created, revoked, role = row
+    return ApiKey(id, name, owner, created, revoked, None if role is None else Role(role))
+
+
+def _keep_an_administrator(db: sqlite3.Connection, name: str, change: str) -> None:
+    """Refuse a change after which no user would be an administrator."""
+    (others,) = db.execute(
+        "SELECT count(*) FROM user WHERE role = ? AND name != ?", (Role.ADMINISTRATOR, name)
+    ).fetchone()
+    if not others:
+        reason = f"{name!r} is the last administrator and {change}: nobody could manage users"
+        raise Invalid([Problem("name", reason)])
 
 
 def _rowid(cursor: sqlite3.Cursor) -> int:

@@ -33,6 +33,7 @@ from balancer.model import NodeSettings, Pair, RealServerState
 from balancer.pair.cluster import Cluster
 from balancer.pair.link import PeerError
 from balancer.pair.syncer import Syncer, forwarding
+from balancer.roles import Role
 from balancer.store import ReadOnly, Store
 from balancer.web.units import moment
 from tests.ha.test_sync import psm
@@ -77,7 +78,8 @@ def as_peer(app: ASGIApp, address: str) -> ASGIApp:
     """``app`` as the gate passes it a request from the verified peer at ``address``."""
 
     async def admitted(scope: Scope, receive: Receive, send: Send) -> None:
-        await app({**scope, CALLER: Caller(f"peer {address}", "peer")}, receive, send)
+        who = Caller(f"peer {address}", "peer", role=Role.ADMINISTRATOR)
+        await app({**scope, CALLER: who}, receive, send)
 
     return admitted
 
