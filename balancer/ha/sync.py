@@ -91,6 +91,10 @@ class UserRecord:
     created: float
     changed: float
     role: roles.Role = roles.Role.ADMINISTRATOR
+    # Two-factor sign-in (balancer.totp): the TOTP secret ('' for none), so that the Secondary
+    # asks for the same codes, and the digests of the recovery codes not used yet.
+    totp: str = ""
+    recovery: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

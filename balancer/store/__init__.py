@@ -68,6 +68,7 @@ __all__ = [
     "Revision",
     "Store",
     "StoreError",
+    "TwoFactor",
     "User",
     "digest",
     "parse_backup",
@@ -91,6 +92,10 @@ USER_ACTIONS = (
     "revoke_api_key",
     "receive_users",
     "role",
+    "two_factor_enrol",
+    "two_factor_off",
+    "two_factor_reset",
+    "two_factor_recovery",
 )
 _USER_ACTIONS_SQL = f"action IN ({', '.join('?' * len(USER_ACTIONS))})"
 
@@ -160,6 +165,19 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         "ALTER TABLE user ADD COLUMN role TEXT NOT NULL DEFAULT 'administrator'",
         "ALTER TABLE api_key ADD COLUMN role TEXT",
     ),
+    (
+        # Two-factor sign-in (balancer.totp), replicated with the user: totp, the TOTP secret
+        # in base32 ('' for none), never shown back nor audited; recovery, the JSON list of the
+        # SHA-256 digests of the recovery codes not used yet.
+        "ALTER TABLE user ADD COLUMN totp TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE user ADD COLUMN recovery TEXT NOT NULL DEFAULT '[]'",
+        # Node-local: the newest 30-second step whose code signed each user in here; no code of
+        # that step or before is taken again (replay). Apart from user, which a Secondary
+        # replaces with each snapshot of the Primary's.
+        "CREATE TABLE totp_used (name TEXT PRIMARY KEY, step INTEGER NOT NULL)",
+        # Node-local: the roles whose users must have a second factor, one row each.
+        "CREATE TABLE two_factor_required (role TEXT PRIMARY KEY)",
+    ),
 )
 
 
@@ -186,6 +204,12 @@ class User:
     created: float
     changed: float  # when the password was last set
     role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class TwoFactor:
+    secret: str  # base32: what the user's authenticator app holds
+    recovery: tuple[str, ...]  # SHA-256 digests of the recovery codes not used yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,6 +562,73 @@ class Store:
                 _insert_audit(db, now, author, "revoke_api_key", key.owner, detail)
         return key
 
+    def now(self) -> float:
+        """This node's wall clock, by which entries are stamped and TOTP codes judged."""
+        return self._clock()
+
+    def two_factor(self, name: str) -> TwoFactor | None:
+        """The user's second factor; None if they have none (or there is no such user)."""
+        rows = self._query("SELECT totp, recovery FROM user WHERE name = ?", (name,))
+        if not rows or not rows[0][0]:
+            return None
+        return TwoFactor(rows[0][0], tuple(json.loads(rows[0][1])))
+
+    def set_two_factor(
+        self, name: str, found: TwoFactor | None, *, author: str, action: str
+    ) -> None:
+        """Give the user ``found`` (None: no second factor); audited as ``action``, without
+        the secret."""
+        self._writable()
+        secret, recovery = (found.secret, list(found.recovery)) if found else ("", [])
+        with self._transaction() as db:
+            if not db.execute(
+                "UPDATE user SET totp = ?, recovery = ? WHERE name = ?",
+                (secret, json.dumps(recovery), name),
+            ).rowcount:
+                raise Missing("name", f"there is no user {name!r}")
+            db.execute("DELETE FROM totp_used WHERE name = ?", (name,))
+            _insert_audit(db, self._clock(), author, action, name, {})
+
+    def use_totp_step(self, name: str, step: int) -> bool:
+        """Record that a code of ``step`` signed ``name`` in; False, recording nothing, if one
+        of this step or a later one already did (a replay)."""
+        with self._transaction() as db:
+            return bool(
+                db.execute(
+                    """INSERT INTO totp_used (name, step) VALUES (?, ?)
+                    ON CONFLICT (name) DO UPDATE SET step = excluded.step
+                    WHERE step < excluded.step""",
+                    (name, step),
+                ).rowcount
+            )
+
+    def use_recovery_code(self, name: str, digest: str) -> bool:
+        """Use up the user's recovery code of ``digest``; False if they have none such. On a
+        Secondary, ReadOnly: the code would come back with the Primary's next snapshot."""
+        self._writable()
+        with self._transaction() as db:
+            row = db.execute("SELECT recovery FROM user WHERE name = ?", (name,)).fetchone()
+            left = json.loads(row[0]) if row else []
+            if digest not in left:
+                return False
+            left.remove(digest)
+            db.execute("UPDATE user SET recovery = ? WHERE name = ?", (json.dumps(left), name))
+            _insert_audit(db, self._clock(), name, "two_factor_recovery", name, {"left": len(left)})
+            return True
+
+    def two_factor_required(self) -> frozenset[Role]:
+        rows = self._query("SELECT role FROM two_factor_required", ())
+        return frozenset(Role(role) for (role,) in rows)
+
+    def set_two_factor_required(self, roles: frozenset[Role], *, author: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM two_factor_required")
+            db.executemany(
+                "INSERT INTO two_factor_required (role) VALUES (?)", [(r,) for r in roles]
+            )
+            detail = {"required": sorted(roles)}
+            _insert_audit(db, self._clock(), author, "two_factor_required", "", detail)
+
     def users_version(self) -> int:
         """A number that grows with every change of users or API keys on this node, kept across
         restarts: the id of the newest audit entry of such a change; 0 when there was none."""
@@ -550,11 +641,13 @@ class Store:
         with self._transaction() as db:
             version = _users_version(db)
             user_rows = db.execute(
-                "SELECT name, hash, created, changed, role FROM user ORDER BY name"
+                "SELECT name, hash, created, changed, role, totp, recovery FROM user ORDER BY name"
             )
             found = tuple(
-                UserRecord(name, hash, created, changed, Role(role))
-                for name, hash, created, changed, role in user_rows
+                UserRecord(
+                    name, hash, created, changed, Role(role), totp, tuple(json.loads(recovery))
+                )
+                for name, hash, created, changed, role, totp, recovery in user_rows
             )
             key_rows = db.execute(
                 "SELECT id, name, owner, digest, created, revoked, role FROM api_key ORDER BY id"
@@ -576,8 +669,12 @@ class Store:
             db.execute("DELETE FROM user")
             db.execute("DELETE FROM api_key")
             db.executemany(
-                "INSERT INTO user (name, hash, created, changed, role) VALUES (?, ?, ?, ?, ?)",
-                [(u.name, u.hash, u.created, u.changed, u.role) for u in snapshot.users],
+                "INSERT INTO user (name, hash, created, changed, role, totp, recovery) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (u.name, u.hash, u.created, u.changed, u.role, u.totp, json.dumps(u.recovery))
+                    for u in snapshot.users
+                ],
             )
             db.executemany(
                 "INSERT INTO api_key (id, name, owner, digest, created, revoked, role) "
