@@ -178,6 +178,13 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         # Node-local: the roles whose users must have a second factor, one row each.
         "CREATE TABLE two_factor_required (role TEXT PRIMARY KEY)",
     ),
+    (
+        # Node-local directory sign-in (balancer.directory), one row: settings, the JSON without
+        # the secret (the search account's password, or RADIUS's shared secret), which is kept
+        # apart so that nothing that shows or audits the settings can carry it.
+        """CREATE TABLE directory (id INTEGER PRIMARY KEY CHECK (id = 1),
+            settings TEXT NOT NULL, secret TEXT NOT NULL DEFAULT '')""",
+    ),
 )
 
 
@@ -420,6 +427,28 @@ class Store:
             if db.execute("DELETE FROM alert_channel WHERE name = ?", (name,)).rowcount == 0:
                 raise NotFound(f"no alert channel named {name}")
             _insert_audit(db, self._clock(), author, "remove_alert_channel", name, {})
+
+    def directory(self) -> tuple[dict[str, Any], str] | None:
+        """Directory sign-in's settings and secret ('' for none); None when not set up."""
+        rows = self._query("SELECT settings, secret FROM directory", ())
+        return (json.loads(rows[0][0]), rows[0][1]) if rows else None
+
+    def save_directory(
+        self, settings: dict[str, Any] | None, secret: str | None, *, author: str
+    ) -> None:
+        """Set directory sign-in up, or (``settings`` None) turn it off; a ``secret`` of None
+        keeps the one saved. Audited without the secret."""
+        with self._transaction() as db:
+            if settings is None:
+                db.execute("DELETE FROM directory")
+            else:
+                db.execute(
+                    """INSERT INTO directory (id, settings, secret) VALUES (1, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET settings = excluded.settings,
+                    secret = coalesce(?, secret)""",
+                    (json.dumps(settings), secret or "", secret),
+                )
+            _insert_audit(db, self._clock(), author, "directory", "", settings or {})
 
     def read_only(self) -> str | None:
         """Why an edit of what an HA pair shares is refused on this node: on a Secondary,
