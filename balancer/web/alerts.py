@@ -18,11 +18,12 @@ from balancer.validate import Invalid, Problem
 from balancer.web.render import Renderer
 
 PAGE = "/lbadmin/local-configuration/alerts"
-# The form's fields that are a channel's settings, by kind; the rest of a form is ignored.
+# The form's fields that are a channel's settings, by kind; the rest of a form is ignored, and
+# a change keeps the settings no form has (an e-mail's ca_file, a syslog's facility and path).
 FIELDS = {
-    "email": ("host", "port", "username", "sender", "recipients", "ca_file"),
+    "email": ("host", "port", "starttls", "username", "sender", "recipients"),
     "webhook": ("url",),
-    "syslog": ("transport", "host", "port", "path"),
+    "syslog": ("transport", "host", "port"),
 }
 
 
@@ -37,8 +38,42 @@ def router(render: Renderer) -> APIRouter:
         )
 
     @web.get(PAGE)
-    def alerts_page(request: Request, done: str = "", name: str = "") -> Response:
-        return page(request, done=done, name=name)
+    def alerts_page(request: Request, done: str = "", name: str = "", edit: str = "") -> Response:
+        if not edit:
+            return page(request, done=done, name=name)
+        try:
+            editing = channels.channel(store, edit)
+        except NotFound as error:
+            return page(request, status=404, failed=str(error))
+        return page(request, editing=channels.shown(editing), form=_form(editing))
+
+    @web.post(f"{PAGE}/{{name}}/change")
+    async def change(request: Request, name: str, user: Author) -> Response:
+        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+        try:
+            current = channels.channel(store, name)
+        except NotFound as error:
+            return page(request, status=404, failed=str(error))
+        kind = current.settings.kind
+        kept = {
+            k: v
+            for k, v in current.settings.model_dump(mode="json").items()
+            if k not in FIELDS[kind]
+        }
+        try:
+            settings = {**kept, **_settings(kind, form)}
+            channels.save(store, name, settings, form.get("secret") or None, author=user)
+        except Invalid as error:
+            shown = {k: v for k, v in form.items() if k not in ("secret", "csrf_token")}
+            return page(
+                request,
+                status=422,
+                problems=error.problems,
+                form=shown,
+                kind=kind,
+                editing=channels.shown(current),
+            )
+        return RedirectResponse(f"{PAGE}?done=changed&name={quote(name)}", status_code=303)
 
     @web.post(f"{PAGE}/add")
     async def add(request: Request, user: Author) -> Response:
@@ -79,8 +114,19 @@ def _settings(kind: str, form: dict[str, str]) -> dict[str, Any]:
     settings: dict[str, Any] = {"kind": kind}
     for field in FIELDS[kind]:
         value = form.get(f"{kind}_{field}", "").strip()
-        if value:
+        if field == "starttls":  # a checkbox: sent only when ticked
+            settings[field] = value == "on"
+        elif value:
             settings[field] = value.split() if field == "recipients" else value
-    if kind == "email":
-        settings["starttls"] = form.get("email_starttls") == "on"
     return settings
+
+
+def _form(channel: channels.Channel) -> dict[str, str]:
+    """A channel's settings as its form's fields, to change them."""
+    kind = channel.settings.kind
+    form: dict[str, str] = {}
+    for field, value in channel.settings.model_dump(mode="json").items():
+        if field in FIELDS[kind]:
+            said = " ".join(value) if field == "recipients" else str(value)
+            form[f"{kind}_{field}"] = ("on" if value else "") if field == "starttls" else said
+    return form
