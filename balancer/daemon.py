@@ -37,6 +37,7 @@ from balancer.front.listeners import (
     network_sockets,
     unix_socket,
 )
+from balancer.front.lockdown import Lockdown
 from balancer.model import NodeSettings
 from balancer.pair.cluster import Cluster
 from balancer.store import Store
@@ -111,7 +112,11 @@ async def _run(
     app = create_app(store, controller, cluster, data_dir, shutdown, pair_tls=pair_tls)
     servers: list[tuple[Listener, socket.socket]] = [
         (listener(local(app)), unix_socket(api_socket(data_dir))),
-        *((listener(app, certificate.path if tls else None), sock) for sock, tls in network),
+        # Behind management_allow on the network alone: the Unix socket can always undo it.
+        *(
+            (listener(Lockdown(app, store), certificate.path if tls else None), sock)
+            for sock, tls in network
+        ),
     ]
     contexts: list[ssl.SSLContext] = []
     for server, _ in servers:

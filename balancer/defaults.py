@@ -52,6 +52,8 @@ DATA_DIR = "/var/lib/balancer"
 LISTEN_ADDRESS: str | None = None
 # The networks whose Prometheus may read GET /metrics without an API key: none, a key is needed.
 METRICS_ALLOW: tuple[()] = ()
+# The networks that may reach the WebUI and the API: none listed, every network may.
+MANAGEMENT_ALLOW: tuple[()] = ()
 
 # The guide's WebUI user; its password is set by `balancer init` or made at first start.
 USER = "loadbalancer"
@@ -107,6 +109,7 @@ DEFAULTS: tuple[Default, ...] = (
         "node: session_max_lifetime", SESSION_MAX_LIFETIME, "seconds from sign-in until signed out"
     ),
     Default("node: metrics_allow", METRICS_ALLOW, "none: GET /metrics needs an API key"),
+    Default("node: management_allow", MANAGEMENT_ALLOW, "none: WebUI and API from every network"),
     Default(
         "pair: advert_interval", ADVERT_INTERVAL, "seconds between VRRP adverts (1.0: conservative)"
     ),

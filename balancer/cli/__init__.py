@@ -44,6 +44,7 @@ COMMANDS = {
     "persistence": ("persistence", "app"),
     "user": ("users", "app"),
     "key": ("keys", "app"),
+    "lockdown": ("lockdown", "app"),
     "lab": ("lab", "app"),
     "ha": ("ha", "app"),
     "alerts": ("alerts", "app"),

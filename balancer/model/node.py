@@ -68,6 +68,9 @@ class NodeSettings(Frozen):
     setup_wizard_dismissed: bool = False
     # Networks whose scrapers may read GET /metrics without an API key; empty: a key is needed.
     metrics_allow: tuple[Network, ...] = defaults.METRICS_ALLOW
+    # Networks that may reach the WebUI and the API (the guide's Firewall Lockdown Wizard);
+    # empty: every network. The Unix socket and the HA peer's routes are let in whatever it says.
+    management_allow: tuple[Network, ...] = defaults.MANAGEMENT_ALLOW
     # This node's part in an HA pair; None while it stands alone.
     pair: Pair | None = None
 
