@@ -6,7 +6,8 @@ checked (valid, and free to bind) and saved; the listeners are opened again with
 management service restarts (Restart Services), since this page is served by the very listener
 that would move. New session timeouts hold at once, for sessions already open too. A new
 certificate is served from the next TLS handshake on. The networks whose Prometheus may read
-/metrics without an API key hold at once.
+/metrics without an API key hold at once, and so do the networks that may manage the node
+(``balancer.front.lockdown``), which refuse a list that would shut out this very browser.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.responses import RedirectResponse, Response
 
 from balancer import certificates, management, validate
 from balancer.certificates import CertificateInfo
+from balancer.front import lockdown
 from balancer.front.gate import Author
 from balancer.front.listeners import network_socket
 from balancer.model import NodeSettings
@@ -50,6 +52,8 @@ def router(render: Renderer) -> APIRouter:
             restart_needed=running is not None and _addresses(running) != _addresses(saved),
             certificate=_shown(service.certificate.info()) if service else None,
             networks="\n".join(str(network) for network in saved.metrics_allow),
+            management_allow="\n".join(str(network) for network in saved.management_allow),
+            address=lockdown.address_of(request),
             **context,
         )
 
@@ -116,6 +120,20 @@ def router(render: Renderer) -> APIRouter:
         if changed != node:
             store.save_node_settings(changed, author=user)
         return RedirectResponse(f"{PAGE}?done=metrics", status_code=303)
+
+    @web.post(f"{PAGE}/lockdown")
+    def lockdown_networks(request: Request, user: Author, management_allow: Field = "") -> Response:
+        address = lockdown.address_of(request)
+        try:
+            lockdown.save(store, management_allow.split(), address, author=user)
+        except Invalid as error:
+            return page(
+                request,
+                status=422,
+                lockdown_problems=error.problems,
+                lockdown_form=management_allow,
+            )
+        return RedirectResponse(f"{PAGE}?done=lockdown", status_code=303)
 
     @web.post(f"{PAGE}/certificate")
     async def certificate(request: Request, user: Author) -> Response:
