@@ -18,7 +18,16 @@ from balancer.directory.outcome import Accepted, Reason, Refused
 from balancer.directory.settings import Settings
 from balancer.store import Store
 
-__all__ = ["Accepted", "Reason", "Refused", "Settings", "authenticate", "configured", "test"]
+__all__ = [
+    "Accepted",
+    "Reason",
+    "Refused",
+    "Settings",
+    "ask",
+    "authenticate",
+    "configured",
+    "test",
+]
 
 
 def configured(store: Store) -> tuple[Settings, str] | None:
@@ -51,6 +60,20 @@ def save(store: Store, body: dict[str, Any] | None, secret: str | None, *, autho
         return
     checked = validate.parse_as(Settings, body)
     store.save_directory(checked.model_dump(mode="json"), secret or None, author=author)
+
+
+def ask(store: Store, name: str, password: str) -> Accepted | None:
+    """Sign ``name`` in against the directory set up here: None when none is, Refused when
+    the directory says no, or when the account's name is a local user's (who always wins)."""
+    found = configured(store)
+    if found is None:
+        return None
+    accepted = authenticate(*found, name, password)
+    if store.password_hash(accepted.name) is not None:
+        raise Refused(
+            "local", f"{accepted.name} is a local user's name: only the local user signs in so"
+        )
+    return accepted
 
 
 def authenticate(settings: Settings, secret: str, name: str, password: str) -> Accepted:

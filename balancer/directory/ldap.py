@@ -47,6 +47,11 @@ def sign_in(settings: Settings, name: str, password: str, secret: str) -> Accept
         dn, account = _find(search, settings, typed)
         _check_password(settings, server, dn, password)
         groups = _groups(search, settings, dn)
+    except LDAPException as error:
+        lost = " ".join(str(error).split())
+        raise Refused(
+            "unreachable", f"{server.host}:{server.port}: connection lost: {lost}"
+        ) from None
     finally:
         _close(search)
     role = role_of(settings, groups)

@@ -9,8 +9,9 @@ from balancer.roles import Role
 
 # unreachable: no server answered; certificate: a server's certificate is not trusted; bind:
 # the search account was refused; not_found: no such user (or more than one); password: the
-# user's password was refused; group: in no group mapped to a role.
-Reason = Literal["unreachable", "certificate", "bind", "not_found", "password", "group"]
+# user's password was refused; group: in no group mapped to a role; local: the account's name
+# is a local user's, who alone signs in with it.
+Reason = Literal["unreachable", "certificate", "bind", "not_found", "password", "group", "local"]
 
 
 class Refused(Exception):

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from balancer import users
+from balancer import directory, users
 from balancer.front.sessions import Sessions
 from balancer.front.throttle import Throttle
 from balancer.roles import Role
@@ -99,9 +99,25 @@ class Access:
         # Counted before the check, so attempts made in parallel are each counted.
         delay = self.throttle.failed(*keys)
         found = await run_in_threadpool(users.verify, self.store, name, password)
+        refused: dict[str, str] = {}
+        if found is None and self.store.password_hash(name) is None:
+            # Not a local user, who always wins: a directory's user, if one is set up. Their
+            # password goes to the directory only; their role is their groups'.
+            try:
+                accepted = await run_in_threadpool(directory.ask, self.store, name, password)
+            except directory.Refused as error:
+                refused = {"directory": error.reason, "reason": str(error)}
+            else:
+                if accepted is not None:
+                    self.throttle.succeeded(*keys)
+                    detail = {"address": address, "directory": accepted.role}
+                    self.store.audit(author=accepted.name, action="sign_in", detail=detail)
+                    log.info("signed in", extra={**context, **detail, "user": accepted.name})
+                    return self.sessions.open(accepted.name, None, accepted.role)
         if found is None:
-            log.warning("sign-in failed", extra={**context, "delay": delay})
-            self.store.audit(author=name, action="sign_in_failed", detail={"address": address})
+            log.warning("sign-in failed", extra={**context, **refused, "delay": delay})
+            detail = {"address": address, **refused}
+            self.store.audit(author=name, action="sign_in_failed", detail=detail)
             message = "Wrong user name or password."
             if delay > 0:
                 message += f" Wait {math.ceil(delay)} s before trying again."
