@@ -23,7 +23,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,8 +120,22 @@ class Cluster:
         # This node's engine's persistence replication, read every second while paired.
         self.replicated: replication.Watch | None = None
         self.split_brain: Watch | None = None  # while paired
-        # Held by the operator's Restart Heartbeat or switchover (pair.maintenance): one at a time.
+        # Held by the operator's Restart Heartbeat, switchover (pair.maintenance) and change
+        # of the HA settings: one at a time (``operation``).
         self.operating = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def operation(self) -> AsyncIterator[None]:
+        """An operator's action on the pair, refused (PairError) while another is under way: two
+        at once (a form sent twice, two operators) could restart or reload both nodes'
+        keepalived together and leave the floating IPs dark between them, or undo each other."""
+        if self.operating.locked():
+            raise PairError(
+                "Restart Heartbeat, a switchover or a change of the HA settings is under way on "
+                "this node: try again once it has ended"
+            )
+        async with self.operating:
+            yield
 
     @property
     def pair(self) -> Pair | None:
@@ -247,6 +261,17 @@ class Cluster:
                 "this node is the Secondary of an HA pair: the pair's HA settings are changed "
                 f"on the Primary at {peer_at(pair)}"
             )
+        async with self.operation():
+            return await self._configure(pair, advert_interval, preempt, replication_port, author)
+
+    async def _configure(
+        self,
+        pair: Pair,
+        advert_interval: float,
+        preempt: bool,
+        replication_port: int | None,
+        author: str,
+    ) -> str:
         heartbeat, peer = self._running()
         wanted = _with(pair, advert_interval, preempt, replication_port)
         said = f"advert interval {wanted.advert_interval:g} s, preemption "

@@ -16,14 +16,7 @@ async def perform(cluster: Cluster, action: Action, *, author: str) -> str:
     """Do ``action`` on ``cluster``; what happened, in one line, or PairError saying why not."""
     run = cluster.restart_heartbeat if action == "restart_heartbeat" else cluster.switchover
     try:
-        # Two at once (a form sent twice) could restart both nodes' keepalived together and
-        # leave the floating IPs dark between them.
-        if cluster.operating.locked():
-            raise PairError(
-                "Restart Heartbeat or a switchover is under way on this node: try again once it "
-                "has ended"
-            )
-        async with cluster.operating:
+        async with cluster.operation():
             said = await run()
     except PairError as error:
         cluster.store.audit(author=author, action=action, detail={"refused": str(error)})

@@ -320,6 +320,25 @@ def test_a_secondary_whose_keepalived_refuses_changes_nothing_on_either_node(
     asyncio.run(scenario())
 
 
+def test_a_second_change_while_one_is_under_way_is_refused_and_the_first_completes(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with two(tmp_path) as pair:
+            first = asyncio.create_task(pair.primary.cluster.configure(1.0, False, author="alice"))
+            # The Active Primary has reloaded; the Secondary is being asked over the link.
+            await until("the first change under way", lambda: pair.done == ["primary 1 off"])
+            with pytest.raises(PairError) as refused:
+                await pair.primary.cluster.configure(0.5, True, author="bob")
+            assert "a change of the HA settings is under way" in str(refused.value)
+            assert await first == "advert interval 1 s, preemption off, on both nodes"
+            assert pair.done == ["primary 1 off", "secondary 1 off"]
+            assert (pair.secondary.pair.advert_interval, pair.secondary.pair.preempt) == (1, False)
+            assert pair.primary.saved() == [("alice", 1.0)]
+
+    asyncio.run(scenario())
+
+
 def test_configure_is_refused_on_the_secondary_standalone_and_for_a_bad_value(
     tmp_path: Path,
 ) -> None:
