@@ -23,6 +23,7 @@ from balancer.api import (
     services,
     support,
     system,
+    two_factor,
     users,
 )
 from balancer.api.edits import Edits
@@ -54,6 +55,7 @@ def install(
         servers.router(edits, controller),
         revisions.router(edits, controller, syncer),
         users.router(store),
+        two_factor.router(store),
         alerts.router(store),
         audit.router(store),
         lockdown.router(store),

@@ -32,6 +32,7 @@ from balancer.web import (
     services,
     sign_in,
     support,
+    two_factor,
     view_configuration,
     wizards,
 )
@@ -48,6 +49,7 @@ def install(
 ) -> None:
     render = Renderer(store, controller, cluster, access)
     app.include_router(sign_in.router(render, access))
+    app.include_router(two_factor.router(render, access))
     app.include_router(overview.router(render, controller, system))
     for page in (
         local_configuration,

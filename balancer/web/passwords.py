@@ -15,9 +15,9 @@ from fastapi import APIRouter, Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from balancer import users
+from balancer import totp, users
 from balancer.configuration import Missing
-from balancer.front.gate import SIGN_IN, Author
+from balancer.front.gate import SIGN_IN, Author, caller
 from balancer.validate import Invalid, Problem
 from balancer.web.render import Renderer
 from balancer.web.units import moment
@@ -29,6 +29,8 @@ DONE = {
     "password": "The password of {} was changed; their other sessions have ended.",
     "removed": "User {} removed, and their API keys revoked.",
     "revoked": "API key {} revoked.",
+    "two_factor_reset": "The second factor of {} was reset: they sign in with the password alone, "
+    "or enrol again if their role must have one.",
 }
 
 
@@ -44,7 +46,12 @@ def router(render: Renderer) -> APIRouter:
             status=status,
             title="Passwords",
             users=[
-                {"name": u.name, "created": moment(u.created), "changed": moment(u.changed)}
+                {
+                    "name": u.name,
+                    "created": moment(u.created),
+                    "changed": moment(u.changed),
+                    "two_factor": store.two_factor(u.name) is not None,
+                }
                 for u in listed
             ],
             last=len(listed) == 1,
@@ -59,6 +66,8 @@ def router(render: Renderer) -> APIRouter:
                 for k in reversed(store.api_keys())
             ],
             min_length=users.PASSWORD_MIN_LENGTH,
+            # Making a key asks for a code of a user with a second factor (balancer.totp).
+            code_needed=store.two_factor(caller(request).user) is not None,
             **context,
         )
 
@@ -124,8 +133,11 @@ def router(render: Renderer) -> APIRouter:
         return done("removed", name)
 
     @web.post(f"{PAGE}/api-keys")
-    def add_key(request: Request, user: Author, name: Field = "", owner: Field = "") -> Response:
+    def add_key(
+        request: Request, user: Author, name: Field = "", owner: Field = "", code: Field = ""
+    ) -> Response:
         try:
+            totp.require_code(store, user, code)
             made, key = users.add_api_key(store, name, owner or user, author=user)
         except Invalid as error:
             return refused(request, error, "key")
