@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,7 +64,8 @@ def serve(
 ) -> None:
     """Run the appliance: the management daemon, its WebUI, and the engine it supervises.
 
-    On the first start, with no password set by `balancer init`, it makes one for the WebUI
+    On the first start, with nothing set up (`balancer setup`, `balancer init`), it asks
+    `balancer setup`'s questions on a terminal; without one, it makes a password for the WebUI
     user loadbalancer and prints it, once."""
     import uvloop
 
@@ -73,6 +75,11 @@ def serve(
     local_only(ctx, "serve")
     if engine is not None and engine not in ENGINES:
         fail(f"engine: {engine!r} is not one of {', '.join(ENGINES)}", 2)
+    if sys.stdin.isatty() and sys.stdout.isatty():  # an operator at the console: ask, not make
+        from balancer.cli.setup import first_run
+
+        answered = {"listen": listen, "port": https_port}
+        first_run(data_dir, {k: v for k, v in answered.items() if v is not None})
     given = {
         "engine": engine,
         "listen_address": listen,
