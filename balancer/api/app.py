@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from balancer import software
 from balancer.api import (
     alerts,
     audit,
@@ -24,6 +25,7 @@ from balancer.api import (
     support,
     system,
     two_factor,
+    update,
     users,
 )
 from balancer.api.edits import Edits
@@ -67,5 +69,6 @@ def install(
         metrics.router(controller, cluster),
         history.router(data_dir),
         support.router(store, controller, cluster),
+        update.router(store, software.of(data_dir)),
     ):
         app.include_router(router)

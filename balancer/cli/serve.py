@@ -69,6 +69,7 @@ def serve(
     user loadbalancer and prints it, once."""
     import uvloop
 
+    from balancer import software
     from balancer.daemon import serve as run
     from balancer.engines import ENGINES
 
@@ -91,10 +92,15 @@ def serve(
         changes["http_port"] = http_port or None  # 0: off
     if metrics_allow is not None:
         changes["metrics_allow"] = [network for network in metrics_allow if network != "none"]
-    try:
-        uvloop.run(run(data_dir, changes))
-    except (OSError, ValueError) as error:
-        fail(str(error))
+    # The version a Software Update made current runs, whichever one was started.
+    switched = software.Software(data_dir).next_python()
+    if switched is None:
+        try:
+            switched = uvloop.run(run(data_dir, changes))
+        except (OSError, ValueError) as error:
+            fail(str(error))
+    if switched is not None:
+        software.execute(switched)
 
 
 def stop(

@@ -62,6 +62,7 @@ MENU = (
             MenuEntry("Backup & Restore", "/lbadmin/maintenance/backup", shared=True),
             MenuEntry("Restart Services", "/lbadmin/maintenance/restart"),
             MenuEntry("Passwords", "/lbadmin/maintenance/passwords", shared=True),
+            MenuEntry("Software Update", "/lbadmin/maintenance/software"),
         ),
     ),
     MenuEntry("View Configuration", "/lbadmin/view-configuration"),
