@@ -12,6 +12,7 @@ from balancer import software
 from balancer.api import (
     alerts,
     audit,
+    directory,
     ha,
     heartbeat,
     history,
@@ -59,6 +60,7 @@ def install(
         users.router(store),
         two_factor.router(store),
         alerts.router(store),
+        directory.router(store),
         audit.router(store),
         lockdown.router(store),
         peer.status_router(cluster),

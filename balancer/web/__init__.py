@@ -20,6 +20,7 @@ from balancer.store import Store
 from balancer.system import System
 from balancer.web import (
     alerts,
+    directory,
     error_pages,
     high_availability,
     local_configuration,
@@ -55,6 +56,7 @@ def install(
     for page in (
         local_configuration,
         alerts,
+        directory,
         services,
         servers,
         high_availability,

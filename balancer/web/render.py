@@ -42,7 +42,12 @@ MENU = (
     MenuEntry(
         "Local Configuration",
         "/lbadmin/local-configuration",
-        children=(MenuEntry("Alerts", "/lbadmin/local-configuration/alerts"),),
+        children=(
+            MenuEntry("Alerts", "/lbadmin/local-configuration/alerts"),
+            MenuEntry(
+                "Remote Authentication", "/lbadmin/local-configuration/remote-authentication"
+            ),
+        ),
     ),
     MenuEntry(
         "Cluster Configuration",
