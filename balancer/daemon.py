@@ -94,6 +94,7 @@ async def _run(
     # Subscribed before the start, so that what the start applies or meets is logged too.
     logged = controller.events.subscribe()
     alerted = controller.events.subscribe()
+    told = controller.events.subscribe()  # the history keeps each health change's reason
     await controller.start()
     stop_engine = False
     restart = False
@@ -143,7 +144,7 @@ async def _run(
     )
     logging_events = loop.create_task(_log_events(logged))
     alerting = loop.create_task(subscriber.run(alerted, store))
-    sampling = loop.create_task(history.sample(data_dir, controller.status, cluster.view))
+    sampling = loop.create_task(history.sample(data_dir, controller.status, cluster.view, told))
     online = software.Software(data_dir).watch(lambda: store.node_settings().update_url)
     watching = loop.create_task(online)
     rotating = loop.create_task(logs.keep_rotated((data_dir / "logs", data_dir / KEEPALIVED)))

@@ -14,6 +14,7 @@ not told (the first tick after a start, events missed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -199,12 +200,14 @@ async def sample(
     told: events.Subscription | None = None,
 ) -> None:
     """The daemon's task: sample into data_dir/history.db until cancelled. A file that cannot
-    be opened (a full disk, a damaged file) means no history, not a daemon that stops."""
-    try:
-        history = History(data_dir / FILE)
-    except (sqlite3.Error, OSError) as error:
-        log.error("history: not kept: %s cannot be opened (%s)", data_dir / FILE, error)
-        return
-    with history:
-        pending = list if told is None else told.pending
-        await Sampler(history, status, System().figures, pair, told=pending).run()
+    be opened (a full disk, a damaged file) means no history, not a daemon that stops.
+    ``told``: the event stream, left when the task ends."""
+    with told or contextlib.nullcontext():
+        try:
+            history = History(data_dir / FILE)
+        except (sqlite3.Error, OSError) as error:
+            log.error("history: not kept: %s cannot be opened (%s)", data_dir / FILE, error)
+            return
+        with history:
+            pending = list if told is None else told.pending
+            await Sampler(history, status, System().figures, pair, told=pending).run()
