@@ -50,7 +50,6 @@ COMMANDS = {
     "ha": ("ha", "app"),
     "alerts": ("alerts", "app"),
     "directory": ("directory", "app"),
-    "directory": ("directory", "app"),
     "support": ("support", "app"),
     "update": ("update", "app"),
     "engine-check": ("engine_check", "engine_check"),
