@@ -54,7 +54,7 @@ def create_app(
         max_lifetime=node.session_max_lifetime,
         clock=clock,
     )
-    install_web(app, store, controller, cluster, access, system)
+    refused = install_web(app, store, controller, cluster, access, system)
     # The HTTPS listeners' pair TLS (daemon), whose peer alone the gate lets into /api/v1/peer/.
-    app.add_middleware(Gate, access=access, pair=pair_tls)
+    app.add_middleware(Gate, access=access, pair=pair_tls, refused=refused)
     return app

@@ -8,6 +8,7 @@ import typer
 
 from balancer.cli.answer import JsonOption, echo_json, moment
 from balancer.cli.appliance import DATA_DIR, DirOption, client
+from balancer.roles import Role
 
 app = typer.Typer(help="API keys, which act as their owner: for scripts and remote use")
 
@@ -19,16 +20,21 @@ def key_create(
     owner: Annotated[
         str | None, typer.Option(help="the user the key acts as; default: you")
     ] = None,
+    role: Annotated[
+        Role | None,
+        typer.Option(help="a narrower role than the owner's, never wider; default: theirs"),
+    ] = None,
     data_dir: DirOption = DATA_DIR,
 ) -> None:
     """Make a key and print it, this once: only its digest is kept.
 
     The key alone goes to standard output, so `balancer key create ci > ci.key` keeps it."""
     with client(ctx, data_dir) as appliance:
-        made = appliance.post("/api-keys", {"name": name, "owner": owner})
+        made = appliance.post("/api-keys", {"name": name, "owner": owner, "role": role})
     typer.echo(made["key"])
+    acts = f" with the role {made['role']}" if made["role"] else ""
     typer.echo(
-        f"API key {made['id']} ({made['name']}) acts as {made['owner']}; "
+        f"API key {made['id']} ({made['name']}) acts as {made['owner']}{acts}; "
         "it is shown only this once",
         err=True,
     )
@@ -46,8 +52,9 @@ def key_list(
         return
     for key in found:
         revoked = f"revoked {moment(key['revoked'])}" if key["revoked"] else "in use"
+        role = key["role"] or "owner's"
         typer.echo(
-            f"{key['id']:>4} {key['name']:24} owner={key['owner']:16} "
+            f"{key['id']:>4} {key['name']:24} owner={key['owner']:16} role={role:13} "
             f"made {moment(key['created'])}  {revoked}"
         )
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from balancer.cli.answer import JsonOption, echo_json, moment
 from balancer.cli.appliance import DATA_DIR, DirOption, client
 from balancer.cli.password import PasswordStdin, new_password
+from balancer.roles import Role
 
 app = typer.Typer(help="Users of the WebUI and the API: Maintenance > Passwords")
 
@@ -17,7 +18,7 @@ app = typer.Typer(help="Users of the WebUI and the API: Maintenance > Passwords"
 def user_list(
     ctx: typer.Context, data_dir: DirOption = DATA_DIR, as_json: JsonOption = False
 ) -> None:
-    """List the users, and when each one's password was set."""
+    """List the users, each one's role, and when each one's password was set."""
     with client(ctx, data_dir) as appliance:
         found = appliance.get("/users")
     if as_json:
@@ -25,7 +26,7 @@ def user_list(
         return
     for user in found:
         typer.echo(
-            f"{user['name']:32} added {moment(user['created'])}  "
+            f"{user['name']:32} {user['role']:13} added {moment(user['created'])}  "
             f"password set {moment(user['changed'])}"
         )
 
@@ -50,11 +51,12 @@ def user_add(
     ctx: typer.Context,
     name: str,
     password_stdin: PasswordStdin = False,
+    role: Annotated[Role, typer.Option(help="what the user may do")] = Role.ADMINISTRATOR,
     data_dir: DirOption = DATA_DIR,
 ) -> None:
     """Add a user; the password is asked for (empty: one is made and shown once)."""
     password, made = _password(name, password_stdin)
-    body: dict[str, Any] = {"name": name, "password": password}
+    body: dict[str, Any] = {"name": name, "password": password, "role": role}
     with client(ctx, data_dir) as appliance:
         appliance.post("/users", body)
     _shown_once(name, password) if made else typer.echo(f"user {name} added")
@@ -72,6 +74,16 @@ def user_passwd(
     with client(ctx, data_dir) as appliance:
         appliance.put(f"/users/{name}/password", {"password": password})
     _shown_once(name, password) if made else typer.echo(f"password of {name} set")
+
+
+@app.command("set-role")
+def user_set_role(
+    ctx: typer.Context, name: str, role: Role, data_dir: DirOption = DATA_DIR
+) -> None:
+    """Change a user's role: at once, for their WebUI sessions and API keys too."""
+    with client(ctx, data_dir) as appliance:
+        appliance.put(f"/users/{name}/role", {"role": role})
+    typer.echo(f"{name} has the role {role}")
 
 
 @app.command("remove")

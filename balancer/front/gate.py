@@ -15,6 +15,9 @@ exists yet.
 Prometheus's ``GET /metrics`` takes an API key too, or none from a network in the node setting
 ``metrics_allow``.
 
+Then the caller's role (``balancer.roles``) must be at least the one the table there gives the
+route: otherwise 403, naming both roles, as JSON, or for a browser as a WebUI page (``refused``).
+
 Only the Unix socket's listener marks its requests local: there the caller is the OS user the
 ``balancer`` command names (the socket is reachable by root alone), as before there was a
 network listener. Anything not so marked is treated as coming from the network.
@@ -37,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from balancer.front.access import SIGN_IN_COOKIE, Access, Caller
 from balancer.front.listeners import PEER_CERTIFICATE, PairTLS
-from balancer.roles import Role
+from balancer.roles import Role, needed
 
 LOCAL = "balancer.local"
 CALLER = "balancer.caller"
@@ -91,11 +94,23 @@ def is_public(method: str, path: str) -> bool:
     )
 
 
+# A page saying a caller's role may not do what they asked (the WebUI's), given the request
+# with its caller and the role needed; None where the caller asked for no page.
+Refused = Callable[[Request, Role], Response | None]
+
+
 class Gate:
-    def __init__(self, app: ASGIApp, access: Access, pair: PairTLS | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        access: Access,
+        pair: PairTLS | None = None,
+        refused: Refused | None = None,
+    ) -> None:
         self.app = app
         self.access = access
         self.pair = pair if pair is not None else PairTLS()  # standalone: no peer
+        self.refused = refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -121,6 +136,10 @@ class Gate:
         if who is None and not is_public(method, path) and not self._may_scrape(connection):
             await _unauthorised(connection)(scope, receive, send)
             return
+        role = needed(method, path) if who is not None else None
+        if who is not None and role is not None and who.role < role:
+            await self._refuse(Request({**scope, CALLER: who}), who, role)(scope, receive, send)
+            return
         if method not in SAFE_METHODS:
             # What a CSRF token is made from: the sign-in form's cookie, or the session's.
             cookie = (
@@ -134,6 +153,15 @@ class Gate:
                     await _forbidden(connection)(scope, receive, send)
                     return
         await self.app({**scope, CALLER: who}, receive, send)
+
+    def _refuse(self, request: Request, who: Caller, role: Role) -> Response:
+        page = self.refused(request, role) if self.refused is not None else None
+        if page is not None:
+            return page
+        reason = refusal(who, role)
+        if "hx-request" in request.headers:
+            return Response(reason, status_code=403, media_type="text/plain")
+        return JSONResponse({"detail": [{"field": "role", "reason": reason}]}, status_code=403)
 
     def _may_scrape(self, connection: HTTPConnection) -> bool:
         """GET /metrics from a network the operator listed in ``metrics_allow``: a Prometheus
@@ -166,6 +194,12 @@ class Gate:
             return
         who = Caller(f"peer {peer}", "peer", role=Role.ADMINISTRATOR)
         await self.app({**scope, CALLER: who}, receive, send)
+
+
+def refusal(who: Caller, role: Role) -> str:
+    """Why ``who`` may not: the role needed and theirs, in one line."""
+    holder = f"this API key of {who.user}'s" if who.via == "key" else who.user
+    return f"this needs the role {role} or above; {holder} has the role {who.role}"
 
 
 def _unauthorised(connection: HTTPConnection) -> Response:

@@ -14,13 +14,12 @@ from fastapi.staticfiles import StaticFiles
 
 from balancer.controller import Controller
 from balancer.front.access import Access
-from balancer.front.gate import STATIC
+from balancer.front.gate import STATIC, Refused
 from balancer.pair.cluster import Cluster
 from balancer.store import Store
 from balancer.system import System
 from balancer.web import (
     alerts,
-    directory,
     error_pages,
     high_availability,
     local_configuration,
@@ -32,9 +31,7 @@ from balancer.web import (
     servers,
     services,
     sign_in,
-    software,
     support,
-    two_factor,
     view_configuration,
     wizards,
 )
@@ -48,21 +45,19 @@ def install(
     cluster: Cluster,
     access: Access,
     system: System,
-) -> None:
+) -> Refused:
+    """The WebUI's routes; returns the page the gate shows a role that may not (a 403)."""
     render = Renderer(store, controller, cluster, access)
     app.include_router(sign_in.router(render, access))
-    app.include_router(two_factor.router(render, access))
     app.include_router(overview.router(render, controller, system))
     for page in (
         local_configuration,
         alerts,
-        directory,
         services,
         servers,
         high_availability,
         wizards,
         maintenance,
-        software,
         passwords,
         view_configuration,
         reports,
@@ -72,3 +67,4 @@ def install(
         app.include_router(page.router(render))
     app.mount(STATIC.rstrip("/"), StaticFiles(directory=Path(__file__).parent / "static"))
     error_pages.install(app, render)
+    return error_pages.refused(render)

@@ -15,7 +15,8 @@ from starlette.responses import PlainTextResponse, Response
 from balancer.configuration import Missing
 from balancer.engines import EngineError
 from balancer.front.errors import allowed_methods
-from balancer.front.gate import CALLER, STATIC
+from balancer.front.gate import CALLER, STATIC, Refused, caller
+from balancer.roles import Role
 from balancer.store import NotFound
 from balancer.web.render import Renderer, is_htmx
 
@@ -47,6 +48,24 @@ def sentence(request: Request, status: int, reason: str) -> str:
     if status > 500:
         return f"The page {path} could not be shown: {reason}."
     return reason[:1].upper() + reason[1:] + "."
+
+
+def refused(render: Renderer) -> Refused:
+    """The page the gate shows a browser whose role may not use what it asked
+    (``balancer.front.gate``); None for the API, htmx and files, which keep its answer."""
+
+    def page(request: Request, role: Role) -> Response | None:
+        if not wants_page(request):
+            return None
+        who = caller(request)
+        sentence = (
+            f"{request.url.path} needs the role {role} or above, and {who.user} has the "
+            f"role {who.role}. An administrator can change your role in Maintenance > Passwords."
+        )
+        title = "Not for your role"
+        return render(request, "error_page.html", status=403, title=title, sentence=sentence)
+
+    return page
 
 
 def install(app: FastAPI, render: Renderer) -> None:

@@ -15,9 +15,10 @@ from fastapi import APIRouter, Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from balancer import totp, users
+from balancer import users
 from balancer.configuration import Missing
-from balancer.front.gate import SIGN_IN, Author, caller
+from balancer.front.gate import SIGN_IN, Author
+from balancer.roles import Role
 from balancer.validate import Invalid, Problem
 from balancer.web.render import Renderer
 from balancer.web.units import moment
@@ -29,8 +30,7 @@ DONE = {
     "password": "The password of {} was changed; their other sessions have ended.",
     "removed": "User {} removed, and their API keys revoked.",
     "revoked": "API key {} revoked.",
-    "two_factor_reset": "The second factor of {} was reset: they sign in with the password alone, "
-    "or enrol again if their role must have one.",
+    "role": "The role of {} was changed; it holds from their next click.",
 }
 
 
@@ -50,24 +50,24 @@ def router(render: Renderer) -> APIRouter:
                     "name": u.name,
                     "created": moment(u.created),
                     "changed": moment(u.changed),
-                    "two_factor": store.two_factor(u.name) is not None,
+                    "role": u.role,
                 }
                 for u in listed
             ],
             last=len(listed) == 1,
+            roles=list(Role),
             keys=[
                 {
                     "id": k.id,
                     "name": k.name,
                     "owner": k.owner,
+                    "role": k.role,
                     "created": moment(k.created),
                     "revoked": moment(k.revoked) if k.revoked is not None else None,
                 }
                 for k in reversed(store.api_keys())
             ],
             min_length=users.PASSWORD_MIN_LENGTH,
-            # Making a key asks for a code of a user with a second factor (balancer.totp).
-            code_needed=store.two_factor(caller(request).user) is not None,
             **context,
         )
 
@@ -87,11 +87,17 @@ def router(render: Renderer) -> APIRouter:
 
     @web.post(f"{PAGE}/users")
     async def add_user(
-        request: Request, user: Author, name: Field = "", password: Field = "", repeat: Field = ""
+        request: Request,
+        user: Author,
+        name: Field = "",
+        password: Field = "",
+        repeat: Field = "",
+        role: Field = Role.ADMINISTRATOR,
     ) -> Response:
         try:
             _same(password, repeat)
-            await run_in_threadpool(users.add_user, store, name, password, author=user)
+            chosen = _role(role)
+            await run_in_threadpool(users.add_user, store, name, password, chosen, author=user)
         except Invalid as error:
             return refused(request, error, "add")
         return done("added", name)
@@ -118,6 +124,14 @@ def router(render: Renderer) -> APIRouter:
             return RedirectResponse(SIGN_IN, status_code=303)
         return done("password", name)
 
+    @web.post(f"{PAGE}/role")
+    def set_role(request: Request, user: Author, name: Field = "", role: Field = "") -> Response:
+        try:
+            store.set_role(name, _role(role), author=user)
+        except (Invalid, Missing) as error:
+            return refused(request, error, "users")
+        return done("role", name)
+
     @web.post(f"{PAGE}/remove")
     def remove_user(
         request: Request, user: Author, name: Field = "", confirm: Field = ""
@@ -134,11 +148,11 @@ def router(render: Renderer) -> APIRouter:
 
     @web.post(f"{PAGE}/api-keys")
     def add_key(
-        request: Request, user: Author, name: Field = "", owner: Field = "", code: Field = ""
+        request: Request, user: Author, name: Field = "", owner: Field = "", role: Field = ""
     ) -> Response:
         try:
-            totp.require_code(store, user, code)
-            made, key = users.add_api_key(store, name, owner or user, author=user)
+            narrower = _role(role) if role else None
+            made, key = users.add_api_key(store, name, owner or user, narrower, author=user)
         except Invalid as error:
             return refused(request, error, "key")
         return page(request, new_key={"id": made.id, "name": made.name, "key": key})
@@ -154,6 +168,14 @@ def router(render: Renderer) -> APIRouter:
         return done("revoked", id)
 
     return web
+
+
+def _role(text: str) -> Role:
+    try:
+        return Role(text)
+    except ValueError:
+        known = ", ".join(Role)
+        raise Invalid([Problem("role", f"{text!r} is not a role: {known}")]) from None
 
 
 def _same(password: str, repeat: str) -> None:

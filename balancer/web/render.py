@@ -9,7 +9,8 @@ have their forms disabled; the server refuses such an edit anyway.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from balancer.controller import Controller
 from balancer.front.access import Access, Caller
 from balancer.front.gate import CALLER, STATIC
 from balancer.pair.cluster import Cluster
+from balancer.roles import Role, needed
 from balancer.store import Store
 from balancer.web import pair
 from balancer.web.units import moment
@@ -42,12 +44,7 @@ MENU = (
     MenuEntry(
         "Local Configuration",
         "/lbadmin/local-configuration",
-        children=(
-            MenuEntry("Alerts", "/lbadmin/local-configuration/alerts"),
-            MenuEntry(
-                "Remote Authentication", "/lbadmin/local-configuration/remote-authentication"
-            ),
-        ),
+        children=(MenuEntry("Alerts", "/lbadmin/local-configuration/alerts"),),
     ),
     MenuEntry(
         "Cluster Configuration",
@@ -67,7 +64,6 @@ MENU = (
             MenuEntry("Backup & Restore", "/lbadmin/maintenance/backup", shared=True),
             MenuEntry("Restart Services", "/lbadmin/maintenance/restart"),
             MenuEntry("Passwords", "/lbadmin/maintenance/passwords", shared=True),
-            MenuEntry("Software Update", "/lbadmin/maintenance/software"),
         ),
     ),
     MenuEntry("View Configuration", "/lbadmin/view-configuration"),
@@ -76,6 +72,17 @@ MENU = (
     MenuEntry("Support", "/lbadmin/support"),
 )
 SHARED = frozenset(entry.title for top in MENU for entry in (top, *top.children) if entry.shared)
+
+
+@cache
+def menu_for(role: Role) -> tuple[MenuEntry, ...]:
+    """The entries whose pages ``role`` may open; the server refuses the others anyway."""
+    found = []
+    for top in MENU:
+        if role >= (needed("GET", top.href) or role):
+            children = tuple(c for c in top.children if role >= (needed("GET", c.href) or role))
+            found.append(replace(top, children=children))
+    return tuple(found)
 
 
 def is_htmx(request: Request) -> bool:
@@ -104,8 +111,14 @@ class Renderer:
         shared = {
             "static": STATIC.rstrip("/"),
             "hostname": self.store.node_settings().hostname,
-            "menu": MENU,
+            "menu": menu_for(caller.role) if caller else MENU,
             "user": caller.user if caller else None,
+            "role": caller.role if caller else None,
+            # Whether the caller may use an action (a form's POST) or open a page: the WebUI
+            # shows only those; the gate refuses the others anyway.
+            "may": lambda path, method="POST": (
+                caller is not None and caller.role >= (needed(method, path) or caller.role)
+            ),
             "csrf": self.access.sessions.csrf_token(caller.session)
             if caller and caller.session
             else None,

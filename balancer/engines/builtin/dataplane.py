@@ -273,12 +273,11 @@ class DataPlane:
                     service.table.sweep(RENEW_AHEAD)
 
     async def status(self) -> EngineStatus:
-        last_checks: dict[str, dict[str, tuple[str, float | None]]] = {}
+        last_checks: dict[str, dict[str, str]] = {}
         for service, monitors in self.monitors.items():
             for server, monitor in monitors.items():
                 if monitor.last is not None:
-                    last = (monitor.last.reason, monitor.took)
-                    last_checks.setdefault(service, {})[server] = last
+                    last_checks.setdefault(service, {})[server] = monitor.last.reason
         services = [s.status(last_checks.get(s.label, {})) for s in self.services.values()]
         return EngineStatus(
             engine="builtin",
