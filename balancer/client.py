@@ -120,7 +120,10 @@ class Client:
             raise ApiError(self._unreachable("no such socket"))
         headers = {"If-Match": str(self.base)} if self.base is not None and method != "GET" else {}
         content = None
-        if body is not None:
+        if isinstance(body, bytes):  # a file as it is, such as an update archive
+            content = body
+            headers["Content-Type"] = "application/octet-stream"
+        elif body is not None:
             content = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         query = urlencode({k: v for k, v in params.items() if v is not None})

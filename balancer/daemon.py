@@ -23,7 +23,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from balancer import engines, events, first_start, history, logs, management, validate
+from balancer import engines, events, first_start, history, logs, management, software, validate
 from balancer.alerts import subscriber
 from balancer.app import create_app
 from balancer.certificates import ServedCertificate
@@ -40,13 +40,15 @@ from balancer.front.listeners import (
 from balancer.front.lockdown import Lockdown
 from balancer.model import NodeSettings
 from balancer.pair.cluster import Cluster
+from balancer.pair.heartbeat import DIRECTORY as KEEPALIVED
 from balancer.store import Store
 
 log = logging.getLogger("balancer.daemon")
 
 
-async def serve(data_dir: Path, node_changes: dict[str, Any] | None = None) -> None:
-    """Run until asked to stop; ``node_changes`` (engine, ports, listen address) are kept."""
+async def serve(data_dir: Path, node_changes: dict[str, Any] | None = None) -> Path | None:
+    """Run until asked to stop; ``node_changes`` (engine, ports, listen address) are kept.
+    After a Software Update or a Roll back: the Python of the version to run instead."""
     # Every path the node uses comes from here, made absolute once: HAProxy reads a relative
     # socket path as an address, and the engines' processes may start from another directory.
     data_dir = data_dir.resolve()
@@ -70,6 +72,12 @@ async def serve(data_dir: Path, node_changes: dict[str, Any] | None = None) -> N
         while network is not None:
             network = await _run(store, data_dir, certificate, node, network)
             node = store.node_settings()
+            switched = software.Software(data_dir).next_python()
+            if network is not None and switched is not None:
+                for sock, _ in network:  # the other version opens them again
+                    sock.close()
+                return switched
+    return None
 
 
 async def _run(
@@ -86,6 +94,7 @@ async def _run(
     # Subscribed before the start, so that what the start applies or meets is logged too.
     logged = controller.events.subscribe()
     alerted = controller.events.subscribe()
+    told = controller.events.subscribe()  # the history keeps each health change's reason
     await controller.start()
     stop_engine = False
     restart = False
@@ -135,7 +144,10 @@ async def _run(
     )
     logging_events = loop.create_task(_log_events(logged))
     alerting = loop.create_task(subscriber.run(alerted, store))
-    sampling = loop.create_task(history.sample(data_dir, controller.status, cluster.view))
+    sampling = loop.create_task(history.sample(data_dir, controller.status, cluster.view, told))
+    online = software.Software(data_dir).watch(lambda: store.node_settings().update_url)
+    watching = loop.create_task(online)
+    rotating = loop.create_task(logs.keep_rotated((data_dir / "logs", data_dir / KEEPALIVED)))
     try:
         async with asyncio.TaskGroup() as tasks:
             for server, sock in servers:
@@ -147,7 +159,7 @@ async def _run(
         # IPs before the engine goes (the other order answers clients with resets).
         await (cluster.stop() if restart else releasing or cluster.release())
         await controller.close(stop_engine=stop_engine)
-        for task in (logging_events, sampling, alerting):
+        for task in (logging_events, sampling, alerting, watching, rotating):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -1,9 +1,10 @@
 """The first start of an appliance: its data directory, the WebUI's certificate, and the password
-of the guide's ``loadbalancer`` user, which is never a default: it is set by ``balancer init`` or
-made by the first ``balancer serve`` and shown once."""
+of the guide's ``loadbalancer`` user, which is never a default: it is set by ``balancer setup``
+or ``balancer init``, or made by the first ``balancer serve`` and shown once."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from balancer import certificates, defaults, users
@@ -20,6 +21,76 @@ def certificate(data_dir: Path, hostname: str) -> Path:
     """The WebUI's certificate and key (one PEM file), self-signed for ``hostname`` if missing;
     an operator's own replaces the file."""
     return certificates.certificate(data_dir / "webui.pem", hostname)
+
+
+def set_up(store: Store) -> bool:
+    """Whether the appliance was set up: it has a user to sign in with."""
+    return bool(store.users())
+
+
+# A first password a setup refuses: shorter than this...
+STRONG_LENGTH = 12
+# ... or made of fewer different characters ...
+STRONG_DISTINCT = 5
+# ... or one of these words (case aside) with digits or signs around it: the defaults and the
+# first guesses of anyone trying an appliance's sign-in page. A short explicit list on purpose:
+# length and variety do the rest, and nothing is sent anywhere to check a password.
+COMMON = frozenset(
+    [
+        "password",
+        "passw0rd",
+        "p4ssw0rd",
+        "loadbalancer",
+        "balancer",
+        "lbadmin",
+        "admin",
+        "administrator",
+        "root",
+        "toor",
+        "changeme",
+        "letmein",
+        "welcome",
+        "default",
+        "secret",
+        "qwerty",
+        "qwertz",
+        "azerty",
+        "iloveyou",
+        "monkey",
+        "dragon",
+        "master",
+        "cyberark",
+        "haproxy",
+        "keepalived",
+        "debian",
+        "ubuntu",
+        "linux",
+        "abc",
+        "abcdef",
+    ]
+)
+# Runs along a keyboard row or the alphabet read as "typed without thinking".
+_RUNS = ("abcdefghijklmnopqrstuvwxyz", "0123456789", "qwertyuiop", "asdfghjkl", "zxcvbnm")
+_AROUND = re.compile(r"^[\W\d_]*(.*?)[\W\d_]*$")
+
+
+def weak(password: str, user: str = defaults.USER) -> str | None:
+    """Why ``password`` is too weak for ``user``'s first password, or None if it is not."""
+    lowered = password.lower()
+    if len(password) < STRONG_LENGTH:
+        return f"is {len(password)} characters long; at least {STRONG_LENGTH} are needed"
+    if len(password) > users.PASSWORD_MAX_LENGTH:
+        return f"is longer than {users.PASSWORD_MAX_LENGTH} characters"
+    if user in lowered:
+        return f"contains the user's name, {user}"
+    word = _AROUND.match(lowered)
+    if word is not None and word.group(1) in COMMON:
+        return f"is a common password ({word.group(1)}, with digits or signs around it)"
+    if len(set(password)) < STRONG_DISTINCT:
+        return f"has fewer than {STRONG_DISTINCT} different characters"
+    if any(lowered in (run * 2) or lowered in (run * 2)[::-1] for run in _RUNS):
+        return "is a run of keys on the keyboard or of the alphabet"
+    return None
 
 
 def set_user_password(store: Store, password: str, *, author: str) -> None:
@@ -48,15 +119,18 @@ def announce(password: str) -> str:
     )
 
 
-def ready(node: NodeSettings, fingerprint: str) -> str:
-    """What `balancer serve` prints once it listens: where the WebUI is, and the fingerprint to
-    compare with the browser's certificate warning (or to give the remote CLI's --fingerprint)."""
+def ready(
+    node: NodeSettings, fingerprint: str, heading: str = "Balancer is ready. The WebUI is at:"
+) -> str:
+    """What `balancer serve` prints once it listens (and `balancer setup` once done): where the
+    WebUI is, and the fingerprint to compare with the browser's certificate warning (or to give
+    the remote CLI's --fingerprint)."""
     address = node.listen_address
     if address is None:
         host = "<this machine's address>"
     else:
         host = f"[{address}]" if address.version == 6 else str(address)
-    lines = ["Balancer is ready. The WebUI is at:", f"  https://{host}:{node.https_port}/lbadmin/"]
+    lines = [heading, f"  https://{host}:{node.https_port}/lbadmin/"]
     if node.http_port is not None:
         lines.append(f"  http://{host}:{node.http_port}/lbadmin/")
     if address is None:

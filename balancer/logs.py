@@ -3,8 +3,11 @@ read, merged and filtered by the same command."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
@@ -14,6 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the engine's process logs with this module and has no store
     from balancer.store import Store
+
+# A log past this size is rotated; KEEP rotated copies are kept (NAME.1 the newest). The Logs
+# page and `balancer logs` read the current files whole, so these also bound what they read.
+ROTATE_AT = 8 << 20
+KEEP = 4
+ROTATE_EVERY = 60.0  # seconds between looks at the sizes
 
 # Attributes every LogRecord has; anything else was passed in ``extra`` and is logged as a field.
 # color_message is uvicorn's message again, with terminal colour codes: noise in a file.
@@ -111,3 +120,46 @@ def _json_entry(line: str) -> Entry | None:
     if isinstance(entry, dict) and isinstance(entry.get("time"), int | float):
         return entry
     return None
+
+
+def rotate(folders: Iterable[Path], *, limit: int = ROTATE_AT, keep: int = KEEP) -> list[Path]:
+    """Each ``*.log`` and ``*.out`` file in ``folders`` grown past ``limit`` bytes: copied to
+    NAME.1 (NAME.1 to NAME.2 and so on, the oldest dropped), then emptied in place. The files
+    rotated.
+
+    Copy and empty, not rename: every writer (this process's handler, the engine's, HAProxy's
+    workers, keepalived) holds its file open for appending, so it carries on at the start of
+    the emptied file with no signal and no reopen. A line written between the copy and the
+    emptying is lost, as with logrotate's copytruncate; the emptying follows the copy at once.
+    """
+    rotated = []
+    for folder in folders:
+        for path in sorted([*folder.glob("*.log"), *folder.glob("*.out")]):
+            try:
+                if path.stat().st_size <= limit:
+                    continue
+            except FileNotFoundError:
+                continue
+            for n in range(keep - 1, 0, -1):
+                older = path.with_name(f"{path.name}.{n}")
+                if older.exists():
+                    older.replace(path.with_name(f"{path.name}.{n + 1}"))
+            with path.open("rb") as source, path.with_name(f"{path.name}.1").open("wb") as copy:
+                shutil.copyfileobj(source, copy)
+                os.truncate(path, 0)
+            rotated.append(path)
+    return rotated
+
+
+async def keep_rotated(folders: Iterable[Path], every: float = ROTATE_EVERY) -> None:
+    """``rotate`` ``folders`` every ``every`` seconds, until cancelled; a rotation that fails
+    (a full disk) is logged and tried again at the next look."""
+    folders = tuple(folders)
+    log = logging.getLogger("balancer.logs")
+    while True:
+        try:
+            for path in await asyncio.to_thread(rotate, folders):
+                log.info("log rotated", extra={"event": "log_rotated", "file": path.name})
+        except OSError as error:
+            log.error("log rotation failed: %s", error, extra={"event": "log_rotation_failed"})
+        await asyncio.sleep(every)

@@ -140,6 +140,11 @@ def _engine(status: EngineStatus | None, error: str | None) -> Iterator[Metric]:
             "When the real server's health last changed (Unix time)",
             labels=SERVER,
         ),
+        "server_check_duration": GaugeMetricFamily(
+            "haproxy_server_check_duration_seconds",
+            "Total duration of the latest server health check, in seconds",
+            labels=SERVER,
+        ),
     }
     for vs in services:
         proxy = [vs.label]
@@ -161,6 +166,8 @@ def _engine(status: EngineStatus | None, error: str | None) -> Iterator[Metric]:
             families["server_weight"].add_metric(labels, rs.weight)
             families["server_check"].add_metric(labels, int(rs.health is Health.UP))
             families["server_since"].add_metric(labels, rs.since)
+            if rs.check_seconds is not None:  # none before the first check, nor without one
+                families["server_check_duration"].add_metric(labels, rs.check_seconds)
     yield from families.values()
 
 

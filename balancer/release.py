@@ -5,7 +5,8 @@ repository and is named by path.
     python -m balancer.release --key KEY --out DIR FILE...
 
 Each FILE goes into the archive under `wheels/` if it is a wheel, else at the top; the archive
-is DIR/balancer-<version>.tar and its checksum DIR/balancer-<version>.tar.sha256.
+is DIR/balancer-<version>.tar and its checksum DIR/balancer-<version>.tar.sha256, and
+DIR/latest.json the index an appliance's online update reads (balancer/software.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from balancer import update
+from balancer import software, update
 
 _OWN_WHEEL = re.compile(r"balancer-([^-]+)-[^/]+\.whl")
 
@@ -52,14 +53,17 @@ def build(files: Sequence[Path], private_key: Ed25519PrivateKey, out: Path) -> P
     ).encode()
     out.mkdir(parents=True, exist_ok=True)
     archive = out / f"balancer-{versions[0]}.tar"
+    signature = private_key.sign(manifest)
     with tarfile.open(archive, mode="w:", format=tarfile.PAX_FORMAT) as tar:
         _add_bytes(tar, update.MANIFEST, manifest)
-        _add_bytes(tar, update.SIGNATURE, private_key.sign(manifest))
+        _add_bytes(tar, update.SIGNATURE, signature)
         for name, path in sorted(names.items()):
             tar.add(path, arcname=name, recursive=False, filter=_plain)
     with archive.open("rb") as stream:
         checksum = update.sha256_of(stream)
     archive.with_name(archive.name + ".sha256").write_text(f"{checksum}  {archive.name}\n")
+    index = software.index(manifest, signature, archive.name)
+    (out / software.INDEX).write_text(json.dumps(index, indent=1) + "\n")
     return archive
 
 

@@ -33,6 +33,7 @@ class RealServerStatus(Snapshot):
     reason: str  # why health is what it is: the last check's verdict
     since: float  # when health last changed (Unix time)
     counters: Counters = Counters()
+    check_seconds: float | None = None  # how long the last check took; None before one
 
 
 class VirtualServiceStatus(Snapshot):

@@ -275,7 +275,10 @@ async def archive(
         found.text(f"engine/{name}", await controller.configuration())
 
     async def log_files() -> None:
-        logs = sorted((data_dir / "logs").glob("*.log")) + sorted((data_dir / "logs").glob("*.out"))
+        # With each log its newest rotated copy (balancer.logs.rotate): a log rotated a moment
+        # ago would hold almost nothing of what was asked about.
+        folder = data_dir / "logs"
+        logs = sorted([*folder.glob("*.log"), *folder.glob("*.out"), *folder.glob("*.1")])
         heartbeat = cluster.heartbeat
         if heartbeat is not None and heartbeat.keepalived.log.is_file():
             logs.append(heartbeat.keepalived.log)

@@ -84,6 +84,10 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split("."))
 
 
+def is_version(text: str) -> bool:
+    return _VERSION.fullmatch(text) is not None
+
+
 def parse_checksum(text: str) -> str:
     """The SHA-256 from a checksum file as `sha256sum` writes it, or the bare digest."""
     words = text.split()

@@ -385,6 +385,20 @@ def test_fails_after_three_checks_returns_after_two() -> None:
     assert monitor.last == Outcome(True, "PASS (HTTP 200)")
 
 
+def test_a_monitor_says_how_long_its_last_check_took() -> None:
+    fake = Fake("PP")
+    plain = fake.probe
+
+    async def slow(*args: Any) -> Outcome:
+        await asyncio.sleep(0.05)
+        return await plain(*args)
+
+    fake.probe = slow  # type: ignore[method-assign]
+    monitor = watch(fake)
+    assert monitor.took is not None
+    assert monitor.took >= 0.05
+
+
 def test_first_check_at_once_then_every_interval() -> None:
     fake = Fake("PPP")
     watch(fake)

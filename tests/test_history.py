@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from balancer.history import store
 from balancer.history.store import (
     DAY,
     TIERS,
+    Change,
     History,
     Point,
     Tier,
+    changes,
     connect,
     keeps,
     read,
@@ -109,6 +112,64 @@ def test_a_range_is_read_from_the_finest_tier_that_holds_it(
     with History(tmp_path / "history.db") as history:
         history.write(START, [Point("node/load", 1.0)])
     db = connect(tmp_path / "history.db", readonly=True)
-    found = read(db, ["node/load", "nothing/such"], seconds, START)
+    found = read(db, ["node/load", "nothing/such"], START - seconds, START + 1, START)
     assert found.step == step
     assert list(found.series) == ["node/load"]
+
+
+def test_a_read_ends_at_its_end_bound_whether_few_or_many_series_are_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [f"server/PSM/PSM{i}/connections" for i in range(5)]
+    with History(tmp_path / "history.db") as history:
+        for index in range(30):
+            history.write(START + 10 * index, [Point(n, float(index)) for n in names])
+    db = connect(tmp_path / "history.db", readonly=True)
+    now = START + 290
+    few = read(db, names[:2], START + 100, START + 150, now)
+    assert [p.t - START for p in few.series[names[0]]] == [100, 110, 120, 130, 140]
+    assert [p.avg for p in few.series[names[1]]] == [10.0, 11.0, 12.0, 13.0, 14.0]
+    # Past FEW series the range is read in one pass and picked from: the same answer.
+    monkeypatch.setattr(store, "FEW", 1)
+    assert read(db, names[:2], START + 100, START + 150, now) == few
+
+
+def test_health_changes_are_kept_with_their_reason_the_last_before_a_range_first(
+    tmp_path: Path,
+) -> None:
+    said = [
+        Change(START + 10, "PSM/PSM2", "down", "connect refused"),
+        Change(START + 50, "PSM/PSM2", "up", "connected"),
+        Change(START + 70, "PSM/PSM2", "down", "connect timeout after 5s"),
+        Change(START + 70, "PSM/PSM1", "down", "x" * 300),
+    ]
+    with History(tmp_path / "history.db") as history:
+        for change in said:
+            history.write(change.t, [Point("node/load", 1.0)], [change])
+        assert history.last_changes() == {
+            "PSM/PSM2": ("down", "connect timeout after 5s"),
+            "PSM/PSM1": ("down", "x" * store.REASON_CHARS),
+        }
+    db = connect(tmp_path / "history.db", readonly=True)
+    found = changes(db, ["PSM/PSM2"], START + 40, START + 100)
+    assert [(c.t - START, c.health, c.reason) for c in found] == [
+        (10, "down", "connect refused"),  # why it was down as the range began
+        (50, "up", "connected"),
+        (70, "down", "connect timeout after 5s"),
+    ]
+    assert changes(db, ["PSM/PSM2"], START + 80, START + 100) == [said[2]]
+    assert changes(db, ["PSM/PSM9"], START, START + 100) == []
+
+
+def test_a_flapping_server_keeps_no_more_than_the_last_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "CHANGES_KEPT", 10)
+    with History(tmp_path / "history.db") as history:
+        for index in range(25):
+            health = "down" if index % 2 else "up"
+            change = Change(START + 10 * index, "PSM/PSM2", health, f"flap {index}")
+            history.write(change.t, [Point("node/load", 1.0)], [change])
+    db = connect(tmp_path / "history.db", readonly=True)
+    kept = [reason for (reason,) in db.execute("SELECT reason FROM changes ORDER BY rowid")]
+    assert kept == [f"flap {index}" for index in range(15, 25)]

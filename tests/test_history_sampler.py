@@ -1,5 +1,6 @@
 """The history's sampler on the fake engine and a fake /proc, with a fake clock: one sample per
-tick, a gap (not a stop) when the engine cannot be read, never a negative rate."""
+tick, a gap (not a stop) when the engine cannot be read, never a negative rate, each real
+server's health changes with their reasons."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
+from balancer import events
 from balancer.history.sampler import FILE, Increases, Sampler, sample
 from balancer.history.store import History, Point, connect
 from balancer.state import Counters, EngineStatus
@@ -22,14 +24,18 @@ MEMINFO = "MemTotal: 1000 kB\nMemFree: 400 kB\nMemAvailable: 600 kB\n"
 
 
 class Counted(FakeEngine):
-    """The fake engine, whose first real server has carried ``total`` connections."""
+    """The fake engine, whose first real server has carried ``total`` connections and whose
+    last check took ``took`` seconds."""
 
     total = 0
+    took: float | None = None
 
     async def status(self) -> EngineStatus:
         status = await super().status()
         vs = status.virtual_services[0]
-        first = vs.real_servers[0].model_copy(update={"counters": Counters(total=self.total)})
+        first = vs.real_servers[0].model_copy(
+            update={"counters": Counters(total=self.total), "check_seconds": self.took}
+        )
         vs = vs.model_copy(update={"real_servers": (first, *vs.real_servers[1:])})
         return status.model_copy(update={"virtual_services": (vs, *status.virtual_services[1:])})
 
@@ -41,10 +47,23 @@ def proc(root: Path, rx: int, tx: int) -> Path:
     return root
 
 
-def sampler(tmp_path: Path, engine: FakeEngine, clock: Clock) -> Sampler:
+def sampler(
+    tmp_path: Path,
+    engine: FakeEngine,
+    clock: Clock,
+    told: list[events.Event | events.Missed] | None = None,
+) -> Sampler:
+    """``told``: the events the next tick is told of (emptied by it, as a subscription is)."""
     system = System(proc(tmp_path / "proc", 1000, 2000), load=lambda: (0.5, 0.25, 0.125))
     history = History(tmp_path / "history.db")
-    return Sampler(history, engine.status, system.figures, lambda: None, clock=clock)
+
+    def pending() -> list[events.Event | events.Missed]:
+        found = list(told or [])
+        if told is not None:
+            told.clear()
+        return found
+
+    return Sampler(history, engine.status, system.figures, lambda: None, told=pending, clock=clock)
 
 
 def written(tmp_path: Path, series: str) -> list[tuple[int, float, float | None]]:
@@ -60,8 +79,9 @@ def test_each_tick_writes_one_sample_of_the_engine_and_the_node(tmp_path: Path) 
     engine, clock = Counted(), Clock()
     engine.config = config(document())
     taken = sampler(tmp_path, engine, clock)
-    for _ in range(3):
+    for took in (0.004, None, 0.25):
         engine.total += 50
+        engine.took = took
         asyncio.run(taken.tick())
         clock.now += 10
     taken.history.close()
@@ -71,6 +91,13 @@ def test_each_tick_writes_one_sample_of_the_engine_and_the_node(tmp_path: Path) 
         (1020, 1.0, None),
     ]
     assert written(tmp_path, "node/load") == [(t, 0.5, None) for t in (1000, 1010, 1020)]
+    assert written(tmp_path, "node/load5")[0] == (1000, 0.25, None)
+    assert written(tmp_path, "node/load15")[0] == (1000, 0.125, None)
+    # The health check's latency, where the engine said it (not before a first check).
+    assert written(tmp_path, "server/CyberArk-PSM/PSM1/check_seconds") == [
+        (1000, 0.004, None),
+        (1020, 0.25, None),
+    ]
     assert written(tmp_path, "node/memory_used")[0] == (1000, 400 * 1024.0, None)
     # A counter has a point from its second read on: 50 connections in 10 s.
     assert written(tmp_path, "server/CyberArk-PSM/PSM1/new_connections") == [
@@ -78,6 +105,53 @@ def test_each_tick_writes_one_sample_of_the_engine_and_the_node(tmp_path: Path) 
         (1020, 5.0, 50.0),
     ]
     assert len(written(tmp_path, "service/CyberArk-PSM-Web/connections")) == 3
+
+
+def changes_kept(tmp_path: Path) -> list[tuple[int, str, str, str]]:
+    db = connect(tmp_path / "history.db", readonly=True)
+    return db.execute("SELECT t, server, health, reason FROM changes ORDER BY rowid").fetchall()
+
+
+def test_health_changes_are_kept_with_their_reason_told_or_seen(tmp_path: Path) -> None:
+    engine, clock, told = FakeEngine(), Clock(), []
+    engine.config = config(document())
+    engine.failed = {"CyberArk-PSM/PSM2": "connect refused"}
+    taken = sampler(tmp_path, engine, clock, told)
+    asyncio.run(taken.tick())  # the first: every server as it is, PSM2 down and why
+    first = changes_kept(tmp_path)
+    assert (1000, "CyberArk-PSM/PSM2", "down", "connect refused") in first
+    assert (1000, "CyberArk-PSM/PSM1", "up", "expected PASS, got PASS") in first
+    # Told at the moment it happened, between two ticks; a flap the samples never saw too.
+    told += [
+        events.HealthChanged("CyberArk-PSM", "PSM2", "up", "connected", 1003.5),
+        events.HealthChanged("CyberArk-PSM", "PSM1", "down", "connect timeout after 5s", 1004.0),
+        events.HealthChanged("CyberArk-PSM", "PSM1", "up", "connected", 1006.0),
+        events.HealthChanged("CyberArk-PSM", "PSM2", "down", "HTTP 503", 1008.0),
+    ]
+    engine.failed = {"CyberArk-PSM/PSM2": "HTTP 503"}
+    clock.now += 10
+    asyncio.run(taken.tick())
+    # Seen, not told (events missed): the status says PSM2's new reason.
+    engine.failed = {"CyberArk-PSM/PSM2": "connect refused"}
+    clock.now += 10
+    asyncio.run(taken.tick())
+    clock.now += 10
+    asyncio.run(taken.tick())  # nothing changed: nothing kept
+    taken.history.close()
+    assert changes_kept(tmp_path)[len(first) :] == [
+        (1003, "CyberArk-PSM/PSM2", "up", "connected"),
+        (1004, "CyberArk-PSM/PSM1", "down", "connect timeout after 5s"),
+        (1006, "CyberArk-PSM/PSM1", "up", "connected"),
+        (1008, "CyberArk-PSM/PSM2", "down", "HTTP 503"),
+        (1020, "CyberArk-PSM/PSM2", "down", "connect refused"),
+    ]
+    # A sampler started again goes on from the last kept: no second row for each server.
+    with History(tmp_path / "history.db") as history:
+        assert history.last_changes()["CyberArk-PSM/PSM2"] == ("down", "connect refused")
+    again = sampler(tmp_path, engine, clock)
+    asyncio.run(again.tick())
+    again.history.close()
+    assert len(changes_kept(tmp_path)) == len(first) + 5
 
 
 def test_an_engine_error_leaves_a_gap_and_the_sampler_goes_on(tmp_path: Path) -> None:

@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from balancer import validate
+from balancer.client import api_socket
 from balancer.front.lockdown import allows, lockout
 from balancer.model import NodeSettings
 from balancer.validate import Invalid
-from tests.appliance import Appliance, appliance
+from tests.appliance import WEBUI_HOST, Appliance, appliance, free_port, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
 
 @pytest.fixture(scope="module")
 def key(running: Appliance) -> str:
-    made: str = running.client.post("/api-keys", {"name": "lockdown test", "owner": "loadbalancer"})["key"]
+    made: str = running.client.post(
+        "/api-keys", {"name": "lockdown test", "owner": "loadbalancer"}
+    )["key"]
     return made
 
 
@@ -130,3 +133,33 @@ def test_the_unix_socket_always_works(running: Appliance, key: str) -> None:
     assert "none listed" in cleared.stdout
     with network(running, "127.0.0.1", key) as inside:
         assert inside.get("/api/v1/status").status_code == 200
+
+
+@pytest.mark.usefixtures("open_again")
+def test_the_plain_http_listener_is_locked_down_too(running: Appliance) -> None:
+    """Plain HTTP turned on (Local Configuration, then Restart Services, both over the Unix
+    socket), then refused from 127.0.0.2 as HTTPS is."""
+    http_port = free_port([WEBUI_HOST])
+    with httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(api_socket(running.data_dir))),
+        base_url="http://balancer",
+        headers={"X-Balancer-User": "tester"},
+        timeout=30,
+    ) as local:
+        sockets = {"listen_address": WEBUI_HOST, "https_port": str(running.https_port)}
+        saved = local.post(
+            "/lbadmin/local-configuration/sockets", data={**sockets, "http_port": str(http_port)}
+        )
+        assert saved.status_code == 303, saved.text
+        restart = {"action": "management", "confirm": "yes"}
+        assert local.post("/lbadmin/maintenance/restart", data=restart).is_success
+
+    def plain(source: str) -> int:
+        transport = httpx.HTTPTransport(local_address=source)
+        with httpx.Client(transport=transport, timeout=5) as client:
+            return client.get(f"http://{WEBUI_HOST}:{http_port}/lbadmin/sign-in").status_code
+
+    wait_for("the plain HTTP listener", lambda: plain("127.0.0.1") == 200)
+    assert running.cli("lockdown", "set", "127.0.0.1/32").returncode == 0
+    assert plain("127.0.0.2") == 403
+    assert plain("127.0.0.1") == 200

@@ -54,7 +54,8 @@ def with_counters(app: WebApp) -> None:
         vs = status.virtual_services[0]
         servers = [
             rs.model_copy(update={"counters": Counters(active=i, total=10 * i, bytes_in=100 * i,
-                                                        bytes_out=1000 * i)})
+                                                        bytes_out=1000 * i),
+                                  "check_seconds": 0.002 * i if i < 3 else None})
             for i, rs in enumerate(vs.real_servers, start=1)
         ]  # fmt: skip
         counters = Counters(active=6, total=60, bytes_in=600, bytes_out=6000)
@@ -115,6 +116,8 @@ def test_the_scrape_has_haproxys_names_for_the_engines_counters(app: WebApp) -> 
             assert found[server("haproxy_server_status", psm, state=each)] == (each == state)
     assert found[server("balancer_server_check_up", "PSM1")] == 1
     assert found[server("balancer_server_check_up", "PSM2")] == 0
+    assert found[server("haproxy_server_check_duration_seconds", "PSM2")] == 0.004
+    assert server("haproxy_server_check_duration_seconds", "PSM3") not in found  # none yet
     assert found[("balancer_engine_up", ())] == 1
     assert found[("balancer_engine_revision", ())] == 1
     assert found[("balancer_ha_paired", ())] == 0  # standalone: no HA state

@@ -4,12 +4,14 @@ the WebUI that need no data plane. Requests are network requests unless marked l
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi.testclient import TestClient
 
 from balancer import users
@@ -30,6 +32,7 @@ from balancer.state import (
 )
 from balancer.store import Store
 from balancer.validate import Problem
+from tests.appliance import free_port, wait_for
 
 PASSWORD = "the operator's password"
 
@@ -153,24 +156,59 @@ def csrf_of(page: str) -> str:
     return page[start : page.index('"', start)]
 
 
-@contextmanager
-def webapp(tmp_path: Path) -> Iterator[WebApp]:
-    clock = Clock()
+def _app(tmp_path: Path, store: Store, clock: Clock) -> tuple[Any, FakeEngine, list[bool]]:
     engine = FakeEngine()
-    with Store(tmp_path / "balancer.db") as store:
-        users.add_user(store, "loadbalancer", PASSWORD, author="test")
-        controller = Controller(store, engine)
-        stopped: list[bool] = []
-        app = create_app(
-            store,
-            controller,
-            Cluster(store, controller, tmp_path),
-            tmp_path,
-            stopped.append,
-            clock=clock,
-        )
+    users.add_user(store, "loadbalancer", PASSWORD, author="test")
+    controller = Controller(store, engine)
+    stopped: list[bool] = []
+    app = create_app(
+        store,
+        controller,
+        Cluster(store, controller, tmp_path),
+        tmp_path,
+        stopped.append,
+        clock=clock,
+    )
+    return app, engine, stopped
+
+
+@contextmanager
+def webapp(tmp_path: Path, *, wall_clock: bool = False) -> Iterator[WebApp]:
+    """``wall_clock``: the store's clock is the test's too (two-factor codes are judged by it;
+    otherwise the store stamps with the real time)."""
+    clock = Clock()
+    with Store(tmp_path / "balancer.db", **({"clock": clock} if wall_clock else {})) as store:
+        app, engine, stopped = _app(tmp_path, store, clock)
         with (
             TestClient(app, base_url="https://balancer.test") as network,
             TestClient(local(app), base_url="http://balancer") as local_client,
         ):
             yield WebApp(network, local_client, store, engine, clock, stopped)
+
+
+@dataclass
+class Served:
+    url: str  # the WebUI, over plain HTTP on loopback
+    store: Store
+    clock: Clock
+
+
+@contextmanager
+def served(tmp_path: Path) -> Iterator[Served]:
+    """The application in process on the test's clock (the store's too), served by uvicorn on
+    a loopback port in a thread of its own: for a real browser. Stopped on leaving."""
+    clock = Clock()
+    with Store(tmp_path / "balancer.db", clock=clock) as store:
+        app, _, _ = _app(tmp_path, store, clock)
+        port = free_port(["127.0.0.1"])
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        )
+        thread = threading.Thread(target=server.run, name="served", daemon=True)
+        thread.start()
+        try:
+            wait_for("the served application", lambda: server.started, timeout=20.0)
+            yield Served(f"http://127.0.0.1:{port}/lbadmin/", store, clock)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=20.0)

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from balancer import software
 from balancer.api import (
     alerts,
     audit,
+    directory,
     ha,
     heartbeat,
     history,
@@ -23,6 +25,8 @@ from balancer.api import (
     services,
     support,
     system,
+    two_factor,
+    update,
     users,
 )
 from balancer.api.edits import Edits
@@ -54,7 +58,9 @@ def install(
         servers.router(edits, controller),
         revisions.router(edits, controller, syncer),
         users.router(store),
+        two_factor.router(store),
         alerts.router(store),
+        directory.router(store),
         audit.router(store),
         lockdown.router(store),
         peer.status_router(cluster),
@@ -65,5 +71,6 @@ def install(
         metrics.router(controller, cluster),
         history.router(data_dir),
         support.router(store, controller, cluster),
+        update.router(store, software.of(data_dir)),
     ):
         app.include_router(router)

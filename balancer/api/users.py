@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel, Field
 
-from balancer import users
-from balancer.front.gate import Author
+from balancer import totp, users
+from balancer.front.gate import Author, caller
 from balancer.roles import Role
 from balancer.store import Store
 
@@ -37,6 +37,11 @@ class NewApiKey(BaseModel):
     owner: str | None = Field(None, description="whose key it is; default: yours")
     role: Role | None = Field(
         None, description="a narrower role than the owner's, never a wider one; default: theirs"
+    )
+    code: str | None = Field(
+        None,
+        description="the code your authenticator app shows now: needed from a WebUI session "
+        "of a user with two-factor sign-in",
     )
 
 
@@ -79,7 +84,11 @@ def router(store: Store) -> APIRouter:
         status_code=201,
         summary="Make an API key: its text is in this answer only, and never kept",
     )
-    def add_key(body: NewApiKey, user: Author) -> dict[str, Any]:
+    def add_key(body: NewApiKey, request: Request, user: Author) -> dict[str, Any]:
+        # A key is a password that needs no second factor: a session makes one only with a
+        # code, so a stolen session cookie cannot. A key cannot ask its holder for one.
+        if caller(request).via == "session":
+            totp.require_code(store, user, body.code)
         owner = body.owner or user
         made, key = users.add_api_key(store, body.name, owner, body.role, author=user)
         return {**asdict(made), "key": key}

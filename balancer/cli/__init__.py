@@ -28,6 +28,7 @@ from balancer.cli.remote import (
 # and importing every command's module (and what those import) took longer than a whole
 # command may (README, Performance).
 COMMANDS = {
+    "setup": ("setup", "setup"),
     "init": ("serve", "init"),
     "serve": ("serve", "serve"),
     "stop": ("serve", "stop"),
@@ -48,6 +49,7 @@ COMMANDS = {
     "lab": ("lab", "app"),
     "ha": ("ha", "app"),
     "alerts": ("alerts", "app"),
+    "directory": ("directory", "app"),
     "support": ("support", "app"),
     "update": ("update", "app"),
     "engine-check": ("engine_check", "engine_check"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -63,16 +64,23 @@ def serve(
 ) -> None:
     """Run the appliance: the management daemon, its WebUI, and the engine it supervises.
 
-    On the first start, with no password set by `balancer init`, it makes one for the WebUI
+    On the first start, with nothing set up (`balancer setup`, `balancer init`), it asks
+    `balancer setup`'s questions on a terminal; without one, it makes a password for the WebUI
     user loadbalancer and prints it, once."""
     import uvloop
 
+    from balancer import software
     from balancer.daemon import serve as run
     from balancer.engines import ENGINES
 
     local_only(ctx, "serve")
     if engine is not None and engine not in ENGINES:
         fail(f"engine: {engine!r} is not one of {', '.join(ENGINES)}", 2)
+    if sys.stdin.isatty() and sys.stdout.isatty():  # an operator at the console: ask, not make
+        from balancer.cli.setup import first_run
+
+        answered = {"listen": listen, "port": https_port}
+        first_run(data_dir, {k: v for k, v in answered.items() if v is not None})
     given = {
         "engine": engine,
         "listen_address": listen,
@@ -84,10 +92,15 @@ def serve(
         changes["http_port"] = http_port or None  # 0: off
     if metrics_allow is not None:
         changes["metrics_allow"] = [network for network in metrics_allow if network != "none"]
-    try:
-        uvloop.run(run(data_dir, changes))
-    except (OSError, ValueError) as error:
-        fail(str(error))
+    # The version a Software Update made current runs, whichever one was started.
+    switched = software.Software(data_dir).next_python()
+    if switched is None:
+        try:
+            switched = uvloop.run(run(data_dir, changes))
+        except (OSError, ValueError) as error:
+            fail(str(error))
+    if switched is not None:
+        software.execute(switched)
 
 
 def stop(

@@ -1,40 +1,52 @@
-"""Software Update: the check of an offline update archive against this machine's Balancer
-(README, Software Update)."""
+"""Software Update (README, Software Update): check an offline update archive on this machine,
+install it on the appliance (which restarts its management service into the new version), roll
+back, and show the versions."""
 
 from __future__ import annotations
 
 import shutil
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from balancer import update
 from balancer.cli.answer import fail
-from balancer.cli.appliance import DATA_DIR, DirOption, local_only
+from balancer.cli.appliance import DATA_DIR, DirOption, client, local_only
 
-app = typer.Typer(help="Software Update: check an offline update archive")
+app = typer.Typer(help="Software Update: check and install an update archive, roll back")
+
+ArchiveArgument = Annotated[Path, typer.Argument(help="the update archive, balancer-VERSION.tar")]
+ChecksumArgument = Annotated[
+    Path | None,
+    typer.Argument(help="its checksum file; default the archive's name with .sha256"),
+]
+DowngradeOption = Annotated[
+    bool, typer.Option("--downgrade", help="accept a version older than the running one")
+]
+
+
+def _checksum_of(archive: Path, checksum: Path | None) -> str:
+    checksum_file = checksum or archive.with_name(archive.name + ".sha256")
+    try:
+        return checksum_file.read_text(errors="replace")
+    except OSError as error:
+        fail(f"{error.filename}: {error.strerror}")
 
 
 @app.command("check")
 def update_check(
     ctx: typer.Context,
-    archive: Annotated[Path, typer.Argument(help="the update archive, balancer-VERSION.tar")],
-    checksum: Annotated[
-        Path | None,
-        typer.Argument(help="its checksum file; default the archive's name with .sha256"),
-    ] = None,
-    downgrade: Annotated[
-        bool, typer.Option("--downgrade", help="accept a version older than the running one")
-    ] = False,
+    archive: ArchiveArgument,
+    checksum: ChecksumArgument = None,
+    downgrade: DowngradeOption = False,
     data_dir: DirOption = DATA_DIR,
 ) -> None:
     """Check an archive's checksum, signature, files, version and the disk it needs."""
     local_only(ctx, "update check")
-    checksum_file = checksum or archive.with_name(archive.name + ".sha256")
+    checksum_text = _checksum_of(archive, checksum)
     try:
-        checksum_text = checksum_file.read_text(errors="replace")
         free = shutil.disk_usage(data_dir if data_dir.exists() else Path.cwd()).free
         verdict = update.check(
             archive,
@@ -53,3 +65,57 @@ def update_check(
         f"{archive.name}: Balancer {verdict.version} may replace {verdict.running}{older}; "
         f"{len(verdict.files)} files, {verdict.size} bytes, each as the signed manifest says"
     )
+
+
+@app.command("install")
+def update_install(
+    ctx: typer.Context,
+    archive: ArchiveArgument,
+    checksum: ChecksumArgument = None,
+    downgrade: DowngradeOption = False,
+    data_dir: DirOption = DATA_DIR,
+) -> None:
+    """Send an archive to the appliance, which checks it, installs it beside the running
+    version and restarts its management service into it; the engine keeps running."""
+    checksum_text = _checksum_of(archive, checksum)
+    try:
+        data = archive.read_bytes()
+    except OSError as error:
+        fail(f"{error.filename}: {error.strerror}")
+    with client(ctx, data_dir) as appliance:
+        appliance.post("/software/archive", data, checksum=checksum_text.strip())
+        done = appliance.post("/software/install", downgrade=str(downgrade).lower())
+    typer.echo(
+        f"Balancer {done['version']} installed (was {done['running']}); "
+        "the management service is restarting into it"
+    )
+
+
+@app.command("rollback")
+def update_rollback(ctx: typer.Context, data_dir: DirOption = DATA_DIR) -> None:
+    """Return to the previous version: the management service restarts into it."""
+    with client(ctx, data_dir) as appliance:
+        done = appliance.post("/software/rollback")
+    typer.echo(f"rolled back to Balancer {done['version']}; the management service is restarting")
+
+
+@app.command("status")
+def update_status(ctx: typer.Context, data_dir: DirOption = DATA_DIR) -> None:
+    """The running and previous versions, an archive waiting, and the online check's answer."""
+    with client(ctx, data_dir) as appliance:
+        shown: dict[str, Any] = appliance.get("/software")
+    typer.echo(f"running: {shown['running']}")
+    typer.echo(f"previous: {shown['previous'] or 'none'}")
+    offered = shown["offered"]
+    if offered:
+        older = " (a downgrade: install --downgrade)" if offered["downgrade"] else ""
+        typer.echo(f"offered: {offered['version']}{older}")
+    online = shown["online"]
+    if not online["url"]:
+        typer.echo("online update: off")
+    elif online.get("available"):
+        typer.echo(f"online update: Update {online['available']} is now available")
+    elif online.get("error"):
+        typer.echo(f"online update: {online['error']}")
+    else:
+        typer.echo(f"online update: {online['url']}, no newer version")

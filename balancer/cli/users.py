@@ -92,3 +92,29 @@ def user_remove(ctx: typer.Context, name: str, data_dir: DirOption = DATA_DIR) -
     with client(ctx, data_dir) as appliance:
         appliance.delete(f"/users/{name}")
     typer.echo(f"user {name} removed; their API keys are revoked")
+
+
+@app.command("reset-two-factor")
+def user_reset_two_factor(ctx: typer.Context, name: str, data_dir: DirOption = DATA_DIR) -> None:
+    """Reset a user's second factor (a lost phone and its recovery codes): they sign in with
+    the password alone, or enrol again if their role must have one."""
+    with client(ctx, data_dir) as appliance:
+        appliance.delete(f"/users/{name}/two-factor")
+    typer.echo(f"the second factor of {name} is reset")
+
+
+@app.command("two-factor-required")
+def user_two_factor_required(
+    ctx: typer.Context,
+    roles: Annotated[list[Role] | None, typer.Argument(help="the roles; none: show them")] = None,
+    none: Annotated[bool, typer.Option("--none", help="no role must have one")] = False,
+    data_dir: DirOption = DATA_DIR,
+) -> None:
+    """Which roles must sign in with a second factor; with roles (or --none), set them. A user
+    of such a role without one enrols right after the password, before anything else."""
+    with client(ctx, data_dir) as appliance:
+        if roles or none:
+            found = appliance.put("/two-factor", {"required": [] if none else roles})
+        else:
+            found = appliance.get("/two-factor")
+    typer.echo("must have a second factor: " + (", ".join(found["required"]) or "no role"))

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from balancer import directory, users
 from balancer.front.sessions import Sessions
 from balancer.front.throttle import Throttle
+from balancer.front.two_factor import SecondFactor
 from balancer.roles import Role
 from balancer.store import Store
 
@@ -57,6 +58,7 @@ class Access:
         self.store = store
         self.sessions = Sessions(idle_timeout, max_lifetime, clock)
         self.throttle = Throttle(clock)
+        self.two_factor = SecondFactor(store, self.sessions, self.throttle, clock)
 
     def caller(self, connection: HTTPConnection, *, touch: bool) -> Caller | None:
         """Who sent this request over the network: an API key, else a session cookie."""
@@ -122,6 +124,12 @@ class Access:
             if delay > 0:
                 message += f" Wait {math.ceil(delay)} s before trying again."
             raise SignInRefused(message, delay)
+        # A local user with a second factor, or whose role must have one: no session yet, and
+        # the failure counted stays until the second step is passed (front/two_factor.py).
+        second = self.two_factor.needed(name, found, address)
+        if second is not None:
+            log.info("password right: second factor asked", extra=context)
+            raise second
         self.throttle.succeeded(*keys)
         self.store.audit(author=name, action="sign_in", detail={"address": address})
         log.info("signed in", extra=context)

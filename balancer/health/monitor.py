@@ -310,6 +310,7 @@ class Monitor:
         "_target",
         "_task",
         "_timer",
+        "_took",
         "_verdict",
     )
 
@@ -333,6 +334,7 @@ class Monitor:
         self._probe = probe
         self._verdict = initial(check.rise, check.fall)
         self._last = Outcome(True, "no check") if check.type is CheckType.NONE else None
+        self._took: float | None = None
         self._task: asyncio.Task[None] | None = None  # the check running, or the last one
         self._timer: Cancellable | None = None  # the next check
         self._pace = pace
@@ -345,6 +347,11 @@ class Monitor:
     def last(self) -> Outcome | None:
         """The last check's outcome; None until the first check has finished."""
         return self._last
+
+    @property
+    def took(self) -> float | None:
+        """Seconds the last check took (its latency, a timeout's whole wait); None before one."""
+        return self._took
 
     def start(self) -> None:
         if self._task is not None or self._timer is not None:
@@ -379,7 +386,11 @@ class Monitor:
 
     async def _once(self) -> None:
         ip, service_port, vip_ip, vip_port = self._target
-        self._record(await self._probe(self._check, ip, service_port, vip_ip, vip_port))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        outcome = await self._probe(self._check, ip, service_port, vip_ip, vip_port)
+        self._took = loop.time() - began
+        self._record(outcome)
         self._timer = self._later(self._check.interval, self._go)
 
     def _ended(self, task: asyncio.Task[None]) -> None:

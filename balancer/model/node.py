@@ -71,6 +71,9 @@ class NodeSettings(Frozen):
     # Networks that may reach the WebUI and the API (the guide's Firewall Lockdown Wizard);
     # empty: every network. The Unix socket and the HA peer's routes are let in whatever it says.
     management_allow: tuple[Network, ...] = defaults.MANAGEMENT_ALLOW
+    # Where Software Update's online check reads the newest release's index (latest.json);
+    # None: off, updates come only as uploaded archives.
+    update_url: str | None = Field(None, max_length=2048, pattern=r"^https?://[^\s]+$")
     # This node's part in an HA pair; None while it stands alone.
     pair: Pair | None = None
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 GENESIS = "0" * 64
+# One encoder for every entry: json.dumps with options makes a new one at each call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,7 @@ def chain(
         "target": target,
         "detail": detail,
     }
-    canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"))
+    canonical = _CANONICAL.encode(entry)
     return hashlib.sha256((previous + canonical).encode()).hexdigest()
 
 

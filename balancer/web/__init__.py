@@ -20,6 +20,7 @@ from balancer.store import Store
 from balancer.system import System
 from balancer.web import (
     alerts,
+    directory,
     error_pages,
     high_availability,
     local_configuration,
@@ -31,7 +32,9 @@ from balancer.web import (
     servers,
     services,
     sign_in,
+    software,
     support,
+    two_factor,
     view_configuration,
     wizards,
 )
@@ -49,15 +52,18 @@ def install(
     """The WebUI's routes; returns the page the gate shows a role that may not (a 403)."""
     render = Renderer(store, controller, cluster, access)
     app.include_router(sign_in.router(render, access))
+    app.include_router(two_factor.router(render, access))
     app.include_router(overview.router(render, controller, system))
     for page in (
         local_configuration,
         alerts,
+        directory,
         services,
         servers,
         high_availability,
         wizards,
         maintenance,
+        software,
         passwords,
         view_configuration,
         reports,

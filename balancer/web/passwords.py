@@ -15,9 +15,9 @@ from fastapi import APIRouter, Form, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from balancer import users
+from balancer import totp, users
 from balancer.configuration import Missing
-from balancer.front.gate import SIGN_IN, Author
+from balancer.front.gate import SIGN_IN, Author, caller
 from balancer.roles import Role
 from balancer.validate import Invalid, Problem
 from balancer.web.render import Renderer
@@ -31,6 +31,8 @@ DONE = {
     "removed": "User {} removed, and their API keys revoked.",
     "revoked": "API key {} revoked.",
     "role": "The role of {} was changed; it holds from their next click.",
+    "two_factor_reset": "The second factor of {} was reset: they sign in with the password alone, "
+    "or enrol again if their role must have one.",
 }
 
 
@@ -51,6 +53,7 @@ def router(render: Renderer) -> APIRouter:
                     "created": moment(u.created),
                     "changed": moment(u.changed),
                     "role": u.role,
+                    "two_factor": store.two_factor(u.name) is not None,
                 }
                 for u in listed
             ],
@@ -68,6 +71,8 @@ def router(render: Renderer) -> APIRouter:
                 for k in reversed(store.api_keys())
             ],
             min_length=users.PASSWORD_MIN_LENGTH,
+            # Making a key asks for a code of a user with a second factor (balancer.totp).
+            code_needed=store.two_factor(caller(request).user) is not None,
             **context,
         )
 
@@ -148,9 +153,15 @@ def router(render: Renderer) -> APIRouter:
 
     @web.post(f"{PAGE}/api-keys")
     def add_key(
-        request: Request, user: Author, name: Field = "", owner: Field = "", role: Field = ""
+        request: Request,
+        user: Author,
+        name: Field = "",
+        owner: Field = "",
+        code: Field = "",
+        role: Field = "",
     ) -> Response:
         try:
+            totp.require_code(store, user, code)
             narrower = _role(role) if role else None
             made, key = users.add_api_key(store, name, owner or user, narrower, author=user)
         except Invalid as error:

@@ -44,7 +44,12 @@ MENU = (
     MenuEntry(
         "Local Configuration",
         "/lbadmin/local-configuration",
-        children=(MenuEntry("Alerts", "/lbadmin/local-configuration/alerts"),),
+        children=(
+            MenuEntry("Alerts", "/lbadmin/local-configuration/alerts"),
+            MenuEntry(
+                "Remote Authentication", "/lbadmin/local-configuration/remote-authentication"
+            ),
+        ),
     ),
     MenuEntry(
         "Cluster Configuration",
@@ -64,6 +69,7 @@ MENU = (
             MenuEntry("Backup & Restore", "/lbadmin/maintenance/backup", shared=True),
             MenuEntry("Restart Services", "/lbadmin/maintenance/restart"),
             MenuEntry("Passwords", "/lbadmin/maintenance/passwords", shared=True),
+            MenuEntry("Software Update", "/lbadmin/maintenance/software"),
         ),
     ),
     MenuEntry("View Configuration", "/lbadmin/view-configuration"),

@@ -182,3 +182,16 @@ def test_a_check_port_that_refuses_before_the_service_port() -> None:
     found = status("show-stat-also.txt", parse(document))
     assert servers(found, "web6") == {"v6": ("down", "connect refused")}
     assert servers(found)["PSM2"] == ("down", "expected PASS, got FAIL")
+
+
+def test_each_checks_latency_is_its_check_duration_in_seconds() -> None:
+    vs = status("show-stat.txt", recorded_config()).virtual_services[0]
+    assert [rs.check_seconds for rs in vs.real_servers] == [0.002, 0.001, 0.0]
+    # Before a first check, or without one, HAProxy leaves it empty: no latency, not zero.
+    assert (
+        engine_status(recorded_config(), 3, 4242, 1000.0, [])
+        .virtual_services[0]
+        .real_servers[0]
+        .check_seconds
+        is None
+    )

@@ -273,11 +273,12 @@ class DataPlane:
                     service.table.sweep(RENEW_AHEAD)
 
     async def status(self) -> EngineStatus:
-        last_checks: dict[str, dict[str, str]] = {}
+        last_checks: dict[str, dict[str, tuple[str, float | None]]] = {}
         for service, monitors in self.monitors.items():
             for server, monitor in monitors.items():
                 if monitor.last is not None:
-                    last_checks.setdefault(service, {})[server] = monitor.last.reason
+                    last = (monitor.last.reason, monitor.took)
+                    last_checks.setdefault(service, {})[server] = last
         services = [s.status(last_checks.get(s.label, {})) for s in self.services.values()]
         return EngineStatus(
             engine="builtin",

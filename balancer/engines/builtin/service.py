@@ -71,8 +71,10 @@ class RunningServer:
         """Drain and weight 0 turn new clients away but keep the ones that were stuck here."""
         return self.config.state in (ONLINE, DRAIN) and self.health is Health.UP and self.has_room()
 
-    def status(self, last_check: str | None = None) -> RealServerStatus:
-        """``last_check``: the latest check's reason, which may be newer than the last flip's."""
+    def status(self, last_check: tuple[str, float | None] | None = None) -> RealServerStatus:
+        """``last_check``: the latest check's reason, which may be newer than the last flip's,
+        and the seconds it took."""
+        reason, took = last_check or (self.reason, None)
         return RealServerStatus(
             label=self.label,
             ip=str(self.config.ip),
@@ -80,7 +82,7 @@ class RunningServer:
             weight=self.config.weight,
             state=self.config.state.value,
             health=self.health,
-            reason=last_check or self.reason,
+            reason=reason or self.reason,
             since=self.since,
             counters=Counters(
                 active=self.active,
@@ -88,6 +90,7 @@ class RunningServer:
                 bytes_in=self.bytes_in,
                 bytes_out=self.bytes_out,
             ),
+            check_seconds=took,
         )
 
 
@@ -178,8 +181,8 @@ class RunningService:
         if table is not None and server is not self.fallback:
             table.release(client, server.label if server.label in self.servers else None)
 
-    def status(self, last_checks: Mapping[str, str]) -> VirtualServiceStatus:
-        """``last_checks``: the latest check's reason of each real server, by label."""
+    def status(self, last_checks: Mapping[str, tuple[str, float | None]]) -> VirtualServiceStatus:
+        """``last_checks``: the latest check's reason and seconds of each real server, by label."""
         return VirtualServiceStatus(
             label=self.label,
             ip=str(self.config.ip),

@@ -72,7 +72,14 @@ def _server(
         reason=reason,
         since=now - changed,
         counters=_counters(workers, (vs.label, rs.label)),
+        check_seconds=check_seconds(row),
     )
+
+
+def check_seconds(row: Row) -> float | None:
+    """``check_duration`` is in milliseconds, empty before the first check or without one."""
+    text = row.get("check_duration", "")
+    return int(text) / 1000 if text.isdigit() else None
 
 
 def _counters(workers: list[Stats], key: tuple[str, str]) -> Counters:
