@@ -67,10 +67,11 @@ def lockout(networks: Sequence[Network], address: str | None) -> Problem | None:
 
 
 def address_of(connection: HTTPConnection) -> str | None:
-    """The network address a request came from; None on the Unix socket."""
+    """The network address a request came from, an IPv4 caller of a dual-stack listener as
+    IPv4; None on the Unix socket."""
     if connection.scope.get(LOCAL) or connection.client is None:
         return None
-    return connection.client.host
+    return _shown(connection.client.host)
 
 
 def save(store: Store, networks: list[str], address: str | None, *, author: str) -> NodeSettings:
@@ -98,7 +99,7 @@ class Lockdown:
         if scope["type"] != "http" or scope["path"].startswith(PEER):
             await self.app(scope, receive, send)
             return
-        address = scope["client"][0] if scope.get("client") else ""
+        address = _shown(scope["client"][0]) if scope.get("client") else ""
         node = self.store.node_settings()
         scrape = scope["path"] == METRICS and scope["method"] in ("GET", "HEAD")
         if allows(node.management_allow, address) or (
@@ -126,3 +127,8 @@ def _address(text: str) -> IPv4Address | IPv6Address | None:
     if isinstance(found, IPv6Address) and found.ipv4_mapped is not None:
         return found.ipv4_mapped  # an IPv4 caller on a dual-stack listener
     return found
+
+
+def _shown(host: str) -> str:
+    found = _address(host)
+    return host if found is None else str(found)
