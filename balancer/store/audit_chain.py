@@ -94,7 +94,7 @@ def verify(db: sqlite3.Connection) -> Verdict:
             return Verdict(_count(db), expected, _head(db))
         try:
             made = chain(previous, id, at, author, action, target, json.loads(detail))
-        except ValueError:  # detail edited into something that is not JSON
+        except (ValueError, TypeError):  # detail edited into something that is not JSON text
             made = ""
         if made != stored:
             return Verdict(_count(db), id, _head(db))
