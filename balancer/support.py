@@ -31,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from balancer import directory
 from balancer.controller import Controller
 from balancer.engines.haproxy import HAPROXY
 from balancer.ha.keepalived import KEEPALIVED
@@ -86,6 +87,7 @@ configuration/running.json    the configuration the engine runs (the applied rev
 configuration/revisions.json  the newest revisions: number, time, author, message
 node/settings.json            this node's settings (hostname, engine, ports, HA pair)
 node/users.json               user names and API key names, owners and dates
+node/directory.json           directory sign-in's settings (LDAP, RADIUS), not its secret
 versions.json                 Balancer, Python, HAProxy, keepalived, the kernel
 engine/status.json            System Overview: the engine's status, pending changes
 engine/{engine_file:<23}the configuration as the engine runs it
@@ -252,6 +254,7 @@ async def archive(
                 "api_keys": [asdict(key) for key in store.api_keys()],
             },
         )
+        found.json("node/directory.json", directory.shown(store))
 
     async def versions() -> None:
         said = await asyncio.gather(_run(HAPROXY, "-v"), _run(KEEPALIVED, "-v"))

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from balancer import first_start, support, users
+from balancer.directory import save as save_directory
 from balancer.front.access import SESSION_COOKIE
 from balancer.model import Pair
 from balancer.support import REDACTED, redact, redact_text
@@ -166,6 +167,18 @@ def test_the_support_page_offers_the_download_and_it_is_audited_as_the_signed_in
     assert "README.txt" in "".join(members(reply.content))
     entry = app.store.audit_log(1)[0]
     assert (entry.author, entry.action) == ("loadbalancer", "support_archive")
+
+
+def test_the_archive_holds_the_directory_settings_without_their_secret(app: WebApp) -> None:
+    secret = "planted-radius-secret-6613"
+    settings = {"kind": "radius", "servers": ["127.0.0.1"], "default_role": "viewer"}
+    save_directory(app.store, settings, secret, author="test")
+    reply = app.local.get(ARCHIVE, headers={"X-Balancer-User": "root"})
+    found = members(reply.content)
+    assert [name for name, text in found.items() if secret in text] == []
+    shown = json.loads(found["node/directory.json"])
+    assert (shown["kind"], shown["servers"], shown["secret"]) == ("radius", ["127.0.0.1"], REDACTED)
+    assert "node/directory.json" in found["README.txt"]
 
 
 def test_redact_by_field_name_and_keep_markers_and_the_rest() -> None:
