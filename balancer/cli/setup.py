@@ -24,7 +24,7 @@ from balancer.cli.answer import fail
 from balancer.cli.appliance import DATA_DIR, DirOption, local_only
 from balancer.client import api_socket
 from balancer.model import NodeSettings
-from balancer.store import Store
+from balancer.store import Store, StoreError
 
 # What the questions and an answers file call each answer -> the node setting it is.
 SETTINGS = {"hostname": "hostname", "listen": "listen_address", "port": "https_port"}
@@ -89,22 +89,23 @@ def setup(
 
 def first_run(data_dir: Path, given: dict[str, Any]) -> None:
     """What the first `balancer serve` on a terminal asks when nothing is set up yet; ``given``
-    holds the answers its options gave. It then says where the WebUI is, itself."""
+    holds the answers its options gave. Where the WebUI is, it says itself once it listens."""
     with Store(first_start.prepare(data_dir)) as store:
         if first_start.set_up(store):
             return
     typer.echo("Nothing is set up yet: a few questions first (Ctrl-C stops).")
     try:
-        run(data_dir, given, terminal=True)
+        typer.echo(run(data_dir, given, terminal=True, where=False))
     except Refused as error:
         fail(str(error))
     except (KeyboardInterrupt, EOFError):
         fail("setup: stopped before the end; nothing was changed")
 
 
-def run(data_dir: Path, given: dict[str, Any], *, terminal: bool) -> str:
+def run(data_dir: Path, given: dict[str, Any], *, terminal: bool, where: bool = True) -> str:
     """Ask what ``given`` leaves out (on a ``terminal``), check it all, then keep it: nothing is
-    kept unless every answer is taken. What to tell the operator, once."""
+    kept unless every answer is taken. What to tell the operator, once: a password made for
+    them, and (``where``) where the WebUI will be and its certificate's fingerprint."""
     with Store(first_start.prepare(data_dir)) as store:
         kept = store.node_settings()
         node = kept
@@ -133,7 +134,7 @@ def run(data_dir: Path, given: dict[str, Any], *, terminal: bool) -> str:
             if node != kept:
                 store.save_node_settings(node, author=user)
             first_start.set_user_password(store, password, author=user)
-        except validate.Invalid as error:
+        except (validate.Invalid, StoreError) as error:
             raise Refused(str(error)) from None
         pem = data_dir / "webui.pem"
         if node.hostname != kept.hostname and pem.exists():
@@ -145,8 +146,9 @@ def run(data_dir: Path, given: dict[str, Any], *, terminal: bool) -> str:
     told = [f"{node.hostname} is set up; the password of {defaults.USER} is set."]
     if made is not None:
         told.append(first_start.announce(made))
-    heading = "Once `balancer serve` runs, the WebUI is at:"
-    told.append(first_start.ready(node, fingerprint, heading))
+    if where:
+        heading = "Once `balancer serve` runs, the WebUI is at:"
+        told.append(first_start.ready(node, fingerprint, heading))
     return "\n".join(told)
 
 
