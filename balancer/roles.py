@@ -93,6 +93,10 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/v1/api-keys"): A,
     ("POST", "/api/v1/api-keys"): A,
     ("DELETE", "/api/v1/api-keys/{id}"): A,
+    # Two-factor sign-in: which roles must have it, and an administrator's reset.
+    ("GET", "/api/v1/two-factor"): A,
+    ("PUT", "/api/v1/two-factor"): A,
+    ("DELETE", "/api/v1/users/{name}/two-factor"): A,
     # Alerts: Local Configuration's, with their secrets.
     ("GET", "/api/v1/alerts/channels"): A,
     ("POST", "/api/v1/alerts/channels"): A,
@@ -135,6 +139,10 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("GET", "/lbadmin/sign-in"): None,
     ("POST", "/lbadmin/sign-in"): None,
     ("POST", "/lbadmin/sign-out"): V,
+    # Each user's own second factor, whatever their role.
+    ("GET", "/lbadmin/account/two-factor"): V,
+    ("POST", "/lbadmin/account/two-factor"): V,
+    ("POST", "/lbadmin/account/two-factor/off"): V,
     ("GET", "/lbadmin/static/{path:path}"): None,
     ("GET", "/"): V,
     # System Overview: watched by all; drain, halt and online by operators.
@@ -199,6 +207,7 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("POST", "/lbadmin/maintenance/passwords/remove"): A,
     ("POST", "/lbadmin/maintenance/passwords/api-keys"): A,
     ("POST", "/lbadmin/maintenance/passwords/api-keys/revoke"): A,
+    ("POST", "/lbadmin/maintenance/passwords/two-factor-reset"): A,
     # View Configuration, Reports, Logs: read by all. Support: administrators'.
     ("GET", "/lbadmin/view-configuration"): V,
     ("GET", "/lbadmin/reports"): V,
@@ -245,6 +254,8 @@ COMMANDS: dict[str, Role | None] = {
     "user passwd": A,
     "user set-role": A,
     "user remove": A,
+    "user reset-two-factor": A,
+    "user two-factor-required": A,
     "key create": A,
     "key list": A,
     "key revoke": A,

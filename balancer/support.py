@@ -52,9 +52,11 @@ _LOG_MARGIN = 64 << 10
 COMMAND_TIMEOUT = 5.0
 
 # A field whose name says it holds a secret. Matched anywhere in the name: smtp_password,
-# webhook_secret, api_keys, digest, private_key, session_token.
+# webhook_secret, api_keys, digest, private_key, session_token; a user's TOTP secret and
+# recovery code digests, as an HA pair's users snapshot names them (totp, recovery).
 _SECRET_FIELD = re.compile(
-    r"pass(word|wd|phrase)|secret|key|token|hash|digest|credential|private|signature|cookie",
+    r"pass(word|wd|phrase)|secret|key|token|hash|digest|credential|private|signature|cookie"
+    r"|totp|recovery",
     re.IGNORECASE,
 )
 _PEM_BLOCK = re.compile(
@@ -102,8 +104,9 @@ What was redacted
 -----------------
 Replaced by "{redacted}" before anything was written here:
 - any JSON field whose name contains password, passwd, passphrase, secret, key, token,
-  hash, digest, credential, private, signature or cookie (password hashes, API key digests,
-  alert passwords, webhook secrets, and fields added later with such names);
+  hash, digest, credential, private, signature, cookie, totp or recovery (password hashes,
+  API key digests, alert passwords, webhook secrets, TOTP secrets and recovery codes, and
+  fields added later with such names);
 - in any text: PEM private key blocks (whole, or cut at either end), name=value or
   "name": "value" where the name contains password, secret, token, api_key or private_key,
   keepalived's auth_pass, argon2 password hashes and API keys ({key_prefix}...).

@@ -19,10 +19,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from balancer import first_start, support, users
+from balancer import first_start, support, totp, users
 from balancer.directory import save as save_directory
 from balancer.front.access import SESSION_COOKIE
 from balancer.model import Pair
+from balancer.store import TwoFactor
 from balancer.support import REDACTED, redact, redact_text
 from tests.appliance import Guide
 from tests.test_cli_imports import NOT_FOR_A_CLIENT, imported
@@ -77,6 +78,13 @@ def test_the_archive_holds_no_planted_secret(app: WebApp, tmp_path: Path) -> Non
     alerts = {"email": {"smtp_password": ALERT_PASSWORD}, "webhook": {"secret": WEBHOOK_SECRET}}
     app.store.audit(author="test", action="alerts", detail=alerts)
     logged_key = private_key_pem()
+    # Two-factor sign-in: a TOTP secret and a recovery code's digest, as an HA pair's users
+    # snapshot carries them, and the secret in an authenticator's otpauth:// address.
+    totp_secret = totp.new_secret()
+    recovery = totp.recovery_digest(totp.new_recovery_codes()[0])
+    enrolled = TwoFactor(totp_secret, (recovery,))
+    app.store.set_two_factor("operator", enrolled, author="test", action="two_factor_enrol")
+    snapshot = {"users": [{"name": "operator", "totp": totp_secret, "recovery": [recovery]}]}
     (tmp_path / "logs").mkdir(exist_ok=True)
     (tmp_path / "logs" / "balancer.log").write_text(
         json.dumps({"time": 1.0, "message": "alert settings saved", "settings": alerts})
@@ -85,6 +93,10 @@ def test_the_archive_holds_no_planted_secret(app: WebApp, tmp_path: Path) -> Non
         + json.dumps({"time": 2.0, "message": f"loaded {logged_key}"})
         + "\n"
         + logged_key
+        + "\n"
+        + json.dumps({"time": 3.0, "message": "users sent", "snapshot": snapshot})
+        + "\n"
+        + f"scanned {totp.uri(totp_secret, 'operator', 'balancer.test')}\n"
     )
     planted = {
         "password": PASSWORD,
@@ -95,6 +107,8 @@ def test_the_archive_holds_no_planted_secret(app: WebApp, tmp_path: Path) -> Non
         "alert password": ALERT_PASSWORD,
         "webhook secret": WEBHOOK_SECRET,
         "logged password": LOGGED_PASSWORD,
+        "TOTP secret": totp_secret,
+        "recovery code digest": recovery,
         **{f"WebUI key line {n}": line for n, line in enumerate(key_body(webui_key))},
         **{f"logged key line {n}": line for n, line in enumerate(key_body(logged_key))},
     }

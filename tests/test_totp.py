@@ -18,6 +18,8 @@ from fastapi.testclient import TestClient
 from balancer import totp, users
 from balancer.front.gate import SIGN_IN
 from balancer.roles import Role
+from balancer.store import Store, TwoFactor
+from tests.appliance import appliance
 from tests.webapp import PASSWORD, WebApp, csrf_of, sign_in_token, webapp
 
 ACCOUNT = "/lbadmin/account/two-factor"
@@ -160,7 +162,7 @@ def test_administrator_resets_a_second_factor(app: WebApp) -> None:
     csrf = app.sign_in()
     # And on Maintenance > Passwords: "second" enrols, the administrator resets it there.
     app.store.set_two_factor(
-        "second", totp.TwoFactor(totp.new_secret(), ()), author="test", action="two_factor_enrol"
+        "second", TwoFactor(totp.new_secret(), ()), author="test", action="two_factor_enrol"
     )
     listed = app.network.get("/lbadmin/maintenance/passwords").text
     assert 'aria-label="Reset the second factor of second"' in listed
@@ -255,3 +257,24 @@ def test_turn_off_needs_a_current_code(app: WebApp) -> None:
     assert done.status_code == 200
     assert "Two-factor sign-in is off" in done.text
     assert app.store.two_factor("loadbalancer") is None
+
+
+def test_the_command_line_resets_a_second_factor_and_sets_the_roles(tmp_path: Path) -> None:
+    with appliance(tmp_path) as box, Store(box.data_dir / "balancer.db") as store:
+        enrolled = TwoFactor(totp.new_secret(), ())
+        store.set_two_factor("loadbalancer", enrolled, author="test", action="two_factor_enrol")
+        done = box.cli("user", "reset-two-factor", "loadbalancer")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "the second factor of loadbalancer is reset\n"
+        assert store.two_factor("loadbalancer") is None
+        missing = box.cli("user", "reset-two-factor", "nobody")
+        assert missing.returncode != 0
+        assert "nobody" in missing.stderr
+        assert "Traceback" not in missing.stderr
+        done = box.cli("user", "two-factor-required", "administrator", "operator")
+        assert done.stdout == "must have a second factor: operator, administrator\n"
+        assert store.two_factor_required() == {Role.ADMINISTRATOR, Role.OPERATOR}
+        assert box.cli("user", "two-factor-required").stdout == done.stdout
+        done = box.cli("user", "two-factor-required", "--none")
+        assert done.stdout == "must have a second factor: no role\n"
+        assert store.two_factor_required() == frozenset()
