@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -205,7 +206,7 @@ class Software:
         # is, and Balancer runs as `python -m balancer`, never through the scripts' shebangs.
         shutil.rmtree(fresh / "wheels", ignore_errors=True)
         fresh.rename(target)
-        (target / update.MANIFEST).write_bytes((target / ".manifest").read_bytes())
+        (target / ".manifest").rename(target / update.MANIFEST)
         self._switch(release.version)
         shutil.rmtree(upload, ignore_errors=True)
         log.info(
@@ -258,11 +259,18 @@ class Software:
 
     # --- online update ---------------------------------------------------------------------
 
-    def online(self) -> Online | None:
+    def online(self, url: str | None) -> Online | None:
+        """The last answer about ``url`` (the URL set now), a version no newer than the running
+        one left out: it was installed since."""
         try:
-            return Online(**json.loads((self.root / ONLINE).read_text()))
+            answer = Online(**json.loads((self.root / ONLINE).read_text()))
         except (OSError, ValueError, TypeError):
             return None
+        if url is None or answer.url != url:
+            return None
+        if answer.available and not _newer(answer.available, self.running):
+            return dataclasses.replace(answer, available=None, archive=None)
+        return answer
 
     async def check_online(self, url: str, client: httpx.AsyncClient | None = None) -> Online:
         """Ask ``url`` for the newest release's index and keep the answer (for the notice)."""
@@ -274,7 +282,7 @@ class Software:
                     )
                 index = await _fetch(client, url)
             version = _verified(index)
-            newer = update.parse_version(version) > update.parse_version(self.running)
+            newer = _newer(version, self.running)
             answer = Online(
                 url=url,
                 checked=time.time(),
@@ -306,13 +314,12 @@ def shown(store: Store, installer: Software) -> dict[str, Any]:
     """The versions, the archive waiting to be installed, and the online check: what the API
     answers and the WebUI shows."""
     offered = installer.offered()
-    online = installer.online()
     url = store.node_settings().update_url
+    online = installer.online(url)
     return {
         **asdict(installer.versions()),
         "offered": said(offered) if offered else None,
-        # An answer about another URL than the one set now is no answer.
-        "online": {"url": url, **(asdict(online) if online and online.url == url else {})},
+        "online": {**(asdict(online) if online else {}), "url": url},
     }
 
 
@@ -331,6 +338,10 @@ def save_url(store: Store, url: str | None, author: str) -> None:
     node = store.node_settings()
     changed = validate.parse_as(NodeSettings, {**node.model_dump(), "update_url": url or None})
     store.save_node_settings(changed, author=author)
+
+
+def _newer(version: str, than: str) -> bool:
+    return update.parse_version(version) > update.parse_version(than)
 
 
 def _order(version: str) -> tuple[int, ...]:

@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
+from balancer import software
 from balancer.controller import CommitFailed, Controller, ForwardFailed
 from balancer.engines import EngineError
 from balancer.front.gate import WEBUI, Author
@@ -50,6 +51,7 @@ ACTIONS = {"drain": "Drain", "halt": "Halt", "online": "Online"}
 def router(render: Renderer, controller: Controller, system: System) -> APIRouter:
     web = APIRouter(include_in_schema=False)
     store = render.store
+    installer = software.of(store.path.parent)
 
     def offer_setup_wizard() -> bool:
         return not (
@@ -76,6 +78,7 @@ def router(render: Renderer, controller: Controller, system: System) -> APIRoute
             **history,
             pair_nodes=nodes,
             replication=replication.shown(pair_view, peer, now=time.time()),
+            software_update=installer.online(store.node_settings().update_url),
             **context,
         )
 
