@@ -11,6 +11,7 @@ from tests.appliance import appliance
 from tests.browser import chromium, needs_chromium, open_page, playwright, sign_in
 from tests.directory_servers import BASE_DN, READER_DN, READER_PASSWORD, USERS, authority, slapd
 from tests.test_cli import balancer
+from tests.test_webui_accessibility import AXE, RUN_AXE, SERIOUS
 
 
 @needs_chromium
@@ -51,7 +52,7 @@ def test_set_up_from_the_command_line_and_signed_in_through_the_webui(tmp_path: 
         assert refused.stderr.startswith("error: password: "), refused.stderr
 
         with chromium() as browser:
-            page = open_page(browser, 1024, 900)
+            page = open_page(browser, 1024, 900, bypass_csp=True)
             page.goto(box.webui)
             page.wait_for_url("**/lbadmin/sign-in")
             page.fill("#username", "EXAMPLE\\alice")
@@ -71,6 +72,9 @@ def test_set_up_from_the_command_line_and_signed_in_through_the_webui(tmp_path: 
                 f"cn=helpdesk,ou=groups,{BASE_DN}, cn=balancer-operators,ou=groups,{BASE_DN})"
             )
             assert READER_PASSWORD not in page.content()
+            page.add_script_tag(path=str(AXE))
+            violations = page.evaluate(RUN_AXE, list(SERIOUS))
+            assert violations == [], [(v["id"], v["targets"]) for v in violations]
             # The CA replaced by another: the Test says the certificate is not trusted.
             page.fill("#directory-ca", authority("Another CA").pem)
             page.click("#directory-settings button.primary")
