@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from balancer.history.query import Series
-from balancer.history.store import Stored
+from balancer.history.store import Change, Stored
 from balancer.web.graphs import (
     BOTTOM,
     LEFT,
@@ -15,9 +15,11 @@ from balancer.web.graphs import (
     NO_DATA,
     RIGHT,
     TOP,
+    Downtime,
     Line,
     ceiling,
     down_periods,
+    downtimes,
     figures,
     line_graph,
     load,
@@ -88,6 +90,29 @@ def test_down_periods_are_merged_and_marked_in_words() -> None:
     assert svg.count('<g class="down"') == 1
     assert re.search(r"<title>PSM2 down from \d\d:\d\d to \d\d:\d\d</title>", svg)
     assert ">down</text>" in svg
+
+
+def test_a_down_period_says_why_from_the_changes_kept() -> None:
+    # Down from the 3rd to the 5th point and from the 8th; 10 s points.
+    points = [(START + 10 * i, 0.0 if 3 <= i <= 5 or i == 8 else 1.0) for i in range(10)]
+    row = Line("PSM2", points)
+    said = [
+        Change(START - 500, "PSM/PSM2", "down", "connect refused"),  # long before: recovered
+        Change(START - 400, "PSM/PSM2", "up", "connected"),
+        Change(START + 28, "PSM/PSM2", "down", "connect refused"),  # as the 3rd point began
+        Change(START + 45, "PSM/PSM2", "down", "connect timeout after 5s"),
+        Change(START + 58, "PSM/PSM2", "up", "connected"),
+    ]
+    assert downtimes(row, said, 10) == [
+        Downtime("PSM2", START + 30, START + 60, "connect refused, then connect timeout after 5s"),
+        Downtime("PSM2", START + 80, START + 90, ""),  # no change kept for it: no reason made up
+    ]
+    svg = timeline("Health", "d", [row], start=START, end=START + 100, step=10, why={"PSM2": said})
+    titles = re.findall(r"<title>(PSM2 down [^<]*)</title>", svg)
+    assert titles[0].endswith(": connect refused, then connect timeout after 5s")
+    assert re.fullmatch(r"PSM2 down from \d\d:\d\d to \d\d:\d\d", titles[1])
+    # Its span and plot area, for the drag to zoom.
+    assert f'data-start="{START}" data-end="{START + 100}" data-left="{LEFT}"' in svg
 
 
 def test_figures_are_the_historys_own_written_in_the_operators_units() -> None:

@@ -2,20 +2,23 @@
 (a viewBox, scaled to the width it is given). Pure: points in, markup out.
 
 Meaning is never in colour alone: each line has its own dash and its name in the legend, and a
-down period is hatched and says "down". A graph with nothing to draw says "no data yet".
+down period is hatched and says "down", and why where the history kept it. A graph with nothing
+to draw says "no data yet". Each graph carries its time span and plot area (``data-*``), for
+the drag to zoom of static/reports.js.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
 from markupsafe import Markup
 
 from balancer.history.query import Series
+from balancer.history.store import Change
 from balancer.web.units import size
 
 WIDTH, HEIGHT = 768, 250
@@ -63,9 +66,12 @@ def moment_label(t: float, start: int, end: int) -> str:
     return time.strftime(form, time.gmtime(t))
 
 
-def _frame(title: str, desc: str, body: list[str], height: float = HEIGHT) -> Markup:
+def _frame(
+    title: str, desc: str, body: list[str], span: tuple[int, int], height: float = HEIGHT
+) -> Markup:
     return Markup(
         f'<svg class="graph" viewBox="0 0 {WIDTH} {height}" width="100%" role="img"'
+        f' data-start="{span[0]}" data-end="{span[1]}" data-left="{LEFT}" data-right="{RIGHT}"'
         f' aria-labelledby="{_id(title)}-t {_id(title)}-d"'
         ' xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" font-size="13">'
         f'<title id="{_id(title)}-t">{escape(title)}</title>'
@@ -152,7 +158,7 @@ def line_graph(
         )
     body += _time_axis(start, end, BOTTOM)
     if not any(line.points for line in lines):
-        return _frame(title, desc, _empty(body))
+        return _frame(title, desc, _empty(body), (start, end))
     for index, line in enumerate(lines):
         colour, dash = STYLES[index % len(STYLES)]
         dashed = f' stroke-dasharray="{dash}"' if dash else ""
@@ -178,7 +184,7 @@ def line_graph(
             f' stroke-width="2"{dashed}/>'
             f'<text x="{x + 34}" y="{y}">{escape(line.label)}</text>'
         )
-    return _frame(title, desc, body, HEIGHT + 18 * ((len(lines) - 1) // LEGEND_ROW))
+    return _frame(title, desc, body, (start, end), HEIGHT + 18 * ((len(lines) - 1) // LEGEND_ROW))
 
 
 def down_periods(points: Sequence[tuple[int, float]], step: int) -> list[tuple[int, int]]:
@@ -195,6 +201,33 @@ def down_periods(points: Sequence[tuple[int, float]], step: int) -> list[tuple[i
     return periods
 
 
+@dataclass(frozen=True)
+class Downtime:
+    """A real server down from ``since`` to ``until``, and why: the reasons its health changes
+    gave over that time, in turn ("" when the history kept none)."""
+
+    server: str
+    since: int
+    until: int
+    reason: str
+
+
+def downtimes(row: Line, changes: Sequence[Change], step: int) -> list[Downtime]:
+    """``row``: a real server's health points; ``changes``: its health changes, in time (the
+    last before the range first). A period's reason is the one in force as it began, then each
+    one given while it lasted."""
+    found = []
+    for since, until in down_periods(row.points, step):
+        said: list[str] = []
+        for change in changes:
+            if change.t < since:
+                said = [change.reason] if change.health == "down" else []
+            elif change.t < until and change.health == "down" and change.reason not in said:
+                said.append(change.reason)
+        found.append(Downtime(row.label, since, until, ", then ".join(said)))
+    return found
+
+
 def timeline(
     title: str,
     desc: str,
@@ -203,9 +236,11 @@ def timeline(
     start: int,
     end: int,
     step: int,
+    why: Mapping[str, Sequence[Change]] | None = None,
 ) -> Markup:
     """Each real server's health over time: a thin band while it was up, a tall hatched box
-    saying "down" while it was down, nothing where there is no history."""
+    saying "down" while it was down (its title says why, from ``why``: each row's health
+    changes), nothing where there is no history."""
     height = TOP + ROW * max(len(rows), 1) + 40
     body = [
         '<defs><pattern id="down-hatch" width="6" height="6" patternUnits="userSpaceOnUse"'
@@ -231,12 +266,13 @@ def timeline(
                 f'<rect x="{x1:.1f}" y="{y + ROW / 2 - 2}" width="{max(x2 - x1, 1):.1f}" height="4"'
                 ' fill="#2e7d32"/>'
             )
-        for since, until in down_periods(row.points, step):
+        for down in downtimes(row, (why or {}).get(row.label, ()), step):
+            since, until = down.since, down.until
             x1, x2 = x_of(since, start, end), x_of(min(until, end), start, end)
             said = (
                 f"{row.label} down from {moment_label(since, start, end)}"
                 f" to {moment_label(until, start, end)}"
-            )
+            ) + (f": {down.reason}" if down.reason else "")
             body.append(
                 f'<g class="down" data-server="{escape(row.label)}"><title>{escape(said)}</title>'
                 f'<rect x="{x1:.1f}" y="{y + 4}" width="{max(x2 - x1, 2):.1f}" height="{ROW - 8}"'
@@ -248,7 +284,7 @@ def timeline(
                 )
                 + "</g>"
             )
-    return _frame(title, desc, body, height)
+    return _frame(title, desc, body, (start, end), height)
 
 
 @dataclass(frozen=True)
