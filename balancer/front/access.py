@@ -84,7 +84,8 @@ class Access:
         return Caller(session.user, "session", token, role=role)
 
     async def sign_in(self, name: str, password: str, address: str) -> str:
-        """A new session's token, or SignInRefused.
+        """A new session's token, or SignInRefused; or SecondStep, when a local user must pass
+        a second factor first (front/two_factor.py).
 
         A local user's session opens with ``sessions.open(name, hash)``: their role is read
         from the store at each request. A directory user's opens with
