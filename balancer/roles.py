@@ -9,6 +9,7 @@ is an administrator.
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import lru_cache
 
 
 class Role(StrEnum):
@@ -135,13 +136,6 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("GET", "/metrics"): V,
     ("GET", "/api/v1/metrics/history"): V,
     ("GET", "/api/v1/support/archive"): A,
-    # Software Update: administrators', like Restart Services.
-    ("GET", "/api/v1/software"): A,
-    ("POST", "/api/v1/software/archive"): A,
-    ("POST", "/api/v1/software/install"): A,
-    ("POST", "/api/v1/software/rollback"): A,
-    ("PUT", "/api/v1/software/online"): A,
-    ("POST", "/api/v1/software/online/check"): A,
     # The WebUI: signing in and out, its files.
     ("GET", "/lbadmin/sign-in"): None,
     ("POST", "/lbadmin/sign-in"): None,
@@ -222,11 +216,6 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("GET", "/lbadmin/logs"): V,
     ("GET", "/lbadmin/support"): A,
     ("GET", "/lbadmin/support/archive"): A,
-    ("GET", "/lbadmin/maintenance/software"): A,
-    ("POST", "/lbadmin/maintenance/software/upload"): A,
-    ("POST", "/lbadmin/maintenance/software/install"): A,
-    ("POST", "/lbadmin/maintenance/software/rollback"): A,
-    ("POST", "/lbadmin/maintenance/software/online"): A,
 }
 
 # The least role each command needs when it reaches an appliance with an API key (`balancer
@@ -295,9 +284,6 @@ COMMANDS: dict[str, Role | None] = {
     "lockdown set": A,
     "lockdown clear": A,
     "update check": None,
-    "update install": A,
-    "update rollback": A,
-    "update status": A,
     "engine-check": None,
 }
 
@@ -306,19 +292,31 @@ def _compile(template: str) -> tuple[str, ...]:
     return tuple(template.strip("/").split("/")) if template != "/" else ()
 
 
-_TEMPLATES = [(method, _compile(path), path) for method, path in ROUTES]
+# The templates by method and number of words, so that a request is matched against a few;
+# those ending in a path parameter, which match any number, apart.
+_BY_LENGTH: dict[tuple[str, int], list[tuple[tuple[str, ...], str]]] = {}
+_OPEN_ENDED: list[tuple[str, tuple[str, ...], str]] = []
+for _method, _path in ROUTES:
+    _parts = _compile(_path)
+    if _parts and _parts[-1].endswith(":path}"):
+        _OPEN_ENDED.append((_method, _parts, _path))
+    else:
+        _BY_LENGTH.setdefault((_method, len(_parts)), []).append((_parts, _path))
 
 
+@lru_cache(maxsize=4096)
 def route(method: str, path: str) -> str | None:
     """The template in ROUTES that ``path`` is asked under, preferring the one with the most
     fixed words from the left (``/users/{name}`` is not ``/users/{name}/password``); None if
     there is none."""
     method = "GET" if method == "HEAD" else method
-    asked = tuple(path.strip("/").split("/")) if path != "/" else ()
+    asked = _compile(path)
     best: tuple[tuple[int, ...], str] | None = None
-    for wanted, parts, template in _TEMPLATES:
-        if wanted != method:
-            continue
+    candidates = [
+        *_BY_LENGTH.get((method, len(asked)), []),
+        *((parts, path) for wanted, parts, path in _OPEN_ENDED if wanted == method),
+    ]
+    for parts, template in candidates:
         score = _match(parts, asked)
         if score is not None and (best is None or score < best[0]):
             best = (score, template)
