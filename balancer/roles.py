@@ -136,6 +136,13 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("GET", "/metrics"): V,
     ("GET", "/api/v1/metrics/history"): V,
     ("GET", "/api/v1/support/archive"): A,
+    # Software Update: administrators', like Restart Services.
+    ("GET", "/api/v1/software"): A,
+    ("POST", "/api/v1/software/archive"): A,
+    ("POST", "/api/v1/software/install"): A,
+    ("POST", "/api/v1/software/rollback"): A,
+    ("PUT", "/api/v1/software/online"): A,
+    ("POST", "/api/v1/software/online/check"): A,
     # The WebUI: signing in and out, its files.
     ("GET", "/lbadmin/sign-in"): None,
     ("POST", "/lbadmin/sign-in"): None,
@@ -216,6 +223,11 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("GET", "/lbadmin/logs"): V,
     ("GET", "/lbadmin/support"): A,
     ("GET", "/lbadmin/support/archive"): A,
+    ("GET", "/lbadmin/maintenance/software"): A,
+    ("POST", "/lbadmin/maintenance/software/upload"): A,
+    ("POST", "/lbadmin/maintenance/software/install"): A,
+    ("POST", "/lbadmin/maintenance/software/rollback"): A,
+    ("POST", "/lbadmin/maintenance/software/online"): A,
 }
 
 # The least role each command needs when it reaches an appliance with an API key (`balancer
@@ -284,6 +296,9 @@ COMMANDS: dict[str, Role | None] = {
     "lockdown set": A,
     "lockdown clear": A,
     "update check": None,
+    "update install": A,
+    "update rollback": A,
+    "update status": A,
     "engine-check": None,
 }
 
