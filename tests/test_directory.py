@@ -225,6 +225,16 @@ def test_settings_are_checked_field_by_field() -> None:
         },
     )
     assert settings.addresses() == [("dc1.example.com", 636), ("2001:db8::1", 3269)]
+    for field, value, reason in (
+        ("servers", ["dc1:70000"], "a port is 1 to 65535"),
+        ("servers", ["2001:db8::1"], "an IPv6 address in []"),
+        ("ca_certificate", "-----BEGIN CERTIFICATE-----\nnot base64\n", "TLS can use"),
+    ):
+        with pytest.raises(Invalid) as invalid:
+            parse_as(Settings, {"kind": "radius", "servers": ["r"], "default_role": "viewer",
+                                field: value})  # fmt: skip
+        assert [p.field for p in invalid.value.problems] == [field]
+        assert reason in invalid.value.problems[0].reason
 
 
 def test_the_highest_mapped_role_wins() -> None:

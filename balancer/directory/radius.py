@@ -27,6 +27,8 @@ ATTRIBUTE NAS-Identifier 32 string
 ATTRIBUTE Message-Authenticator 80 octets
 """
 NAS_IDENTIFIER = "balancer"
+# RFC 2865 5.2: User-Password holds at most 128 octets.
+MAX_PASSWORD = 128
 # Each server is sent the request this many times in all before the next is asked.
 TRIES = 2
 
@@ -38,6 +40,8 @@ def sign_in(settings: Settings, name: str, password: str, secret: str) -> Accept
         raise Refused("not_found", "no user name was given")
     if not password:
         raise Refused("password", f"{name}: an empty password is never sent to the server")
+    if len(password.encode()) > MAX_PASSWORD:
+        raise Refused("password", f"{name}: a password longer than {MAX_PASSWORD} bytes")
     reply, where = _ask(settings, name, password, secret)
     if reply.code != packet.AccessAccept:
         said = _values(reply, "Reply-Message")

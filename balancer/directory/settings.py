@@ -5,6 +5,8 @@ Pure: no socket here (``ldap`` and ``radius`` are the I/O)."""
 
 from __future__ import annotations
 
+import re
+import ssl
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -27,11 +29,11 @@ WALK_GROUPS = 500
 Server = Annotated[
     str,
     Field(
-        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$",
         max_length=260,
         description="host or host:port ([v6]:port); the kind's port when none is given",
     ),
 ]
+_SERVER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
 Group = Annotated[str, Field(min_length=1, max_length=1000)]
 
 
@@ -83,8 +85,24 @@ class Settings(Frozen):
     @field_validator("ca_certificate")
     @classmethod
     def _pem(cls, value: str) -> str:
-        if value.strip() and "-----BEGIN CERTIFICATE-----" not in value:
-            raise ValueError("must be a PEM certificate (-----BEGIN CERTIFICATE-----)")
+        if value.strip():
+            if "-----BEGIN CERTIFICATE-----" not in value:
+                raise ValueError("must be a PEM certificate (-----BEGIN CERTIFICATE-----)")
+            try:
+                ssl.create_default_context(cadata=value)
+            except (ssl.SSLError, ValueError) as error:
+                raise ValueError(f"is not a certificate TLS can use: {error}") from None
+        return value
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for server in value:
+            if not _SERVER.fullmatch(server):
+                raise ValueError(f"{server!r}: write host or host:port, an IPv6 address in []")
+            _, colon, port = server.rpartition(":")
+            if colon and not server.endswith("]") and not 1 <= int(port) <= 65535:
+                raise ValueError(f"{server}: a port is 1 to 65535")
         return value
 
     @field_validator("base_dn", "bind_dn")
