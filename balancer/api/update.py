@@ -32,7 +32,12 @@ def router(store: Store, installer: software.Software) -> APIRouter:
         "/archive",
         summary="Offer an update archive (the request's body) with its checksum: its verdict",
         openapi_extra={
-            "requestBody": {"content": {"application/x-tar": {}}, "required": True},
+            "requestBody": {
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+                "required": True,
+            },
         },
     )
     async def offer(request: Request, checksum: str, user: Author) -> dict[str, Any]:
