@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from balancer import directory, users
 from balancer.front.sessions import Sessions
-from balancer.front.throttle import Throttle
+from balancer.front.throttle import SignInRefused, Throttle
 from balancer.front.two_factor import SecondFactor
 from balancer.roles import Role
 from balancer.store import Store
@@ -34,16 +34,6 @@ class Caller:
     session: str | None = None  # the session's token, when signed in through the WebUI
     # What this caller may do (balancer.roles), as it stands at this request.
     role: Role = field(kw_only=True)
-
-
-class SignInRefused(Exception):
-    """Wrong user name or password, or (``throttled``) an attempt made before its time;
-    ``retry_after`` seconds to wait before the next."""
-
-    def __init__(self, reason: str, retry_after: float, *, throttled: bool = False) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-        self.throttled = throttled
 
 
 class Access:

@@ -17,6 +17,16 @@ from balancer import defaults
 MAX_KEYS = 100_000
 
 
+class SignInRefused(Exception):
+    """Wrong user name or password (or second factor), or (``throttled``) an attempt made
+    before its time; ``retry_after`` seconds to wait before the next."""
+
+    def __init__(self, reason: str, retry_after: float, *, throttled: bool = False) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+        self.throttled = throttled
+
+
 @dataclass(slots=True)
 class _Failures:
     count: int

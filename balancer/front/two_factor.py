@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from balancer import totp
 from balancer.front.sessions import Sessions
-from balancer.front.throttle import Throttle
+from balancer.front.throttle import SignInRefused, Throttle
 from balancer.store import Store
 
 log = logging.getLogger("balancer.access")
@@ -101,7 +101,7 @@ class SecondFactor:
             message = "That code is wrong, or was used already."
             if delay > 0:
                 message += f" Wait {math.ceil(delay)} s before trying again."
-            raise _refused(message, delay)
+            raise SignInRefused(message, delay)
         return self._open(ticket, found, address, used)
 
     async def enrol(
@@ -111,7 +111,7 @@ class SecondFactor:
         app holds ``secret``; Invalid naming ``code`` otherwise (counted by the throttle)."""
         found = self._live(ticket)
         if not found.enrol:
-            raise _refused("Sign in again: this sign-in asks for a code.", 0)
+            raise SignInRefused("Sign in again: this sign-in asks for a code.", 0)
         keys = (f"address {address}", f"user {found.user}")
         self._throttled(keys, found.user, address)
         self.throttle.failed(*keys)
@@ -122,7 +122,7 @@ class SecondFactor:
     def _live(self, ticket: str) -> Ticket:
         found = self.find(ticket)
         if found is None:
-            raise _refused("That sign-in has expired: sign in again.", 0)
+            raise SignInRefused("That sign-in has expired: sign in again.", 0)
         return found
 
     def _throttled(self, keys: tuple[str, ...], user: str, address: str) -> None:
@@ -131,7 +131,7 @@ class SecondFactor:
             context = {"user": user, "address": address, "wait": wait}
             log.warning("second factor refused: too many failures", extra=context)
             message = f"Too many failed sign-ins: try again in {math.ceil(wait)} s."
-            raise _refused(message, wait, throttled=True)
+            raise SignInRefused(message, wait, throttled=True)
 
     def _open(self, ticket: str, found: Ticket, address: str, how: str) -> str:
         self.drop(ticket)
@@ -143,13 +143,6 @@ class SecondFactor:
 
     def _expired(self, ticket: Ticket, now: float) -> bool:
         return now - ticket.opened >= TICKET_LIFETIME
-
-
-def _refused(message: str, retry_after: float, *, throttled: bool = False) -> Exception:
-    # access.py holds a SecondFactor: imported here when first needed, not in a circle.
-    from balancer.front.access import SignInRefused
-
-    return SignInRefused(message, retry_after, throttled=throttled)
 
 
 def _digest(ticket: str) -> str:

@@ -18,10 +18,10 @@ from balancer.front.access import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
     Access,
-    SignInRefused,
     set_cookie,
 )
 from balancer.front.gate import CALLER, SIGN_IN, WEBUI, caller
+from balancer.front.throttle import SignInRefused
 from balancer.front.two_factor import SECOND_STEP_COOKIE, SecondStep
 from balancer.web import two_factor
 from balancer.web.render import Renderer

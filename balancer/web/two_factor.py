@@ -22,10 +22,10 @@ from balancer.front.access import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
     Access,
-    SignInRefused,
     set_cookie,
 )
 from balancer.front.gate import SIGN_IN, WEBUI, Author, caller
+from balancer.front.throttle import SignInRefused
 from balancer.front.two_factor import SECOND_STEP_COOKIE, Ticket
 from balancer.store import ReadOnly
 from balancer.validate import Invalid, Problem
