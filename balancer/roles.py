@@ -237,6 +237,7 @@ COMMANDS: dict[str, Role | None] = {
     "setup": None,
     "init": None,
     "serve": None,
+    "service-unit": None,
     "stop": A,
     "status": V,
     "changes": V,

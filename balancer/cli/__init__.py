@@ -32,6 +32,7 @@ COMMANDS = {
     "init": ("serve", "init"),
     "serve": ("serve", "serve"),
     "stop": ("serve", "stop"),
+    "service-unit": ("service", "service_unit"),
     "status": ("status", "status"),
     "changes": ("status", "changes"),
     "commit": ("status", "commit"),
