@@ -341,3 +341,28 @@ def test_an_unreadable_archive_is_refused_and_nothing_is_kept(tmp_path: Path) ->
         asyncio.run(installer.offer(chunks(), digest))
     assert list((tmp_path / software.SOFTWARE).iterdir()) == []
     assert installer.versions() == software.Versions("0.1.0", None, None, ())
+
+
+def test_the_online_check_runs_in_the_background_only_once_a_url_is_set(
+    tmp_path: Path, releases: Releases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(update.KEY_ENV, str(releases.key))
+    published = releases.archives[SECOND].parent
+    installer = software.Software(tmp_path, running=FIRST)
+    urls: list[str | None] = [None, None]
+    slept: list[float] = []
+
+    async def asleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == len(urls):
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(software.asyncio, "sleep", asleep)
+    with _serving(published) as base:
+        urls[1] = f"{base}{software.INDEX}"
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(installer.watch(lambda: urls[len(slept)]))
+    assert slept == [software.ONLINE_INTERVAL] * 2
+    answer = installer.online(urls[1])
+    assert answer is not None
+    assert answer.available == SECOND
