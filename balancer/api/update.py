@@ -41,10 +41,11 @@ def router(store: Store, installer: software.Software) -> APIRouter:
         },
     )
     async def offer(request: Request, checksum: str, user: Author) -> dict[str, Any]:
-        try:
-            release = await installer.offer(request.stream(), checksum)
-        except update.Refused as refused:
-            raise HTTPException(422, f"refused: {refused}") from None
+        async with installer.lock:  # not while an install reads the archive offered
+            try:
+                release = await installer.offer(request.stream(), checksum)
+            except update.Refused as refused:
+                raise HTTPException(422, f"refused: {refused}") from None
         store.audit(author=user, action="software_offered", target=release.version)
         return software.said(release)
 

@@ -58,10 +58,12 @@ def router(render: Renderer) -> APIRouter:
             return page(request, status_code=422, refused=_said(error))
         if not sent["archive"] or not sent["checksum"]:
             return page(request, status_code=422, refused="choose the archive and its checksum")
-        try:
-            release = await installer.offer(_once(sent["archive"]), sent["checksum"].decode())
-        except (update.Refused, UnicodeDecodeError) as refused:
-            return page(request, status_code=422, refused=str(refused))
+        async with installer.lock:  # not while an install reads the archive offered
+            try:
+                checksum = sent["checksum"].decode()
+                release = await installer.offer(_once(sent["archive"]), checksum)
+            except (update.Refused, UnicodeDecodeError) as refused:
+                return page(request, status_code=422, refused=str(refused))
         store.audit(author=user, action="software_offered", target=release.version)
         return RedirectResponse(SOFTWARE, status_code=303)
 
