@@ -47,7 +47,8 @@ def setup(
         str | None, typer.Option(help="this node's name, in its certificate")
     ] = None,
     listen: Annotated[
-        str | None, typer.Option(help="the management address: the WebUI and API's; 'all': every")
+        str | None,
+        typer.Option(help="management address: the WebUI and API's; 'all': all of this machine's"),
     ] = None,
     port: Annotated[int | None, typer.Option(help="the management port (HTTPS, 9443)")] = None,
     answers: Annotated[
