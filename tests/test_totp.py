@@ -7,6 +7,7 @@ pyotp from the secret the page shows."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,10 @@ from fastapi.testclient import TestClient
 
 from balancer import totp, users
 from balancer.front.gate import SIGN_IN
+from balancer.ha.sync import UsersCopy, from_json, to_json
+from balancer.model import NodeSettings, Pair
 from balancer.roles import Role
-from balancer.store import Store, TwoFactor
+from balancer.store import ReadOnly, Store, TwoFactor
 from tests.appliance import appliance
 from tests.webapp import PASSWORD, WebApp, csrf_of, sign_in_token, webapp
 
@@ -278,3 +281,28 @@ def test_the_command_line_resets_a_second_factor_and_sets_the_roles(tmp_path: Pa
         done = box.cli("user", "two-factor-required", "--none")
         assert done.stdout == "must have a second factor: no role\n"
         assert store.two_factor_required() == frozenset()
+
+
+def test_a_secondary_asks_for_the_same_codes(app: WebApp, tmp_path: Path) -> None:
+    secret, codes = enrol(app)
+    snapshot = app.store.users_snapshot()
+    sent = from_json(json.loads(json.dumps(to_json(UsersCopy(snapshot.mark, snapshot)))))
+    assert isinstance(sent, UsersCopy)
+    with Store(tmp_path / "secondary.db", clock=app.clock) as secondary:
+        secondary.receive_users(sent.users, author="peer")
+        assert secondary.two_factor("loadbalancer") == app.store.two_factor("loadbalancer")
+        assert secondary.received_users() == snapshot.mark
+        app.clock.now += totp.STEP
+        assert totp.check(secondary, "loadbalancer", code(secret, app), app.clock.now) == "code"
+        # Used there, refused there again: each node keeps its own record of used steps.
+        assert totp.check(secondary, "loadbalancer", code(secret, app), app.clock.now) is None
+        # A recovery code is used up where it is typed: on a node of a pair, only on the
+        # Primary, as every change of users (a Secondary's would come back with the next copy).
+        secondary.save_node_settings(
+            NodeSettings(
+                pair=Pair(role="secondary", local_address="127.0.0.1", peer_address="127.0.0.2")
+            ),
+            author="test",
+        )
+        with pytest.raises(ReadOnly):
+            totp.check(secondary, "loadbalancer", codes[0], app.clock.now)

@@ -7,7 +7,6 @@ and a recovery code in its place."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -15,6 +14,7 @@ import pytest
 
 from balancer import totp
 from tests.browser import chromium, needs_chromium, open_page, playwright, shoot
+from tests.test_webui_accessibility import AXE, RUN_AXE, SERIOUS
 from tests.test_webui_keyboard import enter, tab_to
 from tests.webapp import PASSWORD, Served, served
 
@@ -46,8 +46,21 @@ def type_code(page: Any, typed: str, url: str) -> None:
     enter(page, url)
 
 
-def test_enrol_and_sign_in_by_keyboard(app: Served, tmp_path: Path) -> None:
+def no_serious_violation(page: Any) -> None:
+    """axe-core's serious and critical findings on ``page`` (opened with bypass_csp)."""
+    if AXE.exists():
+        page.add_script_tag(path=str(AXE))
+        assert page.evaluate(RUN_AXE, list(SERIOUS)) == [], page.url
+
+
+def test_enrol_and_sign_in_by_keyboard(app: Served) -> None:
     with chromium() as browser:
+        # The enrolment page as axe-core sees it (in a context of its own: it injects a script).
+        page = open_page(browser, 1024, 900, bypass_csp=True)
+        sign_in_with_password(page, app, then="**/lbadmin/")
+        page.goto(f"{app.url}account/two-factor")
+        no_serious_violation(page)
+        page.context.close()
         page = open_page(browser, 1024, 900)
         # Signed in with the password alone, before any second factor.
         sign_in_with_password(page, app, then="**/lbadmin/")
@@ -90,4 +103,13 @@ def test_enrol_and_sign_in_by_keyboard(app: Served, tmp_path: Path) -> None:
         sign_in_with_password(page, app)
         type_code(page, codes[0], "**/lbadmin/sign-in")
         expect(page.get_by_role("alert")).to_contain_text("wrong")
+        page.context.close()
+
+        # The second step and the account page of an enrolled user, as axe-core sees them.
+        page = open_page(browser, 1024, 900, bypass_csp=True)
+        sign_in_with_password(page, app)
+        no_serious_violation(page)
+        type_code(page, codes[1], "**/lbadmin/")
+        page.goto(f"{app.url}account/two-factor")
+        no_serious_violation(page)
         page.context.close()
