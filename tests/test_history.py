@@ -117,7 +117,7 @@ def test_a_range_is_read_from_the_finest_tier_that_holds_it(
     assert list(found.series) == ["node/load"]
 
 
-def test_a_read_ends_at_its_end_bound_whether_few_or_many_series_are_asked(
+def test_a_read_ends_at_its_end_bound_however_its_series_are_found(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     names = [f"server/PSM/PSM{i}/connections" for i in range(5)]
@@ -126,12 +126,12 @@ def test_a_read_ends_at_its_end_bound_whether_few_or_many_series_are_asked(
             history.write(START + 10 * index, [Point(n, float(index)) for n in names])
     db = connect(tmp_path / "history.db", readonly=True)
     now = START + 290
-    few = read(db, names[:2], START + 100, START + 150, now)
-    assert [p.t - START for p in few.series[names[0]]] == [100, 110, 120, 130, 140]
-    assert [p.avg for p in few.series[names[1]]] == [10.0, 11.0, 12.0, 13.0, 14.0]
-    # Past FEW series the range is read in one pass and picked from: the same answer.
-    monkeypatch.setattr(store, "FEW", 1)
-    assert read(db, names[:2], START + 100, START + 150, now) == few
+    passed = read(db, names[:2], START + 100, START + 150, now)  # 2 of 5: a pass
+    assert [p.t - START for p in passed.series[names[0]]] == [100, 110, 120, 130, 140]
+    assert [p.avg for p in passed.series[names[1]]] == [10.0, 11.0, 12.0, 13.0, 14.0]
+    # Asked for by IN (2 of 5), or picked from one pass over the range: the same answer.
+    monkeypatch.setattr(store, "PASS_SHARE", 1)
+    assert read(db, names[:2], START + 100, START + 150, now) == passed
 
 
 def test_health_changes_are_kept_with_their_reason_the_last_before_a_range_first(
