@@ -37,9 +37,12 @@ from packaging.requirements import Requirement
 from balancer import release, software, update
 from balancer.client import ApiError
 from tests.appliance import Appliance, appliance, free_port, wait_for
+from tests.browser import SCREENSHOTS, chromium, needs_chromium, open_page, playwright, sign_in
 from tests.test_maintenance_restart import _echo_server, _listening
+from tests.test_webui_keyboard import tab_to
 
 ROOT = Path(__file__).parent.parent
+expect = playwright.expect
 FIRST, SECOND = "50.0.0", "50.0.1"
 
 
@@ -212,6 +215,7 @@ def box(tmp_path: Path, releases: Releases, monkeypatch: pytest.MonkeyPatch) -> 
         yield running
 
 
+@needs_chromium
 def test_an_update_a_second_and_a_roll_back_keep_a_connection_open(
     box: Appliance, releases: Releases
 ) -> None:
@@ -272,9 +276,7 @@ def test_an_update_a_second_and_a_roll_back_keep_a_connection_open(
             assert after == {**before, "names": sorted([*before["names"], "upload"])}  # type: ignore[list-item]
             _relays(held, b"after the refusals")
 
-            done = box.cli("update", "rollback")
-            assert done.returncode == 0, done.stderr
-            assert done.stdout.startswith(f"rolled back to Balancer {FIRST};")
+            _roll_back_in_the_webui(box)
             wait_for(f"Balancer {FIRST} again", lambda: _running(box, FIRST), 60)
             _relays(held, b"after the roll back")
             shown = box.client.get("/software")
@@ -284,6 +286,26 @@ def test_an_update_a_second_and_a_roll_back_keep_a_connection_open(
             status = box.cli("update", "status")
             assert status.stdout.splitlines()[:2] == [f"running: {FIRST}", f"previous: {SECOND}"]
             _online(box, releases)
+
+
+def _roll_back_in_the_webui(box: Appliance) -> None:
+    """Maintenance > Software Update after the refusals: the versions, the older archive
+    waiting for its confirmation (the README's picture); then Roll back, by keyboard."""
+    with chromium() as browser:
+        page = open_page(browser, 1024, 900)
+        sign_in(page, box)
+        page.goto(box.webui + "maintenance/software")
+        expect(page.locator("#running-version")).to_have_text(f"Balancer {SECOND}")
+        expect(page.locator("#previous-version")).to_have_text(f"Balancer {FIRST}")
+        expect(page.locator("#verdict")).to_contain_text(f"older than the running {SECOND}")
+        expect(
+            page.get_by_label(f"I confirm the downgrade from {SECOND} to {FIRST}")
+        ).to_be_visible()
+        # The README's docs/images/software-update.png.
+        page.screenshot(path=str(SCREENSHOTS / "software-update.png"), full_page=True)
+        tab_to(page, f"Roll back to {FIRST}")
+        page.keyboard.press("Enter")
+        expect(page.locator("#restarting")).to_contain_text(f"Rolled back to Balancer {FIRST}.")
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

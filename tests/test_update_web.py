@@ -102,8 +102,7 @@ def test_software_update_by_keyboard(box: Appliance, tmp_path: Path) -> None:
             "The archive passed the check: Balancer 0.2.0, 3 files"
         )
         expect(page.get_by_role("button", name="Install Balancer 0.2.0")).to_be_visible()
-        # The README's docs/images/software-update.png.
-        page.screenshot(path=str(SCREENSHOTS / "software-update.png"), full_page=True)
+        page.screenshot(path=str(SCREENSHOTS / "software-update-offered.png"), full_page=True)
 
         # Its wheels are not wheels: the installer refuses them, and nothing changed.
         before = _software_dir(box)
@@ -128,3 +127,16 @@ def test_software_update_by_keyboard(box: Appliance, tmp_path: Path) -> None:
         expect(page.locator("#update-available")).to_contain_text(
             "Update 0.2.0 is now available: see Software Update."
         )
+    # Nothing to roll back to yet; the command line says so, and what it knows.
+    done = box.cli("update", "rollback")
+    assert (done.returncode, done.stderr) == (
+        1,
+        "error: refused: no previous version: nothing to roll back to\n",
+    )
+    status = box.cli("update", "status")
+    assert status.stdout.splitlines() == [
+        f"running: {running}",
+        "previous: none",
+        "offered: 0.0.9 (a downgrade: install --downgrade)",
+        "online update: Update 0.2.0 is now available",
+    ]
