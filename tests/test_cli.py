@@ -55,7 +55,9 @@ def test_users_added_changed_and_removed_with_the_command_sign_in_over_https(
     with appliance(tmp_path) as box:
         added = balancer(box, "user", "add", "operator", "--password-stdin", stdin="first one\n")
         assert (added.returncode, added.stdout, added.stderr) == (0, "user operator added\n", "")
-        assert re.search(r"^operator +added ", balancer(box, "user", "list").stdout, re.M)
+        assert re.search(
+            r"^operator +administrator +added ", balancer(box, "user", "list").stdout, re.M
+        )
         assert signs_in(box, "operator", "first one")
 
         changed = balancer(
@@ -116,7 +118,8 @@ def test_an_api_key_is_shown_once_listed_without_its_text_and_revoked(tmp_path: 
 
         listed = balancer(box, "key", "list")
         assert re.fullmatch(
-            r" +1 monitoring +owner=loadbalancer +made [\d :-]+ in use\n", listed.stdout
+            r" +1 monitoring +owner=loadbalancer +role=owner's +made [\d :-]+ in use\n",
+            listed.stdout,
         )
         assert key not in listed.stdout + balancer(box, "key", "list", "--json").stdout
 
