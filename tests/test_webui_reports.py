@@ -172,6 +172,8 @@ def test_reports_draw_the_history_with_the_apis_own_figures(tmp_path: Path) -> N
     # System Overview: the same figures over the hour, beside its own.
     assert cells(overview, "test0 RX") == ["1.0 kbit/s", "4.3 kbit/s", "10.0 kbit/s", "15.9 KiB"]
     assert "1m average over the last hour: 1.00 Min, 3.00 Avg, 6.00 Max" in overview
+    assert "5m average over the last hour: 0.50 Min, 1.50 Avg, 3.00 Max" in overview
+    assert "15m average over the last hour: 0.25 Min, 0.75 Avg, 1.50 Max" in overview
 
 
 def test_a_span_from_to_draws_that_time_and_a_wrong_one_is_said_at_its_field(

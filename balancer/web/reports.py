@@ -305,14 +305,19 @@ def bandwidth_and_load(data_dir: Path, chosen: Range, now: int) -> dict[str, Any
     question as Reports; nothing when the history cannot be read."""
     try:
         known = ask(data_dir, [], chosen, now).known
-        wanted = [n for n in known if n == "node/load" or n.startswith("interface/")]
+        wanted = [n for n in known if n.startswith(("node/load", "interface/"))]
         found = ask(data_dir, wanted, chosen, now).series
     except sqlite3.Error:
         return {"history_figures": None}
     return {
         "history_figures": {
             "range": chosen,
-            "load": graphs.figures(found.get("node/load"), graphs.load),
+            # The guide's three rows; those there is history of (the 1 min one at least).
+            "loads": [
+                (label, graphs.figures(found.get(name), graphs.load))
+                for label, name in LOADS
+                if name in found or name == LOADS[0][1]
+            ],
             "interfaces": [
                 {
                     "label": f"{name.split('/')[1]} {'RX' if name.endswith('rx_bytes') else 'TX'}",
