@@ -216,6 +216,7 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("POST", "/lbadmin/maintenance/passwords/api-keys"): A,
     ("POST", "/lbadmin/maintenance/passwords/api-keys/revoke"): A,
     ("POST", "/lbadmin/maintenance/passwords/two-factor-reset"): A,
+    ("POST", "/lbadmin/maintenance/passwords/two-factor-required"): A,
     # View Configuration, Reports, Logs: read by all. Support: administrators'.
     ("GET", "/lbadmin/view-configuration"): V,
     ("GET", "/lbadmin/reports"): V,

@@ -207,6 +207,28 @@ def test_a_role_that_must_have_a_second_factor_enrols_before_its_session(app: We
     app.store.set_role("viewer", Role.VIEWER, author="test")
     app.network.cookies.clear()
     app.sign_in(user="viewer")
+    # Maintenance > Passwords sets it too: ticked boxes, the rest unticked.
+    app.network.cookies.clear()
+    app.clock.now += totp.STEP
+    password_step(app.network)
+    assert second_step(app.network, code(secret.group(1), app)) == 303
+    page = app.network.get("/lbadmin/maintenance/passwords").text
+    assert 'name="required" value="administrator" checked' in page
+    assert 'name="required" value="viewer">' in page
+    done = app.network.post(
+        "/lbadmin/maintenance/passwords/two-factor-required",
+        data={"csrf_token": csrf_of(page), "required": ["viewer", "operator"]},
+    )
+    assert "Two-factor sign-in is now required of viewer, operator." in done.text
+    assert app.store.two_factor_required() == {Role.VIEWER, Role.OPERATOR}
+    # The viewer, now required, has no session before enrolling.
+    viewer = TestClient(app.network.app, base_url="https://balancer.test")
+    reply = viewer.post(
+        SIGN_IN,
+        data={"username": "viewer", "password": PASSWORD, "csrf_token": sign_in_token(viewer)},
+    )
+    assert "Set up two-factor sign-in" in reply.text
+    assert not signed_in(viewer)
 
 
 def test_an_api_key_from_a_session_needs_a_code(app: WebApp) -> None:

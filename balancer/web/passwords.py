@@ -31,6 +31,7 @@ DONE = {
     "removed": "User {} removed, and their API keys revoked.",
     "revoked": "API key {} revoked.",
     "role": "The role of {} was changed; it holds from their next click.",
+    "two_factor_required": "Two-factor sign-in is now required of {}.",
     "two_factor_reset": "The second factor of {} was reset: they sign in with the password alone, "
     "or enrol again if their role must have one.",
 }
@@ -73,6 +74,7 @@ def router(render: Renderer) -> APIRouter:
             min_length=users.PASSWORD_MIN_LENGTH,
             # Making a key asks for a code of a user with a second factor (balancer.totp).
             code_needed=store.two_factor(caller(request).user) is not None,
+            two_factor_required=store.two_factor_required(),
             **context,
         )
 

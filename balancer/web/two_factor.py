@@ -27,12 +27,14 @@ from balancer.front.access import (
 from balancer.front.gate import SIGN_IN, WEBUI, Author, caller
 from balancer.front.throttle import SignInRefused
 from balancer.front.two_factor import SECOND_STEP_COOKIE, Ticket
+from balancer.roles import Role
 from balancer.store import ReadOnly
 from balancer.validate import Invalid, Problem
 from balancer.web.render import Renderer
 
 ACCOUNT = "/lbadmin/account/two-factor"
 RESET = "/lbadmin/maintenance/passwords/two-factor-reset"
+REQUIRED = "/lbadmin/maintenance/passwords/two-factor-required"
 PASSWORDS = "/lbadmin/maintenance/passwords"
 Field = Annotated[str, Form()]
 
@@ -185,6 +187,17 @@ def router(render: Renderer, access: Access) -> APIRouter:
         # A user who is not there, or a Secondary's refusal: the error pages say it.
         store.set_two_factor(name, None, author=user, action="two_factor_reset")
         query = urlencode({"done": "two_factor_reset", "who": name})
+        return RedirectResponse(f"{PASSWORDS}?{query}", status_code=303)
+
+    @web.post(REQUIRED)
+    def set_required(
+        request: Request, user: Author, required: Annotated[list[str] | None, Form()] = None
+    ) -> Response:
+        # Ticked boxes only: a role that is none of the three is no box of the form's.
+        roles = frozenset(Role(r) for r in required or [] if r in set(Role))
+        store.set_two_factor_required(roles, author=user)
+        said = ", ".join(sorted(roles)) or "no role"
+        query = urlencode({"done": "two_factor_required", "who": said})
         return RedirectResponse(f"{PASSWORDS}?{query}", status_code=303)
 
     return web
