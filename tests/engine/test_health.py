@@ -41,6 +41,11 @@ async def test_https_check_takes_a_failing_server_out_and_back(
             what="both health pages are checked on the check port",
         )
         assert a.service.accepted == b.service.accepted == 0, "the service port is not checked"
+        # Each check's latency, as either engine measures it (HAProxy in whole milliseconds: a
+        # local check may take 0).
+        took = server_status(await engine.status(), "rdp", "B").check_seconds
+        assert took is not None
+        assert took >= 0
         held = await Client.open(vip)
         try:
             if held.name != "A":
