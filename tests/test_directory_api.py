@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from balancer.defaults import SIGN_IN_FREE_FAILURES
 from tests.appliance import free_port
 from tests.directory_servers import (
     BASE_DN,
@@ -169,6 +170,9 @@ def test_directory_users_sign_in_with_their_groups_role(app: WebApp, ldap_server
             name,
             reason,
         )
+    # Throttled as a local user's name is: refused before the directory is asked.
+    statuses = [sign_in(app, "mallory", "anything")[0] for _ in range(SIGN_IN_FREE_FAILURES)]
+    assert statuses[-1] == 429
 
 
 def test_a_local_user_always_wins_and_signs_in_with_the_directory_down(

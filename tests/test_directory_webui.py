@@ -90,3 +90,6 @@ def test_set_up_from_the_command_line_and_signed_in_through_the_webui(tmp_path: 
             # A local user signs in with the directory unable to take anyone.
             other = browser.new_context(ignore_https_errors=True).new_page()
             sign_in(other, box)
+        assert balancer(box, "directory", "off").stdout == "directory sign-in is off\n"
+        shown = balancer(box, "directory", "show")
+        assert shown.stdout == "directory sign-in is off: only local users sign in\n"
