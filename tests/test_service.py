@@ -348,7 +348,7 @@ def test_status_snapshot() -> None:
     service = running(rs("PSM1", port=3389), rs("PSM2", state="drain"), ports="3389,8000-8001")
     service.servers["PSM2"].health = Health.DOWN
     service.servers["PSM1"].active = 2
-    status = service.status({"PSM2": "expected PASS, got FAIL"})
+    status = service.status({"PSM2": ("expected PASS, got FAIL", 0.003)})
     assert (status.label, status.ip, status.ports) == (
         "CyberArk-PSM",
         "192.168.94.100",
@@ -362,3 +362,5 @@ def test_status_snapshot() -> None:
     ]
     # The latest check's reason wins; a server not checked yet keeps its own.
     assert [s.reason for s in status.real_servers] == ["not checked yet", "expected PASS, got FAIL"]
+    # And how long it took; none before a first check.
+    assert [s.check_seconds for s in status.real_servers] == [None, 0.003]
