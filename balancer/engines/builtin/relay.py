@@ -126,7 +126,14 @@ class ClientSide(asyncio.BufferedProtocol):
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
         self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        self.client = transport.get_extra_info("peername")[0]
+        peer = transport.get_extra_info("peername")
+        if peer is None:
+            # Reset while it waited to be accepted. Raising here would leave uvloop holding
+            # its socket for good: one descriptor lost per such client.
+            self.closed = True
+            transport.abort()
+            return
+        self.client = peer[0]
         service = self.service
         service.active += 1
         service.total += 1
