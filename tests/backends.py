@@ -7,6 +7,9 @@
 - ``Source``: after the client's first bytes, streams a given number of bytes with flow control
   and counts how many the proxy took (a test of the proxy's flow control).
 - ``Stall``: accepts and never reads (a test of flow control the other way).
+- ``SpeakFirst``: says its piece and half-closes at once, then listens to the client's to its
+  end (a test of half-close from the server's side).
+- ``Silent``: accepts and reads, and never answers (a real server that has hung).
 - ``HealthEndpoint``: an HTTPS ``/psm/api/health`` page answering PASS or FAIL, switchable.
 
 Every server can stop listening (new connections are refused) while the connections it has
@@ -307,6 +310,51 @@ class _Stall(_Connection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.transport.pause_reading()
+
+
+class SpeakFirst(ReplyAtEof):
+    """Sends ``pattern(tail)`` as soon as a client connects and half-closes; reads on, and at
+    the client's end of file keeps ``(count, blake2b hex)`` of what it heard in ``heard`` and
+    closes."""
+
+    def __init__(self, name: str, host: str, tail: int, port: int = 0) -> None:
+        super().__init__(name, host, tail, port)
+        self.heard: list[tuple[int, str]] = []
+
+    def _protocol(self) -> asyncio.Protocol:
+        return _SpeakFirst(self)
+
+
+class _SpeakFirst(_ReplyAtEof):
+    backend: SpeakFirst
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport.write(pattern(self.backend.tail))
+        self.transport.write_eof()
+
+    def eof_received(self) -> bool:
+        self.backend.heard.append((self.count, self.digest.hexdigest()))
+        return False
+
+
+class Silent(_Backend):
+    """Accepts connections and reads them, and never says a word: a real server that hangs.
+    ``received`` counts the bytes it read."""
+
+    def __init__(self, name: str, host: str, port: int = 0) -> None:
+        super().__init__(name, host, port)
+        self.received = 0
+
+    def _protocol(self) -> asyncio.Protocol:
+        return _Silent(self)
+
+
+class _Silent(_Connection):
+    backend: Silent
+
+    def data_received(self, data: bytes) -> None:
+        self.backend.received += len(data)
 
 
 class HealthEndpoint(_Backend):
