@@ -92,7 +92,11 @@ def recovery_digest(code: str) -> str:
 
 def enrol(store: Store, user: str, secret: str, code: str, now: float, *, author: str) -> list[str]:
     """Keep ``secret`` as ``user``'s once ``code`` shows their app has it; the new recovery
-    codes, to be shown this once. Invalid naming ``code`` otherwise."""
+    codes, to be shown this once. Invalid naming ``code`` otherwise, and while ``user`` has a
+    second factor: replacing it takes a current code first (turn it off, then enrol)."""
+    if store.two_factor(user) is not None:
+        reason = "two-factor sign-in is on already: enrol a new app with a current code"
+        raise Invalid([Problem("code", reason)])
     step = matching_step(secret, code, now)
     if step is None:
         raise Invalid([Problem("code", "is not the code the app shows now: scan again and retry")])

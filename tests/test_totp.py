@@ -272,6 +272,16 @@ def test_turn_off_needs_a_current_code(app: WebApp) -> None:
     app.clock.now += totp.STEP
     assert second_step(app.network, code(secret, app)) == 303
     csrf = csrf_of(app.network.get(ACCOUNT).text)
+    # A session alone cannot put another app in place of the one enrolled.
+    other = totp.new_secret()
+    replaced = app.network.post(
+        ACCOUNT, data={"csrf_token": csrf, "secret": other, "code": code(other, app)}
+    )
+    assert replaced.status_code == 422
+    assert "on already" in replaced.text
+    kept = app.store.two_factor("loadbalancer")
+    assert kept is not None
+    assert kept.secret == secret
     refused = app.network.post(f"{ACCOUNT}/off", data={"csrf_token": csrf, "code": "123"})
     assert refused.status_code == 422
     assert app.store.two_factor("loadbalancer") is not None
