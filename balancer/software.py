@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -60,6 +60,9 @@ ONLINE_TIMEOUT = 10.0
 ONLINE_MAX = 1 << 20
 INDEX_FORMAT = "balancer-update-index/1"
 INDEX = "latest.json"
+# A version's Python imports only its own environment: `-m` would put the working directory
+# first on the path (a checkout there is another Balancer), and PYTHONPATH would too.
+ISOLATED = ("-I",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +290,7 @@ class Software:
                 url=url,
                 checked=time.time(),
                 available=version if newer else None,
-                archive=urljoin(url, str(index.get("archive", ""))) if newer else None,
+                archive=_archive_url(url, index.get("archive")) if newer else None,
             )
         except (httpx.HTTPError, update.Refused, ValueError) as error:
             answer = Online(url=url, checked=time.time(), error=_said(error))
@@ -405,7 +408,7 @@ async def _install(where: Path) -> None:
             [str(venv / "bin" / "python"), "-m", "pip", "install", "--isolated", "--quiet",
              "--no-index", "--find-links", str(wheels), *requirements, *own],
         ]  # fmt: skip
-    steps.append([str(venv / "bin" / "python"), "-c", "import balancer.daemon"])
+    steps.append([str(venv / "bin" / "python"), *ISOLATED, "-c", "import balancer.daemon"])
     for step in steps:
         await _run(step)
 
@@ -465,6 +468,13 @@ def _verified(index: dict[str, object]) -> str:
     return version
 
 
+def _archive_url(url: str, name: object) -> str | None:
+    """Where the index says its archive is, if that is a web address: the index is not
+    signed, and the page links to it."""
+    found = urljoin(url, name) if isinstance(name, str) else ""
+    return found if urlsplit(found).scheme in ("http", "https") else None
+
+
 def _said(error: Exception) -> str:
     if isinstance(error, httpx.HTTPStatusError):
         return f"{error.request.url} answered HTTP {error.response.status_code}"
@@ -486,4 +496,4 @@ def index(manifest: bytes, signature: bytes, archive: str) -> dict[str, object]:
 
 def execute(python: Path) -> NoReturn:
     """Become the management service of the version ``python`` belongs to, same arguments."""
-    os.execv(python, [str(python), "-m", "balancer", *sys.argv[1:]])
+    os.execv(python, [str(python), *ISOLATED, "-m", "balancer", *sys.argv[1:]])

@@ -245,7 +245,8 @@ def test_an_update_a_second_and_a_roll_back_keep_a_connection_open(
             assert box.process.pid == daemon
             command = Path(f"/proc/{daemon}/cmdline").read_bytes().split(b"\0")
             venv = box.data_dir / "software" / FIRST / "venv"
-            assert command[0] == str(venv / "bin" / "python").encode()
+            # Isolated: nothing from the working directory (this checkout) is imported.
+            assert command[:4] == [str(venv / "bin" / "python").encode(), b"-I", b"-m", b"balancer"]
             assert box.engine_pid() == engine
 
             done = box.cli("update", "install", str(releases.archives[SECOND]))
@@ -342,6 +343,13 @@ def _online(box: Appliance, releases: Releases) -> None:
         index = json.loads((published / software.INDEX).read_text())
         forged = {**index, "manifest": index["manifest"].replace(SECOND, "99.0.0"),
                   "version": "99.0.0"}  # fmt: skip
+        # The index itself is not signed: where it says the archive is, is shown only if it
+        # is a web address.
+        scripted = {**index, "archive": "javascript:alert(1)"}
+        (published.parent / "scripted.json").write_text(json.dumps(scripted))
+        http.put("/software/online", json={"url": f"{base}scripted.json"})
+        answer = http.post("/software/online/check").json()
+        assert (answer["available"], answer["archive"]) == (SECOND, None)
         (published.parent / "forged.json").write_text(json.dumps(forged))
         http.put("/software/online", json={"url": f"{base}forged.json"})
         answer = http.post("/software/online/check").json()
