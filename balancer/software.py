@@ -86,9 +86,13 @@ class Online:
     error: str | None = None
 
 
-@functools.cache
 def of(data_dir: Path) -> Software:
     """The one Software of a data directory, which the API and the WebUI share (its lock)."""
+    return _of(data_dir.resolve())
+
+
+@functools.cache
+def _of(data_dir: Path) -> Software:
     return Software(data_dir)
 
 
@@ -113,7 +117,7 @@ class Software:
             (
                 p.name
                 for p in self._dirs()
-                if (p / update.MANIFEST).exists() or _is_link(p / "venv")
+                if (p / update.MANIFEST).exists() or (p / "venv").is_symlink()
             ),
             key=_order,
         )
@@ -203,7 +207,7 @@ class Software:
             raise
         self._keep_running()
         # A version installed before (and rolled back from) is replaced by this one.
-        if target.exists() or _is_link(target):
+        if target.exists() or target.is_symlink():
             _remove(target)
         # Made beside its place and moved there: its Python finds its packages from where it
         # is, and Balancer runs as `python -m balancer`, never through the scripts' shebangs.
@@ -239,7 +243,7 @@ class Software:
             return
         base = self.root / self.running
         base.mkdir(parents=True, exist_ok=True)
-        if not _is_link(base / "venv"):
+        if not (base / "venv").is_symlink():
             (base / "venv").symlink_to(self.prefix)
         _point(self.root / CURRENT, self.running)
 
@@ -349,10 +353,6 @@ def _newer(version: str, than: str) -> bool:
 
 def _order(version: str) -> tuple[int, ...]:
     return update.parse_version(version) if update.is_version(version) else ()
-
-
-def _is_link(path: Path) -> bool:
-    return path.is_symlink()
 
 
 def _remove(path: Path) -> None:
