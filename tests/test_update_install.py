@@ -36,6 +36,7 @@ from packaging.requirements import Requirement
 
 from balancer import release, software, update
 from balancer.client import ApiError
+from tests import test_update
 from tests.appliance import Appliance, appliance, free_port, wait_for
 from tests.browser import SCREENSHOTS, chromium, needs_chromium, open_page, playwright, sign_in
 from tests.test_maintenance_restart import _echo_server, _listening
@@ -360,17 +361,49 @@ def _online(box: Appliance, releases: Releases) -> None:
         assert http.put("/software/online", json={"url": None}).json() == {"url": None}
 
 
-def test_an_unreadable_archive_is_refused_and_nothing_is_kept(tmp_path: Path) -> None:
-    installer = software.Software(tmp_path, running="0.1.0")
+@pytest.mark.parametrize("case", list(test_update.REFUSALS))
+def test_each_refusal_of_the_appliance_names_its_reason_and_keeps_nothing(
+    tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tests/test_update.py's spoiled archives, offered to the appliance's Software: refused in
+    one line naming the reason, nothing kept; a downgrade is kept as offered, and refused at
+    install until confirmed, with nothing changed."""
+    pem = tmp_path / "release_key.pem"
+    pem.write_bytes(
+        test_update.KEY.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    monkeypatch.setenv(update.KEY_ENV, str(pem))
+    spoil, reason = test_update.REFUSALS[case]
+    archive = test_update._build(tmp_path)
+    options = spoil(archive)
+    if "free_bytes" in options:
+        usage = shutil.disk_usage(tmp_path)._replace(free=options["free_bytes"])
+        monkeypatch.setattr(software.shutil, "disk_usage", lambda _: usage)
+    installer = software.Software(
+        tmp_path / "appliance", running=str(options.get("running", "0.1.0"))
+    )
 
-    async def chunks() -> AsyncIterator[bytes]:
-        yield b"not a tar"
+    async def body() -> AsyncIterator[bytes]:
+        yield archive.read_bytes()
 
-    digest = hashlib.sha256(b"not a tar").hexdigest()
-    with pytest.raises(update.Refused, match=r"^wrong format: the archive is not a readable tar"):
-        asyncio.run(installer.offer(chunks(), digest))
-    assert list((tmp_path / software.SOFTWARE).iterdir()) == []
-    assert installer.versions() == software.Versions("0.1.0", None, None, ())
+    checksum = str(options.get("checksum", _checksum(archive)))
+    offered = installer.root / software.UPLOAD
+    if case == "downgrade":
+        asyncio.run(installer.offer(body(), checksum))
+        before = test_update._snapshot(installer.root)
+        with pytest.raises(update.Refused) as refused:
+            asyncio.run(installer.install(downgrade=False))
+        assert test_update._snapshot(installer.root) == before
+        assert offered.is_dir()
+    else:
+        with pytest.raises(update.Refused) as refused:
+            asyncio.run(installer.offer(body(), checksum))
+        assert test_update._snapshot(installer.root) == {}
+    assert str(refused.value).startswith(reason), refused.value
+    assert "\n" not in str(refused.value)
+    assert installer.versions().current is None
 
 
 def test_the_online_check_runs_in_the_background_only_once_a_url_is_set(
