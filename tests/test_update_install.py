@@ -1,14 +1,13 @@
 """Software Update end to end: two releases of this checkout, built as `make release` builds them
-(hatchling's wheel, the dependencies' wheels, a manifest signed with the test's key), installed
-one after the other on a running appliance, then rolled back, while one TCP connection stays
-open through the engine and relays bytes between each step. Each refused update leaves the
-running version and the software directory as they were. The online check reads a release's
-latest.json from a local HTTP server.
+(`uv build`'s wheel, the dependencies' wheels, a manifest signed with the test's key), installed
+one after the other on a running appliance with the command line, then rolled back in the WebUI
+by keyboard, while one TCP connection stays open through the engine and relays bytes between
+each step. Each refused update leaves the running version and the software directory as they
+were. The online check reads a release's latest.json from a local HTTP server.
 
 Building: the dependencies' wheels are made once per module from the distributions installed in
 this virtual environment (their RECORD says which files are theirs), so nothing is downloaded.
 """
-
 from __future__ import annotations
 
 import asyncio
