@@ -8,6 +8,7 @@ were. The online check reads a release's latest.json from a local HTTP server.
 Building: the dependencies' wheels are made once per module from the distributions installed in
 this virtual environment (their RECORD says which files are theirs), so nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import asyncio
