@@ -137,6 +137,10 @@ def test_wrong_codes_are_throttled_with_the_password(app: WebApp) -> None:
     # The password's attempt counts too: the free failures are spent, then a wait.
     assert statuses[:2] == [401, 401]
     assert 429 in statuses
+    csrf = csrf_of(app.network.get(SIGN_IN).text)
+    waiting = app.network.post(SIGN_IN, data={"code": "12345678901", "csrf_token": csrf})
+    assert waiting.status_code == 429
+    assert int(waiting.headers["Retry-After"]) >= 1
     assert not signed_in(app.network)
 
 

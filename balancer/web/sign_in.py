@@ -76,7 +76,7 @@ def router(render: Renderer, access: Access) -> APIRouter:
             return restart
         if code:
             return await two_factor.second_step(
-                render, request, access, code=code, secret=secret, next=next
+                render, request, access, code=code, secret=secret, next=_safe(next)
             )
         address = request.client.host if request.client else "local"
         try:

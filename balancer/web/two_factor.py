@@ -9,6 +9,7 @@ a code it makes was typed. Recovery codes are shown once, on the page that made 
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -24,7 +25,7 @@ from balancer.front.access import (
     Access,
     set_cookie,
 )
-from balancer.front.gate import SIGN_IN, WEBUI, Author, caller
+from balancer.front.gate import SIGN_IN, Author, caller
 from balancer.front.throttle import SignInRefused
 from balancer.front.two_factor import SECOND_STEP_COOKIE, Ticket
 from balancer.roles import Role
@@ -39,12 +40,12 @@ PASSWORDS = "/lbadmin/maintenance/passwords"
 Field = Annotated[str, Form()]
 
 
-def enrolment(store_hostname: str, user: str, secret: str) -> dict[str, str]:
+def enrolment(hostname: str, user: str, secret: str) -> dict[str, str]:
     """What an enrolment form shows: the QR code (inline SVG) and the secret as text."""
     return {
         "secret": secret,
         "grouped": totp.grouped(secret),
-        "qr": totp.qr_svg(totp.uri(secret, user, store_hostname)),
+        "qr": totp.qr_svg(totp.uri(secret, user, hostname)),
     }
 
 
@@ -91,7 +92,8 @@ async def second_step(
     secret: str,
     next: str,
 ) -> Response:
-    """The answer to a second step's form: the session, or the form again saying why."""
+    """The answer to a second step's form: the session, or the form again saying why.
+    ``next``: the WebUI page to go to then, already checked to be one."""
     address = request.client.host if request.client else "local"
     waiting = held(access, request)
     if waiting is None:
@@ -106,23 +108,30 @@ async def second_step(
         else:
             token = await access.two_factor.verify(ticket, code, address)
     except (Invalid, ReadOnly, SignInRefused) as refused:
-        error = refused.problems[0].reason if isinstance(refused, Invalid) else str(refused)
-        if isinstance(refused, Invalid):
-            error = f"The code {error}."
-        status = 422 if isinstance(refused, Invalid | ReadOnly) else 401
-        if isinstance(refused, SignInRefused) and refused.throttled:
-            status = 429
-        return second_step_page(
-            render, request, access, found, next=next, status=status, error=error, secret=secret
+        status, wait = 422, 0.0
+        if isinstance(refused, SignInRefused):
+            status, wait = (429 if refused.throttled else 401), refused.retry_after
+        error = f"The code {refused.problems[0].reason}." if isinstance(refused, Invalid) else ""
+        again = second_step_page(
+            render,
+            request,
+            access,
+            found,
+            next=next,
+            status=status,
+            error=error or str(refused),
+            secret=secret,
         )
-    target = next if next.startswith(WEBUI) else WEBUI
+        if wait > 0:
+            again.headers["Retry-After"] = str(math.ceil(wait))
+        return again
     response: Response
     if codes:
         response = render(
-            request, "sign_in_recovery.html", codes=codes, next=target, user_name=found.user
+            request, "sign_in_recovery.html", codes=codes, next=next, user_name=found.user
         )
     else:
-        response = RedirectResponse(target, status_code=303)
+        response = RedirectResponse(next, status_code=303)
     set_cookie(response, request, SESSION_COOKIE, token, path="/")
     response.delete_cookie(SIGN_IN_COOKIE, path=SIGN_IN)
     response.delete_cookie(SECOND_STEP_COOKIE, path=SIGN_IN)
