@@ -13,6 +13,17 @@ from balancer.lab.server import LabServerSpec
 from tests.appliance import HOSTS, Guide, appliance, free_port, guide_setup, lab
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """On a pytest-xdist worker (``make test``), name its temporary directory by the worker's
+    number alone: xdist's ``popen-gw1`` puts HAProxy's sockets past its 97-character limit on
+    paths (``tmp_path/appliance/haproxy/haproxy.sock``), which a serial run stays within."""
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker is not None and config.option.basetemp:
+        given = Path(config.option.basetemp)
+        config.option.basetemp = str(given.with_name(worker.removeprefix("gw")))
+
+
 @pytest.fixture
 def guide(tmp_path: Path) -> Iterator[Guide]:
     with guide_setup(tmp_path) as running:
