@@ -48,8 +48,12 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-logo --no-cache
 
+# The suite waits on real processes (keepalived, HAProxy, chromium) and timers far more than it
+# computes, so it runs on TEST_WORKERS pytest-xdist workers; a module stays on one worker
+# (--dist loadscope), so its module-scoped fixtures start once. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
 test: lint system $(AXE)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope
 
 # The built-in engine and HAProxy side by side (README, Performance); not part of `make test`.
 # BENCH_ARGS=--quick for a short run while developing; python -m bench --help for the rest.
