@@ -17,7 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from balancer import totp, users
-from balancer.front.gate import SIGN_IN
+from balancer.front.access import SESSION_COOKIE
+from balancer.front.gate import SIGN_IN, Gate
 from balancer.ha.sync import UsersCopy, from_json, to_json
 from balancer.model import NodeSettings, Pair
 from balancer.roles import Role
@@ -342,3 +343,15 @@ def test_a_secondary_asks_for_the_same_codes(app: WebApp, tmp_path: Path) -> Non
         )
         with pytest.raises(ReadOnly):
             totp.check(secondary, "loadbalancer", codes[0], app.clock.now)
+
+
+def test_a_directory_user_has_no_second_factor_here(app: WebApp) -> None:
+    # A directory user's session as Access.sign_in opens it: no password hash, a mapped role.
+    (access,) = (m.kwargs["access"] for m in app.network.app.user_middleware if m.cls is Gate)
+    cookie = access.sessions.open("dora", None, Role.OPERATOR)
+    with TestClient(app.network.app, base_url="https://balancer.test") as directory_user:
+        directory_user.cookies.set(SESSION_COOKIE, cookie)
+        page = directory_user.get(ACCOUNT)
+        assert page.status_code == 200
+        assert "dora signs in through the directory" in page.text
+        assert "<svg" not in page.text

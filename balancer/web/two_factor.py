@@ -145,7 +145,8 @@ def router(render: Renderer, access: Access) -> APIRouter:
     def page(request: Request, *, status: int = 200, **context: Any) -> Response:
         user = caller(request).user
         found = store.two_factor(user)
-        if found is None and "codes" not in context:
+        local = store.role(user) is not None  # a directory's users are not the store's
+        if local and found is None and "codes" not in context:
             secret = context.pop("secret", "") or totp.new_secret()
             context["enrol"] = enrolment(store.node_settings().hostname, user, secret)
         return render(
@@ -153,6 +154,7 @@ def router(render: Renderer, access: Access) -> APIRouter:
             "two_factor.html",
             status=status,
             title="Two-factor sign-in",
+            local=local,
             enrolled=found is not None,
             recovery_left=len(found.recovery) if found else 0,
             required=store.role(user) in store.two_factor_required(),
