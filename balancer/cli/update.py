@@ -15,6 +15,10 @@ from balancer import update
 from balancer.cli.answer import fail
 from balancer.cli.appliance import DATA_DIR, DirOption, client, local_only
 
+# Installing takes seconds with uv and a minute or more with pip on a slow machine; the
+# appliance bounds its installer at 600 s.
+INSTALL_WAIT = 660.0
+
 app = typer.Typer(help="Software Update: check and install an update archive, roll back")
 
 ArchiveArgument = Annotated[Path, typer.Argument(help="the update archive, balancer-VERSION.tar")]
@@ -83,6 +87,7 @@ def update_install(
     except OSError as error:
         fail(f"{error.filename}: {error.strerror}")
     with client(ctx, data_dir) as appliance:
+        appliance.timeout = INSTALL_WAIT
         appliance.post("/software/archive", data, checksum=checksum_text.strip())
         done = appliance.post("/software/install", downgrade=str(downgrade).lower())
     typer.echo(
