@@ -46,7 +46,6 @@ def create_app(
     errors.install(app)
     # One reader for the API and the overview: bandwidth is the rate since its last reading.
     system = System()
-    install_api(app, store, controller, cluster, system, data_dir, shutdown)
     node = store.node_settings()
     access = Access(
         store,
@@ -54,6 +53,7 @@ def create_app(
         max_lifetime=node.session_max_lifetime,
         clock=clock,
     )
+    install_api(app, store, controller, cluster, system, data_dir, shutdown, access)
     refused = install_web(app, store, controller, cluster, access, system)
     # The HTTPS listeners' pair TLS (daemon), whose peer alone the gate lets into /api/v1/peer/.
     app.add_middleware(Gate, access=access, pair=pair_tls, refused=refused)

@@ -4,7 +4,6 @@ or ``balancer init``, or made by the first ``balancer serve`` and shown once."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from balancer import certificates, defaults, users
@@ -28,69 +27,10 @@ def set_up(store: Store) -> bool:
     return bool(store.users())
 
 
-# A first password a setup refuses: shorter than this...
-STRONG_LENGTH = 12
-# ... or made of fewer different characters ...
-STRONG_DISTINCT = 5
-# ... or one of these words (case aside) with digits or signs around it: the defaults and the
-# first guesses of anyone trying an appliance's sign-in page. A short explicit list on purpose:
-# length and variety do the rest, and nothing is sent anywhere to check a password.
-COMMON = frozenset(
-    [
-        "password",
-        "passw0rd",
-        "p4ssw0rd",
-        "loadbalancer",
-        "balancer",
-        "lbadmin",
-        "admin",
-        "administrator",
-        "root",
-        "toor",
-        "changeme",
-        "letmein",
-        "welcome",
-        "default",
-        "secret",
-        "qwerty",
-        "qwertz",
-        "azerty",
-        "iloveyou",
-        "monkey",
-        "dragon",
-        "master",
-        "cyberark",
-        "haproxy",
-        "keepalived",
-        "debian",
-        "ubuntu",
-        "linux",
-        "abc",
-        "abcdef",
-    ]
-)
-# Runs along a keyboard row or the alphabet read as "typed without thinking".
-_RUNS = ("abcdefghijklmnopqrstuvwxyz", "0123456789", "qwertyuiop", "asdfghjkl", "zxcvbnm")
-_AROUND = re.compile(r"^[\W\d_]*(.*?)[\W\d_]*$")
-
-
 def weak(password: str, user: str = defaults.USER) -> str | None:
-    """Why ``password`` is too weak for ``user``'s first password, or None if it is not."""
-    lowered = password.lower()
-    if len(password) < STRONG_LENGTH:
-        return f"is {len(password)} characters long; at least {STRONG_LENGTH} are needed"
-    if len(password) > users.PASSWORD_MAX_LENGTH:
-        return f"is longer than {users.PASSWORD_MAX_LENGTH} characters"
-    if user in lowered:
-        return f"contains the user's name, {user}"
-    word = _AROUND.match(lowered)
-    if word is not None and word.group(1) in COMMON:
-        return f"is a common password ({word.group(1)}, with digits or signs around it)"
-    if len(set(password)) < STRONG_DISTINCT:
-        return f"has fewer than {STRONG_DISTINCT} different characters"
-    if any(lowered in (run * 2) or lowered in (run * 2)[::-1] for run in _RUNS):
-        return "is a run of keys on the keyboard or of the alphabet"
-    return None
+    """Why ``password`` is too weak for ``user`` (the guide's ``loadbalancer``), or None: the
+    check every password set anywhere passes (balancer.users.weak)."""
+    return users.weak(password, user)
 
 
 def set_user_password(store: Store, password: str, *, author: str) -> None:
@@ -105,7 +45,7 @@ def first_password(store: Store) -> str | None:
     """A new password for ``loadbalancer`` if the appliance has no user yet, else None."""
     if store.users():
         return None
-    password = users.generate_password()
+    password = users.generate_password(defaults.USER)
     users.add_user(store, defaults.USER, password, author="system")
     return password
 

@@ -94,6 +94,8 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/v1/api-keys"): A,
     ("POST", "/api/v1/api-keys"): A,
     ("DELETE", "/api/v1/api-keys/{id}"): A,
+    # Each user's own password, whatever their role (the current one is asked).
+    ("PUT", "/api/v1/account/password"): V,
     # Two-factor sign-in: which roles must have it, and an administrator's reset.
     ("GET", "/api/v1/two-factor"): A,
     ("PUT", "/api/v1/two-factor"): A,
@@ -151,6 +153,9 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("GET", "/lbadmin/account/two-factor"): V,
     ("POST", "/lbadmin/account/two-factor"): V,
     ("POST", "/lbadmin/account/two-factor/off"): V,
+    # Each user's own password, whatever their role.
+    ("GET", "/lbadmin/account/password"): V,
+    ("POST", "/lbadmin/account/password"): V,
     ("GET", "/lbadmin/static/{path:path}"): None,
     ("GET", "/"): V,
     # System Overview: watched by all; drain, halt and online by operators.

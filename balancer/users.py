@@ -14,13 +14,13 @@ from functools import cache
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from balancer import defaults
 from balancer.roles import Role
 from balancer.store import ApiKey, Store, User
 from balancer.validate import Invalid, Problem
 
 # argon2-cffi's defaults are RFC 9106's second recommendation: argon2id, 64 MiB, 3 passes.
 _HASHER = PasswordHasher()
-PASSWORD_MIN_LENGTH = 8
 # argon2 takes any length; a cap keeps one sign-in from costing the appliance much.
 PASSWORD_MAX_LENGTH = 1024
 _NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -28,22 +28,94 @@ _NAME = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _ALPHABET = "abcdefghijkmnpqrstuvwxyzACDEFGHJKLMNPQRTUVWXYZ2345679"
 KEY_PREFIX = "blb_"
 
+# A password is refused wherever it is set (balancer setup and init, user add and passwd, the
+# API, Maintenance > Passwords, a user's own page) when shorter than this...
+STRONG_LENGTH = 12
+# ... or made of fewer different characters ...
+STRONG_DISTINCT = 5
+# ... or one of these words (case aside) with digits or signs around it: the defaults and the
+# first guesses of anyone trying an appliance's sign-in page. A short explicit list on purpose:
+# length and variety do the rest, and nothing is sent anywhere to check a password.
+COMMON = frozenset(
+    [
+        "password",
+        "passw0rd",
+        "p4ssw0rd",
+        "loadbalancer",
+        "balancer",
+        "lbadmin",
+        "admin",
+        "administrator",
+        "root",
+        "toor",
+        "changeme",
+        "letmein",
+        "welcome",
+        "default",
+        "secret",
+        "qwerty",
+        "qwertz",
+        "azerty",
+        "iloveyou",
+        "monkey",
+        "dragon",
+        "master",
+        "cyberark",
+        "haproxy",
+        "keepalived",
+        "debian",
+        "ubuntu",
+        "linux",
+        "abc",
+        "abcdef",
+    ]
+)
+# Runs along a keyboard row or the alphabet read as "typed without thinking".
+_RUNS = ("abcdefghijklmnopqrstuvwxyz", "0123456789", "qwertyuiop", "asdfghjkl", "zxcvbnm")
+_AROUND = re.compile(r"^[\W\d_]*(.*?)[\W\d_]*$")
+# A name shorter than this is found inside too many good passwords to refuse them for it.
+_NAME_IN_PASSWORD = 3
 
-def check_password(password: str) -> None:
-    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
-        reason = f"must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters long"
+
+def weak(password: str, user: str) -> str | None:
+    """Why ``password`` is too weak for ``user``, or None if it is not."""
+    lowered = password.lower()
+    if len(password) < STRONG_LENGTH:
+        return f"is {len(password)} characters long; at least {STRONG_LENGTH} are needed"
+    if len(password) > PASSWORD_MAX_LENGTH:
+        return f"is longer than {PASSWORD_MAX_LENGTH} characters"
+    if len(user) >= _NAME_IN_PASSWORD and user.lower() in lowered:
+        return f"contains the user's name, {user}"
+    word = _AROUND.match(lowered)
+    if word is not None and word.group(1) in COMMON:
+        return f"is a common password ({word.group(1)}, with digits or signs around it)"
+    if len(set(password)) < STRONG_DISTINCT:
+        return f"has fewer than {STRONG_DISTINCT} different characters"
+    if any(lowered in (run * 2) or lowered in (run * 2)[::-1] for run in _RUNS):
+        return "is a run of keys on the keyboard or of the alphabet"
+    return None
+
+
+def check_password(password: str, user: str) -> None:
+    reason = weak(password, user)
+    if reason is not None:
         raise Invalid([Problem("password", reason)])
 
 
-def hash_password(password: str) -> str:
-    check_password(password)
+def hash_password(password: str, user: str) -> str:
+    check_password(password, user)
     return _HASHER.hash(password)
 
 
-def generate_password() -> str:
-    """Four groups of five characters: about 114 bits, and easy to read out."""
-    groups = ("".join(secrets.choice(_ALPHABET) for _ in range(5)) for _ in range(4))
-    return "-".join(groups)
+def generate_password(user: str = defaults.USER) -> str:
+    """Four groups of five characters: about 114 bits, and easy to read out; never one
+    ``weak`` refuses (say, one with ``user``'s name in it)."""
+    for _ in range(100):
+        groups = ("".join(secrets.choice(_ALPHABET) for _ in range(5)) for _ in range(4))
+        password = "-".join(groups)
+        if weak(password, user) is None:
+            return password
+    raise ValueError(f"no password made for {user!r} passes the strength check")
 
 
 def add_user(
@@ -52,11 +124,11 @@ def add_user(
     if not _NAME.match(name):
         reason = "must be 1 to 32 lower-case letters, digits, '_', '.' or '-', not a digit first"
         raise Invalid([Problem("name", reason)])
-    return store.add_user(name, hash_password(password), role, author=author)
+    return store.add_user(name, hash_password(password, name), role, author=author)
 
 
 def set_password(store: Store, name: str, password: str, *, author: str) -> None:
-    store.set_password(name, hash_password(password), author=author)
+    store.set_password(name, hash_password(password, name), author=author)
 
 
 def verify(store: Store, name: str, password: str) -> str | None:

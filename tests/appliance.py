@@ -29,7 +29,7 @@ from balancer.store import Store
 START_TIMEOUT = 30.0
 # Test appliances listen on loopback only, each on a port that was free when it started.
 WEBUI_HOST = "127.0.0.1"
-PASSWORD = "the lab's loadbalancer password"
+PASSWORD = "the lab's appliance password"
 
 
 def free_port(hosts: Iterable[str]) -> int:

@@ -179,14 +179,14 @@ def test_wrong_passwords_are_slowed_down_and_logged(
 
 
 def test_the_throttle_is_per_user_name_too(app: WebApp) -> None:
-    users.add_user(app.store, "alice", "alice's password", author="test")
+    users.add_user(app.store, "alice", "the first user's password", author="test")
     for _ in range(SIGN_IN_FREE_FAILURES + 1):
         attempt(app, "wrong password")
     # Another user from the same address waits too: the address has failed.
     app.network.cookies.clear()
     reply = app.network.post(
         SIGN_IN,
-        data={"username": "alice", "password": "alice's password", "csrf_token": sign_in_token(
+        data={"username": "alice", "password": "the first user's password", "csrf_token": sign_in_token(
             app.network)},
         follow_redirects=False,
     )  # fmt: skip
@@ -238,14 +238,16 @@ def test_signing_out_and_a_new_password_end_sessions(app: WebApp, tmp_path: Path
 
 
 def test_users_are_managed_through_the_api(app: WebApp) -> None:
-    made = app.local.post("/api/v1/users", json={"name": "alice", "password": "alice's pw!"})
+    made = app.local.post("/api/v1/users", json={"name": "alice", "password": "her own pw, 1!"})
     assert made.status_code == 201, made.text
     assert [u["name"] for u in app.local.get("/api/v1/users").json()] == ["alice", "loadbalancer"]
     short = app.local.put("/api/v1/users/alice/password", json={"password": "short"})
     assert short.status_code == 422
     assert short.json()["detail"][0]["field"] == "password"
     assert (
-        app.local.put("/api/v1/users/alice/password", json={"password": "longer one"}).status_code
+        app.local.put(
+            "/api/v1/users/alice/password", json={"password": "a longer one now"}
+        ).status_code
         == 204
     )
     assert app.local.delete("/api/v1/users/alice").status_code == 204

@@ -53,19 +53,21 @@ def test_users_added_changed_and_removed_with_the_command_sign_in_over_https(
     tmp_path: Path,
 ) -> None:
     with appliance(tmp_path) as box:
-        added = balancer(box, "user", "add", "operator", "--password-stdin", stdin="first one\n")
+        added = balancer(
+            box, "user", "add", "operator", "--password-stdin", stdin="the first one here\n"
+        )
         assert (added.returncode, added.stdout, added.stderr) == (0, "user operator added\n", "")
         assert re.search(
             r"^operator +administrator +added ", balancer(box, "user", "list").stdout, re.M
         )
-        assert signs_in(box, "operator", "first one")
+        assert signs_in(box, "operator", "the first one here")
 
         changed = balancer(
-            box, "user", "passwd", "operator", "--password-stdin", stdin="two 2222\n"
+            box, "user", "passwd", "operator", "--password-stdin", stdin="the second one 2222\n"
         )
         assert changed.stdout == "password of operator set\n", changed.stderr
-        assert not signs_in(box, "operator", "first one")
-        assert signs_in(box, "operator", "two 2222")
+        assert not signs_in(box, "operator", "the first one here")
+        assert signs_in(box, "operator", "the second one 2222")
 
         # No terminal and no --password-stdin: a password is made and shown, this once.
         made = balancer(box, "user", "passwd", "operator")
@@ -89,13 +91,13 @@ def test_user_commands_refuse_bad_input_in_one_line_and_change_nothing(tmp_path:
         short = balancer(box, "user", "add", "shorty", "--password-stdin", stdin="short\n")
         assert (short.returncode, short.stderr) == (
             1,
-            "error: password: must be 8 to 1024 characters long\n",
+            "error: password: is 5 characters long; at least 12 are needed\n",
         )
         last = balancer(box, "user", "remove", "loadbalancer")
         assert last.returncode == 1
         assert last.stderr == "error: name: 'loadbalancer' is the last user: nobody could sign in\n"
         nobody = balancer(
-            box, "user", "passwd", "nobody", "--password-stdin", stdin="long enough\n"
+            box, "user", "passwd", "nobody", "--password-stdin", stdin="long enough by now\n"
         )
         assert nobody.stderr == "error: name: there is no user 'nobody'\n"
         # A password is never an argument: the process list would show it to anyone.

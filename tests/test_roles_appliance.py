@@ -20,7 +20,7 @@ from tests.browser import chromium, needs_chromium, open_page, playwright, shoot
 from tests.test_cli import balancer
 
 VIP = "127.96.4.100"
-PASSWORDS = {"viewer": "the viewer's password", "operator": "the operator's password"}
+PASSWORDS = {"viewer": "the read-only password", "operator": "the on-call password"}
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from balancer.store import Store
 from balancer.validate import Problem
 from tests.appliance import free_port, wait_for
 
-PASSWORD = "the operator's password"
+PASSWORD = "the on-call password"
 
 
 class FakeEngine:

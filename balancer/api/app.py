@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from balancer import software
 from balancer.api import (
+    account,
     alerts,
     audit,
     directory,
@@ -31,6 +32,7 @@ from balancer.api import (
 )
 from balancer.api.edits import Edits
 from balancer.controller import Controller
+from balancer.front.access import Access
 from balancer.pair.cluster import Cluster
 from balancer.pair.syncer import Syncer
 from balancer.store import Store
@@ -45,6 +47,7 @@ def install(
     figures: System,
     data_dir: Path,
     shutdown: Callable[[bool], None],
+    access: Access,
 ) -> None:
     """The API's routes, under /api/v1."""
     edits = Edits(controller)
@@ -58,6 +61,7 @@ def install(
         servers.router(edits, controller),
         revisions.router(edits, controller, syncer),
         users.router(store),
+        account.router(access),
         two_factor.router(store),
         alerts.router(store),
         directory.router(store),

@@ -36,7 +36,7 @@ def _password(name: str, from_stdin: bool) -> tuple[str, bool]:
     from balancer.users import generate_password
 
     given = new_password(name, from_stdin)
-    return (given, False) if given is not None else (generate_password(), True)
+    return (given, False) if given is not None else (generate_password(name), True)
 
 
 def _shown_once(name: str, password: str) -> None:

@@ -19,6 +19,7 @@ from balancer.pair.cluster import Cluster
 from balancer.store import Store
 from balancer.system import System
 from balancer.web import (
+    account,
     alerts,
     directory,
     error_pages,
@@ -55,6 +56,7 @@ def install(
     app.include_router(two_factor.router(render, access))
     app.include_router(overview.router(render, controller, system))
     for page in (
+        account,
         local_configuration,
         alerts,
         directory,

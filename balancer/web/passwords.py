@@ -17,6 +17,7 @@ from starlette.responses import RedirectResponse, Response
 
 from balancer import totp, users
 from balancer.configuration import Missing
+from balancer.front.account import change_password
 from balancer.front.gate import SIGN_IN, Author, caller
 from balancer.roles import Role
 from balancer.validate import Invalid, Problem
@@ -71,7 +72,7 @@ def router(render: Renderer) -> APIRouter:
                 }
                 for k in reversed(store.api_keys())
             ],
-            min_length=users.PASSWORD_MIN_LENGTH,
+            min_length=users.STRONG_LENGTH,
             # Making a key asks for a code of a user with a second factor (balancer.totp).
             code_needed=store.two_factor(caller(request).user) is not None,
             two_factor_required=store.two_factor_required(),
@@ -120,15 +121,14 @@ def router(render: Renderer) -> APIRouter:
     ) -> Response:
         try:
             _same(password, repeat)
-            # A session left open on a shared screen must not be enough to take the account.
-            if name == user and not await run_in_threadpool(users.verify, store, user, current):
-                raise Invalid([Problem("current", "is not your current password")])
-            await run_in_threadpool(users.set_password, store, name, password, author=user)
+            if name == user:
+                # Your own, as on your own page: with the current one, and this session kept.
+                address = request.client.host if request.client else "local"
+                await change_password(render.access, caller(request), current, password, address)
+            else:
+                await run_in_threadpool(users.set_password, store, name, password, author=user)
         except (Invalid, Missing) as error:
             return refused(request, error, f"password-{name}")
-        if name == user:
-            # The change ended this session too, as it ends every session of the user.
-            return RedirectResponse(SIGN_IN, status_code=303)
         return done("password", name)
 
     @web.post(f"{PAGE}/role")

@@ -33,8 +33,8 @@ from balancer.store import Store
 from tests.appliance import START_TIMEOUT, free_port, wait_for
 
 PRIMARY, SECONDARY, BUSY, OLD = "127.97.0.1", "127.97.0.2", "127.97.0.3", "127.97.0.4"
-PRIMARY_PASSWORD = "the Primary's loadbalancer password"
-PEER_PASSWORD = "the peer's loadbalancer password"
+PRIMARY_PASSWORD = "the Primary's appliance password"
+PEER_PASSWORD = "the peer's appliance password"
 # `balancer serve` with keepalived left out (a Heartbeat that says Active on the Primary and
 # Passive on the Secondary and moves nothing) and the Cluster's form and dissolve recorded as
 # they run, and, when given, another Balancer version.
@@ -329,7 +329,7 @@ def test_pairing_makes_the_pair_on_both_nodes_and_a_break_leaves_both_standalone
         add_service(primary, "CyberArk-PSM", PRIMARY)
         primary.client.delete("/virtual-services/CyberArk-PSM")
         primary.client.post("/commit")
-        primary.client.post("/users", {"name": "alice", "password": "alice's password"})
+        primary.client.post("/users", {"name": "alice", "password": "the first user's password"})
         add_service(secondary, "Its-Own", BUSY)
         add_service(secondary, "Its-Other", BUSY)
         config = primary.client.get("/config")

@@ -37,7 +37,7 @@ pytestmark = [
     pytest.mark.slow,
 ]
 # The Secondary's own password before pairing; the Primary's users replace its users.
-PEER_PASSWORD = "the Secondary's own loadbalancer password"
+PEER_PASSWORD = "the Secondary's own appliance password"
 # Either node may be the Active one: the first keepalived to wait out the silence takes the VIPs.
 BAR = r"Role\s*{role}\s*State\s*(Active|Passive)\s*Link\s*\d+(\.\d)? s ago"
 

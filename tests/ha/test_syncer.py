@@ -190,11 +190,11 @@ def test_users_added_on_the_primary_sign_in_on_the_secondary(tmp_path: Path) -> 
         async with paired(tmp_path) as nodes:
             secondary = nodes.secondary.store
             await until("the Primary's users on the Secondary", lambda: bool(secondary.users()))
-            users.add_user(nodes.primary.store, "bob", "bob's long password", author="alice")
+            users.add_user(nodes.primary.store, "bob", "the second user's long password", author="alice")
             await until("bob on the Secondary", lambda: len(secondary.users()) == 2)
             await until("users in sync", lambda: status(nodes, Kind.USERS) == "in sync")
             assert [u.name for u in secondary.users()] == ["bob", "loadbalancer"]
-            assert users.verify(secondary, "bob", "bob's long password") is not None
+            assert users.verify(secondary, "bob", "the second user's long password") is not None
             snapshot = nodes.primary.store.users_snapshot()
             assert secondary.received_users() == snapshot.mark
 
@@ -391,7 +391,7 @@ def test_the_sync_says_each_kinds_state(tmp_path: Path) -> None:
                 Kind.USERS: State.IN_SYNC,
             }
             nodes.to_secondary.away = True
-            users.add_user(nodes.primary.store, "dave", "dave's long password", author="alice")
+            users.add_user(nodes.primary.store, "dave", "the fourth user's long password", author="alice")
             await until("users failed", lambda: nodes.syncer.said().startswith("users failed"))
 
     asyncio.run(scenario())
