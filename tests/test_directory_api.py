@@ -175,6 +175,34 @@ def test_directory_users_sign_in_with_their_groups_role(app: WebApp, ldap_server
     assert statuses[-1] == 429
 
 
+def test_a_role_that_must_have_a_second_factor_is_not_let_in_on_an_ldap_password(
+    app: WebApp, ldap_server: Slapd, radius_server: Radius
+) -> None:
+    app.local.put("/api/v1/directory", json=ldaps(ldap_server))
+    assert app.local.put("/api/v1/two-factor", json={"required": ["administrator"]}).is_success
+    status, page = sign_in(app, "alice", USERS["alice"][0])
+    assert status == 401
+    assert "the administrator role must sign in with a second factor" in page
+    assert "sign in with a local account" in page
+    entry = app.store.audit_log(1)[0]
+    assert (entry.action, entry.detail["directory"]) == ("sign_in_failed", "two_factor")
+    # Said only once the password was right; other roles as before.
+    status, page = sign_in(app, "alice", "not alice's password")
+    assert (status, "Wrong user name or password." in page) == (401, True)
+    assert sign_in(app, "bob", USERS["bob"][0])[0] == 303
+    # RADIUS is trusted with the second factor (one-time passwords live there).
+    body = {
+        "kind": "radius",
+        "servers": [f"127.0.0.1:{radius_server.port}"],
+        "roles": [{"group": "balancer-admins", "role": "administrator"}],
+        "secret": RADIUS_SECRET,
+        "timeout": 2,
+    }
+    assert app.local.put("/api/v1/directory", json=body).status_code == 200
+    assert sign_in(app, "alice", USERS["alice"][0])[0] == 303
+    assert app.store.audit_log(1)[0].detail["directory"] == "administrator"
+
+
 def test_a_local_user_always_wins_and_signs_in_with_the_directory_down(
     app: WebApp, ldap_server: Slapd
 ) -> None:

@@ -68,10 +68,20 @@ def ask(store: Store, name: str, password: str) -> Accepted | None:
     found = configured(store)
     if found is None:
         return None
-    accepted = authenticate(*found, name, password)
+    settings, secret = found
+    accepted = authenticate(settings, secret, name, password)
     if store.password_hash(accepted.name) is not None:
         raise Refused(
             "local", f"{accepted.name} is a local user's name: only the local user signs in so"
+        )
+    # A role that must have a second factor is not let in on an LDAP password alone. RADIUS
+    # is trusted with it: RADIUS servers are where one-time passwords usually live (the
+    # token's code typed after the password, or in its place).
+    if settings.kind != "radius" and accepted.role in store.two_factor_required():
+        raise Refused(
+            "two_factor",
+            f"the {accepted.role} role must sign in with a second factor, which directory "
+            "users have only through RADIUS: sign in with a local account",
         )
     return accepted
 

@@ -100,6 +100,11 @@ class Access:
                 accepted = await run_in_threadpool(directory.ask, self.store, name, password)
             except directory.Refused as error:
                 refused = {"directory": error.reason, "reason": str(error)}
+                if error.reason == "two_factor":  # the password was right: say what is wrong
+                    log.warning("sign-in refused", extra={**context, **refused})
+                    detail = {"address": address, **refused}
+                    self.store.audit(author=name, action="sign_in_failed", detail=detail)
+                    raise SignInRefused(f"Not signed in: {error}.", delay) from None
             else:
                 if accepted is not None:
                     self.throttle.succeeded(*keys)
