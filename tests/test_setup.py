@@ -215,7 +215,9 @@ def test_setup_without_a_terminal_takes_options_and_an_answers_file(tmp_path: Pa
         ("1234567890123", "is a run of keys on the keyboard or of the alphabet"),
         ("poiuytrewqpo", "is a run of keys on the keyboard or of the alphabet"),
         ("correct horse battery", None),
-        (users.generate_password(), None),
+        # A fixed id: pytest-xdist's workers must collect the same names, and this password
+        # differs in each.
+        pytest.param(users.generate_password(), None, id="a-made-password"),
     ],
 )
 def test_a_weak_first_password_is_refused_with_its_reason(
