@@ -11,8 +11,9 @@ ENGINE ?= builtin
 
 .PHONY: demo test lint setup system clean bench release
 
-# uv installs exactly what uv.lock pins; it is itself pinned and installed with pip.
-$(BIN)/.synced: pyproject.toml uv.lock
+# uv installs exactly what uv.lock pins; it is itself pinned and installed with pip. It builds
+# the compiled relay core too (balancer._relay; without gcc the engine runs its Python relay).
+$(BIN)/.synced: pyproject.toml uv.lock $(wildcard balancer/engines/builtin/core/*.[ch])
 	@$(PYTHON) -m uv --version 2>/dev/null | grep -q " $(UV_VERSION)" || \
 		$(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --quiet
@@ -24,14 +25,16 @@ setup: $(BIN)/.synced
 # The WebUI's browser tests drive Debian's chromium; npm installs their accessibility checker.
 # The HA pair's floating IPs are Debian's keepalived (its package's own service stays unused).
 # Directory sign-in's tests start their own slapd and freeradius on loopback (the packages'
-# own services stay unused).
+# own services stay unused). gcc and the Python headers build the compiled relay core.
+PYTHON_H = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h
 system:
 	@command -v haproxy >/dev/null && command -v chromium >/dev/null && command -v npm >/dev/null && \
 		command -v keepalived >/dev/null && command -v slapd >/dev/null && \
-		command -v ldapadd >/dev/null && command -v freeradius >/dev/null || \
+		command -v ldapadd >/dev/null && command -v freeradius >/dev/null && \
+		command -v gcc >/dev/null && test -f "$(PYTHON_H)" || \
 		{ apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy chromium npm keepalived \
-		slapd ldap-utils freeradius >/dev/null; }
+		slapd ldap-utils freeradius gcc python3-dev >/dev/null; }
 
 # axe-core, the accessibility checker the WebUI's pages are run through, exactly as the lock pins.
 $(AXE): tests/axe/package.json tests/axe/package-lock.json | system

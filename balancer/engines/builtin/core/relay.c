@@ -1,0 +1,910 @@
+/* balancer._relay: the built-in engine's compiled relay core (README, "Engines: built-in or
+ * HAProxy"; issue 16).
+ *
+ * One epoll loop in a thread of its own that never takes the GIL: a new connection must not
+ * wait behind health checks, API requests or the garbage collector. Python keeps every policy
+ * and writes it here as tables (struct table: the servers, what each takes, the weighted round
+ * robin order); the loop reads them under a mutex held for a few instructions. What Python must
+ * hear (a real server unreachable, a client refused, an idle connection closed) is queued and
+ * signalled on an eventfd that the worker's asyncio loop reads.
+ *
+ * A connection costs its struct and two sockets; a buffer is taken from the pool only while
+ * bytes are in flight, so an idle connection holds none. Level-triggered epoll: a side is
+ * watched only for what it can do now (read while its buffer is empty, write while the other
+ * side's buffer holds bytes), which is the flow control. */
+#define _GNU_SOURCE
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "relay.h"
+
+#define BUFFER_SIZE (64 * 1024)
+#define POOL_KEEP 256       /* free buffers kept for the next burst; the rest go back */
+#define ACCEPTS 64          /* per wakeup, so one busy listener does not starve the others */
+#define EVENTS_KEPT 4096    /* events Python has not read yet; more are counted, not kept */
+#define MAX_TRIED 17         /* retries (at most 16) and the fallback */
+#define CONNECTING_TICK 50  /* ms: connect timeouts take effect up to this late */
+#define IDLE_TICK 1000      /* ms: idle timeouts, this late */
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define ADD(x, v) __atomic_store_n(&(x), LOAD(x) + (v), __ATOMIC_RELAXED) /* one writer */
+
+enum kind { LISTENER, SIDE, WAKE };
+enum event { EV_UNREACHABLE = 1, EV_REFUSED = 2, EV_IDLE = 3 };
+
+/* Long idle RDP sessions need keepalive (relay.KEEPALIVE, which the listeners set already). */
+static const int KEEPALIVE[][3] = {
+    {SOL_SOCKET, SO_KEEPALIVE, 1},
+    {IPPROTO_TCP, TCP_KEEPIDLE, 300},
+    {IPPROTO_TCP, TCP_KEEPINTVL, 30},
+    {IPPROTO_TCP, TCP_KEEPCNT, 4},
+};
+
+struct listener {
+    enum kind kind;          /* first: what an epoll event points at */
+    int fd, id, port, gone;
+    struct service *service; /* under the core's lock */
+    struct listener *next;
+};
+
+struct flow {                /* one direction's bytes in flight */
+    char *buffer;
+    uint32_t offset, length;
+    int eof, shut;
+};
+
+struct conn;
+struct side {
+    enum kind kind;
+    int fd;
+    uint32_t watched;        /* the epoll events asked for; 0: not in the epoll set */
+    struct conn *conn;
+};
+
+struct conn {
+    struct side side[2];     /* 0: the client, 1: the real server */
+    struct flow flow[2];     /* 0: client to server, 1: server to client */
+    struct service *service;
+    struct server *server;   /* being connected to or relayed to; NULL before */
+    struct server *tried[MAX_TRIED];
+    int ntried, connecting, port, dead;
+    int64_t deadline, seen, idle_ms, connect_ms;
+    struct sockaddr_storage client;
+    struct conn *prev, *next;        /* every connection, for the idle sweep */
+    struct conn *cprev, *cnext;      /* those connecting, for the connect sweep */
+};
+
+struct event_record {
+    int kind, service, server, error;
+    char client[INET6_ADDRSTRLEN];
+};
+
+struct core {
+    int epoll, wake, events_fd, stopping, started;
+    pthread_t thread;
+    pthread_mutex_t lock;            /* tables, listeners' services, the event queue */
+    struct listener *listeners, *dead;
+    struct conn *conns, *connecting;
+    struct conn *graveyard;          /* finished in this wakeup; freed after its last event */
+    char **pool;
+    int pooled;
+    struct event_record *events;
+    int nevents, lost_events;
+    struct side wake_side;
+};
+
+static int64_t now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* --- shared objects ------------------------------------------------------------------------ */
+
+static void server_unref(struct server *s) {
+    if (s != NULL && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0) free(s);
+}
+
+static struct server *server_ref(struct server *s) {
+    __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+    return s;
+}
+
+static void table_free(struct table *t) {
+    if (t == NULL) return;
+    for (int i = 0; i < t->nservers; i++) server_unref(t->servers[i]);
+    server_unref(t->fallback);
+    free(t->servers);
+    free(t->order);
+    free(t);
+}
+
+static void service_unref(struct service *s) {
+    if (s != NULL && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        table_free(s->table);
+        free(s);
+    }
+}
+
+static struct service *service_ref(struct service *s) {
+    __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+    return s;
+}
+
+/* --- the loop's helpers -------------------------------------------------------------------- */
+
+static char *buffer_get(struct core *c) {
+    return c->pooled ? c->pool[--c->pooled] : malloc(BUFFER_SIZE);
+}
+
+static void buffer_put(struct core *c, char *b) {
+    if (c->pooled < POOL_KEEP) c->pool[c->pooled++] = b;
+    else free(b);
+}
+
+static void report(struct core *c, int kind, struct conn *k, struct server *s, int error) {
+    pthread_mutex_lock(&c->lock);
+    if (c->nevents < EVENTS_KEPT) {
+        struct event_record *e = &c->events[c->nevents++];
+        e->kind = kind;
+        e->service = k->service->id;
+        e->server = s ? s->id : -1;
+        e->error = error;
+        const void *a = k->client.ss_family == AF_INET6
+                            ? (const void *)&((struct sockaddr_in6 *)&k->client)->sin6_addr
+                            : (const void *)&((struct sockaddr_in *)&k->client)->sin_addr;
+        inet_ntop(k->client.ss_family, a, e->client, sizeof e->client);
+        if (c->nevents == 1) {  /* Python reads them all at once: one wakeup per batch */
+            uint64_t one = 1;
+            (void)!write(c->events_fd, &one, sizeof one);
+        }
+    } else {
+        c->lost_events++;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Watch ``side`` for ``events`` only; a side with nothing to wait for leaves the epoll set,
+ * else a peer's hang-up, always reported, would wake the loop for nothing again and again. */
+static void watch(struct core *c, struct side *s, uint32_t events) {
+    if (s->fd < 0 || events == s->watched) return;
+    struct epoll_event e = {.events = events, .data.ptr = s};
+    int op = !s->watched ? EPOLL_CTL_ADD : events ? EPOLL_CTL_MOD : EPOLL_CTL_DEL;
+    epoll_ctl(c->epoll, op, s->fd, &e);
+    s->watched = events;
+}
+
+/* What each side waits for now, from the state of both flows. */
+static void rewatch(struct core *c, struct conn *k) {
+    struct flow *up = &k->flow[0], *down = &k->flow[1];
+    uint32_t client = 0, server = 0;
+    if (!up->eof && !up->length) client |= EPOLLIN;
+    if (down->length) client |= EPOLLOUT;
+    if (k->connecting) server = EPOLLOUT;
+    else if (k->side[1].fd >= 0) {
+        if (!down->eof && !down->length) server |= EPOLLIN;
+        if (up->length) server |= EPOLLOUT;
+    }
+    watch(c, &k->side[0], client);
+    watch(c, &k->side[1], server);
+}
+
+static void unlink_connecting(struct core *c, struct conn *k) {
+    if (!k->connecting) return;
+    k->connecting = 0;
+    if (k->cprev) k->cprev->cnext = k->cnext;
+    else c->connecting = k->cnext;
+    if (k->cnext) k->cnext->cprev = k->cprev;
+}
+
+static void linger_zero(int fd) {
+    struct linger l = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
+}
+
+/* The end of a connection. ``reset``: the peers learn it by a reset (one side failed). */
+static void finish(struct core *c, struct conn *k, int reset) {
+    if (k->dead) return;
+    k->dead = 1;
+    unlink_connecting(c, k);
+    if (k->prev) k->prev->next = k->next;
+    else c->conns = k->next;
+    if (k->next) k->next->prev = k->prev;
+    for (int i = 0; i < 2; i++) {
+        if (k->side[i].fd >= 0) {
+            if (reset) linger_zero(k->side[i].fd);
+            close(k->side[i].fd);  /* leaves the epoll set with it */
+        }
+        if (k->flow[i].buffer) buffer_put(c, k->flow[i].buffer);
+    }
+    if (k->server) ADD(k->server->counters.active, -1);
+    server_unref(k->server);
+    for (int i = 0; i < k->ntried; i++) server_unref(k->tried[i]);
+    ADD(k->service->counters.active, -1);
+    service_unref(k->service);
+    /* Freed only after this wakeup's events: one of them may name its other side. */
+    k->next = c->graveyard;
+    c->graveyard = k;
+}
+
+static void bury(struct core *c) {
+    while (c->graveyard) {
+        struct conn *k = c->graveyard;
+        c->graveyard = k->next;
+        free(k);
+    }
+}
+
+static int tried(struct conn *k, struct server *s) {
+    for (int i = 0; i < k->ntried; i++)
+        if (k->tried[i] == s) return 1;
+    return 0;
+}
+
+static int takes_new(struct server *s) {
+    int limit = LOAD(s->maxconn);
+    return LOAD(s->takes) == TAKES_NEW && LOAD(s->weight) > 0 &&
+           (!limit || LOAD(s->counters.active) < limit);
+}
+
+/* The policy Python wrote, applied: the next server of the round robin order, or the one with
+ * the fewest connections per weight (ties in turn), skipping those tried; then the fallback.
+ * Called under the core's lock. */
+static struct server *choose(struct conn *k) {
+    struct service *svc = k->service;
+    struct table *t = svc->table;
+    struct server *best = NULL;
+    if (t == NULL) return NULL;
+    k->connect_ms = t->connect_ms;
+    k->idle_ms = t->idle_ms;
+    int retry = k->ntried < t->retries && k->ntried < MAX_TRIED - 1;  /* room for the fallback */
+    if (retry && t->least && t->nservers) {
+        unsigned start = svc->cursor++ % t->nservers;
+        for (int i = 0; i < t->nservers; i++) {
+            struct server *s = t->servers[(start + i) % t->nservers];
+            if (!takes_new(s) || tried(k, s)) continue;
+            if (best == NULL || LOAD(s->counters.active) * LOAD(best->weight) <
+                                    LOAD(best->counters.active) * LOAD(s->weight))
+                best = s;
+        }
+    } else if (retry) {
+        for (int i = 0; i < t->norder && best == NULL; i++) {
+            struct server *s = t->servers[t->order[svc->cursor++ % t->norder]];
+            if (takes_new(s) && !tried(k, s)) best = s;
+        }
+    }
+    if (best == NULL && t->fallback != NULL && !tried(k, t->fallback)) best = t->fallback;
+    return best ? server_ref(best) : NULL;
+}
+
+static void relay_flow(struct core *c, struct conn *k, int d);
+static void dispatch(struct core *c, struct conn *k, int64_t now);
+
+static void connect_failed(struct core *c, struct conn *k, int error, int64_t now) {
+    struct server *s = k->server;
+    report(c, EV_UNREACHABLE, k, s, error);
+    unlink_connecting(c, k);
+    close(k->side[1].fd);
+    k->side[1].fd = -1;
+    k->side[1].watched = 0;
+    ADD(s->counters.active, -1);
+    k->server = NULL;
+    k->tried[k->ntried++] = s;  /* choose leaves room for every server it gives */
+    dispatch(c, k, now);
+}
+
+/* Connect to the next server, and write what the client sent at once rather than wait for
+ * the connection to say it is ready (on a near network it already is: one wakeup saved). */
+static void dispatch(struct core *c, struct conn *k, int64_t now) {
+    pthread_mutex_lock(&c->lock);
+    struct server *s = choose(k);
+    pthread_mutex_unlock(&c->lock);
+    if (s == NULL) {
+        report(c, EV_REFUSED, k, NULL, 0);
+        finish(c, k, 1);  /* a reset: the client learns at once there is nobody to serve it */
+        return;
+    }
+    k->server = s;
+    ADD(s->counters.active, 1);
+    ADD(s->counters.total, 1);
+    struct sockaddr_storage to = s->addr;
+    if (s->vip_port) ((struct sockaddr_in *)&to)->sin_port = htons(k->port);  /* same offset in v6 */
+    int fd = socket(to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        k->side[1].fd = -1;
+        connect_failed(c, k, errno, now);
+        return;
+    }
+    for (size_t i = 0; i < sizeof KEEPALIVE / sizeof *KEEPALIVE; i++)
+        setsockopt(fd, KEEPALIVE[i][0], KEEPALIVE[i][1], &KEEPALIVE[i][2], sizeof(int));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    k->side[1].fd = fd;
+    k->side[1].watched = 0;
+    if (connect(fd, (struct sockaddr *)&to, s->addrlen) < 0 && errno != EINPROGRESS) {
+        connect_failed(c, k, errno, now);
+        return;
+    }
+    k->connecting = 1;
+    k->deadline = now + k->connect_ms;
+    k->cprev = NULL;
+    k->cnext = c->connecting;
+    if (c->connecting) c->connecting->cprev = k;
+    c->connecting = k;
+    if (k->flow[0].length) {
+        ssize_t n = send(fd, k->flow[0].buffer + k->flow[0].offset, k->flow[0].length,
+                         MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            connect_failed(c, k, errno, now);
+            return;
+        }
+        if (n > 0) {  /* it was made, then: the relay starts */
+            unlink_connecting(c, k);
+            k->flow[0].offset += n;
+            k->flow[0].length -= n;
+            ADD(s->counters.bytes_in, n);
+            relay_flow(c, k, 0);
+            return;
+        }
+    }
+    rewatch(c, k);
+}
+
+/* The server's side is writable or failed while connecting: made, or the next one is tried. */
+static void connected(struct core *c, struct conn *k, int64_t now) {
+    int error = 0;
+    socklen_t len = sizeof error;
+    getsockopt(k->side[1].fd, SOL_SOCKET, SO_ERROR, &error, &len);
+    if (error) {
+        connect_failed(c, k, error, now);
+        return;
+    }
+    unlink_connecting(c, k);
+    k->seen = now;
+    relay_flow(c, k, 0);
+}
+
+/* Write what flow ``d`` holds to its destination; pass an EOF on once it is all written. */
+static void relay_flow(struct core *c, struct conn *k, int d) {
+    struct flow *f = &k->flow[d];
+    int to = k->side[1 - d].fd;
+    if (f->length && !(d == 0 && k->connecting)) {
+        ssize_t n = send(to, f->buffer + f->offset, f->length, MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            finish(c, k, 1);
+            return;
+        }
+        if (n > 0) {
+            f->offset += n;
+            f->length -= n;
+            if (d == 0) ADD(k->server->counters.bytes_in, n);
+        }
+    }
+    if (!f->length && f->buffer) {
+        buffer_put(c, f->buffer);
+        f->buffer = NULL;
+        f->offset = 0;
+    }
+    if (!f->length && f->eof && !f->shut && !(d == 0 && k->connecting)) {
+        shutdown(to, SHUT_WR);
+        f->shut = 1;
+        if (k->flow[1 - d].shut) {  /* both ways ended: done */
+            finish(c, k, 0);
+            return;
+        }
+    }
+    rewatch(c, k);
+}
+
+/* Read from side ``d`` into its flow (empty, or it would not be watched) and pass it on. */
+static void readable(struct core *c, struct conn *k, int d, int64_t now) {
+    struct flow *f = &k->flow[d];
+    if (f->buffer == NULL) f->buffer = buffer_get(c);
+    if (f->buffer == NULL) return;  /* out of memory: tried again on the next wakeup */
+    ssize_t n = recv(k->side[d].fd, f->buffer, BUFFER_SIZE, 0);
+    if (n > 0) {
+        f->length = n;
+        k->seen = now;
+        if (d) {
+            ADD(k->service->counters.bytes_out, n);
+            ADD(k->server->counters.bytes_out, n);
+        } else {
+            ADD(k->service->counters.bytes_in, n);
+        }
+    } else if (n == 0) {
+        f->eof = 1;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        finish(c, k, 1);  /* a reset, passed on as one */
+        return;
+    }
+    relay_flow(c, k, d);
+}
+
+static void on_side(struct core *c, struct side *s, uint32_t events, int64_t now) {
+    struct conn *k = s->conn;
+    int d = s == &k->side[1];
+    if (k->dead) return;
+    if (d && k->connecting) {
+        connected(c, k, now);
+        return;
+    }
+    if (events & EPOLLERR) {
+        finish(c, k, 1);
+        return;
+    }
+    /* A hang-up comes with EPOLLOUT whatever was asked: act only on what this side waits
+     * for, so that a read it waits for is never passed over (level-triggered: it would be
+     * reported again and again). Write first: it may empty the flow the read then fills. */
+    uint32_t watched = s->watched;
+    if (events & watched & EPOLLOUT) relay_flow(c, k, 1 - d);
+    if (!k->dead && (watched & EPOLLIN) && (events & (EPOLLIN | EPOLLHUP)) &&
+        !k->flow[d].length && !k->flow[d].eof)
+        readable(c, k, d, now);
+}
+
+static void accept_on(struct core *c, struct listener *l, int64_t now) {
+    for (int i = 0; i < ACCEPTS; i++) {
+        struct sockaddr_storage from;
+        socklen_t len = sizeof from;
+        int fd = accept4(l->fd, (struct sockaddr *)&from, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) return;  /* none left, or out of descriptors: the queue waits */
+        struct conn *k = calloc(1, sizeof *k);
+        if (k == NULL) {
+            close(fd);
+            return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        pthread_mutex_lock(&c->lock);
+        k->service = service_ref(l->service);
+        pthread_mutex_unlock(&c->lock);
+        ADD(k->service->counters.active, 1);
+        ADD(k->service->counters.total, 1);
+        k->side[0] = (struct side){SIDE, fd, 0, k};
+        k->side[1] = (struct side){SIDE, -1, 0, k};
+        k->client = from;
+        k->port = l->port;
+        k->seen = now;
+        k->next = c->conns;
+        if (c->conns) c->conns->prev = k;
+        c->conns = k;
+        /* Read at once: a client that speaks first (RDP, TLS) has its bytes here already,
+         * and they go out with the connect instead of after another wakeup. */
+        k->flow[0].buffer = buffer_get(c);
+        ssize_t n = k->flow[0].buffer ? recv(fd, k->flow[0].buffer, BUFFER_SIZE, 0) : -1;
+        if (n > 0) {
+            k->flow[0].length = n;
+            ADD(k->service->counters.bytes_in, n);
+        } else {
+            if (n == 0) k->flow[0].eof = 1;
+            if (k->flow[0].buffer) buffer_put(c, k->flow[0].buffer);
+            k->flow[0].buffer = NULL;
+        }
+        dispatch(c, k, now);
+    }
+}
+
+static void sweep(struct core *c, int64_t now, int idle) {
+    for (struct conn *k = c->connecting, *next; k; k = next) {
+        next = k->cnext;
+        if (now >= k->deadline) connect_failed(c, k, ETIMEDOUT, now);
+    }
+    /* connect_failed may finish connections: walk the idle list only after. */
+    for (struct conn *k = idle ? c->conns : NULL, *next; k; k = next) {
+        next = k->next;
+        if (!k->connecting && k->idle_ms && now - k->seen >= k->idle_ms) {
+            report(c, EV_IDLE, k, k->server, (int)(k->idle_ms / 1000));
+            finish(c, k, 0);  /* a FIN, as the Python relay and HAProxy end an idle one */
+        }
+    }
+}
+
+static void *loop(void *arg) {
+    struct core *c = arg;
+    struct epoll_event events[256];
+    int64_t next_idle = now_ms() + IDLE_TICK;
+    while (!LOAD(c->stopping)) {
+        /* Listeners closed by Python leave here, between two waits: no event of theirs is
+         * in hand any more. */
+        pthread_mutex_lock(&c->lock);
+        struct listener *dead = c->dead;
+        c->dead = NULL;
+        pthread_mutex_unlock(&c->lock);
+        while (dead) {
+            struct listener *next = dead->next;
+            close(dead->fd);
+            service_unref(dead->service);
+            free(dead);
+            dead = next;
+        }
+        int n = epoll_wait(c->epoll, events, 256, c->connecting ? CONNECTING_TICK : IDLE_TICK);
+        int64_t now = now_ms();
+        for (int i = 0; i < n; i++) {
+            enum kind *kind = events[i].data.ptr;
+            if (*kind == SIDE) {
+                on_side(c, events[i].data.ptr, events[i].events, now);
+            } else if (*kind == LISTENER) {
+                struct listener *l = events[i].data.ptr;
+                if (!LOAD(l->gone)) accept_on(c, l, now);
+            } else {
+                uint64_t value;
+                (void)!read(c->wake, &value, sizeof value);
+            }
+        }
+        int idle = now >= next_idle;
+        if (idle) next_idle = now + IDLE_TICK;
+        if (c->connecting || idle) sweep(c, now, idle);
+        bury(c);
+    }
+    while (c->conns) finish(c, c->conns, 0);
+    bury(c);
+    return NULL;
+}
+
+/* --- Python's side: handles are capsules, wrapped by core.py -------------------------------- */
+
+#define CORE "balancer._relay.core"
+#define SERVER "balancer._relay.server"
+#define SERVICE "balancer._relay.service"
+
+/* The loop ends and its connections with it (the worker is stopping). */
+static void core_stop(struct core *c) {
+    if (c->started) {
+        STORE(c->stopping, 1);
+        uint64_t one = 1;
+        (void)!write(c->wake, &one, sizeof one);
+        pthread_join(c->thread, NULL);
+        c->started = 0;
+    }
+}
+
+static void core_free(struct core *c) {
+    core_stop(c);
+    for (struct listener *l = c->listeners, *n; l; l = n) {
+        n = l->next;
+        close(l->fd);
+        service_unref(l->service);
+        free(l);
+    }
+    for (struct listener *l = c->dead, *n; l; l = n) {
+        n = l->next;
+        close(l->fd);
+        service_unref(l->service);
+        free(l);
+    }
+    while (c->pooled) free(c->pool[--c->pooled]);
+    free(c->pool);
+    free(c->events);
+    close(c->epoll);
+    close(c->wake);
+    close(c->events_fd);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static void core_capsule_free(PyObject *capsule) {
+    struct core *c = PyCapsule_GetPointer(capsule, CORE);
+    if (c == NULL) return;
+    Py_BEGIN_ALLOW_THREADS  /* the loop may be waiting for the lock */
+    core_free(c);
+    Py_END_ALLOW_THREADS
+}
+
+static PyObject *py_core(PyObject *self, PyObject *args) {
+    struct core *c = calloc(1, sizeof *c);
+    if (c == NULL) return PyErr_NoMemory();
+    pthread_mutex_init(&c->lock, NULL);
+    c->epoll = epoll_create1(EPOLL_CLOEXEC);
+    c->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    c->events_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    c->pool = malloc(POOL_KEEP * sizeof *c->pool);
+    c->events = malloc(EVENTS_KEPT * sizeof *c->events);
+    c->wake_side = (struct side){WAKE, c->wake, EPOLLIN, NULL};
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = &c->wake_side};
+    if (c->epoll < 0 || c->wake < 0 || c->events_fd < 0 || !c->pool || !c->events ||
+        epoll_ctl(c->epoll, EPOLL_CTL_ADD, c->wake, &e) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        core_free(c);
+        return NULL;
+    }
+    PyObject *capsule = PyCapsule_New(c, CORE, core_capsule_free);
+    if (capsule == NULL) core_free(c);
+    return capsule;
+}
+
+static struct core *get_core(PyObject *o) { return PyCapsule_GetPointer(o, CORE); }
+
+static PyObject *py_start(PyObject *self, PyObject *arg) {
+    struct core *c = get_core(arg);
+    if (c == NULL) return NULL;
+    if (!c->started) {
+        int error = pthread_create(&c->thread, NULL, loop, c);
+        if (error) {
+            errno = error;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        c->started = 1;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_stop(PyObject *self, PyObject *arg) {
+    struct core *c = get_core(arg);
+    if (c == NULL) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    core_stop(c);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_events_fd(PyObject *self, PyObject *arg) {
+    struct core *c = get_core(arg);
+    return c ? PyLong_FromLong(c->events_fd) : NULL;
+}
+
+/* The queued events: [(kind, service, server, client, error)], and how many were lost. */
+static PyObject *py_events(PyObject *self, PyObject *arg) {
+    struct core *c = get_core(arg);
+    if (c == NULL) return NULL;
+    uint64_t value;
+    (void)!read(c->events_fd, &value, sizeof value);
+    struct event_record *copy = malloc(EVENTS_KEPT * sizeof *copy);
+    if (copy == NULL) return PyErr_NoMemory();
+    pthread_mutex_lock(&c->lock);
+    int n = c->nevents, lost = c->lost_events;
+    memcpy(copy, c->events, n * sizeof *copy);
+    c->nevents = c->lost_events = 0;
+    pthread_mutex_unlock(&c->lock);
+    PyObject *list = PyList_New(n);
+    for (int i = 0; list && i < n; i++) {
+        PyObject *t = Py_BuildValue("(iiisi)", copy[i].kind, copy[i].service, copy[i].server,
+                                    copy[i].client, copy[i].error);
+        if (t == NULL) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, i, t);
+    }
+    free(copy);
+    return list ? Py_BuildValue("(Ni)", list, lost) : NULL;
+}
+
+static void server_capsule_free(PyObject *o) { server_unref(PyCapsule_GetPointer(o, SERVER)); }
+static void service_capsule_free(PyObject *o) { service_unref(PyCapsule_GetPointer(o, SERVICE)); }
+
+/* server(id, family, packed address, port): port 0 is the listener's port. */
+static PyObject *py_server(PyObject *self, PyObject *args) {
+    int id, family, port;
+    Py_buffer packed;
+    if (!PyArg_ParseTuple(args, "iiy*i", &id, &family, &packed, &port)) return NULL;
+    struct server *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        PyBuffer_Release(&packed);
+        return PyErr_NoMemory();
+    }
+    s->refs = 1;
+    s->id = id;
+    s->vip_port = port == 0;
+    if (family == AF_INET6 && packed.len == 16) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&s->addr;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
+        memcpy(&a->sin6_addr, packed.buf, 16);
+        s->addrlen = sizeof *a;
+    } else if (family == AF_INET && packed.len == 4) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&s->addr;
+        a->sin_family = AF_INET;
+        a->sin_port = htons(port);
+        memcpy(&a->sin_addr, packed.buf, 4);
+        s->addrlen = sizeof *a;
+    }
+    PyBuffer_Release(&packed);
+    if (!s->addrlen) {
+        free(s);
+        PyErr_SetString(PyExc_ValueError, "server: not an IPv4 or IPv6 address");
+        return NULL;
+    }
+    PyObject *capsule = PyCapsule_New(s, SERVER, server_capsule_free);
+    if (capsule == NULL) free(s);
+    return capsule;
+}
+
+/* set_server(server, takes, weight, max connections): what Python decided it takes now. */
+static PyObject *py_set_server(PyObject *self, PyObject *args) {
+    PyObject *o;
+    int takes, weight, maxconn;
+    if (!PyArg_ParseTuple(args, "Oiii", &o, &takes, &weight, &maxconn)) return NULL;
+    struct server *s = PyCapsule_GetPointer(o, SERVER);
+    if (s == NULL) return NULL;
+    STORE(s->takes, takes);
+    STORE(s->weight, weight);
+    STORE(s->maxconn, maxconn);
+    Py_RETURN_NONE;
+}
+
+static PyObject *counters(struct counters *k) {
+    return Py_BuildValue("(LLLL)", (long long)LOAD(k->active), (long long)LOAD(k->total),
+                         (long long)LOAD(k->bytes_in), (long long)LOAD(k->bytes_out));
+}
+
+/* counters(server or service): (active, total, bytes in, bytes out). */
+static PyObject *py_counters(PyObject *self, PyObject *o) {
+    if (PyCapsule_IsValid(o, SERVER))
+        return counters(&((struct server *)PyCapsule_GetPointer(o, SERVER))->counters);
+    struct service *s = PyCapsule_GetPointer(o, SERVICE);
+    return s ? counters(&s->counters) : NULL;
+}
+
+static PyObject *py_service(PyObject *self, PyObject *args) {
+    int id;
+    if (!PyArg_ParseTuple(args, "i", &id)) return NULL;
+    struct service *s = calloc(1, sizeof *s);
+    if (s == NULL) return PyErr_NoMemory();
+    s->refs = 1;
+    s->id = id;
+    PyObject *capsule = PyCapsule_New(s, SERVICE, service_capsule_free);
+    if (capsule == NULL) free(s);
+    return capsule;
+}
+
+/* set_table(core, service, servers, order, least, fallback or None, retries, connect ms,
+ * idle ms): the service's table, replaced whole. */
+static PyObject *py_set_table(PyObject *self, PyObject *args) {
+    PyObject *co, *so, *servers, *order, *fallback;
+    int least, retries;
+    long long connect_ms, idle_ms;
+    if (!PyArg_ParseTuple(args, "OOO!O!pOiLL", &co, &so, &PyTuple_Type, &servers, &PyTuple_Type,
+                          &order, &least, &fallback, &retries, &connect_ms, &idle_ms))
+        return NULL;
+    struct core *c = get_core(co);
+    struct service *svc = PyCapsule_GetPointer(so, SERVICE);
+    if (c == NULL || svc == NULL) return NULL;
+    struct table *t = calloc(1, sizeof *t);
+    if (t == NULL) return PyErr_NoMemory();
+    t->least = least;
+    t->retries = retries;
+    t->connect_ms = connect_ms;
+    t->idle_ms = idle_ms;
+    t->servers = calloc(PyTuple_GET_SIZE(servers) + 1, sizeof *t->servers);
+    t->order = calloc(PyTuple_GET_SIZE(order) + 1, sizeof *t->order);
+    if (!t->servers || !t->order) {
+        table_free(t);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(servers); i++) {
+        struct server *s = PyCapsule_GetPointer(PyTuple_GET_ITEM(servers, i), SERVER);
+        if (s == NULL) {
+            table_free(t);
+            return NULL;
+        }
+        t->servers[t->nservers++] = server_ref(s);
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(order); i++) {
+        long index = PyLong_AsLong(PyTuple_GET_ITEM(order, i));
+        if (index < 0 || index >= t->nservers) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "order: not a server");
+            table_free(t);
+            return NULL;
+        }
+        t->order[t->norder++] = (int)index;
+    }
+    if (fallback != Py_None) {
+        struct server *s = PyCapsule_GetPointer(fallback, SERVER);
+        if (s == NULL) {
+            table_free(t);
+            return NULL;
+        }
+        t->fallback = server_ref(s);
+    }
+    pthread_mutex_lock(&c->lock);
+    struct table *old = svc->table;
+    svc->table = t;
+    pthread_mutex_unlock(&c->lock);
+    table_free(old);
+    Py_RETURN_NONE;
+}
+
+/* listen(core, fd, id, port, service): relay what ``fd`` (a listening socket, duplicated:
+ * Python closes its own when it likes) accepts to ``service``. */
+static PyObject *py_listen(PyObject *self, PyObject *args) {
+    PyObject *co, *so;
+    int fd, id, port;
+    if (!PyArg_ParseTuple(args, "OiiiO", &co, &fd, &id, &port, &so)) return NULL;
+    struct core *c = get_core(co);
+    struct service *svc = PyCapsule_GetPointer(so, SERVICE);
+    if (c == NULL || svc == NULL) return NULL;
+    struct listener *l = calloc(1, sizeof *l);
+    if (l == NULL) return PyErr_NoMemory();
+    l->kind = LISTENER;
+    l->id = id;
+    l->port = port;
+    l->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    l->service = service_ref(svc);
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = l};
+    /* The loop must never block in accept: a client gone from the queue would hold it. */
+    if (l->fd < 0 || fcntl(l->fd, F_SETFL, fcntl(l->fd, F_GETFL) | O_NONBLOCK) < 0 ||
+        epoll_ctl(c->epoll, EPOLL_CTL_ADD, l->fd, &e) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        if (l->fd >= 0) close(l->fd);
+        service_unref(svc);
+        free(l);
+        return NULL;
+    }
+    pthread_mutex_lock(&c->lock);
+    l->next = c->listeners;
+    c->listeners = l;
+    pthread_mutex_unlock(&c->lock);
+    Py_RETURN_NONE;
+}
+
+/* relisten(core, id, service or None): the listener's new service (a commit moved its port),
+ * or None: it stops accepting; its connections carry on. */
+static PyObject *py_relisten(PyObject *self, PyObject *args) {
+    PyObject *co, *so;
+    int id;
+    if (!PyArg_ParseTuple(args, "OiO", &co, &id, &so)) return NULL;
+    struct core *c = get_core(co);
+    struct service *svc = so == Py_None ? NULL : PyCapsule_GetPointer(so, SERVICE);
+    if (c == NULL || (so != Py_None && svc == NULL)) return NULL;
+    pthread_mutex_lock(&c->lock);
+    for (struct listener **p = &c->listeners; *p; p = &(*p)->next) {
+        struct listener *l = *p;
+        if (l->id != id) continue;
+        if (svc != NULL) {
+            service_unref(l->service);
+            l->service = service_ref(svc);
+        } else {
+            STORE(l->gone, 1);
+            epoll_ctl(c->epoll, EPOLL_CTL_DEL, l->fd, NULL);
+            *p = l->next;
+            l->next = c->dead;  /* freed by the loop, between two waits */
+            c->dead = l;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&c->lock);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"core", py_core, METH_NOARGS, "A relay core, not started."},
+    {"start", py_start, METH_O, "Start the core's loop thread."},
+    {"stop", py_stop, METH_O, "Stop the loop thread; its connections close."},
+    {"events_fd", py_events_fd, METH_O, "The eventfd readable when events are queued."},
+    {"events", py_events, METH_O, "The queued events and how many were lost."},
+    {"server", py_server, METH_VARARGS, "A real server: (id, family, packed address, port)."},
+    {"set_server", py_set_server, METH_VARARGS, "What a server takes: (takes, weight, max)."},
+    {"counters", py_counters, METH_O, "(active, total, bytes in, bytes out)."},
+    {"service", py_service, METH_VARARGS, "A virtual service: (id)."},
+    {"set_table", py_set_table, METH_VARARGS, "A service's table, replaced whole."},
+    {"listen", py_listen, METH_VARARGS, "Relay a listening socket's clients to a service."},
+    {"relisten", py_relisten, METH_VARARGS, "A listener's new service, or None: stop."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef relay_module = {
+    PyModuleDef_HEAD_INIT, .m_name = "balancer._relay",
+    .m_doc = "The built-in engine's compiled relay core.", .m_size = -1, .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__relay(void) {
+    PyObject *module = PyModule_Create(&relay_module);
+    if (module != NULL && (PyModule_AddIntConstant(module, "VERSION", RELAY_VERSION) < 0 ||
+                           PyModule_AddIntConstant(module, "TAKES_NEW", TAKES_NEW) < 0 ||
+                           PyModule_AddIntConstant(module, "TAKES_NONE", TAKES_NONE) < 0 ||
+                           PyModule_AddIntConstant(module, "UNREACHABLE", EV_UNREACHABLE) < 0 ||
+                           PyModule_AddIntConstant(module, "REFUSED", EV_REFUSED) < 0 ||
+                           PyModule_AddIntConstant(module, "IDLE", EV_IDLE) < 0))
+        Py_CLEAR(module);
+    return module;
+}
