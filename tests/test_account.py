@@ -145,3 +145,12 @@ def test_a_directory_user_is_sent_to_the_directory(app: WebApp) -> None:
             "field": "user",
             "reason": "dora signs in with the directory: the password is changed there, not here",
         }
+    # Root on the Unix socket is no user of the WebUI: `balancer user passwd` is theirs.
+    body = {"current": "x", "password": NEW}
+    local = app.local.put(API, json=body, headers={"X-Balancer-User": "root"})
+    assert local.json()["detail"] == [
+        {
+            "field": "user",
+            "reason": "root is no user of the WebUI and the API: see balancer user passwd",
+        }
+    ]

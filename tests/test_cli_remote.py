@@ -71,7 +71,9 @@ def test_a_key_runs_the_commands_from_elsewhere_and_its_owner_is_audited(
     remote: Remote, tmp_path: Path
 ) -> None:
     box = remote.box
-    added = balancer(box, "user", "add", "ops", "--password-stdin", stdin="ops password\n")
+    added = balancer(
+        box, "user", "add", "ops", "--password-stdin", stdin="the remote one's password\n"
+    )
     assert added.returncode == 0, added.stderr
     # The fingerprint as `openssl x509 -fingerprint -sha256` prints it on the appliance.
     openssl = f"sha256 Fingerprint={remote.fingerprint}"
@@ -162,7 +164,7 @@ def test_a_revoked_key_or_a_removed_owner_is_refused_in_one_line(remote: Remote)
         "or its owner removed (HTTP 401)"
     )
 
-    balancer(box, "user", "add", "leaver", "--password-stdin", stdin="leaver password\n")
+    balancer(box, "user", "add", "leaver", "--password-stdin", stdin="soon gone, this password\n")
     env = remote.env(remote.key("leaver"), BALANCER_FINGERPRINT=remote.fingerprint)
     assert balancer(box, "user", "list", env=env).returncode == 0
     assert balancer(box, "user", "remove", "leaver").returncode == 0

@@ -34,7 +34,10 @@ async def change_password(
     the field and the reason otherwise."""
     name = caller.user
     if not is_local(access, caller):
-        reason = f"{name} signs in with the directory: the password is changed there, not here"
+        if caller.via == "session":
+            reason = f"{name} signs in with the directory: the password is changed there, not here"
+        else:  # the Unix socket's OS user, whom no user of the WebUI need be named after
+            reason = f"{name} is no user of the WebUI and the API: see balancer user passwd"
         raise Invalid([Problem("user", reason)])
     # Checked before the current password, which alone is worth guessing.
     users.check_password(new, name)
