@@ -4,7 +4,12 @@ module's tests (each test applies its own services, which replace the last test'
 The relays: the built-in engine's Python relay and its compiled core, each forced by
 ``BALANCER_RELAY`` (a forced core that cannot load is an engine fault, never a silent
 fallback), and HAProxy. The core's parameter is skipped, with the reason, while
-``balancer._relay`` does not import."""
+``balancer._relay`` does not import or the engine does not choose it yet.
+
+``make sanitize`` runs the core's parameter alone on a build of it with AddressSanitizer and
+UndefinedBehaviorSanitizer: ``BALANCER_SANITIZED`` names that build, ``SANITIZER_PRELOAD`` the
+sanitizer's runtime, which the engine process is started with (see sanitized/sitecustomize.py).
+There a core that does not run fails rather than skips."""
 
 from __future__ import annotations
 
@@ -27,9 +32,13 @@ from tests.engine.conftest import pytest_pyfunc_call as pytest_pyfunc_call
 
 __all__ = ["engine", "net", "pytest_pyfunc_call", "revisions", "runner", "tls"]
 
+SANITIZED = os.environ.get("BALANCER_SANITIZED")
+
 
 def core_missing() -> str | None:
     """Why the compiled relay core cannot run here; None if it imports."""
+    if SANITIZED:
+        return None  # the engine imports the sanitized build, and must
     try:
         importlib.import_module("balancer._relay")
     except ImportError as error:
@@ -49,6 +58,7 @@ RELAYS = [
         ),
     ),
 ]
+SAID = {"python": "relay: Python", "core": "relay: compiled core"}
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +68,31 @@ def runner() -> Iterator[asyncio.Runner]:
         yield runner
 
 
+def environment(relay: str) -> dict[str, str]:
+    """What the engine process of ``relay`` is started with, beyond this process's own."""
+    if relay == "haproxy":
+        return {}
+    if relay == "core" and SANITIZED:
+        here = str(Path(__file__).parent / "sanitized")
+        preload = os.environ["SANITIZER_PRELOAD"]
+        return {"BALANCER_RELAY": relay, "LD_PRELOAD": preload, "PYTHONPATH": here}
+    return {"BALANCER_RELAY": relay}
+
+
 @contextlib.contextmanager
-def chosen(relay: str) -> Iterator[None]:
-    """``BALANCER_RELAY`` set to ``relay`` meanwhile: the engine process started meanwhile
-    inherits it, and so does every worker it starts again later."""
-    before = os.environ.get("BALANCER_RELAY")
-    os.environ["BALANCER_RELAY"] = relay
+def started_with(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` set meanwhile: the engine process started meanwhile inherits them, and
+    so does every worker it starts again later."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
     try:
         yield
     finally:
-        if before is None:
-            del os.environ["BALANCER_RELAY"]
-        else:
-            os.environ["BALANCER_RELAY"] = before
-
-
-SAID = {"python": "relay: Python", "core": "relay: compiled core"}
+        for name, value in before.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def relay_said(data_dir: Path) -> str | None:
@@ -97,13 +116,20 @@ def engine(
     data_dir = tmp_path_factory.mktemp(relay)
     engine: Engine = HaproxyEngine(data_dir) if relay == "haproxy" else BuiltinEngine(data_dir)
     try:
-        with chosen(relay):
+        with started_with(environment(relay)):
             runner.run(asyncio.wait_for(engine.attach(), ATTACH_TIMEOUT))
         said = None if relay == "haproxy" else relay_said(data_dir)
         if said is not None:
             assert said.startswith(SAID[relay]), f"BALANCER_RELAY={relay} ran {said!r}"
         elif relay == "core":  # an engine with only the Python relay says nothing
-            pytest.skip("the built-in engine does not choose its relay yet (BALANCER_RELAY)")
+            why = "the built-in engine does not choose its relay yet (BALANCER_RELAY)"
+            if SANITIZED:
+                pytest.fail(why)
+            pytest.skip(why)
+        if relay == "core" and SANITIZED:
+            pid = runner.run(engine.status()).pid
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert SANITIZED in maps, f"the engine did not load {SANITIZED}"
         yield engine
     finally:
         runner.run(asyncio.wait_for(engine.stop(), STOP_TIMEOUT))
