@@ -44,7 +44,10 @@ def render(overview: dict[str, Any]) -> str:
         lines.append(f"! engine: {overview['engine_error']}")
     if engine is None:
         return "\n".join(lines)
-    lines.append(f"engine {engine['engine']} pid {engine['pid']}, revision {engine['revision']}")
+    relay = f", relay: {engine['relay']}" if engine.get("relay") else ""
+    lines.append(
+        f"engine {engine['engine']} pid {engine['pid']}, revision {engine['revision']}{relay}"
+    )
     lines.append("")
     lines.append(
         f"{'VIRTUAL SERVICE':24} {'IP':>18} {'PORTS':12} {'CONNS':>6} "

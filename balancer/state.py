@@ -51,6 +51,8 @@ class EngineStatus(Snapshot):
     started: float
     revision: int | None  # the revision the data plane runs; None before the first apply
     virtual_services: tuple[VirtualServiceStatus, ...] = ()
+    # The built-in engine's relay: "compiled core" or "Python (why)"; None: HAProxy's own.
+    relay: str | None = None
 
 
 class TableReplication(Snapshot):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from balancer.engines.builtin import core
 from balancer.engines.builtin.listeners import listen
 from balancer.engines.builtin.persistence import Change
 from balancer.engines.builtin.relay import ClientSide
@@ -81,10 +82,14 @@ def bind(
 
 @dataclass(slots=True)
 class Listener:
-    """One listening socket; ``service`` is swapped by a commit, the socket is kept."""
+    """One listening socket; ``service`` is swapped by a commit, the socket is kept. It is
+    served by the Python relay (``server``) or by the compiled core (``sock`` and its id in
+    the core, ``core``)."""
 
     service: RunningService
     server: asyncio.Server | None = None
+    sock: socket.socket | None = None
+    core: int | None = None
 
 
 class DataPlane:
@@ -115,6 +120,14 @@ class DataPlane:
         self.journaling = False  # the persistence tables' changes, for replication
         self._applying = asyncio.Lock()
         self._sweeper = self.loop.create_task(self._sweep())
+        # The relay: the compiled core where it runs (``core``), else the Python relay.
+        self.core: core.CoreRelay | None = None
+        self.relay: str | None = None
+        if serve:
+            module, self.relay = core.choose()
+            if module is not None:
+                self.core = core.CoreRelay(module, self.loop)
+            log.info("relay: %s", self.relay, extra={"event": "relay", "relay": self.relay})
 
     def running(self) -> dict[str, VirtualService]:
         """The configuration of every running service, by label: what a plan starts from."""
@@ -146,6 +159,8 @@ class DataPlane:
                 services[change.label].reconfigure(change, self.clock)
                 fresh[change.label] = change.rechecked
             self.services = services
+            if self.core is not None:
+                self.core.sync(services.values())
             if self.journaling:  # a table new in this revision
                 await self.journal(True)
             await self._listen(wanted, gone, bound)
@@ -166,21 +181,55 @@ class DataPlane:
         self, wanted: dict[Key, VirtualService], gone: set[Key], bound: dict[Key, socket.socket]
     ) -> None:
         for key, vs in wanted.items():
+            service = self.services[vs.label]
             listener = self.listeners.get(key)
             if listener is None:
-                listener = self.listeners[key] = Listener(self.services[vs.label])
-                listener.server = await self.loop.create_server(
-                    lambda listener=listener, port=key[1]: ClientSide(  # type: ignore[misc]
-                        listener.service, self.timeouts, port
-                    ),
-                    sock=bound[key],
-                )
-            listener.service = self.services[vs.label]
+                listener = self.listeners[key] = Listener(service)
+                await self._serve(listener, key[1], bound[key])
+            elif (listener.core is not None) != self._on_core(service):
+                # Persistence turned on or off: the socket moves to the other relay.
+                sock = self._unserve(listener)
+                listener.service = service
+                await self._serve(listener, key[1], sock)
+            elif listener.core is not None and self.core is not None:
+                self.core.relisten(listener.core, service)
+            listener.service = service
         for key in gone:
             closing = self.listeners.pop(key, None)
-            if closing is not None and closing.server is not None:
+            if closing is not None:
                 # Stops accepting; connections already relayed are separate and carry on.
-                closing.server.close()
+                self._unserve(closing).close()
+
+    def _on_core(self, service: RunningService) -> bool:
+        return self.core is not None and core.runs(service.config)
+
+    async def _serve(self, listener: Listener, port: int, sock: socket.socket) -> None:
+        if self.core is not None and self._on_core(listener.service):
+            listener.sock = sock
+            listener.core = self.core.listen(sock, port, listener.service)
+            return
+        listener.server = await self.loop.create_server(
+            lambda listener=listener: ClientSide(  # type: ignore[misc]
+                listener.service, self.timeouts, port
+            ),
+            sock=sock,
+        )
+
+    def _unserve(self, listener: Listener) -> socket.socket:
+        """Stop serving ``listener``; its socket, still listening, for the caller to close or
+        serve again."""
+        if listener.core is not None and self.core is not None:
+            self.core.relisten(listener.core, None)
+            listener.core = None
+        if listener.server is not None:
+            # The server closes its socket: a copy is kept.
+            fd = listener.server.sockets[0].fileno()
+            listener.sock = socket.socket(fileno=os.dup(fd))
+            listener.server.close()
+            listener.server = None
+        sock, listener.sock = listener.sock, None
+        assert sock is not None
+        return sock
 
     def _bind(self, keys: list[Key], wanted: dict[Key, VirtualService]) -> dict[Key, socket.socket]:
         return {key: group[0] for key, group in bind(keys, wanted, self._listen_one).items()}
@@ -229,6 +278,8 @@ class DataPlane:
             running.health = Health.UP if verdict.up else Health.DOWN
             running.reason = outcome.reason
             running.since = time.time()
+            if self.core is not None:
+                self.core.health(running)
             log.log(
                 logging.INFO if verdict.up else logging.WARNING,
                 "%s: real server %s is %s: %s",
@@ -264,6 +315,8 @@ class DataPlane:
                 running = service.servers.get(rs) if service is not None else None
                 if running is not None:
                     running.health = Health.UP if up else Health.DOWN
+                    if self.core is not None:
+                        self.core.health(running)
 
     async def _sweep(self) -> None:
         while True:
@@ -273,6 +326,8 @@ class DataPlane:
                     service.table.sweep(RENEW_AHEAD)
 
     async def status(self) -> EngineStatus:
+        if self.core is not None:
+            self.core.count(self.services.values())
         last_checks: dict[str, dict[str, tuple[str, float | None]]] = {}
         for service, monitors in self.monitors.items():
             for server, monitor in monitors.items():
@@ -286,6 +341,7 @@ class DataPlane:
             started=self.started,
             revision=self.revision,
             virtual_services=tuple(services),
+            relay=self.relay,
         )
 
     async def configuration(self) -> str:
@@ -370,9 +426,10 @@ class DataPlane:
         self._sweeper.cancel()
         self.timeouts.close()
         for listener in self.listeners.values():
-            if listener.server is not None:
-                listener.server.close()
+            self._unserve(listener).close()
         self.listeners.clear()
+        if self.core is not None:
+            self.core.close()
         for monitors in self.monitors.values():
             for monitor in monitors.values():
                 await monitor.stop()

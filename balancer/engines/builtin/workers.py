@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from balancer.engines.builtin import message
+from balancer.engines.builtin import core, message
 from balancer.engines.builtin.dataplane import ApplyError, DataPlane, Key, bind, listeners_of
 from balancer.engines.builtin.listeners import listen_group, worker_of
 from balancer.engines.builtin.persistence import Change
@@ -368,6 +368,9 @@ class Supervisor:
         self.lost: Callable[[], None] | None = None
 
     async def start(self) -> None:
+        # A forced core that cannot run stops the engine here, rather than every worker at
+        # its start, again and again.
+        core.choose()
         for worker in self.workers:
             await worker.start()
 
@@ -414,7 +417,10 @@ class Supervisor:
         replies = await self._each({"op": "status"})
         statuses = [EngineStatus.model_validate(r["status"]) for r in replies if r is not None]
         return own.model_copy(
-            update={"virtual_services": tuple(_summed(vs, statuses) for vs in own.virtual_services)}
+            update={
+                "virtual_services": tuple(_summed(vs, statuses) for vs in own.virtual_services),
+                "relay": next((s.relay for s in statuses if s.relay), None),
+            }
         )
 
     async def workers_status(self) -> list[Message]:

@@ -88,7 +88,7 @@ struct conn {
 };
 
 struct event_record {
-    int kind, service, server, error;
+    int kind, service, server, port, error;
     char client[INET6_ADDRSTRLEN];
 };
 
@@ -162,6 +162,7 @@ static void report(struct core *c, int kind, struct conn *k, struct server *s, i
         e->kind = kind;
         e->service = k->service->id;
         e->server = s ? s->id : -1;
+        e->port = s == NULL ? 0 : s->vip_port ? k->port : ntohs(((struct sockaddr_in *)&s->addr)->sin_port);
         e->error = error;
         const void *a = k->client.ss_family == AF_INET6
                             ? (const void *)&((struct sockaddr_in6 *)&k->client)->sin6_addr
@@ -506,7 +507,7 @@ static void sweep(struct core *c, int64_t now, int idle) {
     for (struct conn *k = idle ? c->conns : NULL, *next; k; k = next) {
         next = k->next;
         if (!k->connecting && k->idle_ms && now - k->seen >= k->idle_ms) {
-            report(c, EV_IDLE, k, k->server, (int)(k->idle_ms / 1000));
+            report(c, EV_IDLE, k, k->server, 0);
             finish(c, k, 0);  /* a FIN, as the Python relay and HAProxy end an idle one */
         }
     }
@@ -655,7 +656,7 @@ static PyObject *py_events_fd(PyObject *self, PyObject *arg) {
     return c ? PyLong_FromLong(c->events_fd) : NULL;
 }
 
-/* The queued events: [(kind, service, server, client, error)], and how many were lost. */
+/* The queued events: [(kind, service, server, port, client, error)], and how many were lost. */
 static PyObject *py_events(PyObject *self, PyObject *arg) {
     struct core *c = get_core(arg);
     if (c == NULL) return NULL;
@@ -670,8 +671,8 @@ static PyObject *py_events(PyObject *self, PyObject *arg) {
     pthread_mutex_unlock(&c->lock);
     PyObject *list = PyList_New(n);
     for (int i = 0; list && i < n; i++) {
-        PyObject *t = Py_BuildValue("(iiisi)", copy[i].kind, copy[i].service, copy[i].server,
-                                    copy[i].client, copy[i].error);
+        PyObject *t = Py_BuildValue("(iiiisi)", copy[i].kind, copy[i].service, copy[i].server,
+                                    copy[i].port, copy[i].client, copy[i].error);
         if (t == NULL) Py_CLEAR(list);
         else PyList_SET_ITEM(list, i, t);
     }

@@ -1,0 +1,213 @@
+"""The compiled relay core (balancer._relay) relaying for the built-in engine: chosen by
+BALANCER_RELAY, said in the status, bytes both ways and counted, the round robin's order by
+weight, states and health written into its tables, persistence left to the Python relay, and
+a choice that cannot be run refused at the engine's start. The behaviour every relay shares is
+tests/relay/'s; this is what belongs to the core alone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from balancer.engines import EngineError
+from balancer.engines.builtin import BuiltinEngine, core
+from balancer.engines.builtin.service import RunningServer
+from balancer.model import RealServer
+from tests.backends import Addresses, EchoServer, free_port
+from tests.engine import (
+    Client,
+    Revisions,
+    landing,
+    real_server,
+    server_status,
+    service_status,
+    settled,
+    virtual_service,
+    wait_for,
+)
+from tests.engine.conftest import ATTACH_TIMEOUT, STOP_TIMEOUT, net
+
+__all__ = ["net"]
+
+
+def core_missing() -> str | None:
+    try:
+        importlib.import_module("balancer._relay")
+    except ImportError as error:
+        return f"the compiled relay core does not import ({error}); `make setup` builds it"
+    return None
+
+
+pytestmark = pytest.mark.skipif(core_missing() is not None, reason=str(core_missing()))
+
+
+@contextlib.contextmanager
+def chosen(relay: str) -> Iterator[None]:
+    """BALANCER_RELAY=``relay`` for the engine process started meanwhile."""
+    before = os.environ.get(core.ENVIRONMENT)
+    os.environ[core.ENVIRONMENT] = relay
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[core.ENVIRONMENT]
+        else:
+            os.environ[core.ENVIRONMENT] = before
+
+
+def relay_said(data_dir: Path) -> list[str]:
+    """What the engine's log said about its relay."""
+    lines = (data_dir / "logs" / "engine.log").read_text().splitlines()
+    messages = [str(json.loads(line).get("message", "")) for line in lines]
+    return [message for message in messages if message.startswith("relay: ")]
+
+
+@pytest.fixture(scope="module")
+def runner() -> Iterator[asyncio.Runner]:
+    with asyncio.Runner() as runner:
+        yield runner
+
+
+@pytest.fixture(scope="module")
+def engine(
+    runner: asyncio.Runner, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BuiltinEngine]:
+    """One engine on the compiled core for the module; each test applies its own services."""
+    data_dir = tmp_path_factory.mktemp("core")
+    engine = BuiltinEngine(data_dir)
+    try:
+        with chosen("core"):
+            runner.run(asyncio.wait_for(engine.attach(), ATTACH_TIMEOUT))
+        yield engine
+    finally:
+        runner.run(asyncio.wait_for(engine.stop(), STOP_TIMEOUT))
+
+
+@pytest.fixture
+def revisions(engine: BuiltinEngine) -> Revisions:
+    return Revisions(engine)
+
+
+def test_the_round_robin_order_is_the_python_schedulers() -> None:
+    """The order the core walks is what balancing.RoundRobin picks: weights 5, 1, 1 give
+    a, a, b, a, c, a, a; weight 0 is left out."""
+    servers = [
+        RunningServer(RealServer(label=label, ip="127.0.0.1", port=1, weight=weight))
+        for label, weight in (("a", 5), ("b", 1), ("c", 1), ("d", 0))
+    ]
+    assert core.order(servers) == (0, 0, 1, 0, 2, 0, 0)
+
+
+def test_the_engine_says_it_runs_the_core_and_relays_both_ways(
+    runner: asyncio.Runner, engine: BuiltinEngine, revisions: Revisions, net: Addresses
+) -> None:
+    """The log and the status say so; bytes go both ways, counted for service and server."""
+
+    async def body() -> None:
+        assert relay_said(engine.data_dir) == ["relay: compiled core"]
+        assert (await engine.status()).relay == "compiled core"
+        async with EchoServer("A", net.ip()) as backend:
+            vip = (net.ip(), free_port(net.ip()))
+            await revisions.apply(virtual_service("web", vip, [real_server("A", backend.address)]))
+            client = await Client.open(vip)
+            try:
+                await client.roundtrip(b"x" * 100_000)
+                status = await engine.status()
+                assert service_status(status, "web").counters.active == 1
+            finally:
+                await client.close()
+
+            async def counted() -> tuple[int, int, int]:
+                counters = server_status(await engine.status(), "web", "A").counters
+                return counters.active, counters.total, counters.bytes_in
+
+            # The greeting (6 bytes) and the round trip's, each way.
+            assert await settled(counted, (0, 1, 100_006)) == (0, 1, 100_006)
+
+    runner.run(body())
+
+
+def test_round_robin_by_weight_and_the_states_python_writes(
+    runner: asyncio.Runner, engine: BuiltinEngine, revisions: Revisions, net: Addresses
+) -> None:
+    """Weights 2 and 1 share six clients 4 and 2; a drained server then gets no new client,
+    while the connection it holds goes on."""
+
+    async def body() -> None:
+        async with EchoServer("A", net.ip()) as a, EchoServer("B", net.ip()) as b:
+            vip = (net.ip(), free_port(net.ip()))
+            servers = [real_server("A", a.address, weight=2), real_server("B", b.address, weight=1)]
+            await revisions.apply(virtual_service("rr", vip, servers))
+            assert Counter([await landing(vip) for _ in range(6)]) == {"A": 4, "B": 2}
+            held = await Client.open(vip)
+            try:
+                drained = revisions.service("rr")
+                index = ["A", "B"].index(held.name)
+                drained["real_servers"][index]["state"] = "drain"
+                await revisions.apply(drained)
+                other = "B" if held.name == "A" else "A"
+                assert {await landing(vip) for _ in range(4)} == {other}
+                await held.roundtrip(b"still relayed after the drain")
+            finally:
+                await held.close()
+
+    runner.run(body())
+
+
+def test_a_service_with_persistence_runs_on_the_python_relay_and_moves_back(
+    runner: asyncio.Runner, engine: BuiltinEngine, revisions: Revisions, net: Addresses
+) -> None:
+    """Persistence is the Python relay's for now: turning it on moves the listener there
+    (the connection open meanwhile goes on), turning it off moves it back."""
+
+    async def body() -> None:
+        async with EchoServer("A", net.ip()) as backend:
+            vip = (net.ip(), free_port(net.ip()))
+            plain = virtual_service("sticky", vip, [real_server("A", backend.address)])
+            await revisions.apply(plain)
+            held = await Client.open(vip)
+            try:
+                sticky = revisions.service("sticky")
+                sticky["persistence"] = {"mode": "source_ip", "timeout": 60}
+                await revisions.apply(sticky)
+                assert await landing(vip) == "A"
+                assert await engine.persistence("sticky")  # the Python relay's table has it
+                await revisions.apply(plain)
+                assert await landing(vip) == "A"
+                await held.roundtrip(b"across both moves")
+            finally:
+                await held.close()
+
+            async def all_counted() -> bool:
+                return service_status(await engine.status(), "sticky").counters.total == 3
+
+            await wait_for(all_counted, what="both relays' connections counted")
+
+    runner.run(body())
+
+
+def test_a_relay_that_cannot_be_run_is_refused_at_the_start(
+    runner: asyncio.Runner,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """No silent fallback: BALANCER_RELAY naming no relay stops the engine, saying why."""
+
+    async def body() -> None:
+        engine = BuiltinEngine(tmp_path_factory.mktemp("bogus"))
+        with (
+            chosen("turbo"),
+            pytest.raises(EngineError, match="BALANCER_RELAY: 'turbo' is neither"),
+        ):
+            await asyncio.wait_for(engine.attach(), ATTACH_TIMEOUT)
+        with contextlib.suppress(EngineError):
+            await engine.stop()
+
+    runner.run(body())
