@@ -1,7 +1,7 @@
 """An operator changes their own password in Debian's chromium, by keyboard, on an application
 served in process: the header's Password link, a wrong current password and a weak new one
 refused with their reasons, then the change, which ends the operator's session in another
-browser and keeps this one."""
+browser and keeps this one. And the page with a refusal on it, as axe-core sees it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from balancer import users
 from balancer.roles import Role
 from tests.browser import chromium, needs_chromium, open_page, playwright, shoot
+from tests.test_totp_browser import no_serious_violation
 from tests.test_webui_keyboard import enter, follow, tab_to
 from tests.webapp import PASSWORD, Served, served
 
@@ -28,11 +29,11 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield made
 
 
-def sign_in(page: Any, app: Served, password: str = PASSWORD) -> None:
+def sign_in(page: Any, app: Served, password: str = PASSWORD, user: str = "operator") -> None:
     page.goto(app.url)
     page.wait_for_url("**/lbadmin/sign-in")
     tab_to(page, "Username")
-    page.keyboard.type("operator")
+    page.keyboard.type(user)
     page.keyboard.press("Tab")
     page.keyboard.type(password)
     enter(page, "**/lbadmin/")
@@ -81,3 +82,13 @@ def test_an_operator_changes_their_own_password_by_keyboard(app: Served) -> None
         elsewhere.wait_for_url("**/lbadmin/sign-in**")
         sign_in(elsewhere, app, NEW)
         expect(elsewhere.get_by_role("heading", name="System Overview")).to_be_visible()
+
+
+def test_axe_core_finds_nothing_serious_on_the_page(app: Served) -> None:
+    with chromium() as browser:
+        page = open_page(browser, 1024, 800, bypass_csp=True)  # axe-core is a script of its own
+        sign_in(page, app, user="loadbalancer")  # whose password no other test changes
+        page.goto(f"{app.url}account/password")
+        change(page, "not my password", NEW)
+        expect(page.get_by_role("alert")).to_contain_text("current: is not your current password")
+        no_serious_violation(page)
