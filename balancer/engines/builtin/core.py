@@ -55,8 +55,6 @@ def choose() -> tuple[ModuleType | None, str]:
         return None, f"Python ({ENVIRONMENT}=python)"
     if forced not in ("", "core"):
         raise CoreFault(f"{ENVIRONMENT}: {forced!r} is neither python nor core")
-    if not forced:
-        return None, f"Python (the compiled core runs only with {ENVIRONMENT}=core as yet)"
     try:
         module = importlib.import_module("balancer._relay")
         if module.VERSION != VERSION:

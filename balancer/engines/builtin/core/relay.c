@@ -106,6 +106,10 @@ struct core {
     struct side wake_side;
 };
 
+/* The test hook (tests/relay/test_crash.py): BALANCER_RELAY_FAULT=<port> makes the loop crash
+ * as it accepts a client on that port, as a fault in the core would; 0, inert, unless set. */
+static int fault_port;
+
 static int64_t now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -462,6 +466,7 @@ static void accept_on(struct core *c, struct listener *l, int64_t now) {
         socklen_t len = sizeof from;
         int fd = accept4(l->fd, (struct sockaddr *)&from, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) return;  /* none left, or out of descriptors: the queue waits */
+        if (fault_port && l->port == fault_port) abort();
         struct conn *k = calloc(1, sizeof *k);
         if (k == NULL) {
             close(fd);
@@ -899,13 +904,16 @@ static struct PyModuleDef relay_module = {
 };
 
 PyMODINIT_FUNC PyInit__relay(void) {
+    const char *fault = getenv("BALANCER_RELAY_FAULT");
+    fault_port = fault ? atoi(fault) : 0;
     PyObject *module = PyModule_Create(&relay_module);
     if (module != NULL && (PyModule_AddIntConstant(module, "VERSION", RELAY_VERSION) < 0 ||
                            PyModule_AddIntConstant(module, "TAKES_NEW", TAKES_NEW) < 0 ||
                            PyModule_AddIntConstant(module, "TAKES_NONE", TAKES_NONE) < 0 ||
                            PyModule_AddIntConstant(module, "UNREACHABLE", EV_UNREACHABLE) < 0 ||
                            PyModule_AddIntConstant(module, "REFUSED", EV_REFUSED) < 0 ||
-                           PyModule_AddIntConstant(module, "IDLE", EV_IDLE) < 0))
+                           PyModule_AddIntConstant(module, "IDLE", EV_IDLE) < 0 ||
+                           PyModule_AddIntConstant(module, "FAULT", fault_port) < 0))
         Py_CLEAR(module);
     return module;
 }
