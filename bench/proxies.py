@@ -6,6 +6,7 @@ from this process while this process's affinity is those cores (children inherit
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import os
 from dataclasses import dataclass, field
@@ -70,15 +71,23 @@ class Proxy:
     tuning: tuple[str, ...] = ()  # lines added to haproxy.cfg's global section
     revision: int = 0
     pinned: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)  # what its processes inherit
 
     async def start(self) -> None:
         before = os.sched_getaffinity(0)
+        variables = {name: os.environ.get(name) for name in self.environment}
         if self.cores is not None:
             os.sched_setaffinity(0, self.cores)
+        os.environ.update(self.environment)
         try:
             await asyncio.wait_for(self.engine.attach(), START_TIMEOUT)
         finally:
             os.sched_setaffinity(0, before)
+            for name, value in variables.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
 
     async def apply(self, config: Config) -> None:
         self.revision += 1
@@ -131,15 +140,29 @@ class Proxy:
         return found
 
 
-def builtin(directory: Path, vip: str, cores: set[int] | None, workers: int = 1) -> Proxy | None:
-    """The built-in engine; None when ``workers`` is asked of an engine that has none yet."""
+def core_imports() -> bool:
+    """Whether the built-in engine's compiled relay core is built here (``make setup``)."""
+    try:
+        importlib.import_module("balancer._relay")
+    except ImportError:
+        return False
+    return True
+
+
+def builtin(
+    directory: Path, vip: str, cores: set[int] | None, workers: int = 1, relay: str | None = None
+) -> Proxy | None:
+    """The built-in engine, on the relay ``relay`` forces (``BALANCER_RELAY``: python or core;
+    None: the engine's own choice); None when ``workers`` is asked of an engine that has none
+    yet. The Python relay's numbers go to a column of their own."""
     if workers == 1:
         engine = BuiltinEngine(directory)
     elif builtin_takes_workers():
         engine = BuiltinEngine(directory, workers=workers)  # type: ignore[call-arg,unused-ignore]
     else:
         return None
-    return Proxy("builtin", engine, vip, cores)
+    column = "builtin-python" if relay == "python" else "builtin"
+    return Proxy(column, engine, vip, cores, environment={"BALANCER_RELAY": relay} if relay else {})
 
 
 def haproxy(

@@ -24,6 +24,9 @@ def _title(key: str) -> tuple[str, str]:
         return f"new connections, {size} at once, 2 workers / nbthread 2", CONN_S
     if kind == "connect":
         return f"new connections, {size} at once{suffix}", CONN_S
+    if kind == "cpuconn":
+        two = ", 2 workers / nbthread 2" if variant == "2cores" else ""
+        return f"the proxy's CPU per new connection, {size} at once{suffix}{two}", US
     if base == "serial":
         return f"one connection at a time{suffix}", US
     if base in ("p50_serial", "p99_serial"):
@@ -37,7 +40,7 @@ def _title(key: str) -> tuple[str, str]:
     raise ValueError(f"no title for metric {key!r}")
 
 
-ORDER = ("bulk", "connect", "p50_serial", "p99_serial", "added_p50", "added_p99", "idle")
+ORDER = ("bulk", "connect", "cpuconn", "p50_serial", "p99_serial", "added_p50", "added_p99", "idle")
 
 
 def _rank(key: str) -> tuple[str, int, int]:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 COLUMNS = {
     "direct": "direct",
     "builtin": "built-in",
+    "builtin-python": "built-in, Python relay",
     "haproxy": "HAProxy",
     "haproxy-64k": "HAProxy bufsize 64k",
 }
@@ -105,6 +106,11 @@ def _bulk_targets(streams: int) -> tuple[Target, Target]:
     )
 
 
+def _python_target(streams: int) -> Target:
+    what = f"bulk, {streams} stream{'s' if streams > 1 else ''}, vs the Python relay"
+    return Target(f"bulk_{streams}", what, versus="builtin-python", at_least=1.0)
+
+
 TARGETS = (
     *_bulk_targets(1),
     *_bulk_targets(8),
@@ -113,6 +119,9 @@ TARGETS = (
     Target("added_p99", "added p99 latency, one at a time", at_most=1.5),
     Target("idle_memory", "memory per idle connection", at_most=0.7),
     Target("idle_cpu", "CPU per small message, idle connections", at_most=1.2),
+    # Issue 16: the compiled core ("built-in") against the Python relay and HAProxy nbthread 2.
+    *(_python_target(streams) for streams in (1, 8, 64)),
+    Target("connect_50__2cores", "new conn/s, 2 workers vs nbthread 2", at_least=1.0),
 )
 
 

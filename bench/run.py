@@ -190,6 +190,9 @@ class Bench:
         self.appendix: list[str] = []  # where the time goes, in Markdown
         self.profiled: dict[str, Any] = {}  # and its figures, for the JSON
         self.scaled: scale.Scale | None = None
+        # The compiled core where it is built (issue 16), beside the Python relay's own column;
+        # None: the engine's choice, its Python relay alone.
+        self.relay = "core" if proxies.core_imports() else None
 
     def config(self, vip: str, persistence: bool = True) -> Config:
         return proxies.configuration(vip, (self.sink, self.echo), SERVERS, persistence)
@@ -199,16 +202,18 @@ class Bench:
     async def steady(self) -> None:
         wanted, d, tools = set(self.settings.scenarios), self.settings.duration, self.tools
         work, core, both = self.work, self.proxy_core, self.both
-        vip = [f"{VIPS}{10 + i}" for i in range(5)]
-        builtin = proxies.builtin(work / "builtin", vip[0], core)
+        vip = [f"{VIPS}{10 + i}" for i in range(6)]
+        relay = self.relay
+        builtin = proxies.builtin(work / "builtin", vip[0], core, relay=relay)
         haproxy = proxies.haproxy("haproxy", work / "haproxy", vip[1], core)
         big = proxies.haproxy("haproxy-64k", work / "64k", vip[2], core, proxies.BUFSIZE_64K)
-        builtin2 = proxies.builtin(work / "builtin2", vip[3], both, workers=2)
+        builtin2 = proxies.builtin(work / "builtin2", vip[3], both, workers=2, relay=relay)
         haproxy2 = proxies.haproxy("haproxy", work / "haproxy2", vip[4], both, proxies.NBTHREAD_2)
+        python = proxies.builtin(work / "python", vip[5], core, relay="python") if relay else None
         assert builtin is not None  # one worker is always there
         if builtin2 is None:
             self.notes["connect_50__2cores"] = "built-in: workers not available yet"
-        running = [p for p in (builtin, haproxy, big, builtin2, haproxy2) if p is not None]
+        running = [p for p in (builtin, haproxy, big, builtin2, haproxy2, python) if p]
         try:
             for proxy in running:
                 await proxy.start()
@@ -216,6 +221,8 @@ class Bench:
                 name = proxy.column + ("-2cores" if proxy.cores == both else "")
                 self.pinning[name] = proxy.pinned
             one_core = [Entry("direct", None), Entry("builtin", builtin), Entry("haproxy", haproxy)]
+            if python is not None:
+                one_core.append(Entry(python.column, python))
             if "bulk" in wanted:
                 for streams in (1, 8, 64):
                     print(f"bulk, {streams} stream(s)", flush=True)
@@ -233,8 +240,9 @@ class Bench:
                 await self.rounds("serial", one_core, self.echo, connect(tools, 1, d))
             if wanted & {"connect", "serial"}:
                 print("persistence off", flush=True)
-                for proxy in (builtin, haproxy):
-                    await proxy.apply(self.config(proxy.vip, persistence=False))
+                for entry in one_core:
+                    if entry.proxy is not None:
+                        await entry.proxy.apply(self.config(entry.proxy.vip, persistence=False))
                 off = [Entry(e.column, e.proxy, "nopersist") for e in one_core]
                 if "connect" in wanted:
                     await self.rounds("connect_50", off, self.echo, connect(tools, 50, d))
@@ -251,16 +259,19 @@ class Bench:
         """Each round starts each proxy afresh: memory a process once took is not given back,
         so a second round on the same process would measure less than the first."""
         print(f"{conns:,} idle connections", flush=True)
-        columns = ["builtin", "haproxy"]
+        columns = ["builtin", "haproxy"] + (["builtin-python"] if self.relay else [])
         for round_ in range(self.settings.rounds):
-            turn = round_ % 2
+            turn = round_ % len(columns)
             for column in columns[turn:] + columns[:turn]:
                 directory = self.work / f"idle-{round_}-{column}"
                 proxy = (
-                    proxies.builtin(directory, VIPS + "20", self.proxy_core)
-                    if column == "builtin"
-                    else proxies.haproxy(column, directory, VIPS + "21", self.proxy_core)
-                )
+                    proxies.haproxy(column, directory, VIPS + "21", self.proxy_core)
+                    if column == "haproxy"
+                    else proxies.builtin(
+                        directory, VIPS + "20", self.proxy_core,
+                        relay="python" if column == "builtin-python" else self.relay,
+                    )
+                )  # fmt: skip
                 assert proxy is not None
                 outcome = await self.idle_once(proxy, conns)
                 self.keep("idle", round_, Entry(column, proxy), outcome, None)
@@ -315,7 +326,9 @@ class Bench:
         self, chosen: list[tuple[profile.Scenario, list[Verdict]]], shown: profile.Shown
     ) -> list[str]:
         use_perf = profile.perf_usable()
-        builtin = proxies.builtin(self.work / "profile-builtin", VIPS + "22", self.proxy_core)
+        builtin = proxies.builtin(
+            self.work / "profile-builtin", VIPS + "22", self.proxy_core, relay=self.relay
+        )
         haproxy = proxies.haproxy("haproxy", self.work / "profile-haproxy", VIPS + "23",
                                   self.proxy_core)  # fmt: skip
         assert builtin is not None
@@ -370,8 +383,12 @@ class Bench:
             outcome = await run(f"{ip}:{port}")
         except (BenchError, EngineError) as error:
             outcome = Outcome({}, [f"did not run: {error}"])
-        wall = time.monotonic() - start
-        busy = (procfs.cpu_seconds(pids) - cpu) / wall * 100 if pids else None
+        wall, spent = time.monotonic() - start, procfs.cpu_seconds(pids) - cpu
+        busy = spent / wall * 100 if pids else None
+        counted = outcome.raw.get("counted")
+        if name.startswith("connect_") and pids and counted:
+            # Beside the rate, which the generator may limit: what each connection cost.
+            outcome.values[f"cpuconn_{name.partition('_')[2]}"] = spent / counted * 1e6
         after = procfs.cpu_times()
         suffix = f"__{entry.variant}" if entry.variant else ""
         watched = [(LOAD_CORE, "load", self.load_core)]
