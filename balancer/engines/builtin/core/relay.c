@@ -37,6 +37,7 @@
 #define MAX_TRIED 17         /* retries (at most 16) and the fallback */
 #define CONNECTING_TICK 50  /* ms: connect timeouts take effect up to this late */
 #define IDLE_TICK 1000      /* ms: idle timeouts, this late */
+#define FULL_PAUSE 250      /* ms a listener rests when the process is out of descriptors */
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
@@ -55,7 +56,7 @@ static const int KEEPALIVE[][3] = {
 
 struct listener {
     enum kind kind;          /* first: what an epoll event points at */
-    int fd, id, port, gone;
+    int fd, id, port, gone, paused;
     struct service *service; /* under the core's lock */
     struct listener *next;
 };
@@ -99,6 +100,7 @@ struct core {
     struct listener *listeners, *dead;
     struct conn *conns, *connecting;
     struct conn *graveyard;          /* finished in this wakeup; freed after its last event */
+    int64_t resume;                  /* when paused listeners are watched again; 0: none is */
     char **pool;
     int pooled;
     struct event_record *events;
@@ -465,7 +467,15 @@ static void accept_on(struct core *c, struct listener *l, int64_t now) {
         struct sockaddr_storage from;
         socklen_t len = sizeof from;
         int fd = accept4(l->fd, (struct sockaddr *)&from, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) return;  /* none left, or out of descriptors: the queue waits */
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                       errno == ENOMEM)) {
+            /* Out of descriptors or memory: the listener, still readable, would wake the loop
+             * at once again and again; it rests instead, its clients waiting in the queue. */
+            epoll_ctl(c->epoll, EPOLL_CTL_DEL, l->fd, NULL);
+            l->paused = 1;
+            c->resume = now + FULL_PAUSE;
+        }
+        if (fd < 0) return;
         if (fault_port && l->port == fault_port) abort();
         struct conn *k = calloc(1, sizeof *k);
         if (k == NULL) {
@@ -536,7 +546,8 @@ static void *loop(void *arg) {
             free(dead);
             dead = next;
         }
-        int n = epoll_wait(c->epoll, events, 256, c->connecting ? CONNECTING_TICK : IDLE_TICK);
+        int wait = c->connecting || c->resume ? CONNECTING_TICK : IDLE_TICK;
+        int n = epoll_wait(c->epoll, events, 256, wait);
         int64_t now = now_ms();
         for (int i = 0; i < n; i++) {
             enum kind *kind = events[i].data.ptr;
@@ -549,6 +560,15 @@ static void *loop(void *arg) {
                 uint64_t value;
                 (void)!read(c->wake, &value, sizeof value);
             }
+        }
+        if (c->resume && now >= c->resume) {
+            c->resume = 0;
+            pthread_mutex_lock(&c->lock);  /* Python may be closing one meanwhile */
+            for (struct listener *l = c->listeners; l; l = l->next) {
+                struct epoll_event e = {.events = EPOLLIN, .data.ptr = l};
+                if (l->paused && !epoll_ctl(c->epoll, EPOLL_CTL_ADD, l->fd, &e)) l->paused = 0;
+            }
+            pthread_mutex_unlock(&c->lock);
         }
         int idle = now >= next_idle;
         if (idle) next_idle = now + IDLE_TICK;
