@@ -164,7 +164,7 @@ async def test_a_server_never_reached_is_redispatched_one_that_never_answers_tim
             # Round robin sends one of the two to the hole first.
             assert [await landing(vip) for _ in range(2)] == ["B", "B"]
     async with Silent("C", net.ip()) as silent:
-        idle = 3
+        idle = 4
         vip = await serve(revisions, net, silent.address, connect_timeout=0.5,
                           client_timeout=idle, server_timeout=idle)  # fmt: skip
         async with asyncio.timeout(IO_TIMEOUT):
@@ -172,7 +172,7 @@ async def test_a_server_never_reached_is_redispatched_one_that_never_answers_tim
         try:
             writer.write(b"hello\n")
             await wait_for(lambda: silent.received == 6, what="the silent server got hello")
-            await asyncio.sleep(1.0)  # twice the connect timeout, a third of the idle one
+            await asyncio.sleep(1.0)  # twice the connect timeout, a quarter of the idle one
             writer.write(b"again\n")
             await wait_for(lambda: silent.received == 12, what="it is still connected")
             async with asyncio.timeout(idle + IO_TIMEOUT):
