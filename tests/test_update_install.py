@@ -111,7 +111,7 @@ def _dependencies(wheel: Path) -> list[metadata.Distribution]:
 
 
 def _build_balancer(version: str, work: Path) -> Path:
-    """This checkout's wheel as `make release` builds it (uv build: hatchling), as ``version``."""
+    """This checkout's wheel as `make release` builds it (uv build: setuptools), as ``version``."""
     source = work / f"source-{version}"
     shutil.copytree(ROOT / "balancer", source / "balancer",
                     ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
