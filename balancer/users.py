@@ -81,7 +81,7 @@ def weak(password: str, user: str) -> str | None:
     """Why ``password`` is too weak for ``user``, or None if it is not."""
     lowered = password.lower()
     if len(password) < STRONG_LENGTH:
-        return f"is {len(password)} characters long; at least {STRONG_LENGTH} are needed"
+        return f"must be at least {STRONG_LENGTH} characters long"
     if len(password) > PASSWORD_MAX_LENGTH:
         return f"is longer than {PASSWORD_MAX_LENGTH} characters"
     if len(user) >= _NAME_IN_PASSWORD and user.lower() in lowered:

@@ -57,7 +57,7 @@ def test_an_operator_changes_their_own_password_and_their_other_session_ends(
     said = change(app.network, csrf, PASSWORD, "Operator-on-call-7")
     assert "<code>password</code>: contains the user&#39;s name, operator" in said
     said = change(app.network, csrf, PASSWORD, "short one")
-    assert "<code>password</code>: is 9 characters long; at least 12 are needed" in said
+    assert "<code>password</code>: must be at least 12 characters long" in said
     said = change(app.network, csrf, PASSWORD, NEW, NEW + "!")
     assert "<code>repeat</code>: is not the same as the new password" in said
     assert users.verify(app.store, "operator", PASSWORD) is not None  # nothing changed

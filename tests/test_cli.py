@@ -91,7 +91,7 @@ def test_user_commands_refuse_bad_input_in_one_line_and_change_nothing(tmp_path:
         short = balancer(box, "user", "add", "shorty", "--password-stdin", stdin="short\n")
         assert (short.returncode, short.stderr) == (
             1,
-            "error: password: is 5 characters long; at least 12 are needed\n",
+            "error: password: must be at least 12 characters long\n",
         )
         last = balancer(box, "user", "remove", "loadbalancer")
         assert last.returncode == 1

@@ -148,7 +148,7 @@ def test_generated_passwords_differ() -> None:
             "p4ssw0rd!!2026",
             "is a common password (p4ssw0rd, with digits or signs around it)",
         ),
-        ("bob", "eleven char", "is 11 characters long; at least 12 are needed"),
+        ("bob", "eleven char", "must be at least 12 characters long"),
         ("bob", "abababababab", "has fewer than 5 different characters"),
         # A name this short is inside too many good passwords to refuse them for it.
         ("al", "totally alright", None),
@@ -218,7 +218,7 @@ def test_balancer_init_sets_the_password_or_makes_one(tmp_path: Path) -> None:
 
     short = balancer_init(data_dir, "short\n", "--password-stdin")
     assert short.returncode == 1
-    assert short.stderr == "error: password: is 5 characters long; at least 12 are needed\n"
+    assert short.stderr == "error: password: must be at least 12 characters long\n"
 
 
 def test_the_users_version_grows_with_each_change_and_survives_reopening(tmp_path: Path) -> None:
