@@ -31,7 +31,6 @@ from tests.engine import (
     service_status,
     settled,
     virtual_service,
-    wait_for,
 )
 from tests.engine.conftest import ATTACH_TIMEOUT, STOP_TIMEOUT, net
 
@@ -162,34 +161,36 @@ def test_round_robin_by_weight_and_the_states_python_writes(
     runner.run(body())
 
 
-def test_a_service_with_persistence_runs_on_the_python_relay_and_moves_back(
+def test_persistence_in_the_core_mirrored_in_the_table_python_lists(
     runner: asyncio.Runner, engine: BuiltinEngine, revisions: Revisions, net: Addresses
 ) -> None:
-    """Persistence is the Python relay's for now: turning it on moves the listener there
-    (the connection open meanwhile goes on), turning it off moves it back."""
+    """A client comes back to its server; the persistence list (Python's table, fed by the
+    core's reports) shows it; a drained server keeps its stuck client but takes no new one;
+    the operator's clear empties the core's table too, so the client is balanced afresh."""
 
     async def body() -> None:
-        async with EchoServer("A", net.ip()) as backend:
+        async with EchoServer("A", net.ip()) as a, EchoServer("B", net.ip()) as b:
             vip = (net.ip(), free_port(net.ip()))
-            plain = virtual_service("sticky", vip, [real_server("A", backend.address)])
-            await revisions.apply(plain)
-            held = await Client.open(vip)
-            try:
-                sticky = revisions.service("sticky")
-                sticky["persistence"] = {"mode": "source_ip", "timeout": 60}
-                await revisions.apply(sticky)
-                assert await landing(vip) == "A"
-                assert await engine.persistence("sticky")  # the Python relay's table has it
-                await revisions.apply(plain)
-                assert await landing(vip) == "A"
-                await held.roundtrip(b"across both moves")
-            finally:
-                await held.close()
+            servers = [real_server("A", a.address), real_server("B", b.address)]
+            sticky = {"mode": "source_ip", "timeout": 600}
+            await revisions.apply(virtual_service("sticky", vip, servers, persistence=sticky))
+            client, other = net.ip(), net.ip()
+            first = await landing(vip, client)
+            assert {await landing(vip, client) for _ in range(4)} == {first}
 
-            async def all_counted() -> bool:
-                return service_status(await engine.status(), "sticky").counters.total == 3
+            async def listed() -> list[tuple[str, str]]:
+                entries = await engine.persistence("sticky")
+                return sorted((e["client"], e["server"]) for e in entries)
 
-            await wait_for(all_counted, what="both relays' connections counted")
+            assert await settled(listed, [(client, first)]) == [(client, first)]
+            drained = revisions.service("sticky")
+            drained["real_servers"][["A", "B"].index(first)]["state"] = "drain"
+            await revisions.apply(drained)
+            rest = "B" if first == "A" else "A"
+            assert await landing(vip, client) == first
+            assert await landing(vip, other) == rest
+            assert await engine.clear_persistence("sticky") == 2
+            assert await landing(vip, client) == rest
 
     runner.run(body())
 

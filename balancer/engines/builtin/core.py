@@ -11,8 +11,12 @@ process's asyncio loop reads; its counters are read when status is asked.
 
 Which relay runs: the core when it imports and passes its self-test, else the Python relay
 (``relay``); ``BALANCER_RELAY=python|core`` forces one, and a forced core that cannot run is a
-fault of the engine, never a silent fallback. A service with persistence runs on the Python
-relay for now: the core has no persistence table yet.
+fault of the engine, never a silent fallback.
+
+Source-IP persistence: the core keeps its own table for the hot path and reports each use
+(stick, hold, release), which Python applies to the service's ``StickTable`` exactly as the
+Python relay would; that table stays the one that is listed, journaled and replicated, and
+what only Python learns (the peer's entries, a clear) is written into the core's.
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ from types import ModuleType
 from typing import Any
 
 from balancer.engines.builtin.balancing import RoundRobin
-from balancer.engines.builtin.service import ONLINE, RunningServer, RunningService
-from balancer.model import PersistenceMode, VirtualService
+from balancer.engines.builtin.service import DRAIN, ONLINE, RunningServer, RunningService
+from balancer.model import PersistenceMode
 from balancer.state import Health
 
 log = logging.getLogger("balancer.engine")
 
+NONE = PersistenceMode.NONE
 VERSION = 1  # the C side's RELAY_VERSION this module speaks to
 ENVIRONMENT = "BALANCER_RELAY"
 # The round-robin order is this long at most: weights summing to more are scaled down to it.
@@ -80,7 +85,7 @@ def self_test(module: Any) -> None:
         server = module.server(0, socket.AF_INET, socket.inet_aton("127.0.0.1"),
                                backend.getsockname()[1])  # fmt: skip
         module.set_server(server, module.TAKES_NEW, 1, 0)
-        module.set_table(core, service, (server,), (0,), False, None, 1, 2000, 5000)
+        module.set_table(core, service, (server,), (0,), False, None, 1, 2000, 5000, 0)
         module.listen(core, front.fileno(), 0, front.getsockname()[1], service)
         module.start(core)
         stack.callback(module.stop, core)
@@ -93,11 +98,6 @@ def self_test(module: Any) -> None:
         assert accepted.recv(4) == b"ping", "the client's bytes did not reach the server"
         accepted.sendall(b"pong")
         assert client.recv(4) == b"pong", "the server's bytes did not reach the client"
-
-
-def runs(vs: VirtualService) -> bool:
-    """Whether the core relays ``vs``: not yet one with persistence."""
-    return vs.persistence.mode is PersistenceMode.NONE
 
 
 @dataclass(slots=True)
@@ -163,10 +163,14 @@ class CoreRelay:
         return counted.handle
 
     def _takes(self, server: RunningServer, handle: Any) -> None:
-        config = server.config
-        takes = config.state is ONLINE and config.weight > 0 and server.health is Health.UP
-        taking = self.module.TAKES_NEW if takes else self.module.TAKES_NONE
-        self.module.set_server(handle, taking, config.weight, config.max_connections)
+        """As ``RunningServer.takes_new`` and ``takes_persistent`` say, but for the room left,
+        which the core counts itself."""
+        config, module = server.config, self.module
+        taking = module.TAKES_NONE
+        if server.health is Health.UP and config.state in (ONLINE, DRAIN):
+            new = config.state is ONLINE and config.weight > 0
+            taking = module.TAKES_NEW if new else module.TAKES_STUCK
+        module.set_server(handle, taking, config.weight, config.max_connections)
 
     def health(self, server: RunningServer) -> None:
         """``server``'s health has changed: whether it takes new clients, at once."""
@@ -196,6 +200,7 @@ class CoreRelay:
 
     def _table(self, service: RunningService) -> None:
         config = service.config
+        persistence = config.persistence
         servers = list(service.servers.values())
         handles = tuple(self._server(service, server) for server in servers)
         fallback = service.fallback
@@ -213,6 +218,7 @@ class CoreRelay:
             config.retries,
             round(config.connect_timeout * 1000),
             round(min(config.client_timeout, config.server_timeout) * 1000),
+            round(persistence.timeout * 1000) if persistence.mode is not NONE else 0,
         )
 
     def count(self, services: Iterable[RunningService]) -> None:
@@ -233,6 +239,21 @@ class CoreRelay:
         for kind, service_id, server_id, port, client, error in events:
             service, label = self._by_id.get(service_id, (None, "?"))
             server = self._by_id.get(server_id, (None, ""))[0]
+            table = service.table if isinstance(service, RunningService) else None
+            if table is not None and isinstance(server, RunningServer):
+                # The core's persistence table, mirrored into the one that lists, journals
+                # and replicates it, as the Python relay's choose/connected/finished do.
+                if kind == self.module.STICK:
+                    table.stick(client, server.label)
+                    continue
+                if kind == self.module.HOLD:
+                    table.hold(client)
+                    continue
+                if kind == self.module.RELEASE:
+                    assert isinstance(service, RunningService)
+                    known = server.label in service.servers
+                    table.release(client, server.label if known else None)
+                    continue
             if kind == self.module.UNREACHABLE and isinstance(server, RunningServer):
                 why = "connect timeout" if error == errno.ETIMEDOUT else os.strerror(error)
                 log.info(
@@ -247,6 +268,29 @@ class CoreRelay:
                 log.info("%s: %s idle for %ss, closed", label, client, interval)
         if lost:
             log.info("the relay core had %s more events than it keeps; not logged", lost)
+
+    def expire(self, service: RunningService) -> None:
+        """Drop the core's entries of ``service`` that have expired (it looks at their age on
+        the hot path; this bounds their number)."""
+        counted = self._services.get(service)
+        persistence = service.config.persistence
+        if counted is not None and persistence.mode is not NONE:
+            timeout = round(persistence.timeout * 1000)
+            self.module.expire(self.core, counted.handle, timeout)
+
+    def learn(self, service: RunningService, client: str, server: str, age: float) -> None:
+        """The peer's entry, which ``service``'s table took."""
+        counted, running = self._services.get(service), service.servers.get(server)
+        handle = self._servers.get(running) if running is not None else None
+        if counted is not None and handle is not None:
+            packed = socket.inet_pton(socket.AF_INET6 if ":" in client else socket.AF_INET, client)
+            self.module.learn(self.core, counted.handle, packed, handle.handle, round(age * 1000))
+
+    def forget(self, service: RunningService, age: float) -> None:
+        """Drop ``service``'s entries used before ``age`` seconds ago (0: all)."""
+        counted = self._services.get(service)
+        if counted is not None:
+            self.module.forget(self.core, counted.handle, round(age * 1000))
 
     def close(self) -> None:
         """Stop the loop thread; the connections it relays close with it."""

@@ -186,25 +186,16 @@ class DataPlane:
             if listener is None:
                 listener = self.listeners[key] = Listener(service)
                 await self._serve(listener, key[1], bound[key])
-            elif (listener.core is not None) != self._on_core(service):
-                # Persistence turned on or off: the socket moves to the other relay.
-                sock = self._unserve(listener)
-                listener.service = service
-                await self._serve(listener, key[1], sock)
             elif listener.core is not None and self.core is not None:
                 self.core.relisten(listener.core, service)
             listener.service = service
         for key in gone:
             closing = self.listeners.pop(key, None)
             if closing is not None:
-                # Stops accepting; connections already relayed are separate and carry on.
-                self._unserve(closing).close()
-
-    def _on_core(self, service: RunningService) -> bool:
-        return self.core is not None and core.runs(service.config)
+                self._unserve(closing)
 
     async def _serve(self, listener: Listener, port: int, sock: socket.socket) -> None:
-        if self.core is not None and self._on_core(listener.service):
+        if self.core is not None:
             listener.sock = sock
             listener.core = self.core.listen(sock, port, listener.service)
             return
@@ -215,21 +206,14 @@ class DataPlane:
             sock=sock,
         )
 
-    def _unserve(self, listener: Listener) -> socket.socket:
-        """Stop serving ``listener``; its socket, still listening, for the caller to close or
-        serve again."""
+    def _unserve(self, listener: Listener) -> None:
+        """Stop accepting on ``listener``; connections already relayed carry on."""
         if listener.core is not None and self.core is not None:
             self.core.relisten(listener.core, None)
-            listener.core = None
+        if listener.sock is not None:
+            listener.sock.close()
         if listener.server is not None:
-            # The server closes its socket: a copy is kept.
-            fd = listener.server.sockets[0].fileno()
-            listener.sock = socket.socket(fileno=os.dup(fd))
             listener.server.close()
-            listener.server = None
-        sock, listener.sock = listener.sock, None
-        assert sock is not None
-        return sock
 
     def _bind(self, keys: list[Key], wanted: dict[Key, VirtualService]) -> dict[Key, socket.socket]:
         return {key: group[0] for key, group in bind(keys, wanted, self._listen_one).items()}
@@ -324,6 +308,8 @@ class DataPlane:
             for service in self.services.values():
                 if service.table is not None:
                     service.table.sweep(RENEW_AHEAD)
+                    if self.core is not None:
+                        self.core.expire(service)
 
     async def status(self) -> EngineStatus:
         if self.core is not None:
@@ -358,8 +344,12 @@ class DataPlane:
         ]
 
     async def clear_persistence(self, service: str) -> int:
-        table = self.service(service).table
-        return table.forget() if table is not None else 0
+        running = self.service(service)
+        if running.table is None:
+            return 0
+        if self.core is not None:
+            self.core.forget(running, 0.0)
+        return running.table.forget()
 
     # --- persistence replication: the tables as ``replication.Tables`` ---
 
@@ -395,10 +385,13 @@ class DataPlane:
                 refused += 1
             elif client is None:
                 table.clear(age, journaled=False)
+                if self.core is not None:
+                    self.core.forget(service, age)
             elif server is None:
                 table.unlearn(client, age)
             elif server in service.servers:
-                table.learn(client, server, age)
+                if table.learn(client, server, age) and self.core is not None:
+                    self.core.learn(service, client, server, age)
             else:  # the peer runs a server this node does not: the entry would mislead
                 refused += 1
         if refused:
@@ -426,7 +419,7 @@ class DataPlane:
         self._sweeper.cancel()
         self.timeouts.close()
         for listener in self.listeners.values():
-            self._unserve(listener).close()
+            self._unserve(listener)
         self.listeners.clear()
         if self.core is not None:
             self.core.close()

@@ -33,7 +33,7 @@
 #define BUFFER_SIZE (64 * 1024)
 #define POOL_KEEP 256       /* free buffers kept for the next burst; the rest go back */
 #define ACCEPTS 64          /* per wakeup, so one busy listener does not starve the others */
-#define EVENTS_KEPT 4096    /* events Python has not read yet; more are counted, not kept */
+#define EVENTS_KEPT 262144  /* events Python has not read yet; more are counted, not kept */
 #define MAX_TRIED 17         /* retries (at most 16) and the fallback */
 #define CONNECTING_TICK 50  /* ms: connect timeouts take effect up to this late */
 #define IDLE_TICK 1000      /* ms: idle timeouts, this late */
@@ -44,7 +44,8 @@
 #define ADD(x, v) __atomic_store_n(&(x), LOAD(x) + (v), __ATOMIC_RELAXED) /* one writer */
 
 enum kind { LISTENER, SIDE, WAKE };
-enum event { EV_UNREACHABLE = 1, EV_REFUSED = 2, EV_IDLE = 3 };
+enum event { EV_UNREACHABLE = 1, EV_REFUSED = 2, EV_IDLE = 3, EV_STICK = 4, EV_HOLD = 5,
+             EV_RELEASE = 6 };
 
 /* Long idle RDP sessions need keepalive (relay.KEEPALIVE, which the listeners set already). */
 static const int KEEPALIVE[][3] = {
@@ -82,6 +83,8 @@ struct conn {
     struct server *server;   /* being connected to or relayed to; NULL before */
     struct server *tried[MAX_TRIED];
     int ntried, connecting, port, dead;
+    int stuck, held, persist;        /* persistence: what Python must hear of this client */
+    struct server *fallback;         /* the table's when chosen: never stuck to */
     int64_t deadline, seen, idle_ms, connect_ms;
     struct sockaddr_storage client;
     struct conn *prev, *next;        /* every connection, for the idle sweep */
@@ -104,7 +107,7 @@ struct core {
     char **pool;
     int pooled;
     struct event_record *events;
-    int nevents, lost_events;
+    int nevents, room, lost_events;
     struct side wake_side;
 };
 
@@ -129,6 +132,99 @@ static struct server *server_ref(struct server *s) {
     return s;
 }
 
+/* --- the persistence table, under the core's lock ------------------------------------------- */
+
+static void client_key(const struct sockaddr_storage *a, unsigned char key[16]) {
+    if (a->ss_family == AF_INET6) {
+        memcpy(key, &((const struct sockaddr_in6 *)a)->sin6_addr, 16);
+    } else {
+        memset(key, 0, 10);
+        key[10] = key[11] = 0xff;
+        memcpy(key + 12, &((const struct sockaddr_in *)a)->sin_addr, 4);
+    }
+}
+
+static unsigned key_hash(const unsigned char k[16]) {
+    uint64_t a, b;
+    memcpy(&a, k, 8);
+    memcpy(&b, k + 8, 8);
+    uint64_t h = a * 0x9E3779B97F4A7C15ULL ^ b * 0xC2B2AE3D27D4EB4FULL;
+    return (unsigned)(h ^ h >> 29);
+}
+
+/* The link that points at ``k``'s entry, or at the NULL ending its bucket. */
+static struct stick **stick_link(struct service *s, const unsigned char k[16]) {
+    if (!s->nbuckets) return NULL;
+    struct stick **p = &s->buckets[key_hash(k) & (s->nbuckets - 1)];
+    while (*p && memcmp((*p)->client, k, 16)) p = &(*p)->next;
+    return p;
+}
+
+static struct stick *stick_get(struct service *s, const unsigned char k[16]) {
+    struct stick **p = stick_link(s, k);
+    return p ? *p : NULL;
+}
+
+static void stick_drop(struct service *s, struct stick **p) {
+    struct stick *e = *p;
+    *p = e->next;
+    server_unref(e->server);
+    free(e);
+    s->nsticks--;
+}
+
+static struct stick *stick_put(struct service *s, const unsigned char k[16], struct server *to,
+                               int64_t used) {
+    if (s->nsticks >= s->nbuckets) {  /* grown by doubling: a lookup stays one or two steps */
+        unsigned n = s->nbuckets ? 2 * s->nbuckets : 64;
+        struct stick **b = calloc(n, sizeof *b);
+        if (b == NULL) return NULL;
+        for (unsigned i = 0; i < s->nbuckets; i++) {
+            for (struct stick *e = s->buckets[i], *next; e; e = next) {
+                next = e->next;
+                unsigned h = key_hash(e->client) & (n - 1);
+                e->next = b[h];
+                b[h] = e;
+            }
+        }
+        free(s->buckets);
+        s->buckets = b;
+        s->nbuckets = n;
+    }
+    struct stick **p = stick_link(s, k);
+    struct stick *e = *p;
+    if (e == NULL) {
+        if ((e = calloc(1, sizeof *e)) == NULL) return NULL;
+        memcpy(e->client, k, 16);
+        *p = e;
+        s->nsticks++;
+    }
+    if (e->server != to) {
+        server_unref(e->server);
+        e->server = server_ref(to);
+    }
+    e->used = used;
+    return e;
+}
+
+/* Drop the entries ``doomed`` says, of every bucket. */
+static int sticks_drop(struct service *s, int (*doomed)(struct stick *, int64_t), int64_t arg) {
+    int dropped = 0;
+    for (unsigned i = 0; i < s->nbuckets; i++) {
+        for (struct stick **p = &s->buckets[i]; *p;) {
+            if (doomed(*p, arg)) {
+                stick_drop(s, p);
+                dropped++;
+            } else {
+                p = &(*p)->next;
+            }
+        }
+    }
+    return dropped;
+}
+
+static int always(struct stick *e, int64_t arg) { return 1; }
+
 static void table_free(struct table *t) {
     if (t == NULL) return;
     for (int i = 0; i < t->nservers; i++) server_unref(t->servers[i]);
@@ -141,6 +237,8 @@ static void table_free(struct table *t) {
 static void service_unref(struct service *s) {
     if (s != NULL && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         table_free(s->table);
+        sticks_drop(s, always, 0);
+        free(s->buckets);
         free(s);
     }
 }
@@ -163,7 +261,15 @@ static void buffer_put(struct core *c, char *b) {
 
 static void report(struct core *c, int kind, struct conn *k, struct server *s, int error) {
     pthread_mutex_lock(&c->lock);
-    if (c->nevents < EVENTS_KEPT) {
+    if (c->nevents == c->room && c->room < EVENTS_KEPT) {  /* grown while Python is busy */
+        int room = c->room ? 2 * c->room : 256;
+        struct event_record *grown = realloc(c->events, room * sizeof *grown);
+        if (grown != NULL) {
+            c->events = grown;
+            c->room = room;
+        }
+    }
+    if (c->nevents < c->room) {
         struct event_record *e = &c->events[c->nevents++];
         e->kind = kind;
         e->service = k->service->id;
@@ -223,9 +329,31 @@ static void linger_zero(int fd) {
 }
 
 /* The end of a connection. ``reset``: the peers learn it by a reset (one side failed). */
+static void report(struct core *c, int kind, struct conn *k, struct server *s, int error);
+
+/* One of the client's connections has ended: its entry counts its timeout from now, pointing
+ * where it points (a failover may have moved the client meanwhile), or, cleared meanwhile, at
+ * this connection's server (as persistence.StickTable.release). */
+static void release(struct core *c, struct conn *k) {
+    unsigned char key[16];
+    client_key(&k->client, key);
+    pthread_mutex_lock(&c->lock);
+    struct stick *e = stick_get(k->service, key);
+    struct table *t = k->service->table;
+    if (e != NULL) {
+        if (e->open) e->open--;
+        e->used = now_ms();
+    } else if (t != NULL && t->persist_ms) {  /* not once a commit turned persistence off */
+        stick_put(k->service, key, k->server, now_ms());
+    }
+    pthread_mutex_unlock(&c->lock);
+    report(c, EV_RELEASE, k, k->server, 0);
+}
+
 static void finish(struct core *c, struct conn *k, int reset) {
     if (k->dead) return;
     k->dead = 1;
+    if (k->held) release(c, k);
     unlink_connecting(c, k);
     if (k->prev) k->prev->next = k->next;
     else c->conns = k->next;
@@ -261,22 +389,46 @@ static int tried(struct conn *k, struct server *s) {
     return 0;
 }
 
-static int takes_new(struct server *s) {
+static int has_room(struct server *s) {
     int limit = LOAD(s->maxconn);
-    return LOAD(s->takes) == TAKES_NEW && LOAD(s->weight) > 0 &&
-           (!limit || LOAD(s->counters.active) < limit);
+    return !limit || LOAD(s->counters.active) < limit;
+}
+
+static int takes_new(struct server *s) {
+    return LOAD(s->takes) == TAKES_NEW && LOAD(s->weight) > 0 && has_room(s);
+}
+
+static int in_table(struct table *t, struct server *s) {
+    for (int i = 0; i < t->nservers; i++)
+        if (t->servers[i] == s) return 1;
+    return 0;
 }
 
 /* The policy Python wrote, applied: the next server of the round robin order, or the one with
  * the fewest connections per weight (ties in turn), skipping those tried; then the fallback.
  * Called under the core's lock. */
-static struct server *choose(struct conn *k) {
+static struct server *choose(struct conn *k, int64_t now) {
     struct service *svc = k->service;
     struct table *t = svc->table;
     struct server *best = NULL;
     if (t == NULL) return NULL;
     k->connect_ms = t->connect_ms;
     k->idle_ms = t->idle_ms;
+    k->fallback = t->fallback;
+    k->persist = t->persist_ms > 0;
+    unsigned char key[16];
+    if (k->persist) {
+        /* The client's server while its entry lives (or a connection of it is open), if the
+         * server is still the service's, not tried, and takes stuck clients. */
+        client_key(&k->client, key);
+        struct stick *e = stick_get(svc, key);
+        if (e != NULL && (e->open || now - e->used < t->persist_ms) && in_table(t, e->server) &&
+            !tried(k, e->server) && LOAD(e->server->takes) >= TAKES_STUCK && has_room(e->server)) {
+            e->used = now;
+            k->stuck = 1;
+            return server_ref(e->server);
+        }
+    }
     int retry = k->ntried < t->retries && k->ntried < MAX_TRIED - 1;  /* room for the fallback */
     if (retry && t->least && t->nservers) {
         unsigned start = svc->cursor++ % t->nservers;
@@ -293,12 +445,29 @@ static struct server *choose(struct conn *k) {
             if (takes_new(s) && !tried(k, s)) best = s;
         }
     }
+    if (best != NULL && k->persist && stick_put(svc, key, best, now) != NULL) k->stuck = 1;
     if (best == NULL && t->fallback != NULL && !tried(k, t->fallback)) best = t->fallback;
     return best ? server_ref(best) : NULL;
 }
 
 static void relay_flow(struct core *c, struct conn *k, int d);
 static void dispatch(struct core *c, struct conn *k, int64_t now);
+
+/* The real server answered: the relay starts, and the client's entry is held while it lasts. */
+static void established(struct core *c, struct conn *k, int64_t now) {
+    unlink_connecting(c, k);
+    k->seen = now;
+    if (!k->persist || k->server == k->fallback) return;
+    unsigned char key[16];
+    client_key(&k->client, key);
+    pthread_mutex_lock(&c->lock);
+    struct stick *e = stick_get(k->service, key);
+    if (e == NULL) e = stick_put(k->service, key, k->server, now);
+    if (e != NULL) e->open++;
+    pthread_mutex_unlock(&c->lock);
+    k->held = 1;
+    report(c, EV_HOLD, k, k->server, 0);
+}
 
 static void connect_failed(struct core *c, struct conn *k, int error, int64_t now) {
     struct server *s = k->server;
@@ -317,8 +486,12 @@ static void connect_failed(struct core *c, struct conn *k, int error, int64_t no
  * the connection to say it is ready (on a near network it already is: one wakeup saved). */
 static void dispatch(struct core *c, struct conn *k, int64_t now) {
     pthread_mutex_lock(&c->lock);
-    struct server *s = choose(k);
+    struct server *s = choose(k, now);
     pthread_mutex_unlock(&c->lock);
+    if (k->stuck) {  /* told out of the lock: report takes it */
+        k->stuck = 0;
+        report(c, EV_STICK, k, s, 0);
+    }
     if (s == NULL) {
         report(c, EV_REFUSED, k, NULL, 0);
         finish(c, k, 1);  /* a reset: the client learns at once there is nobody to serve it */
@@ -359,7 +532,7 @@ static void dispatch(struct core *c, struct conn *k, int64_t now) {
             return;
         }
         if (n > 0) {  /* it was made, then: the relay starts */
-            unlink_connecting(c, k);
+            established(c, k, now);
             k->flow[0].offset += n;
             k->flow[0].length -= n;
             ADD(s->counters.bytes_in, n);
@@ -379,8 +552,7 @@ static void connected(struct core *c, struct conn *k, int64_t now) {
         connect_failed(c, k, error, now);
         return;
     }
-    unlink_connecting(c, k);
-    k->seen = now;
+    established(c, k, now);
     relay_flow(c, k, 0);
 }
 
@@ -637,10 +809,9 @@ static PyObject *py_core(PyObject *self, PyObject *args) {
     c->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     c->events_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     c->pool = malloc(POOL_KEEP * sizeof *c->pool);
-    c->events = malloc(EVENTS_KEPT * sizeof *c->events);
     c->wake_side = (struct side){WAKE, c->wake, EPOLLIN, NULL};
     struct epoll_event e = {.events = EPOLLIN, .data.ptr = &c->wake_side};
-    if (c->epoll < 0 || c->wake < 0 || c->events_fd < 0 || !c->pool || !c->events ||
+    if (c->epoll < 0 || c->wake < 0 || c->events_fd < 0 || !c->pool ||
         epoll_ctl(c->epoll, EPOLL_CTL_ADD, c->wake, &e) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         core_free(c);
@@ -687,12 +858,11 @@ static PyObject *py_events(PyObject *self, PyObject *arg) {
     if (c == NULL) return NULL;
     uint64_t value;
     (void)!read(c->events_fd, &value, sizeof value);
-    struct event_record *copy = malloc(EVENTS_KEPT * sizeof *copy);
-    if (copy == NULL) return PyErr_NoMemory();
-    pthread_mutex_lock(&c->lock);
+    pthread_mutex_lock(&c->lock);  /* taken whole: the loop starts a new queue */
+    struct event_record *copy = c->events;
     int n = c->nevents, lost = c->lost_events;
-    memcpy(copy, c->events, n * sizeof *copy);
-    c->nevents = c->lost_events = 0;
+    c->events = NULL;
+    c->nevents = c->room = c->lost_events = 0;
     pthread_mutex_unlock(&c->lock);
     PyObject *list = PyList_New(n);
     for (int i = 0; list && i < n; i++) {
@@ -784,13 +954,14 @@ static PyObject *py_service(PyObject *self, PyObject *args) {
 }
 
 /* set_table(core, service, servers, order, least, fallback or None, retries, connect ms,
- * idle ms): the service's table, replaced whole. */
+ * idle ms, persistence ms or 0): the service's table, replaced whole. */
 static PyObject *py_set_table(PyObject *self, PyObject *args) {
     PyObject *co, *so, *servers, *order, *fallback;
     int least, retries;
-    long long connect_ms, idle_ms;
-    if (!PyArg_ParseTuple(args, "OOO!O!pOiLL", &co, &so, &PyTuple_Type, &servers, &PyTuple_Type,
-                          &order, &least, &fallback, &retries, &connect_ms, &idle_ms))
+    long long connect_ms, idle_ms, persist_ms;
+    if (!PyArg_ParseTuple(args, "OOO!O!pOiLLL", &co, &so, &PyTuple_Type, &servers, &PyTuple_Type,
+                          &order, &least, &fallback, &retries, &connect_ms, &idle_ms,
+                          &persist_ms))
         return NULL;
     struct core *c = get_core(co);
     struct service *svc = PyCapsule_GetPointer(so, SERVICE);
@@ -801,6 +972,7 @@ static PyObject *py_set_table(PyObject *self, PyObject *args) {
     t->retries = retries;
     t->connect_ms = connect_ms;
     t->idle_ms = idle_ms;
+    t->persist_ms = persist_ms;
     t->servers = calloc(PyTuple_GET_SIZE(servers) + 1, sizeof *t->servers);
     t->order = calloc(PyTuple_GET_SIZE(order) + 1, sizeof *t->order);
     if (!t->servers || !t->order) {
@@ -835,9 +1007,74 @@ static PyObject *py_set_table(PyObject *self, PyObject *args) {
     pthread_mutex_lock(&c->lock);
     struct table *old = svc->table;
     svc->table = t;
+    if (!persist_ms) sticks_drop(svc, always, 0);
     pthread_mutex_unlock(&c->lock);
     table_free(old);
     Py_RETURN_NONE;
+}
+
+static int expired(struct stick *e, int64_t before) { return !e->open && e->used <= before; }
+static int used_before(struct stick *e, int64_t before) { return e->used <= before; }
+
+static struct service *table_args(PyObject *co, PyObject *so, struct core **c) {
+    *c = get_core(co);
+    return *c ? PyCapsule_GetPointer(so, SERVICE) : NULL;
+}
+
+/* expire(core, service, timeout ms): drop the entries unused that long, none open. */
+static PyObject *py_expire(PyObject *self, PyObject *args) {
+    PyObject *co, *so;
+    long long timeout;
+    struct core *c;
+    if (!PyArg_ParseTuple(args, "OOL", &co, &so, &timeout)) return NULL;
+    struct service *svc = table_args(co, so, &c);
+    if (svc == NULL) return NULL;
+    pthread_mutex_lock(&c->lock);
+    int dropped = sticks_drop(svc, expired, now_ms() - timeout);
+    pthread_mutex_unlock(&c->lock);
+    return PyLong_FromLong(dropped);
+}
+
+/* learn(core, service, packed client, server, age ms): the peer's entry (Python has checked
+ * it against its own table, the one that decides). */
+static PyObject *py_learn(PyObject *self, PyObject *args) {
+    PyObject *co, *so, *to;
+    Py_buffer packed;
+    long long age;
+    struct core *c;
+    if (!PyArg_ParseTuple(args, "OOy*OL", &co, &so, &packed, &to, &age)) return NULL;
+    struct service *svc = table_args(co, so, &c);
+    struct server *s = svc ? PyCapsule_GetPointer(to, SERVER) : NULL;
+    if (s != NULL && (packed.len == 4 || packed.len == 16)) {
+        struct sockaddr_storage a = {.ss_family = packed.len == 4 ? AF_INET : AF_INET6};
+        memcpy(packed.len == 4 ? (void *)&((struct sockaddr_in *)&a)->sin_addr
+                               : (void *)&((struct sockaddr_in6 *)&a)->sin6_addr,
+               packed.buf, packed.len);
+        unsigned char key[16];
+        client_key(&a, key);
+        pthread_mutex_lock(&c->lock);
+        struct stick *e = stick_get(svc, key);
+        if (e == NULL || !e->open) stick_put(svc, key, s, now_ms() - age);
+        pthread_mutex_unlock(&c->lock);
+    }
+    PyBuffer_Release(&packed);
+    if (s == NULL) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* forget(core, service, age ms): drop every entry used before ``age`` ago (0: all), as the
+ * operator's clear and the peer's do; how many. */
+static PyObject *py_forget(PyObject *self, PyObject *args) {
+    PyObject *co, *so;
+    long long age;
+    struct core *c;
+    if (!PyArg_ParseTuple(args, "OOL", &co, &so, &age)) return NULL;
+    struct service *svc = table_args(co, so, &c);
+    if (svc == NULL) return NULL;
+    pthread_mutex_lock(&c->lock);
+    int dropped = sticks_drop(svc, used_before, now_ms() - age);
+    pthread_mutex_unlock(&c->lock);
+    return PyLong_FromLong(dropped);
 }
 
 /* listen(core, fd, id, port, service): relay what ``fd`` (a listening socket, duplicated:
@@ -914,6 +1151,9 @@ static PyMethodDef methods[] = {
     {"service", py_service, METH_VARARGS, "A virtual service: (id)."},
     {"set_table", py_set_table, METH_VARARGS, "A service's table, replaced whole."},
     {"listen", py_listen, METH_VARARGS, "Relay a listening socket's clients to a service."},
+    {"expire", py_expire, METH_VARARGS, "Drop persistence entries unused that long."},
+    {"learn", py_learn, METH_VARARGS, "Take the peer's persistence entry."},
+    {"forget", py_forget, METH_VARARGS, "Drop persistence entries used before age ago."},
     {"relisten", py_relisten, METH_VARARGS, "A listener's new service, or None: stop."},
     {NULL, NULL, 0, NULL},
 };
@@ -933,6 +1173,10 @@ PyMODINIT_FUNC PyInit__relay(void) {
                            PyModule_AddIntConstant(module, "UNREACHABLE", EV_UNREACHABLE) < 0 ||
                            PyModule_AddIntConstant(module, "REFUSED", EV_REFUSED) < 0 ||
                            PyModule_AddIntConstant(module, "IDLE", EV_IDLE) < 0 ||
+                           PyModule_AddIntConstant(module, "STICK", EV_STICK) < 0 ||
+                           PyModule_AddIntConstant(module, "HOLD", EV_HOLD) < 0 ||
+                           PyModule_AddIntConstant(module, "RELEASE", EV_RELEASE) < 0 ||
+                           PyModule_AddIntConstant(module, "TAKES_STUCK", TAKES_STUCK) < 0 ||
                            PyModule_AddIntConstant(module, "FAULT", fault_port) < 0))
         Py_CLEAR(module);
     return module;

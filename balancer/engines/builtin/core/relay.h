@@ -12,7 +12,7 @@
 #define RELAY_VERSION 1
 
 /* What a real server takes, as Python decided from its state, weight and health. */
-enum takes { TAKES_NONE = 0, TAKES_NEW = 2 };
+enum takes { TAKES_NONE = 0, TAKES_STUCK = 1, TAKES_NEW = 2 };  /* stuck: drain, weight 0 */
 
 /* Counters: written by the loop thread only, read by Python at any time (relaxed atomics: each
  * value is whole, the set need not be a snapshot). */
@@ -42,6 +42,18 @@ struct table {
     struct server *fallback;     /* may be NULL */
     int retries;
     int64_t connect_ms, idle_ms;
+    int64_t persist_ms;          /* source-IP persistence's timeout; 0: none */
+};
+
+/* A source-IP persistence entry: the client's server, when last used, its open connections.
+ * Python's StickTable mirrors them from the events (stick, hold, release) and stays the one
+ * that lists, journals and replicates them; the core's copy answers the hot path. */
+struct stick {
+    struct stick *next;          /* in its bucket */
+    unsigned char client[16];    /* IPv4 as IPv4-mapped IPv6 */
+    struct server *server;
+    int64_t used;
+    int open;
 };
 
 struct service {
@@ -49,6 +61,8 @@ struct service {
     int id;
     struct table *table;         /* under the core's lock */
     unsigned cursor;             /* under the core's lock */
+    struct stick **buckets;      /* under the core's lock */
+    unsigned nbuckets, nsticks;
     struct counters counters;
 };
 
