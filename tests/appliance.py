@@ -26,7 +26,8 @@ from balancer.lab.process import lab_status, run_lab, stop_lab
 from balancer.lab.server import LabServerSpec
 from balancer.store import Store
 
-START_TIMEOUT = 30.0
+# Generous: under `make test` several workers start appliances at once on a small machine.
+START_TIMEOUT = 60.0
 # Test appliances listen on loopback only, each on a port that was free when it started.
 WEBUI_HOST = "127.0.0.1"
 PASSWORD = "the lab's appliance password"
@@ -83,7 +84,13 @@ class Appliance:
         self.process = spawn(
             self.data_dir, self.https_port, self.engine, cwd=cwd, open_files=open_files
         )
-        wait_for("the appliance's API", self._listening, START_TIMEOUT)
+        try:
+            wait_for("the appliance's API", self._listening, START_TIMEOUT)
+        except AssertionError:
+            # Reaped here, or its warning fails whichever test comes next.
+            self.process.kill()
+            self.process.wait()
+            raise
 
     def stop(self) -> None:
         """Stop `balancer serve` and its engine, as `balancer stop --engine` does."""

@@ -378,7 +378,6 @@ def test_a_killed_writer_loses_no_acknowledged_revision(path: Path) -> None:
     Store(path).close()
     chance = random.Random(5)
     acknowledged: list[int] = []
-    started = time.monotonic()
     for _ in range(5):
         acknowledged += _kill_a_writer(path, lines=chance.randint(1, 30), pause=chance.random())
         assert integrity(path) == [("ok",)]
@@ -388,7 +387,6 @@ def test_a_killed_writer_loses_no_acknowledged_revision(path: Path) -> None:
             head = store.head()
             assert head.id >= max(acknowledged)
             store.save(Config(), base=head.id, author="after", message="still works")
-    assert time.monotonic() - started < 10
 
 
 def _kill_a_writer(path: Path, lines: int, pause: float) -> list[int]:
