@@ -6,9 +6,11 @@ from this process while this process's affinity is those cores (children inherit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,14 +75,17 @@ class Proxy:
     pinned: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)  # what its processes inherit
 
-    async def start(self) -> None:
+    @contextlib.contextmanager
+    def _placed(self) -> Iterator[None]:
+        """This process on the proxy's cores, with its environment, meanwhile: what it starts
+        inherits both, and HAProxy's engine counts the threads it renders for from them."""
         before = os.sched_getaffinity(0)
         variables = {name: os.environ.get(name) for name in self.environment}
         if self.cores is not None:
             os.sched_setaffinity(0, self.cores)
         os.environ.update(self.environment)
         try:
-            await asyncio.wait_for(self.engine.attach(), START_TIMEOUT)
+            yield
         finally:
             os.sched_setaffinity(0, before)
             for name, value in variables.items():
@@ -89,10 +94,16 @@ class Proxy:
                 else:
                     os.environ[name] = value
 
+    async def start(self) -> None:
+        with self._placed():
+            await asyncio.wait_for(self.engine.attach(), START_TIMEOUT)
+
     async def apply(self, config: Config) -> None:
         self.revision += 1
-        # A plan from nothing: the engine makes its own from what it runs.
-        await self.engine.apply(make(None, config, self.revision, None))
+        # A plan from nothing: the engine makes its own from what it runs. Rendered for one
+        # core, HAProxy on two would need more files than its maxconn leaves it.
+        with self._placed():
+            await self.engine.apply(make(None, config, self.revision, None))
         if isinstance(self.engine, HaproxyEngine):
             if self.tuning:
                 await _tune(self.engine, self.tuning)
