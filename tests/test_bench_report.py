@@ -307,3 +307,27 @@ def test_recorded_rows_come_in_the_order_of_the_issue_and_in_their_tables() -> N
     assert metrics["connect_50"].higher_is_better is True
     assert metrics["cpu__bulk_1"].table == "cpu"
     assert metrics["core__bulk_1|proxy's core"].title == "bulk, 1 stream: proxy's core"
+
+
+def test_issue_16_compares_the_core_with_the_python_relay_and_two_workers_with_nbthread_2() -> None:
+    goals = {(t.metric, t.versus): (t.at_least, t.at_most) for t in TARGETS}
+    for streams in (1, 8, 64):
+        assert goals[(f"bulk_{streams}", "builtin-python")] == (1.0, None)
+    assert goals[("connect_50__2cores", "haproxy")] == (1.0, None)
+    core_ahead = metric("bulk_1", builtin=[90.0, 120.0], builtin_python=[100.0, 100.0])
+    target = next(t for t in TARGETS if t.versus == "builtin-python")
+    found = verdict(target, {"bulk_1": core_ahead})
+    assert (found.met, found.ratio) == (True, Spread(1.05, 0.9, 1.2))
+
+
+def test_the_proxys_cpu_per_new_connection_is_a_row_beside_the_rate_lower_better() -> None:
+    record = Recorder(rounds=1)
+    for key in ("cpuconn_50", "connect_50", "bulk_1"):
+        record.put(record.values, key, "builtin-python", 0, 1.0)
+    metrics = record.metrics({})
+    assert list(metrics) == ["bulk_1", "connect_50", "cpuconn_50"]
+    row = metrics["cpuconn_50"]
+    assert (row.title, row.unit, row.higher_is_better) == (
+        "the proxy's CPU per new connection, 50 at once", "µs", False,
+    )  # fmt: skip
+    assert "built-in, Python relay" in markdown(Report(metrics, "setting"))
