@@ -123,7 +123,7 @@ class CoreRelay:
         # Each service's order and the weights it was made of: made again only when they change.
         self._orders: dict[RunningService, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         module.start(self.core)
-        loop.add_reader(module.events_fd(self.core), self._events)
+        loop.add_reader(module.events_fd(self.core), self.flush)
 
     def _id(self) -> int:
         self._ids += 1
@@ -234,7 +234,9 @@ class CoreRelay:
                 if server is not None and counted is not None:
                     _add(server, counted, counter(counted.handle))
 
-    def _events(self) -> None:
+    def flush(self) -> None:
+        """Apply and log what the core has reported. It wakes this process at most every
+        20 ms; what reads the persistence tables flushes first, so they are up to date."""
         events, lost = self.module.events(self.core)
         for kind, service_id, server_id, port, client, error in events:
             service, label = self._by_id.get(service_id, (None, "?"))

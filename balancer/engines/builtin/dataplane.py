@@ -334,7 +334,13 @@ class DataPlane:
         running = Config(virtual_services=tuple(s.config for s in self.services.values()))
         return f"# revision {self.revision}\n{running.model_dump_json(indent=2)}\n"
 
+    def _mirrored(self) -> None:
+        """The persistence tables with every use the core has reported (it batches them)."""
+        if self.core is not None:
+            self.core.flush()
+
     async def persistence(self, service: str) -> list[dict[str, Any]]:
+        self._mirrored()
         table = self.service(service).table
         if table is None:
             return []
@@ -347,6 +353,7 @@ class DataPlane:
         running = self.service(service)
         if running.table is None:
             return 0
+        self._mirrored()
         if self.core is not None:
             self.core.forget(running, 0.0)
         return running.table.forget()
@@ -360,6 +367,7 @@ class DataPlane:
                 service.table.journal(on)
 
     async def drain(self) -> list[Change]:
+        self._mirrored()
         return [
             change
             for label, service in self.services.items()
@@ -368,6 +376,7 @@ class DataPlane:
         ]
 
     async def dump(self) -> list[Change]:
+        self._mirrored()
         return [
             change
             for label, service in self.services.items()
@@ -398,6 +407,7 @@ class DataPlane:
             log.debug("%s persistence entries from the peer name nothing running here", refused)
 
     async def entries(self) -> dict[str, int]:
+        self._mirrored()
         return {
             label: len(service.table)
             for label, service in self.services.items()

@@ -38,6 +38,10 @@
 #define CONNECTING_TICK 50  /* ms: connect timeouts take effect up to this late */
 #define IDLE_TICK 1000      /* ms: idle timeouts, this late */
 #define FULL_PAUSE 250      /* ms a listener rests when the process is out of descriptors */
+/* ms between two wakeups of Python for events: one per connection (persistence reports three)
+ * would take a core's worth of Python at HAProxy's rates. The first of a quiet spell goes at
+ * once. */
+#define BATCH_MS 20
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
@@ -104,6 +108,7 @@ struct core {
     struct conn *conns, *connecting;
     struct conn *graveyard;          /* finished in this wakeup; freed after its last event */
     int64_t resume;                  /* when paused listeners are watched again; 0: none is */
+    int64_t signalled;               /* when Python was last woken for events */
     char **pool;
     int pooled;
     struct event_record *events;
@@ -280,10 +285,6 @@ static void report(struct core *c, int kind, struct conn *k, struct server *s, i
                             ? (const void *)&((struct sockaddr_in6 *)&k->client)->sin6_addr
                             : (const void *)&((struct sockaddr_in *)&k->client)->sin_addr;
         inet_ntop(k->client.ss_family, a, e->client, sizeof e->client);
-        if (c->nevents == 1) {  /* Python reads them all at once: one wakeup per batch */
-            uint64_t one = 1;
-            (void)!write(c->events_fd, &one, sizeof one);
-        }
     } else {
         c->lost_events++;
     }
@@ -718,7 +719,11 @@ static void *loop(void *arg) {
             free(dead);
             dead = next;
         }
+        pthread_mutex_lock(&c->lock);
+        int pending = c->nevents;
+        pthread_mutex_unlock(&c->lock);
         int wait = c->connecting || c->resume ? CONNECTING_TICK : IDLE_TICK;
+        if (pending && wait > BATCH_MS) wait = BATCH_MS;
         int n = epoll_wait(c->epoll, events, 256, wait);
         int64_t now = now_ms();
         for (int i = 0; i < n; i++) {
@@ -746,6 +751,14 @@ static void *loop(void *arg) {
         if (idle) next_idle = now + IDLE_TICK;
         if (c->connecting || idle) sweep(c, now, idle);
         bury(c);
+        pthread_mutex_lock(&c->lock);
+        pending = c->nevents;
+        pthread_mutex_unlock(&c->lock);
+        if (pending && now >= c->signalled + BATCH_MS) {  /* Python reads them all at once */
+            uint64_t one = 1;
+            (void)!write(c->events_fd, &one, sizeof one);
+            c->signalled = now;
+        }
     }
     while (c->conns) finish(c, c->conns, 0);
     bury(c);
