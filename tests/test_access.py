@@ -184,12 +184,12 @@ def test_the_throttle_is_per_user_name_too(app: WebApp) -> None:
         attempt(app, "wrong password")
     # Another user from the same address waits too: the address has failed.
     app.network.cookies.clear()
+    token = sign_in_token(app.network)
     reply = app.network.post(
         SIGN_IN,
-        data={"username": "alice", "password": "the first user's password", "csrf_token": sign_in_token(
-            app.network)},
+        data={"username": "alice", "password": "the first user's password", "csrf_token": token},
         follow_redirects=False,
-    )  # fmt: skip
+    )
     assert reply.status_code == 429
 
 

@@ -190,7 +190,9 @@ def test_users_added_on_the_primary_sign_in_on_the_secondary(tmp_path: Path) -> 
         async with paired(tmp_path) as nodes:
             secondary = nodes.secondary.store
             await until("the Primary's users on the Secondary", lambda: bool(secondary.users()))
-            users.add_user(nodes.primary.store, "bob", "the second user's long password", author="alice")
+            users.add_user(
+                nodes.primary.store, "bob", "the second user's long password", author="alice"
+            )
             await until("bob on the Secondary", lambda: len(secondary.users()) == 2)
             await until("users in sync", lambda: status(nodes, Kind.USERS) == "in sync")
             assert [u.name for u in secondary.users()] == ["bob", "loadbalancer"]
@@ -391,7 +393,9 @@ def test_the_sync_says_each_kinds_state(tmp_path: Path) -> None:
                 Kind.USERS: State.IN_SYNC,
             }
             nodes.to_secondary.away = True
-            users.add_user(nodes.primary.store, "dave", "the fourth user's long password", author="alice")
+            users.add_user(
+                nodes.primary.store, "dave", "the fourth user's long password", author="alice"
+            )
             await until("users failed", lambda: nodes.syncer.said().startswith("users failed"))
 
     asyncio.run(scenario())
