@@ -31,6 +31,7 @@
 #include "relay.h"
 
 #define BUFFER_SIZE (64 * 1024)
+#define READS 8             /* reads per wakeup of one side while each fills a buffer */
 #define POOL_KEEP 256       /* free buffers kept for the next burst; the rest go back */
 #define ACCEPTS 64          /* per wakeup, so one busy listener does not starve the others */
 #define EVENTS_KEPT 262144  /* events Python has not read yet; more are counted, not kept */
@@ -592,25 +593,30 @@ static void relay_flow(struct core *c, struct conn *k, int d) {
 /* Read from side ``d`` into its flow (empty, or it would not be watched) and pass it on. */
 static void readable(struct core *c, struct conn *k, int d, int64_t now) {
     struct flow *f = &k->flow[d];
-    if (f->buffer == NULL) f->buffer = buffer_get(c);
-    if (f->buffer == NULL) return;  /* out of memory: tried again on the next wakeup */
-    ssize_t n = recv(k->side[d].fd, f->buffer, BUFFER_SIZE, 0);
-    if (n > 0) {
-        f->length = n;
-        k->seen = now;
-        if (d) {
-            ADD(k->service->counters.bytes_out, n);
-            ADD(k->server->counters.bytes_out, n);
-        } else {
-            ADD(k->service->counters.bytes_in, n);
+    for (int i = 0; i < READS; i++) {
+        if (f->buffer == NULL) f->buffer = buffer_get(c);
+        if (f->buffer == NULL) return;  /* out of memory: tried again on the next wakeup */
+        ssize_t n = recv(k->side[d].fd, f->buffer, BUFFER_SIZE, 0);
+        if (n > 0) {
+            f->length = n;
+            k->seen = now;
+            if (d) {
+                ADD(k->service->counters.bytes_out, n);
+                ADD(k->server->counters.bytes_out, n);
+            } else {
+                ADD(k->service->counters.bytes_in, n);
+            }
+        } else if (n == 0) {
+            f->eof = 1;
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            finish(c, k, 1);  /* a reset, passed on as one */
+            return;
         }
-    } else if (n == 0) {
-        f->eof = 1;
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        finish(c, k, 1);  /* a reset, passed on as one */
-        return;
+        relay_flow(c, k, d);
+        /* A full read that went straight on: the socket likely holds more, and reading it
+         * now saves a wakeup (bulk transfers). */
+        if (n != BUFFER_SIZE || k->dead || f->length) return;
     }
-    relay_flow(c, k, d);
 }
 
 static void on_side(struct core *c, struct side *s, uint32_t events, int64_t now) {
