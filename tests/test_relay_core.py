@@ -195,6 +195,42 @@ def test_persistence_in_the_core_mirrored_in_the_table_python_lists(
     runner.run(body())
 
 
+def test_the_cores_persistence_table_is_as_big_as_pythons(
+    runner: asyncio.Runner, engine: BuiltinEngine, revisions: Revisions, net: Addresses
+) -> None:
+    """A flood of distinct clients leaves the core's table at the service's table_size, its
+    least recently used let go, and Python's listing the same entries: with A drained, a
+    client the core still has on A comes back to A, one it let go is balanced to B."""
+
+    async def body() -> None:
+        async with EchoServer("A", net.ip()) as a, EchoServer("B", net.ip()) as b:
+            vip = (net.ip(), free_port(net.ip()))
+            servers = [real_server("A", a.address), real_server("B", b.address)]
+            sticky = {"mode": "source_ip", "timeout": 600, "table_size": 3}
+            await revisions.apply(virtual_service("flood", vip, servers, persistence=sticky))
+            clients = [net.ip() for _ in range(12)]
+            landed = {client: await landing(vip, client) for client in clients}
+            kept, gone = clients[-3:], clients[:-3]
+
+            async def listed() -> list[tuple[str, str]]:
+                entries = await engine.persistence("flood")
+                return sorted((e["client"], e["server"]) for e in entries)
+
+            expected = sorted((client, landed[client]) for client in kept)
+            assert await settled(listed, expected) == expected
+            on_a = [client for client in kept if landed[client] == "A"]
+            forgotten = next(client for client in gone if landed[client] == "A")
+            assert on_a, "the round robin put none of the last three clients on A"
+            drained = revisions.service("flood")
+            drained["real_servers"][0]["state"] = "drain"
+            await revisions.apply(drained)
+            assert [await landing(vip, client) for client in on_a] == ["A"] * len(on_a)
+            assert await landing(vip, forgotten) == "B"
+            assert len(await listed()) == 3
+
+    runner.run(body())
+
+
 def test_a_relay_that_cannot_be_run_is_refused_at_the_start(
     runner: asyncio.Runner,
     tmp_path_factory: pytest.TempPathFactory,

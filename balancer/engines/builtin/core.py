@@ -13,9 +13,10 @@ Which relay runs: the core when it imports and passes its self-test, else the Py
 (``relay``); ``BALANCER_RELAY=python|core`` forces one, and a forced core that cannot run is a
 fault of the engine, never a silent fallback.
 
-Source-IP persistence: the core keeps its own table for the hot path and reports each use
-(stick, hold, release), which Python applies to the service's ``StickTable`` exactly as the
-Python relay would; that table stays the one that is listed, journaled and replicated, and
+Source-IP persistence: the core keeps its own table for the hot path, as big as the service's
+``StickTable``, and reports each use (stick, hold, release) and each entry it let go to make
+room (evict), which Python applies to that table exactly as the Python relay would; that table
+stays the one that is listed, journaled and replicated, and
 what only Python learns (the peer's entries, a clear) is written into the core's.
 """
 
@@ -41,7 +42,7 @@ from balancer.state import Health
 log = logging.getLogger("balancer.engine")
 
 NONE = PersistenceMode.NONE
-VERSION = 1  # the C side's RELAY_VERSION this module speaks to
+VERSION = 2  # the C side's RELAY_VERSION this module speaks to
 ENVIRONMENT = "BALANCER_RELAY"
 # The round-robin order is this long at most: weights summing to more are scaled down to it.
 ORDER_MAX = 10_000
@@ -85,7 +86,7 @@ def self_test(module: Any) -> None:
         server = module.server(0, socket.AF_INET, socket.inet_aton("127.0.0.1"),
                                backend.getsockname()[1])  # fmt: skip
         module.set_server(server, module.TAKES_NEW, 1, 0)
-        module.set_table(core, service, (server,), (0,), False, None, 1, 2000, 5000, 0)
+        module.set_table(core, service, (server,), (0,), False, None, 1, 2000, 5000, 0, 0)
         module.listen(core, front.fileno(), 0, front.getsockname()[1], service)
         module.start(core)
         stack.callback(module.stop, core)
@@ -219,6 +220,7 @@ class CoreRelay:
             round(config.connect_timeout * 1000),
             round(min(config.client_timeout, config.server_timeout) * 1000),
             round(persistence.timeout * 1000) if persistence.mode is not NONE else 0,
+            persistence.table_size if persistence.mode is not NONE else 0,
         )
 
     def count(self, services: Iterable[RunningService]) -> None:
@@ -250,6 +252,10 @@ class CoreRelay:
                     continue
                 if kind == self.module.HOLD:
                     table.hold(client)
+                    continue
+                if kind == self.module.EVICT:
+                    # The core's table, as big as this one, let its least recently used go.
+                    table.evict(client)
                     continue
                 if kind == self.module.RELEASE:
                     assert isinstance(service, RunningService)

@@ -113,6 +113,13 @@ class StickTable:
         while len(entries) > self.size:  # more than one if a commit made the table smaller
             self._drop(next(iter(entries)))
 
+    def evict(self, client: str) -> None:
+        """Drop ``client``'s entry, if any, as full tables do: the relay core's table, of the
+        same size, made room by dropping it (its order of use may differ from this one's by a
+        connection in flight, so it says which)."""
+        if client in self._entries:
+            self._drop(client)
+
     def _drop(self, client: str) -> None:
         _, used = self._entries.pop(client)
         if self._changed is not None:

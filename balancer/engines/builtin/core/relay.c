@@ -50,7 +50,7 @@
 
 enum kind { LISTENER, SIDE, WAKE };
 enum event { EV_UNREACHABLE = 1, EV_REFUSED = 2, EV_IDLE = 3, EV_STICK = 4, EV_HOLD = 5,
-             EV_RELEASE = 6 };
+             EV_RELEASE = 6, EV_EVICT = 7 };
 
 /* Long idle RDP sessions need keepalive (relay.KEEPALIVE, which the listeners set already). */
 static const int KEEPALIVE[][3] = {
@@ -138,6 +138,22 @@ static struct server *server_ref(struct server *s) {
     return s;
 }
 
+/* The next event's record, or NULL (counted lost) when Python is that far behind. Called
+ * under the core's lock. */
+static struct event_record *event_slot(struct core *c) {
+    if (c->nevents == c->room && c->room < EVENTS_KEPT) {  /* grown while Python is busy */
+        int room = c->room ? 2 * c->room : 256;
+        struct event_record *grown = realloc(c->events, room * sizeof *grown);
+        if (grown != NULL) {
+            c->events = grown;
+            c->room = room;
+        }
+    }
+    if (c->nevents < c->room) return &c->events[c->nevents++];
+    c->lost_events++;
+    return NULL;
+}
+
 /* --- the persistence table, under the core's lock ------------------------------------------- */
 
 static void client_key(const struct sockaddr_storage *a, unsigned char key[16]) {
@@ -171,16 +187,62 @@ static struct stick *stick_get(struct service *s, const unsigned char k[16]) {
     return p ? *p : NULL;
 }
 
+/* Out of the order of use. */
+static void lru_unlink(struct service *s, struct stick *e) {
+    if (e->older) e->older->newer = e->newer;
+    else s->oldest = e->newer;
+    if (e->newer) e->newer->older = e->older;
+    else s->newest = e->older;
+    e->older = e->newer = NULL;
+}
+
+/* Used now: the newest. */
+static void stick_use(struct service *s, struct stick *e, int64_t used) {
+    e->used = used;
+    if (s->newest == e) return;
+    if (e->older || e->newer || s->oldest == e) lru_unlink(s, e);
+    e->older = s->newest;
+    if (s->newest) s->newest->newer = e;
+    else s->oldest = e;
+    s->newest = e;
+}
+
 static void stick_drop(struct service *s, struct stick **p) {
     struct stick *e = *p;
     *p = e->next;
+    lru_unlink(s, e);
     server_unref(e->server);
     free(e);
     s->nsticks--;
 }
 
-static struct stick *stick_put(struct service *s, const unsigned char k[16], struct server *to,
-                               int64_t used) {
+/* Make room for one entry more: the least recently used go, open or not, as
+ * persistence.StickTable.stick drops them, and each is reported (EV_EVICT) so that Python's
+ * table drops that one, not another of its own choosing (their orders of use differ by what is
+ * in flight). ``c`` NULL: not reported (Python's learn has made its own room). */
+static void stick_room(struct core *c, struct service *s) {
+    long limit = s->table ? s->table->persist_size : 0;
+    while (limit && s->nsticks >= (unsigned long)limit && s->oldest) {
+        struct stick *e = s->oldest;
+        struct event_record *r = c ? event_slot(c) : NULL;
+        if (r != NULL) {
+            r->kind = EV_EVICT;
+            r->service = s->id;
+            r->server = e->server ? e->server->id : -1;
+            r->port = r->error = 0;
+            static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+            int v4 = !memcmp(e->client, mapped, 12);
+            inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? e->client + 12 : e->client, r->client,
+                      sizeof r->client);
+        }
+        stick_drop(s, stick_link(s, e->client));
+    }
+}
+
+/* ``k``'s entry, pointing at ``to``, used at ``used``, made if new (room made by ``c``). */
+static struct stick *stick_put(struct core *c, struct service *s, const unsigned char k[16],
+                               struct server *to, int64_t used) {
+    if (stick_get(s, k) == NULL) stick_room(c, s);
     if (s->nsticks >= s->nbuckets) {  /* grown by doubling: a lookup stays one or two steps */
         unsigned n = s->nbuckets ? 2 * s->nbuckets : 64;
         struct stick **b = calloc(n, sizeof *b);
@@ -209,7 +271,7 @@ static struct stick *stick_put(struct service *s, const unsigned char k[16], str
         server_unref(e->server);
         e->server = server_ref(to);
     }
-    e->used = used;
+    stick_use(s, e, used);
     return e;
 }
 
@@ -267,16 +329,8 @@ static void buffer_put(struct core *c, char *b) {
 
 static void report(struct core *c, int kind, struct conn *k, struct server *s, int error) {
     pthread_mutex_lock(&c->lock);
-    if (c->nevents == c->room && c->room < EVENTS_KEPT) {  /* grown while Python is busy */
-        int room = c->room ? 2 * c->room : 256;
-        struct event_record *grown = realloc(c->events, room * sizeof *grown);
-        if (grown != NULL) {
-            c->events = grown;
-            c->room = room;
-        }
-    }
-    if (c->nevents < c->room) {
-        struct event_record *e = &c->events[c->nevents++];
+    struct event_record *e = event_slot(c);
+    if (e != NULL) {
         e->kind = kind;
         e->service = k->service->id;
         e->server = s ? s->id : -1;
@@ -286,8 +340,6 @@ static void report(struct core *c, int kind, struct conn *k, struct server *s, i
                             ? (const void *)&((struct sockaddr_in6 *)&k->client)->sin6_addr
                             : (const void *)&((struct sockaddr_in *)&k->client)->sin_addr;
         inet_ntop(k->client.ss_family, a, e->client, sizeof e->client);
-    } else {
-        c->lost_events++;
     }
     pthread_mutex_unlock(&c->lock);
 }
@@ -344,9 +396,9 @@ static void release(struct core *c, struct conn *k) {
     struct table *t = k->service->table;
     if (e != NULL) {
         if (e->open) e->open--;
-        e->used = now_ms();
+        stick_use(k->service, e, now_ms());
     } else if (t != NULL && t->persist_ms) {  /* not once a commit turned persistence off */
-        stick_put(k->service, key, k->server, now_ms());
+        stick_put(c, k->service, key, k->server, now_ms());
     }
     pthread_mutex_unlock(&c->lock);
     report(c, EV_RELEASE, k, k->server, 0);
@@ -409,7 +461,7 @@ static int in_table(struct table *t, struct server *s) {
 /* The policy Python wrote, applied: the next server of the round robin order, or the one with
  * the fewest connections per weight (ties in turn), skipping those tried; then the fallback.
  * Called under the core's lock. */
-static struct server *choose(struct conn *k, int64_t now) {
+static struct server *choose(struct core *c, struct conn *k, int64_t now) {
     struct service *svc = k->service;
     struct table *t = svc->table;
     struct server *best = NULL;
@@ -426,7 +478,7 @@ static struct server *choose(struct conn *k, int64_t now) {
         struct stick *e = stick_get(svc, key);
         if (e != NULL && (e->open || now - e->used < t->persist_ms) && in_table(t, e->server) &&
             !tried(k, e->server) && LOAD(e->server->takes) >= TAKES_STUCK && has_room(e->server)) {
-            e->used = now;
+            stick_use(svc, e, now);
             k->stuck = 1;
             return server_ref(e->server);
         }
@@ -447,7 +499,7 @@ static struct server *choose(struct conn *k, int64_t now) {
             if (takes_new(s) && !tried(k, s)) best = s;
         }
     }
-    if (best != NULL && k->persist && stick_put(svc, key, best, now) != NULL) k->stuck = 1;
+    if (best != NULL && k->persist && stick_put(c, svc, key, best, now) != NULL) k->stuck = 1;
     if (best == NULL && t->fallback != NULL && !tried(k, t->fallback)) best = t->fallback;
     return best ? server_ref(best) : NULL;
 }
@@ -464,7 +516,7 @@ static void established(struct core *c, struct conn *k, int64_t now) {
     client_key(&k->client, key);
     pthread_mutex_lock(&c->lock);
     struct stick *e = stick_get(k->service, key);
-    if (e == NULL) e = stick_put(k->service, key, k->server, now);
+    if (e == NULL) e = stick_put(c, k->service, key, k->server, now);
     if (e != NULL) e->open++;
     pthread_mutex_unlock(&c->lock);
     k->held = 1;
@@ -488,7 +540,7 @@ static void connect_failed(struct core *c, struct conn *k, int error, int64_t no
  * the connection to say it is ready (on a near network it already is: one wakeup saved). */
 static void dispatch(struct core *c, struct conn *k, int64_t now) {
     pthread_mutex_lock(&c->lock);
-    struct server *s = choose(k, now);
+    struct server *s = choose(c, k, now);
     pthread_mutex_unlock(&c->lock);
     if (k->stuck) {  /* told out of the lock: report takes it */
         k->stuck = 0;
@@ -973,14 +1025,16 @@ static PyObject *py_service(PyObject *self, PyObject *args) {
 }
 
 /* set_table(core, service, servers, order, least, fallback or None, retries, connect ms,
- * idle ms, persistence ms or 0): the service's table, replaced whole. */
+ * idle ms, persistence ms or 0, persistence entries at most or 0): the service's table,
+ * replaced whole. */
 static PyObject *py_set_table(PyObject *self, PyObject *args) {
     PyObject *co, *so, *servers, *order, *fallback;
     int least, retries;
     long long connect_ms, idle_ms, persist_ms;
-    if (!PyArg_ParseTuple(args, "OOO!O!pOiLLL", &co, &so, &PyTuple_Type, &servers, &PyTuple_Type,
-                          &order, &least, &fallback, &retries, &connect_ms, &idle_ms,
-                          &persist_ms))
+    long persist_size;
+    if (!PyArg_ParseTuple(args, "OOO!O!pOiLLLl", &co, &so, &PyTuple_Type, &servers,
+                          &PyTuple_Type, &order, &least, &fallback, &retries, &connect_ms,
+                          &idle_ms, &persist_ms, &persist_size))
         return NULL;
     struct core *c = get_core(co);
     struct service *svc = PyCapsule_GetPointer(so, SERVICE);
@@ -992,6 +1046,7 @@ static PyObject *py_set_table(PyObject *self, PyObject *args) {
     t->connect_ms = connect_ms;
     t->idle_ms = idle_ms;
     t->persist_ms = persist_ms;
+    t->persist_size = persist_size;
     t->servers = calloc(PyTuple_GET_SIZE(servers) + 1, sizeof *t->servers);
     t->order = calloc(PyTuple_GET_SIZE(order) + 1, sizeof *t->order);
     if (!t->servers || !t->order) {
@@ -1073,7 +1128,7 @@ static PyObject *py_learn(PyObject *self, PyObject *args) {
         client_key(&a, key);
         pthread_mutex_lock(&c->lock);
         struct stick *e = stick_get(svc, key);
-        if (e == NULL || !e->open) stick_put(svc, key, s, now_ms() - age);
+        if (e == NULL || !e->open) stick_put(NULL, svc, key, s, now_ms() - age);
         pthread_mutex_unlock(&c->lock);
     }
     PyBuffer_Release(&packed);
@@ -1195,6 +1250,7 @@ PyMODINIT_FUNC PyInit__relay(void) {
                            PyModule_AddIntConstant(module, "STICK", EV_STICK) < 0 ||
                            PyModule_AddIntConstant(module, "HOLD", EV_HOLD) < 0 ||
                            PyModule_AddIntConstant(module, "RELEASE", EV_RELEASE) < 0 ||
+                           PyModule_AddIntConstant(module, "EVICT", EV_EVICT) < 0 ||
                            PyModule_AddIntConstant(module, "TAKES_STUCK", TAKES_STUCK) < 0 ||
                            PyModule_AddIntConstant(module, "FAULT", fault_port) < 0))
         Py_CLEAR(module);

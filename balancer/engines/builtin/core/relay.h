@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 
 /* core.py checks it against its own, so a stale build left in the tree is never run. */
-#define RELAY_VERSION 1
+#define RELAY_VERSION 2
 
 /* What a real server takes, as Python decided from its state, weight and health. */
 enum takes { TAKES_NONE = 0, TAKES_STUCK = 1, TAKES_NEW = 2 };  /* stuck: drain, weight 0 */
@@ -43,6 +43,7 @@ struct table {
     int retries;
     int64_t connect_ms, idle_ms;
     int64_t persist_ms;          /* source-IP persistence's timeout; 0: none */
+    long persist_size;           /* its entries at most, as Python's table; 0: no limit */
 };
 
 /* A source-IP persistence entry: the client's server, when last used, its open connections.
@@ -50,6 +51,7 @@ struct table {
  * that lists, journals and replicates them; the core's copy answers the hot path. */
 struct stick {
     struct stick *next;          /* in its bucket */
+    struct stick *older, *newer; /* in order of last use, as Python's OrderedDict */
     unsigned char client[16];    /* IPv4 as IPv4-mapped IPv6 */
     struct server *server;
     int64_t used;
@@ -63,6 +65,7 @@ struct service {
     unsigned cursor;             /* under the core's lock */
     struct stick **buckets;      /* under the core's lock */
     unsigned nbuckets, nsticks;
+    struct stick *oldest, *newest;  /* under the core's lock */
     struct counters counters;
 };
 
