@@ -316,6 +316,30 @@ def test_an_entry_dropped_when_it_expires_is_dropped_on_the_peer(tmp_path: Path)
     run(scenario())
 
 
+def test_an_entry_the_peer_drops_is_dropped_from_the_relay_core_too(tmp_path: Path) -> None:
+    """The relay's own table (the compiled core's, by default) forgets what the peer dropped,
+    not only the table that lists: with its server drained, the client is balanced afresh."""
+
+    async def scenario() -> None:
+        async with two_nodes(tmp_path) as pair:
+            # a keeps one client: a second one makes it drop the first, and say so to b
+            small = {"mode": "source_ip", "timeout": 600, "table_size": 1}
+            await pair.a.revisions.apply(pair.service(pair.a, persistence=small))
+            await linked(pair)
+            first, second = pair.net.ip(), pair.net.ip()
+            landed = await landing(pair.a.vip, first)
+            await eventually("the entry reached b", lambda: _has(pair.b, first, landed))
+            await landing(pair.a.vip, second)
+            await eventually("b dropped it after a", lambda: _lacks(pair.b, first))
+            drained = pair.service(pair.b)
+            for rs in drained["real_servers"]:
+                rs["state"] = "drain" if rs["label"] == landed else "online"
+            await pair.b.revisions.apply(drained)
+            assert await landing(pair.b.vip, first) != landed
+
+    run(scenario())
+
+
 async def _has(node: Node, client: str, server: str) -> bool:
     return (await node.entries()).get(client) == server
 

@@ -291,8 +291,14 @@ class CoreRelay:
         counted, running = self._services.get(service), service.servers.get(server)
         handle = self._servers.get(running) if running is not None else None
         if counted is not None and handle is not None:
-            packed = socket.inet_pton(socket.AF_INET6 if ":" in client else socket.AF_INET, client)
+            packed = _packed(client)
             self.module.learn(self.core, counted.handle, packed, handle.handle, round(age * 1000))
+
+    def drop(self, service: RunningService, client: str) -> None:
+        """The peer's drop of ``client``'s entry, which ``service``'s table took."""
+        counted = self._services.get(service)
+        if counted is not None:
+            self.module.drop(self.core, counted.handle, _packed(client))
 
     def forget(self, service: RunningService, age: float) -> None:
         """Drop ``service``'s entries used before ``age`` seconds ago (0: all)."""
@@ -304,6 +310,10 @@ class CoreRelay:
         """Stop the loop thread; the connections it relays close with it."""
         self.loop.remove_reader(self.module.events_fd(self.core))
         self.module.stop(self.core)
+
+
+def _packed(client: str) -> bytes:
+    return socket.inet_pton(socket.AF_INET6 if ":" in client else socket.AF_INET, client)
 
 
 def _add(thing: RunningService | RunningServer, counted: _Counted, now: tuple[int, ...]) -> None:

@@ -397,7 +397,8 @@ class DataPlane:
                 if self.core is not None:
                     self.core.forget(service, age)
             elif server is None:
-                table.unlearn(client, age)
+                if table.unlearn(client, age) and self.core is not None:
+                    self.core.drop(service, client)
             elif server in service.servers:
                 if table.learn(client, server, age) and self.core is not None:
                     self.core.learn(service, client, server, age)

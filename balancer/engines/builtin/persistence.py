@@ -215,13 +215,15 @@ class StickTable:
             self._entries.popitem(last=False)
         return True
 
-    def unlearn(self, client: str, age: float) -> None:
+    def unlearn(self, client: str, age: float) -> bool:
         """The peer dropped its entry, last used ``age`` seconds ago: drop this one too unless
-        it was used since (or is in use); journaled not."""
+        it was used since (or is in use); journaled not. Whether dropped."""
         entry = self._entries.get(client)
         fresh = self._clock() - age + SLACK
         if entry is not None and client not in self._open and entry[1] <= fresh:
             del self._entries[client]
+            return True
+        return False
 
     def clear(self, age: float, *, journaled: bool = True) -> int:
         """Drop every entry last used before ``age`` seconds ago (the operator's clear: all of

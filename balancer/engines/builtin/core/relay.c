@@ -1109,6 +1109,17 @@ static PyObject *py_expire(PyObject *self, PyObject *args) {
     return PyLong_FromLong(dropped);
 }
 
+/* A client's key from its packed address (4 or 16 bytes, as socket.inet_pton); 0 if neither. */
+static int packed_key(const Py_buffer *packed, unsigned char key[16]) {
+    if (packed->len != 4 && packed->len != 16) return 0;
+    struct sockaddr_storage a = {.ss_family = packed->len == 4 ? AF_INET : AF_INET6};
+    memcpy(packed->len == 4 ? (void *)&((struct sockaddr_in *)&a)->sin_addr
+                            : (void *)&((struct sockaddr_in6 *)&a)->sin6_addr,
+           packed->buf, packed->len);
+    client_key(&a, key);
+    return 1;
+}
+
 /* learn(core, service, packed client, server, age ms): the peer's entry (Python has checked
  * it against its own table, the one that decides). */
 static PyObject *py_learn(PyObject *self, PyObject *args) {
@@ -1119,13 +1130,8 @@ static PyObject *py_learn(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOy*OL", &co, &so, &packed, &to, &age)) return NULL;
     struct service *svc = table_args(co, so, &c);
     struct server *s = svc ? PyCapsule_GetPointer(to, SERVER) : NULL;
-    if (s != NULL && (packed.len == 4 || packed.len == 16)) {
-        struct sockaddr_storage a = {.ss_family = packed.len == 4 ? AF_INET : AF_INET6};
-        memcpy(packed.len == 4 ? (void *)&((struct sockaddr_in *)&a)->sin_addr
-                               : (void *)&((struct sockaddr_in6 *)&a)->sin6_addr,
-               packed.buf, packed.len);
-        unsigned char key[16];
-        client_key(&a, key);
+    unsigned char key[16];
+    if (s != NULL && packed_key(&packed, key)) {
         pthread_mutex_lock(&c->lock);
         struct stick *e = stick_get(svc, key);
         if (e == NULL || !e->open) stick_put(NULL, svc, key, s, now_ms() - age);
@@ -1134,6 +1140,30 @@ static PyObject *py_learn(PyObject *self, PyObject *args) {
     PyBuffer_Release(&packed);
     if (s == NULL) return NULL;
     Py_RETURN_NONE;
+}
+
+/* drop(core, service, packed client): the peer dropped the client's entry and Python's table
+ * did too; so does this one, unless a connection of the client is open here. Whether dropped. */
+static PyObject *py_drop(PyObject *self, PyObject *args) {
+    PyObject *co, *so;
+    Py_buffer packed;
+    struct core *c;
+    if (!PyArg_ParseTuple(args, "OOy*", &co, &so, &packed)) return NULL;
+    struct service *svc = table_args(co, so, &c);
+    unsigned char key[16];
+    int dropped = 0;
+    if (svc != NULL && packed_key(&packed, key)) {
+        pthread_mutex_lock(&c->lock);
+        struct stick **p = stick_link(svc, key);
+        if (p != NULL && *p != NULL && !(*p)->open) {
+            stick_drop(svc, p);
+            dropped = 1;
+        }
+        pthread_mutex_unlock(&c->lock);
+    }
+    PyBuffer_Release(&packed);
+    if (svc == NULL) return NULL;
+    return PyBool_FromLong(dropped);
 }
 
 /* forget(core, service, age ms): drop every entry used before ``age`` ago (0: all), as the
@@ -1226,6 +1256,7 @@ static PyMethodDef methods[] = {
     {"set_table", py_set_table, METH_VARARGS, "A service's table, replaced whole."},
     {"listen", py_listen, METH_VARARGS, "Relay a listening socket's clients to a service."},
     {"expire", py_expire, METH_VARARGS, "Drop persistence entries unused that long."},
+    {"drop", py_drop, METH_VARARGS, "Drop a client's persistence entry, none open."},
     {"learn", py_learn, METH_VARARGS, "Take the peer's persistence entry."},
     {"forget", py_forget, METH_VARARGS, "Drop persistence entries used before age ago."},
     {"relisten", py_relisten, METH_VARARGS, "A listener's new service, or None: stop."},
