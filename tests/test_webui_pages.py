@@ -81,7 +81,7 @@ def test_overview_figures_reports_configuration_and_logs(browser: Any, guide: Gu
     # Reports: real connections counted, and more of them seen without a reload.
     reached = rdp_clients(guide, [f"127.0.95.{n}" for n in range(1, 5)])
     assert set(reached) == {"PSM1", "PSM2"}
-    page.get_by_role("link", name="Reports").click()
+    page.get_by_role("navigation", name="Main menu").get_by_role("link", name="Reports").click()
     page.wait_for_url("**/lbadmin/reports")
     page.evaluate("window.notReloaded = true")
     playwright.expect(cell(page, "CyberArk-PSM", "total")).to_have_text("4")
