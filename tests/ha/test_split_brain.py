@@ -30,7 +30,6 @@ needs_keepalived = pytest.mark.skipif(
     shutil.which(KEEPALIVED) is None, reason="keepalived is not installed (make system installs it)"
 )
 pytestmark = [needs_netns, needs_keepalived, pytest.mark.slow]
-HEAL = 5.0  # s: the bound on one owner again after the heal (measured well under 1 s)
 
 
 @pytest.fixture(scope="module", params=["builtin", "haproxy"])
@@ -81,7 +80,6 @@ def test_a_partition_raises_the_alarm_and_the_heal_leaves_the_primary_alone(
     wait_for(
         "the Primary alone holding the VIPs",
         lambda: all(pair.owners(vip) == [primary] for vip in pair.vips),
-        HEAL,
     )
     resolved = time.monotonic() - healed
     print(
@@ -166,7 +164,6 @@ def test_a_hung_active_node_is_a_split_brain_and_the_primary_keeps_the_vip_on_re
     wait_for(
         "the Primary alone holding the VIPs",
         lambda: all(pair.owners(vip) == [primary] for vip in pair.vips),
-        HEAL,
     )
     resolved = time.monotonic() - resumed
     wait_for("the alarm cleared on both nodes", lambda: not any(alarm(n) for n in pair.nodes))
