@@ -22,6 +22,7 @@ import httpx
 
 from balancer import users
 from balancer.client import ApiError, Client, api_socket
+from balancer.engines.haproxy.paths import Paths
 from balancer.lab.process import lab_status, run_lab, stop_lab
 from balancer.lab.server import LabServerSpec
 from balancer.store import Store
@@ -99,8 +100,11 @@ class Appliance:
         try:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            pass
+        finally:  # also when the run is interrupted while it waits
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
 
     def _listening(self) -> bool:
         if self.process.poll() is not None:
@@ -183,20 +187,34 @@ def appliance(root: Path, engine: str = "builtin", cwd: Path | None = None) -> I
         free_port([WEBUI_HOST]),
         engine,
     )
-    running.start(cwd=cwd)
     try:
+        # Inside: `balancer serve` starts the engine before its API answers, and an appliance
+        # too slow to answer leaves that engine running unless it is killed below.
+        running.start(cwd=cwd)
         yield running
     finally:
-        running.stop()
-        client.close()
-        _kill_engine(data_dir)
+        try:
+            if running.process is not None:
+                running.stop()
+        finally:
+            client.close()
+            kill_engine(data_dir)
 
 
-def _kill_engine(data_dir: Path) -> None:
-    """Never leave an engine behind, whatever the test did to the daemon."""
-    with contextlib.suppress(OSError, ValueError):
-        pid = int((data_dir / "engine.pid").read_text())
-        os.kill(pid, signal.SIGKILL)
+def shut_down(data_dir: Path) -> None:
+    """Ask the appliance in ``data_dir`` to stop with its engine, as `balancer stop --engine`
+    does, if it answers at all (``kill_engine`` is for one that does not)."""
+    with contextlib.suppress(ApiError), Client(api_socket(data_dir), timeout=30) as client:
+        client.post("/shutdown", engine="true")
+
+
+def kill_engine(data_dir: Path) -> None:
+    """Never leave an engine behind, whatever the test did to the daemon: the engine outlives
+    `balancer serve` by design, so a daemon that was killed, or never answered its shutdown,
+    leaves it running (the built-in engine, or HAProxy's master)."""
+    for pid_file in (data_dir / "engine.pid", Paths(data_dir).pid_file):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 @contextlib.contextmanager

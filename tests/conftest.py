@@ -3,6 +3,7 @@ configuration at all (``bare``), and a browser started after either."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,14 @@ from tests.appliance import HOSTS, Guide, appliance, free_port, guide_setup, lab
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """On a pytest-xdist worker (``make test``), name its temporary directory by the worker's
-    number alone: xdist's ``popen-gw1`` puts HAProxy's sockets past its 97-character limit on
-    paths (``tmp_path/appliance/haproxy/haproxy.sock``), which a serial run stays within."""
+    """SIGTERM interrupts the run as Ctrl-C does. On a pytest-xdist worker (``make test``),
+    name its temporary directory by the worker's number alone: xdist's ``popen-gw1`` puts
+    HAProxy's sockets past its 97-character limit on paths
+    (``tmp_path/appliance/haproxy/haproxy.sock``), which a serial run stays within."""
+    # A run cut short (timeout(1), a killed worker) is torn down as Ctrl-C tears it down: each
+    # fixture stops the appliance and the engine it started. Without it they were orphaned,
+    # since an engine outlives `balancer serve` by design.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     worker = getattr(config, "workerinput", {}).get("workerid")
     if worker is not None and config.option.basetemp:
         given = Path(config.option.basetemp)

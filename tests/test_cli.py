@@ -15,7 +15,14 @@ from pathlib import Path
 import httpx
 
 from balancer.client import Client, api_socket
-from tests.appliance import WEBUI_HOST, Appliance, appliance, free_port, wait_for
+from tests.appliance import (
+    WEBUI_HOST,
+    Appliance,
+    appliance,
+    free_port,
+    kill_engine,
+    wait_for,
+)
 
 
 def balancer(
@@ -165,12 +172,8 @@ def test_serve_prints_the_webui_address_and_its_certificate_fingerprint(tmp_path
         wait_for("the API", lambda: balancer(box, "changes").returncode == 0)
         assert balancer(box, "changes").stdout == "nothing to commit, and nothing is running yet\n"
     finally:
-        balancer(box, "stop", "--engine")
-        try:
-            serve.wait(30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait()
+        box.stop()
+        kill_engine(data_dir)
         reader.join(10)
         if serve.stdout is not None:
             serve.stdout.close()

@@ -15,7 +15,7 @@ import httpx
 from cryptography import x509
 
 from balancer.client import api_socket
-from tests.appliance import WEBUI_HOST, free_port, wait_for
+from tests.appliance import WEBUI_HOST, free_port, kill_engine, shut_down, wait_for
 
 STATIC = Path(__file__).parent.parent / "balancer" / "web" / "static"
 
@@ -32,9 +32,14 @@ def serve(data_dir: Path, *options: str) -> subprocess.Popen[str]:
 
 def stop(process: subprocess.Popen[str], data_dir: Path) -> str:
     """Stop the appliance and its engine; what it printed."""
-    with httpx.Client(transport=httpx.HTTPTransport(uds=str(api_socket(data_dir)))) as local:
-        local.post("http://balancer/api/v1/shutdown", params={"engine": "true"})
-    out, _ = process.communicate(timeout=30)
+    shut_down(data_dir)
+    try:
+        out, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+    finally:
+        kill_engine(data_dir)
     return out
 
 

@@ -6,6 +6,7 @@ a log, and never an option's value."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -19,9 +20,8 @@ import pexpect  # type: ignore[import-untyped]
 import pytest
 
 from balancer import certificates, first_start, users
-from balancer.client import api_socket
 from balancer.store import Store
-from tests.appliance import WEBUI_HOST, free_port
+from tests.appliance import WEBUI_HOST, free_port, kill_engine, shut_down
 
 STRONG = "Plain-Tulip-Ladder-58"
 
@@ -137,10 +137,11 @@ def test_the_first_serve_on_a_terminal_asks_then_serves_and_never_logs_the_passw
             "error: setup: balancer serve is running here; stop it first (balancer stop)\n"
         )
     finally:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(api_socket(data_dir)))) as local:
-            local.post("http://balancer/api/v1/shutdown", params={"engine": "true"})
-        child.expect(pexpect.EOF)
-        child.close()
+        shut_down(data_dir)
+        with contextlib.suppress(pexpect.TIMEOUT):
+            child.expect(pexpect.EOF, timeout=30)
+        child.close(force=True)
+        kill_engine(data_dir)
     assert transcript.getvalue().count(made) == 1, "shown once"
     logged = [path for path in data_dir.rglob("*") if path.is_file()]
     assert data_dir / "logs" / "balancer.log" in logged
