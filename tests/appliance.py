@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import resource
 import signal
 import socket
@@ -132,6 +133,15 @@ class Appliance:
             headers={"X-Balancer-User": "tester"},
             timeout=30,
         )
+
+    def certificate(self, path: Path) -> str:
+        """The WebUI's certificate (webui.pem without its key), written to ``path`` for a
+        client to trust; its PEM."""
+        pem = (self.data_dir / "webui.pem").read_text()
+        found = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n", pem, re.S)
+        assert found is not None
+        path.write_text(found[0])
+        return found[0]
 
     def engine_pid(self) -> int:
         return int(self.client.get("/status")["engine"]["pid"])

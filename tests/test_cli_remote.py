@@ -50,12 +50,9 @@ class Remote:
 def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
     root = tmp_path_factory.mktemp("remote")
     with appliance(root) as box:
-        pem = (box.data_dir / "webui.pem").read_text()
-        found = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n", pem, re.S)
-        assert found is not None
         certificate = root / "appliance.pem"
-        certificate.write_text(found[0])
-        digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(found[0])).hexdigest().upper()
+        pem = box.certificate(certificate)
+        digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest().upper()
         fingerprint = ":".join(re.findall("..", digest))
         yield Remote(box, f"https://{WEBUI_HOST}:{box.https_port}", certificate, fingerprint)
 

@@ -53,11 +53,8 @@ def key(box: Appliance, owner: str, *role: str) -> str:
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     root = tmp_path_factory.mktemp("roles")
     with appliance(root) as box:
-        pem = (box.data_dir / "webui.pem").read_text()
-        found = re.search(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n", pem, re.S)
-        assert found is not None
         certificate = root / "appliance.pem"
-        certificate.write_text(found[0])
+        box.certificate(certificate)
         for role, password in PASSWORDS.items():
             added = balancer(
                 box, "user", "add", role, "--role", role, "--password-stdin", stdin=password + "\n"
