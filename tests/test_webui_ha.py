@@ -988,3 +988,42 @@ def test_the_secondary_shows_the_heartbeat_settings_it_takes_from_the_primary(
     legend = '<legend class="sr-only">Heartbeat settings</legend>'
     assert re.search(rf"<fieldset disabled>\s*{legend}", page)
     assert ">Update</button>" not in page
+
+
+def test_the_heartbeat_settings_by_keyboard(web: PairWeb, page: Any) -> None:
+    """On the Primary: Tab through the heartbeat settings, type a port that is not one (refused
+    at its field, with the keyboard there and what was typed kept), correct it, save by Enter."""
+    from tests.browser import playwright
+    from tests.test_webui_keyboard import focused, tab_to
+
+    web.paired("primary", PairView(this=PRIMARY, peer=SECONDARY, link=0.3))
+    page.goto(web.url + "high-availability")
+    tab_to(page, "Advert interval (seconds)")
+    order = [focused(page)]
+    for _ in range(3):
+        page.keyboard.press("Tab")
+        order.append(focused(page))
+    assert order == [
+        "Advert interval (seconds)",
+        "Preemption",
+        "Replication port (TCP)",
+        "Update",
+    ]
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Control+A")
+    page.locator("#f-replication-port").press_sequentially("77a8")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    playwright.expect(page.locator("#f-replication-port-error")).to_have_text(
+        "'77a8' is not a TCP port number"
+    )
+    has_focus(page, "f-replication-port")
+    assert page.locator("#f-replication-port").input_value() == "77a8"
+    page.keyboard.press("Control+A")
+    page.locator("#f-replication-port").press_sequentially("7779")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    playwright.expect(page.get_by_role("status")).to_contain_text("replication port 7779")
+    pair = web.store.node_settings().pair
+    assert pair is not None
+    assert pair.replication_port == 7779
