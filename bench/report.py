@@ -1,6 +1,7 @@
 """The bench's numbers as a report: each metric's median (min-max) over the rounds, the ratio of
-the built-in engine to HAProxy computed round by round, the targets of issue 5 met or not, as
-Markdown and as JSON. Pure: no process, no file; ``run`` gathers the numbers, ``plot`` draws."""
+the built-in engine to HAProxy computed round by round, the targets of issues 5 and 16 met or
+not, as Markdown and as JSON. Pure: no process, no file; ``run`` gathers the numbers, ``plot``
+draws."""
 
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ class Target:
     versus: str = "haproxy"
     at_least: float | None = None
     at_most: float | None = None
+    issue: int = 16  # which issue set it
 
     def condition(self) -> str:
         if self.at_least is not None:
@@ -101,8 +103,8 @@ class Target:
 def _bulk_targets(streams: int) -> tuple[Target, Target]:
     key, what = f"bulk_{streams}", f"bulk, {streams} stream{'s' if streams > 1 else ''}"
     return (
-        Target(key, what, at_least=1.5),
-        Target(key, f"{what}, vs bufsize 64k", versus="haproxy-64k", at_least=1.0),
+        Target(key, what, at_least=1.5, issue=5),
+        Target(key, f"{what}, vs bufsize 64k", versus="haproxy-64k", at_least=1.0, issue=5),
     )
 
 
@@ -111,15 +113,18 @@ def _python_target(streams: int) -> Target:
     return Target(f"bulk_{streams}", what, versus="builtin-python", at_least=1.0)
 
 
+# The built-in engine as it ships: its compiled relay core where it is built ("built-in"; the
+# Python relay, its fallback, is shown beside it and not judged). Issue 16's goals replace issue
+# 5's on the figures both set (new conn/s 0.75, added p99 1.5, idle memory 0.7, CPU per message
+# 1.2 were issue 5's, met by neither relay before the core on the first two).
 TARGETS = (
     *_bulk_targets(1),
     *_bulk_targets(8),
     *_bulk_targets(64),
-    Target("connect_50", "new conn/s, 50 at once", at_least=0.75),
-    Target("added_p99", "added p99 latency, one at a time", at_most=1.5),
-    Target("idle_memory", "memory per idle connection", at_most=0.7),
-    Target("idle_cpu", "CPU per small message, idle connections", at_most=1.2),
-    # Issue 16: the compiled core ("built-in") against the Python relay and HAProxy nbthread 2.
+    Target("connect_50", "new conn/s, 50 at once", at_least=0.9),
+    Target("added_p99", "added p99 latency, one at a time", at_most=1.2),
+    Target("idle_memory", "memory per idle connection", at_most=0.5),
+    Target("idle_cpu", "CPU per small message, idle connections", at_most=1.0),
     *(_python_target(streams) for streams in (1, 8, 64)),
     Target("connect_50__2cores", "new conn/s, 2 workers vs nbthread 2", at_least=1.0),
 )
@@ -217,13 +222,16 @@ def _proxies(report: Report) -> list[str]:
     lines = [report.setting, ""]
     lines += _table([m for m in metrics.values() if m.table == "results"], ratio_columns=True)
     lines += ["", "Targets, as the built-in engine's ratio to HAProxy, round by round:", ""]
-    lines += ["| target | goal | built-in ÷ HAProxy | |", "|---|---|---|---|"]
+    lines += ["| target | goal | built-in ÷ HAProxy | | issue |", "|---|---|---|---|---|"]
     for found in verdicts(metrics):
         target = found.target
         versus = COLUMNS[target.versus]
         ratio = "—" if found.ratio is None else found.ratio.text(2)
         state = {None: "not measured", True: "met", False: "**not met**"}[found.met]
-        lines.append(f"| {target.text} | {target.condition()} {versus} | {ratio} | {state} |")
+        lines.append(
+            f"| {target.text} | {target.condition()} {versus} | {ratio} | {state} "
+            f"| {target.issue} |"
+        )
     for two in [m for m in metrics.values() if m.table == "scaling"]:
         # A two-core metric's key is its one-core metric's, with a suffix.
         one = metrics.get(two.key.partition("__")[0])
@@ -330,6 +338,7 @@ def document(report: Report) -> dict[str, Any]:
                 "metric": v.target.metric,
                 "versus": v.target.versus,
                 "goal": v.target.condition(),
+                "issue": v.target.issue,
                 "ratio": None if v.ratio is None else v.ratio.as_json(),
                 "met": v.met,
             }

@@ -100,15 +100,19 @@ def test_a_target_not_measured_says_so() -> None:
     assert verdict(TARGETS[0], {"bulk_1": empty}).met is None
 
 
-def test_targets_are_those_of_issue_5() -> None:
-    goals = {(t.metric, t.versus): (t.at_least, t.at_most) for t in TARGETS}
+def test_targets_are_those_of_issues_5_and_16() -> None:
+    goals = {(t.metric, t.versus): (t.at_least, t.at_most, t.issue) for t in TARGETS}
     for streams in (1, 8, 64):
-        assert goals[(f"bulk_{streams}", "haproxy")] == (1.5, None)
-        assert goals[(f"bulk_{streams}", "haproxy-64k")] == (1.0, None)
-    assert goals[("connect_50", "haproxy")] == (0.75, None)
-    assert goals[("added_p99", "haproxy")] == (None, 1.5)
-    assert goals[("idle_memory", "haproxy")] == (None, 0.7)
-    assert goals[("idle_cpu", "haproxy")] == (None, 1.2)
+        assert goals[(f"bulk_{streams}", "haproxy")] == (1.5, None, 5)
+        assert goals[(f"bulk_{streams}", "haproxy-64k")] == (1.0, None, 5)
+        assert goals[(f"bulk_{streams}", "builtin-python")] == (1.0, None, 16)
+    # Issue 16's replace issue 5's looser goals on the same figures (0.75, 1.5, 0.7, 1.2).
+    assert goals[("connect_50", "haproxy")] == (0.9, None, 16)
+    assert goals[("added_p99", "haproxy")] == (None, 1.2, 16)
+    assert goals[("idle_memory", "haproxy")] == (None, 0.5, 16)
+    assert goals[("idle_cpu", "haproxy")] == (None, 1.0, 16)
+    assert goals[("connect_50__2cores", "haproxy")] == (1.0, None, 16)
+    assert len(TARGETS) == len(goals)  # one goal per figure and rival
 
 
 def test_direct_must_beat_every_proxy() -> None:
@@ -192,13 +196,13 @@ def test_markdown_table_shows_each_cell_and_the_ratio_per_round() -> None:
 def test_markdown_says_met_or_not_met_for_every_target() -> None:
     text = markdown(sample())
     lines = text.splitlines()
-    assert "| bulk, 1 stream | ≥ 1.5\u00d7 HAProxy | 2.00 (1.90\u20132.10) | met |" in lines
+    assert "| bulk, 1 stream | ≥ 1.5\u00d7 HAProxy | 2.00 (1.90\u20132.10) | met | 5 |" in lines
     assert (
-        "| memory per idle connection | ≤ 0.7\u00d7 HAProxy | 0.85 (0.82\u20130.88) "
-        "| **not met** |" in lines
+        "| memory per idle connection | ≤ 0.5\u00d7 HAProxy | 0.85 (0.82\u20130.88) "
+        "| **not met** | 16 |" in lines
     )
-    assert "| new conn/s, 50 at once | ≥ 0.75\u00d7 HAProxy | 0.60 | **not met** |" in lines
-    assert "| bulk, 8 streams | ≥ 1.5\u00d7 HAProxy | — | not measured |" in lines
+    assert "| new conn/s, 50 at once | ≥ 0.9\u00d7 HAProxy | 0.60 | **not met** | 16 |" in lines
+    assert "| bulk, 8 streams | ≥ 1.5\u00d7 HAProxy | — | not measured | 5 |" in lines
 
 
 def test_markdown_scaling_and_cpu_and_checks() -> None:
