@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import json
 import os
+import socket
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -248,3 +249,20 @@ def test_a_relay_that_cannot_be_run_is_refused_at_the_start(
             await engine.stop()
 
     runner.run(body())
+
+
+def test_expiry_drops_the_entries_unused_that_long_and_stops_at_the_first_used_since() -> None:
+    """The core's expiry walks its table oldest first and stops at the first entry used within
+    the timeout: learned with ages 50, 40, 30, 5 and 1 s, a 20 s timeout drops three, twice
+    asked still three in all, a 2 s one the 5 s old one, and one is left."""
+    relay = importlib.import_module("balancer._relay")
+    handle = relay.core()
+    service = relay.service(1)
+    server = relay.server(2, socket.AF_INET, socket.inet_pton(socket.AF_INET, "127.0.0.1"), 80)
+    relay.set_table(handle, service, (server,), (0,), False, None, 0, 1000, 1000, 600_000, 0)
+    for last, age in enumerate((50_000, 40_000, 30_000, 5_000, 1_000), start=1):
+        relay.learn(handle, service, bytes((127, 0, 0, last)), server, age)
+    assert relay.expire(handle, service, 20_000) == 3
+    assert relay.expire(handle, service, 20_000) == 0
+    assert relay.expire(handle, service, 2_000) == 1
+    assert relay.forget(handle, service, 0) == 1  # what was left

@@ -1145,7 +1145,6 @@ static PyObject *py_set_table(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static int expired(struct stick *e, int64_t before) { return !e->open && e->used <= before; }
 static int used_before(struct stick *e, int64_t before) { return e->used <= before; }
 
 static struct service *table_args(PyObject *co, PyObject *so, struct core **c) {
@@ -1161,8 +1160,20 @@ static PyObject *py_expire(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOL", &co, &so, &timeout)) return NULL;
     struct service *svc = table_args(co, so, &c);
     if (svc == NULL) return NULL;
+    int64_t before = now_ms() - timeout;
+    int dropped = 0;
     pthread_mutex_lock(&c->lock);
-    int dropped = sticks_drop(svc, expired, now_ms() - timeout);
+    /* Oldest first, up to the first used since: the walk is as long as what it drops (and the
+     * open ones it passes), not the table, which the loop waits on meanwhile. An entry learned
+     * from the peer goes in as the newest whatever its age: out of order it is dropped by a
+     * later walk, and the hot path looks at each entry's own age. */
+    for (struct stick *e = svc->oldest, *newer; e != NULL && e->used <= before; e = newer) {
+        newer = e->newer;
+        if (!e->open) {
+            stick_drop(svc, stick_link(svc, e->client));
+            dropped++;
+        }
+    }
     pthread_mutex_unlock(&c->lock);
     return PyLong_FromLong(dropped);
 }
