@@ -36,14 +36,6 @@ OLDEST_HELD = (
     "an entry a connection tracks is not evicted, and while it is the least recently used a "
     "full table takes no new client (its tracked entry gets no server_id, the next none at all)"
 )
-# Where the compiled core forgets a connection (balancer/engines/builtin/core/relay.c).
-OPEN_COUNT_LOST = (
-    "stick_room frees an entry with its count of open connections; the client's next "
-    "connection makes a new entry counting only itself, and release() of the first one takes "
-    "that count to 0 while the second is open, so past the timeout choose() balances the "
-    "client afresh (Python's StickTable counts open connections apart from entries, and its "
-    "listing still shows the client held on its server)"
-)
 
 
 async def listing(engine: Engine, label: str) -> dict[str, str]:
@@ -131,7 +123,7 @@ async def test_a_client_with_a_connection_open_loses_its_entry_and_takes_it_back
 
 
 async def test_a_client_evicted_while_connected_keeps_its_server_while_any_connection_is_open(
-    request: pytest.FixtureRequest, engine: Engine, revisions: Revisions, net: Addresses
+    engine: Engine, revisions: Revisions, net: Addresses
 ) -> None:
     """A client whose entry went while its first connection was open connects again: the
     second connection takes a new entry. When the first ends, the second still holds the
@@ -153,7 +145,6 @@ async def test_a_client_evicted_while_connected_keeps_its_server_while_any_conne
             # Past the timeout from the first's end: time is what is tested, no event says it.
             await asyncio.sleep(1.3)
             third = await landing(vip, source)
-            fails_on(request, "core", OPEN_COUNT_LOST)
             assert third == second.name
         finally:
             await first.close()

@@ -220,13 +220,23 @@ static void stick_use(struct service *s, struct stick *e, int64_t used) {
     s->newest = e;
 }
 
+/* Out of the table: freed, or, while connections of the client are open, kept aside for their
+ * count (as persistence.StickTable keeps its open counts apart from its entries), so that a
+ * connection ending after the client's next one began does not end that one's hold too. The
+ * client's next entry, or its last connection's end, takes it back. */
 static void stick_drop(struct service *s, struct stick **p) {
     struct stick *e = *p;
+    if (!e->gone) {
+        lru_unlink(s, e);
+        s->nsticks--;
+    }
+    if (e->open) {
+        e->gone = 1;
+        return;
+    }
     *p = e->next;
-    lru_unlink(s, e);
     server_unref(e->server);
     free(e);
-    s->nsticks--;
 }
 
 /* Make room for one entry more: the least recently used go, open or not, as
@@ -255,7 +265,8 @@ static void stick_room(struct core *c, struct service *s) {
 /* ``k``'s entry, pointing at ``to``, used at ``used``, made if new (room made by ``c``). */
 static struct stick *stick_put(struct core *c, struct service *s, const unsigned char k[16],
                                struct server *to, int64_t used) {
-    if (stick_get(s, k) == NULL) stick_room(c, s);
+    struct stick *found = stick_get(s, k);
+    if (found == NULL || found->gone) stick_room(c, s);
     if (s->nsticks >= s->nbuckets) {  /* grown by doubling: a lookup stays one or two steps */
         unsigned n = s->nbuckets ? 2 * s->nbuckets : 64;
         struct stick **b = calloc(n, sizeof *b);
@@ -279,6 +290,9 @@ static struct stick *stick_put(struct core *c, struct service *s, const unsigned
         memcpy(e->client, k, 16);
         *p = e;
         s->nsticks++;
+    } else if (e->gone) {  /* back in the table (stick_use links it), its open count kept */
+        e->gone = 0;
+        s->nsticks++;
     }
     if (e->server != to) {
         server_unref(e->server);
@@ -293,12 +307,12 @@ static int sticks_drop(struct service *s, int (*doomed)(struct stick *, int64_t)
     int dropped = 0;
     for (unsigned i = 0; i < s->nbuckets; i++) {
         for (struct stick **p = &s->buckets[i]; *p;) {
-            if (doomed(*p, arg)) {
+            struct stick *e = *p;
+            if (!e->gone && doomed(e, arg)) {
                 stick_drop(s, p);
                 dropped++;
-            } else {
-                p = &(*p)->next;
             }
+            if (*p == e) p = &e->next;  /* kept (aside), or not doomed */
         }
     }
     return dropped;
@@ -318,7 +332,13 @@ static void table_free(struct table *t) {
 static void service_unref(struct service *s) {
     if (s != NULL && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0) {
         table_free(s->table);
-        sticks_drop(s, always, 0);
+        for (unsigned i = 0; i < s->nbuckets; i++) {  /* every entry, aside or not */
+            for (struct stick *e = s->buckets[i], *next; e; e = next) {
+                next = e->next;
+                server_unref(e->server);
+                free(e);
+            }
+        }
         free(s->buckets);
         free(s);
     }
@@ -449,11 +469,13 @@ static void release(struct core *c, struct conn *k) {
     pthread_mutex_lock(&c->lock);
     struct stick *e = stick_get(k->service, key);
     struct table *t = k->service->table;
-    if (e != NULL) {
-        if (e->open) e->open--;
+    if (e != NULL && e->open) e->open--;
+    if (e != NULL && !e->gone) {
         stick_use(k->service, e, now_ms());
     } else if (t != NULL && t->persist_ms) {  /* not once a commit turned persistence off */
-        stick_put(c, k->service, key, k->server, now_ms());
+        stick_put(c, k->service, key, k->server, now_ms());  /* back from aside, or anew */
+    } else if (e != NULL && !e->open) {
+        stick_drop(k->service, stick_link(k->service, key));  /* aside, and its last ended */
     }
     pthread_mutex_unlock(&c->lock);
     report(c, EV_RELEASE, k, k->server, 0);
@@ -531,7 +553,8 @@ static struct server *choose(struct core *c, struct conn *k, int64_t now) {
          * server is still the service's, not tried, and takes stuck clients. */
         client_key(&k->client, key);
         struct stick *e = stick_get(svc, key);
-        if (e != NULL && (e->open || now - e->used < t->persist_ms) && in_table(t, e->server) &&
+        if (e != NULL && !e->gone && (e->open || now - e->used < t->persist_ms) &&
+            in_table(t, e->server) &&
             !tried(k, e->server) && LOAD(e->server->takes) >= TAKES_STUCK && has_room(e->server)) {
             stick_use(svc, e, now);
             k->stuck = 1;

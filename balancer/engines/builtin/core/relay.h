@@ -55,7 +55,9 @@ struct stick {
     unsigned char client[16];    /* IPv4 as IPv4-mapped IPv6 */
     struct server *server;
     int64_t used;
-    int open;
+    int open;                    /* the client's connections open, whatever became of the entry */
+    int gone;                    /* dropped (evicted, cleared) while some were: kept aside, out
+                                  * of the order of use and the count, for that count alone */
 };
 
 struct service {
