@@ -530,7 +530,7 @@ def write(report: Report, out: Path) -> None:
     print()
     print(text)
     if report.metrics:
-        print("Targets (issue 5):")
+        print("Targets (issues 5 and 16):")
         for found in verdicts(report.metrics):
             print(f"  {found.target.text} {found.target.condition()} {found.target.versus}: "
                   f"{found.text()}")  # fmt: skip

@@ -20,6 +20,7 @@ import pytest
 
 from balancer.engines import EngineError
 from balancer.engines.builtin import BuiltinEngine, core
+from balancer.engines.builtin.process import paths as builtin_paths
 from balancer.engines.builtin.service import RunningServer
 from balancer.model import RealServer
 from tests.backends import Addresses, EchoServer, free_port
@@ -133,6 +134,21 @@ def test_the_engine_says_it_runs_the_core_and_relays_both_ways(
             assert await settled(counted, (0, 1, 100_006)) == (0, 1, 100_006)
 
     runner.run(body())
+
+
+def test_the_loop_thread_runs_before_the_python_thread_where_they_share_a_core(
+    engine: BuiltinEngine,
+) -> None:
+    """The engine's Python thread runs core.POLICY_NICE nicer than the core's loop thread,
+    which keeps the nice value the engine was started with (this process's)."""
+    pid = int(builtin_paths(engine.data_dir)[1].read_text())
+    nice = {
+        int(task.name): int((task / "stat").read_text().rpartition(")")[2].split()[16])
+        for task in Path(f"/proc/{pid}/task").iterdir()
+    }
+    started = os.getpriority(os.PRIO_PROCESS, 0)
+    assert nice[pid] == started + core.POLICY_NICE
+    assert started in nice.values(), f"no thread left at nice {started}: {nice}"
 
 
 def test_round_robin_by_weight_and_the_states_python_writes(
