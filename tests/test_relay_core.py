@@ -282,3 +282,19 @@ def test_expiry_drops_the_entries_unused_that_long_and_stops_at_the_first_used_s
     assert relay.expire(handle, service, 20_000) == 0
     assert relay.expire(handle, service, 2_000) == 1
     assert relay.forget(handle, service, 0) == 1  # what was left
+
+
+def test_a_peers_entry_that_fills_the_table_says_which_entry_made_room() -> None:
+    """A table of two that learns a third client from the peer lets its least recently used
+    go and reports it (EVICT), so that Python's table never lists a client the core dropped."""
+    relay = importlib.import_module("balancer._relay")
+    handle = relay.core()
+    service = relay.service(1)
+    server = relay.server(2, socket.AF_INET, socket.inet_pton(socket.AF_INET, "127.0.0.1"), 80)
+    relay.set_table(handle, service, (server,), (0,), False, None, 0, 1000, 1000, 600_000, 2)
+    for last, age in enumerate((3_000, 2_000, 1_000), start=1):
+        relay.learn(handle, service, bytes((127, 0, 0, last)), server, age)
+    events, lost = relay.events(handle)
+    assert [(kind, client) for kind, _, _, _, client, _ in events] == [(relay.EVICT, "127.0.0.1")]
+    assert lost == 0
+    assert relay.forget(handle, service, 0) == 2  # the two newest were kept

@@ -242,12 +242,13 @@ static void stick_drop(struct service *s, struct stick **p) {
 /* Make room for one entry more: the least recently used go, open or not, as
  * persistence.StickTable.stick drops them, and each is reported (EV_EVICT) so that Python's
  * table drops that one, not another of its own choosing (their orders of use differ by what is
- * in flight). ``c`` NULL: not reported (Python's learn has made its own room). */
+ * in flight). Also for a peer's entry: Python's learn dropped its own oldest already, which
+ * may be another; its table then holds one fewer for a while, never one this one does not. */
 static void stick_room(struct core *c, struct service *s) {
     long limit = s->table ? s->table->persist_size : 0;
     while (limit && s->nsticks >= (unsigned long)limit && s->oldest) {
         struct stick *e = s->oldest;
-        struct event_record *r = c ? event_slot(c) : NULL;
+        struct event_record *r = event_slot(c);
         if (r != NULL) {
             r->kind = EV_EVICT;
             r->service = s->id;
@@ -1226,7 +1227,7 @@ static PyObject *py_learn(PyObject *self, PyObject *args) {
     if (s != NULL && packed_key(&packed, key)) {
         pthread_mutex_lock(&c->lock);
         struct stick *e = stick_get(svc, key);
-        if (e == NULL || !e->open) stick_put(NULL, svc, key, s, now_ms() - age);
+        if (e == NULL || !e->open) stick_put(c, svc, key, s, now_ms() - age);
         pthread_mutex_unlock(&c->lock);
     }
     PyBuffer_Release(&packed);
