@@ -31,10 +31,12 @@ CORE_LATENCY = (
     "in a batch every 20 ms; the proxy's CPU was the same with or without (70 and 68%), so the "
     "p99 is a new connection waiting for the CPU while Python's thread, on the same core, runs "
     "its batch.",
-    "Python's thread reniced after it starts the loop thread (balancer/engines/builtin/core.py, "
-    "POLICY_NICE), 6 rounds alternated with HAProxy (254 µs): p99 326 µs at nice 0, 300 at +5, "
-    "242 at +10: +10 kept. At 13,800 new connections a second with persistence, the core "
-    "saturated, Python still read every event (10 s, none lost).",
+    "Python's thread reniced after it starts the loop thread, 6 rounds alternated with HAProxy "
+    "(254 µs): p99 326 µs at nice 0, 300 at +5, 242 at +10; at 13,800 new connections a second "
+    "with persistence, the core saturated, Python still read every event (10 s, none lost). "
+    "Kept the other way round (relay.c, LOOP_PRIORITY): the loop thread 10 below, where it may "
+    "(root), 236 µs against HAProxy's 250; a niced Python thread would have slowed the engine's "
+    "health checks and commits behind every other program on a busy machine.",
 )
 
 BULK = (

@@ -139,16 +139,18 @@ def test_the_engine_says_it_runs_the_core_and_relays_both_ways(
 def test_the_loop_thread_runs_before_the_python_thread_where_they_share_a_core(
     engine: BuiltinEngine,
 ) -> None:
-    """The engine's Python thread runs core.POLICY_NICE nicer than the core's loop thread,
-    which keeps the nice value the engine was started with (this process's)."""
+    """As root (as the suite and the appliance run) the core's loop thread runs ten nice
+    values below the engine's Python thread, which keeps the one it was started with (this
+    process's); without the privilege both keep it."""
     pid = int(builtin_paths(engine.data_dir)[1].read_text())
     nice = {
         int(task.name): int((task / "stat").read_text().rpartition(")")[2].split()[16])
         for task in Path(f"/proc/{pid}/task").iterdir()
     }
     started = os.getpriority(os.PRIO_PROCESS, 0)
-    assert nice[pid] == started + core.POLICY_NICE
-    assert started in nice.values(), f"no thread left at nice {started}: {nice}"
+    assert nice[pid] == started
+    loop = started if os.geteuid() else max(-20, started - 10)
+    assert loop in [value for task, value in nice.items() if task != pid], nice
 
 
 def test_round_robin_by_weight_and_the_states_python_writes(

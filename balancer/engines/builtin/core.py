@@ -29,7 +29,6 @@ import importlib
 import logging
 import os
 import socket
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
@@ -48,12 +47,6 @@ ENVIRONMENT = "BALANCER_RELAY"
 # The round-robin order is this long at most: weights summing to more are scaled down to it.
 ORDER_MAX = 10_000
 SELF_TEST_TIMEOUT = 2.0
-# The process's Python thread yields to the core's loop thread where the two share a core: its
-# bursts (a batch of events every 20 ms, a status, a health check) otherwise keep a new
-# connection waiting for the CPU. One at a time with persistence, p99 326 us at nice 0, 300 at
-# +5, 242 at +10 (HAProxy 254, same runs). At +10 it still gets a tenth of a core the loop
-# saturates: at 13,800 new connections a second with persistence for 10 s it read every event.
-POLICY_NICE = 10
 
 
 class CoreFault(Exception):
@@ -131,11 +124,6 @@ class CoreRelay:
         # Each service's order and the weights it was made of: made again only when they change.
         self._orders: dict[RunningService, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         module.start(self.core)
-        # After the start: the loop thread, made by this one, would inherit its nice value.
-        with contextlib.suppress(OSError):
-            thread = threading.get_native_id()
-            nice = os.getpriority(os.PRIO_PROCESS, thread) + POLICY_NICE
-            os.setpriority(os.PRIO_PROCESS, thread, nice)
         loop.add_reader(module.events_fd(self.core), self.flush)
 
     def _id(self) -> int:

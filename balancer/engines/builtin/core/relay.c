@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +51,11 @@
  * would take a core's worth of Python at HAProxy's rates. The first of a quiet spell goes at
  * once. */
 #define BATCH_MS 20
+/* Nice values the loop thread runs below the thread that starts it, where it may (as root, or
+ * with CAP_SYS_NICE): where the two share a core, a batch of Python's work (events, a status,
+ * a health check) otherwise keeps a new connection waiting for the CPU. One at a time with
+ * persistence, p99 326 us at the same priority, 242 at ten apart (HAProxy 254, same runs). */
+#define LOOP_PRIORITY 10
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
@@ -842,6 +848,11 @@ static void *loop(void *arg) {
     struct core *c = arg;
     struct epoll_event events[256];
     int64_t next_idle = now_ms() + IDLE_TICK;
+    /* A thread's own nice value on Linux: this thread's, not the process's. */
+    pid_t self = gettid();
+    errno = 0;
+    int nice = getpriority(PRIO_PROCESS, self);
+    if (errno == 0) (void)setpriority(PRIO_PROCESS, self, nice - LOOP_PRIORITY);
     while (!LOAD(c->stopping)) {
         /* Listeners closed by Python leave here, between two waits: no event of theirs is
          * in hand any more. */
