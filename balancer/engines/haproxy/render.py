@@ -262,8 +262,13 @@ def _listen(vs: VirtualService) -> list[str]:
     persistence = vs.persistence
     if persistence.mode is PersistenceMode.SOURCE_IP:
         kind = "ipv6" if isinstance(vs.ip, IPv6Address) else "ip"
+        # One entry more than table_size: for a new client, track-sc0 has stored its entry
+        # when "stick on" (its store-request half) allocates one of its own, counted against
+        # the size, which it merges into the first and frees only once the server is chosen
+        # (stksess_new in process_sticking_rules, HAProxy 2.6). Sized table_size, a full
+        # table evicts one client more for it and keeps table_size - 1 (table_size 1: none).
         lines += [
-            f"    stick-table type {kind} size {persistence.table_size} "
+            f"    stick-table type {kind} size {persistence.table_size + 1} "
             f"expire {duration(persistence.timeout)} store conn_cur peers {PEERS}",
             "    tcp-request content track-sc0 src",
             "    stick on src",
