@@ -26,11 +26,12 @@ SIZE = 4
 CLIENTS = 12  # three times what the table holds
 STICKY = {"mode": "source_ip", "timeout": 600, "table_size": SIZE}
 
-# Where HAProxy (2.6 as rendered: "track-sc0 src" and "stick on src") keeps fewer clients.
-HOLDS_ONE_LESS = (
-    "a full table holds table_size - 1 clients: a new client's tracked entry fills it, then the "
-    "store rule's own new entry evicts one more before it is merged and freed (table_size 1 "
-    "keeps no client at all)"
+# Where HAProxy (2.6 as rendered: "track-sc0 src" and "stick on src") keeps fewer clients;
+# README, "Deliberate differences".
+TWO_OLDEST = (
+    "a full table below 256 entries makes room only from its two oldest entries (in the order "
+    "they were stored): one a connection still holds (the previous client's, not yet ended) or "
+    "one used since it was stored is skipped, and a new client then gets no server_id"
 )
 OLDEST_HELD = (
     "an entry a connection tracks is not evicted, and while it is the least recently used a "
@@ -77,7 +78,7 @@ async def test_a_full_table_keeps_the_most_recently_used_and_rebalances_the_evic
         servers = [real_server("A", a.address), real_server("B", b.address)]
         await revisions.apply(virtual_service("sticky", vip, servers, persistence=STICKY))
         sources = [net.ip() for _ in range(CLIENTS + 2)]
-        fails_on(request, "haproxy", HOLDS_ONE_LESS)  # those that come back were evicted
+        fails_on(request, "haproxy", TWO_OLDEST)  # any landing may find the table full
         landed = {source: await landing(vip, source) for source in sources[:CLIENTS]}
         old, back = sources[: CLIENTS - SIZE], sources[CLIENTS - SIZE : CLIENTS - SIZE + 2]
         for source in back:  # still in the table: the server they had, and now the newest
@@ -150,3 +151,21 @@ async def test_a_client_evicted_while_connected_keeps_its_server_while_any_conne
             await first.close()
             if second is not None:
                 await second.close()
+
+
+async def test_a_table_of_one_keeps_the_latest_client(
+    engine: Engine, revisions: Revisions, net: Addresses
+) -> None:
+    """``table_size`` 1 holds one client: the second replaces the first (no connection of
+    either open) and comes back to its server, which round robin alone would not give it."""
+    async with EchoServer("A", net.ip()) as a, EchoServer("B", net.ip()) as b:
+        vip = (net.ip(), free_port(net.ip()))
+        servers = [real_server("A", a.address), real_server("B", b.address)]
+        one = STICKY | {"table_size": 1}
+        await revisions.apply(virtual_service("sticky", vip, servers, persistence=one))
+        first, second = net.ip(), net.ip()
+        await landing(vip, first)
+        await settled_listing(engine, "sticky")
+        landed = await landing(vip, second)
+        assert await settled_listing(engine, "sticky") == {second: landed}
+        assert await landing(vip, second) == landed
