@@ -17,11 +17,12 @@ import getpass
 import hashlib
 import http.client
 import json
+import os
 import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 if TYPE_CHECKING:
@@ -119,10 +120,14 @@ class Client:
         if isinstance(self.where, Path) and not self.where.exists():
             raise ApiError(self._unreachable("no such socket"))
         headers = {"If-Match": str(self.base)} if self.base is not None and method != "GET" else {}
-        content = None
-        if isinstance(body, bytes):  # a file as it is, such as an update archive
+        content: bytes | BinaryIO | None = None
+        if isinstance(body, bytes):  # bytes as they are
             content = body
             headers["Content-Type"] = "application/octet-stream"
+        elif hasattr(body, "read"):  # an open file, such as an update archive: sent as read
+            content = body
+            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Length"] = str(os.fstat(body.fileno()).st_size)
         elif body is not None:
             content = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
@@ -149,7 +154,7 @@ class Client:
         return json.loads(response.body)
 
     def _request(
-        self, method: str, target: str, content: bytes | None, headers: dict[str, str]
+        self, method: str, target: str, content: bytes | BinaryIO | None, headers: dict[str, str]
     ) -> Response:
         connection: http.client.HTTPConnection
         if isinstance(self.where, Remote):

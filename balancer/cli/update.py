@@ -83,10 +83,10 @@ def update_install(
     version and restarts its management service into it; the engine keeps running."""
     checksum_text = _checksum_of(archive, checksum)
     try:
-        data = archive.read_bytes()
+        data = archive.open("rb")  # streamed, not read whole: archives are up to 512 MB
     except OSError as error:
         fail(f"{error.filename}: {error.strerror}")
-    with client(ctx, data_dir) as appliance:
+    with data, client(ctx, data_dir) as appliance:
         appliance.timeout = INSTALL_WAIT
         appliance.post("/software/archive", data, checksum=checksum_text.strip())
         done = appliance.post("/software/install", downgrade=str(downgrade).lower())
