@@ -39,8 +39,8 @@
 #define BUFFER_SIZE (64 * 1024)  /* a rest this small moves to a buffer this size */
 #define READS 8             /* reads per wakeup of one side while each fills what it asked */
 #define POOL_KEEP 256       /* free buffers of BUFFER_SIZE kept for the next burst */
-#define BIG_KEEP 16         /* and of BIG_SIZE (a wakeup's reads mostly need one); the rest go
-                             * back */
+#define BIG_KEEP 16         /* and of BIG_SIZE; more are malloc'd and freed (glibc serves them
+                             * from its heap once one was freed: its mmap threshold rises) */
 #define ACCEPTS 64          /* per wakeup, so one busy listener does not starve the others */
 #define EVENTS_KEPT 262144  /* events Python has not read yet; more are counted, not kept */
 #define MAX_TRIED 17         /* retries (at most 16) and the fallback */
@@ -54,7 +54,7 @@
 /* Nice values the loop thread runs below the thread that starts it, where it may (as root, or
  * with CAP_SYS_NICE): where the two share a core, a batch of Python's work (events, a status,
  * a health check) otherwise keeps a new connection waiting for the CPU. One at a time with
- * persistence, p99 326 us at the same priority, 242 at ten apart (HAProxy 254, same runs). */
+ * persistence, p99 326 us at the same priority, 236 at ten apart (HAProxy 250, same runs). */
 #define LOOP_PRIORITY 10
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
