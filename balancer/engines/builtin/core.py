@@ -35,9 +35,8 @@ from types import ModuleType
 from typing import Any
 
 from balancer.engines.builtin.balancing import RoundRobin
-from balancer.engines.builtin.service import DRAIN, ONLINE, RunningServer, RunningService
+from balancer.engines.builtin.service import RunningServer, RunningService
 from balancer.model import PersistenceMode
-from balancer.state import Health
 
 log = logging.getLogger("balancer.engine")
 
@@ -106,7 +105,6 @@ class _Counted:
     """A service's or server's handle in the core, and its counters as last added to Python's."""
 
     handle: Any
-    label: str
     seen: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
@@ -145,7 +143,7 @@ class CoreRelay:
         counted = self._services.get(service)
         if counted is None:
             ident = self._id()
-            counted = self._services[service] = _Counted(self.module.service(ident), "")
+            counted = self._services[service] = _Counted(self.module.service(ident))
             self._by_id[ident] = (service, service.label)
             self._table(service)
         return counted.handle
@@ -157,21 +155,20 @@ class CoreRelay:
             family = server.family
             packed = socket.inet_pton(family, server.host)
             port = server.config.port or 0  # 0: the port the client came to
-            counted = _Counted(self.module.server(ident, family, packed, port), server.label)
+            counted = _Counted(self.module.server(ident, family, packed, port))
             self._servers[server] = counted
             self._by_id[ident] = (server, service.label)
         self._takes(server, counted.handle)
         return counted.handle
 
     def _takes(self, server: RunningServer, handle: Any) -> None:
-        """As ``RunningServer.takes_new`` and ``takes_persistent`` say, but for the room left,
-        which the core counts itself."""
-        config, module = server.config, self.module
-        taking = module.TAKES_NONE
-        if server.health is Health.UP and config.state in (ONLINE, DRAIN):
-            new = config.state is ONLINE and config.weight > 0
-            taking = module.TAKES_NEW if new else module.TAKES_STUCK
-        module.set_server(handle, taking, config.weight, config.max_connections)
+        module = self.module
+        taking = module.TAKES_NONE  # room apart: the core counts it itself
+        if server.accepts_new():
+            taking = module.TAKES_NEW
+        elif server.accepts_persistent():
+            taking = module.TAKES_STUCK
+        module.set_server(handle, taking, server.config.weight, server.config.max_connections)
 
     def health(self, server: RunningServer) -> None:
         """``server``'s health has changed: whether it takes new clients, at once."""

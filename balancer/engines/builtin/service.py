@@ -58,18 +58,21 @@ class RunningServer:
         limit = self.config.max_connections
         return not limit or self.active < limit
 
-    def takes_new(self) -> bool:
+    def accepts_new(self) -> bool:
+        """Whether it takes new clients, room apart (the relay core counts room itself)."""
         config = self.config
-        return (
-            config.state is ONLINE
-            and config.weight > 0
-            and self.health is Health.UP
-            and self.has_room()
-        )
+        return config.state is ONLINE and config.weight > 0 and self.health is Health.UP
+
+    def accepts_persistent(self) -> bool:
+        """Drain and weight 0 turn new clients away but keep the ones that were stuck here;
+        room apart."""
+        return self.config.state in (ONLINE, DRAIN) and self.health is Health.UP
+
+    def takes_new(self) -> bool:
+        return self.accepts_new() and self.has_room()
 
     def takes_persistent(self) -> bool:
-        """Drain and weight 0 turn new clients away but keep the ones that were stuck here."""
-        return self.config.state in (ONLINE, DRAIN) and self.health is Health.UP and self.has_room()
+        return self.accepts_persistent() and self.has_room()
 
     def status(self, last_check: tuple[str, float | None] | None = None) -> RealServerStatus:
         """``last_check``: the latest check's reason, which may be newer than the last flip's,
