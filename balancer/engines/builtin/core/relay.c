@@ -988,6 +988,13 @@ static PyObject *py_core(PyObject *self, PyObject *args) {
 
 static struct core *get_core(PyObject *o) { return PyCapsule_GetPointer(o, CORE); }
 
+/* The service handle ``so`` and, in ``c``, the core ``co``; NULL (an exception set) if either
+ * is not one. */
+static struct service *get_service(PyObject *co, PyObject *so, struct core **c) {
+    *c = get_core(co);
+    return *c ? PyCapsule_GetPointer(so, SERVICE) : NULL;
+}
+
 static PyObject *py_start(PyObject *self, PyObject *arg) {
     struct core *c = get_core(arg);
     if (c == NULL) return NULL;
@@ -1129,9 +1136,9 @@ static PyObject *py_set_table(PyObject *self, PyObject *args) {
                           &PyTuple_Type, &order, &least, &fallback, &retries, &connect_ms,
                           &idle_ms, &persist_ms, &persist_size))
         return NULL;
-    struct core *c = get_core(co);
-    struct service *svc = PyCapsule_GetPointer(so, SERVICE);
-    if (c == NULL || svc == NULL) return NULL;
+    struct core *c;
+    struct service *svc = get_service(co, so, &c);
+    if (svc == NULL) return NULL;
     struct table *t = calloc(1, sizeof *t);
     if (t == NULL) return PyErr_NoMemory();
     t->least = least;
@@ -1182,18 +1189,13 @@ static PyObject *py_set_table(PyObject *self, PyObject *args) {
 
 static int used_before(struct stick *e, int64_t before) { return e->used <= before; }
 
-static struct service *table_args(PyObject *co, PyObject *so, struct core **c) {
-    *c = get_core(co);
-    return *c ? PyCapsule_GetPointer(so, SERVICE) : NULL;
-}
-
 /* expire(core, service, timeout ms): drop the entries unused that long, none open. */
 static PyObject *py_expire(PyObject *self, PyObject *args) {
     PyObject *co, *so;
     long long timeout;
     struct core *c;
     if (!PyArg_ParseTuple(args, "OOL", &co, &so, &timeout)) return NULL;
-    struct service *svc = table_args(co, so, &c);
+    struct service *svc = get_service(co, so, &c);
     if (svc == NULL) return NULL;
     int64_t before = now_ms() - timeout;
     int dropped = 0;
@@ -1232,7 +1234,7 @@ static PyObject *py_learn(PyObject *self, PyObject *args) {
     long long age;
     struct core *c;
     if (!PyArg_ParseTuple(args, "OOy*OL", &co, &so, &packed, &to, &age)) return NULL;
-    struct service *svc = table_args(co, so, &c);
+    struct service *svc = get_service(co, so, &c);
     struct server *s = svc ? PyCapsule_GetPointer(to, SERVER) : NULL;
     unsigned char key[16];
     if (s != NULL && packed_key(&packed, key)) {
@@ -1253,7 +1255,7 @@ static PyObject *py_drop(PyObject *self, PyObject *args) {
     Py_buffer packed;
     struct core *c;
     if (!PyArg_ParseTuple(args, "OOy*", &co, &so, &packed)) return NULL;
-    struct service *svc = table_args(co, so, &c);
+    struct service *svc = get_service(co, so, &c);
     unsigned char key[16];
     int dropped = 0;
     if (svc != NULL && packed_key(&packed, key)) {
@@ -1277,7 +1279,7 @@ static PyObject *py_forget(PyObject *self, PyObject *args) {
     long long age;
     struct core *c;
     if (!PyArg_ParseTuple(args, "OOL", &co, &so, &age)) return NULL;
-    struct service *svc = table_args(co, so, &c);
+    struct service *svc = get_service(co, so, &c);
     if (svc == NULL) return NULL;
     pthread_mutex_lock(&c->lock);
     int dropped = sticks_drop(svc, used_before, now_ms() - age);
@@ -1291,9 +1293,9 @@ static PyObject *py_listen(PyObject *self, PyObject *args) {
     PyObject *co, *so;
     int fd, id, port;
     if (!PyArg_ParseTuple(args, "OiiiO", &co, &fd, &id, &port, &so)) return NULL;
-    struct core *c = get_core(co);
-    struct service *svc = PyCapsule_GetPointer(so, SERVICE);
-    if (c == NULL || svc == NULL) return NULL;
+    struct core *c;
+    struct service *svc = get_service(co, so, &c);
+    if (svc == NULL) return NULL;
     struct listener *l = calloc(1, sizeof *l);
     if (l == NULL) return PyErr_NoMemory();
     l->kind = LISTENER;
