@@ -716,17 +716,13 @@ def has_focus(page: Any, id_: str) -> None:
 
 def test_pair_and_break_by_keyboard(web: PairWeb, page: Any) -> None:
     from tests.browser import playwright, shoot
-    from tests.test_webui_keyboard import focused, tab_to
+    from tests.test_webui_keyboard import focused, tab_order, tab_to
 
     expect = playwright.expect
     page.goto(web.url + "high-availability")
     expect(page.get_by_role("heading", name="Create a Clustered Pair", exact=True)).to_be_visible()
     page.locator("#f-local-address").focus()
-    order = [focused(page)]
-    for _ in range(4):
-        page.keyboard.press("Tab")
-        order.append(focused(page))
-    assert order == [
+    assert tab_order(page, 4) == [
         "Local IP address",
         "IP address of new peer",
         "WebUI port of new peer",
@@ -994,16 +990,12 @@ def test_the_heartbeat_settings_by_keyboard(web: PairWeb, page: Any) -> None:
     """On the Primary: Tab through the heartbeat settings, type a port that is not one (refused
     at its field, with the keyboard there and what was typed kept), correct it, save by Enter."""
     from tests.browser import playwright
-    from tests.test_webui_keyboard import focused, tab_to
+    from tests.test_webui_keyboard import tab_order, tab_to
 
     web.paired("primary", PairView(this=PRIMARY, peer=SECONDARY, link=0.3))
     page.goto(web.url + "high-availability")
     tab_to(page, "Advert interval (seconds)")
-    order = [focused(page)]
-    for _ in range(3):
-        page.keyboard.press("Tab")
-        order.append(focused(page))
-    assert order == [
+    assert tab_order(page, 3) == [
         "Advert interval (seconds)",
         "Preemption",
         "Replication port (TCP)",

@@ -39,6 +39,15 @@ def tab_to(page: Any, name: str, *, limit: int = 80) -> None:
     raise AssertionError(f"{name!r} not reached by Tab; focus is on {focused(page)!r}")
 
 
+def tab_order(page: Any, presses: int) -> list[str]:
+    """The focused control's name, then each one Tab reaches, ``presses`` times."""
+    order = [focused(page)]
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        order.append(focused(page))
+    return order
+
+
 def type_into(page: Any, name: str, text: str) -> None:
     tab_to(page, name)
     page.keyboard.type(text)
