@@ -35,16 +35,9 @@ from tests.engine import (
     virtual_service,
 )
 from tests.engine.conftest import ATTACH_TIMEOUT, STOP_TIMEOUT, net
+from tests.relay.conftest import core_missing
 
 __all__ = ["net"]
-
-
-def core_missing() -> str | None:
-    try:
-        importlib.import_module("balancer._relay")
-    except ImportError as error:
-        return f"the compiled relay core does not import ({error}); `make setup` builds it"
-    return None
 
 
 pytestmark = pytest.mark.skipif(core_missing() is not None, reason=str(core_missing()))
