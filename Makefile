@@ -22,7 +22,8 @@ $(BIN)/.synced: pyproject.toml uv.lock $(wildcard balancer/engines/builtin/core/
 setup: $(BIN)/.synced
 
 # The HAProxy engine runs Debian's haproxy; the tests run every scenario on both engines.
-# The WebUI's browser tests drive Debian's chromium; npm installs their accessibility checker.
+# The WebUI's browser tests drive Debian's chromium; npm installs their accessibility checker
+# (Debian's npm only where there is none: a NodeSource nodejs carries its own and conflicts).
 # The HA pair's floating IPs are Debian's keepalived (its package's own service stays unused).
 # Directory sign-in's tests start their own slapd and freeradius on loopback (the packages'
 # own services stay unused). gcc and the Python headers build the compiled relay core.
@@ -33,8 +34,9 @@ system:
 		command -v ldapadd >/dev/null && command -v freeradius >/dev/null && \
 		command -v gcc >/dev/null && test -f "$(PYTHON_H)" || \
 		{ apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy chromium npm keepalived \
-		slapd ldap-utils freeradius gcc python3-dev >/dev/null; }
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy chromium keepalived \
+		slapd ldap-utils freeradius gcc python3-dev \
+		$$(command -v npm >/dev/null || echo npm) >/dev/null; }
 
 # axe-core, the accessibility checker the WebUI's pages are run through, exactly as the lock pins.
 $(AXE): tests/axe/package.json tests/axe/package-lock.json | system
