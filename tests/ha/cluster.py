@@ -570,11 +570,15 @@ class Topology:
 
     def taken_by(self, node: Node) -> None:
         """Wait until ``node`` alone holds every VIP (just after the other's link is cut, the
-        other may still hold them, alone, for a moment)."""
-        wait_for(
-            f"{node.label} alone holding the VIPs",
-            lambda: all(self.owners(vip) == [node] for vip in self.vips),
-        )
+        other may still hold them, alone, for a moment); a timeout says who holds what."""
+
+        def alone() -> bool:
+            held = {vip: [owner.label for owner in self.owners(vip)] for vip in self.vips}
+            if any(labels != [node.label] for labels in held.values()):
+                raise AssertionError(f"held by {held}")
+            return True
+
+        wait_for(f"{node.label} alone holding the VIPs", alone)
 
     def other(self, node: Node) -> Node:
         return self.nodes[1 - self.nodes.index(node)]
