@@ -86,11 +86,7 @@ def test_a_partition_raises_the_alarm_and_the_heal_leaves_the_primary_alone(
         f"{detected:.2f} s after both held {RDP_VIP}; one owner {resolved:.2f} s after the heal"
     )
     # The winner announced itself again: the client's next connection goes to it.
-    pair.client.watch(timeout=1.0)
-    try:
-        pair.first_through(primary, time.monotonic())
-    finally:
-        pair.client.stop_watching()
+    reached_through(pair, primary)
     wait_for("the alarm cleared on both nodes", lambda: not any(alarm(n) for n in pair.nodes))
     cleared = time.monotonic() - healed
     print(f"{pair.engine}: the alarm cleared {cleared:.2f} s after the heal")
@@ -106,6 +102,30 @@ def test_a_partition_raises_the_alarm_and_the_heal_leaves_the_primary_alone(
 # about the check's share of its one-second interval.
 PLACINGS = 20
 CHECK_TIMEOUT = 3.0  # bound on a check's run: its own limit is 0.5 s
+
+
+def reached_through(pair: Topology, node: Node) -> None:
+    """Wait until the client's next connection to the VIP goes through ``node``."""
+    pair.client.watch(timeout=1.0)
+    try:
+        pair.first_through(node, time.monotonic())
+    finally:
+        pair.client.stop_watching()
+
+
+def split_by_freezing(pair: Topology, *, mid_check: bool) -> float:
+    """Freeze the Primary (``hung``) until both nodes hold the VIP and the Secondary raises the
+    alarm, naming the Primary's MAC; the seconds from both holding to the alarm."""
+    primary, secondary = pair.primary, pair.secondary
+    with hung(primary, mid_check=mid_check):
+        wait_for("both nodes holding the VIP", lambda: len(pair.owners(RDP_VIP)) == 2)
+        both = time.monotonic()
+        wait_for("the split-brain alarm on the Secondary", lambda: alarm(secondary))
+        detected = time.monotonic() - both
+        shown = alarm(secondary)
+        assert shown is not None
+        assert f"{RDP_VIP} answered from {primary.mac} as well as this node" in shown["evidence"]
+    return detected
 
 
 @contextlib.contextmanager
@@ -221,14 +241,7 @@ def test_a_hung_active_node_is_a_split_brain_and_the_primary_keeps_the_vip_on_re
 ) -> None:
     primary, secondary = pair.primary, pair.secondary
     assert pair.settled() is primary
-    with hung(primary):
-        wait_for("both nodes holding the VIP", lambda: len(pair.owners(RDP_VIP)) == 2)
-        both = time.monotonic()
-        wait_for("the split-brain alarm on the Secondary", lambda: alarm(secondary))
-        detected = time.monotonic() - both
-        shown = alarm(secondary)
-        assert shown is not None
-        assert f"{RDP_VIP} answered from {primary.mac} as well as this node" in shown["evidence"]
+    detected = split_by_freezing(pair, mid_check=False)
     resumed = time.monotonic()
     pair.taken_by(primary)
     resolved = time.monotonic() - resumed
@@ -237,11 +250,7 @@ def test_a_hung_active_node_is_a_split_brain_and_the_primary_keeps_the_vip_on_re
         f"{pair.engine}: hung node: split brain raised on the Secondary {detected:.2f} s after "
         f"both held {RDP_VIP}; one owner {resolved:.2f} s after the resume"
     )
-    pair.client.watch(timeout=1.0)
-    try:
-        pair.first_through(primary, time.monotonic())
-    finally:
-        pair.client.stop_watching()
+    reached_through(pair, primary)
     wait_for("the Secondary Passive", lambda: secondary.state() == "passive")
 
 
@@ -254,19 +263,13 @@ def test_a_primary_hung_during_its_engine_check_resumes_passive_and_the_secondar
     clears, the clients follow the Secondary, and a switchover fails back."""
     primary, secondary = pair.primary, pair.secondary
     assert pair.settled() is primary
-    with hung(primary, mid_check=True):
-        wait_for("both nodes holding the VIP", lambda: len(pair.owners(RDP_VIP)) == 2)
-        wait_for("the split-brain alarm on the Secondary", lambda: alarm(secondary))
+    split_by_freezing(pair, mid_check=True)
     resumed = time.monotonic()
     pair.taken_by(secondary)
     resolved = time.monotonic() - resumed
     wait_for("the alarm cleared on both nodes", lambda: not any(alarm(n) for n in pair.nodes))
     print(f"{pair.engine}: hung during its check: the Secondary alone {resolved:.2f} s after")
-    pair.client.watch(timeout=1.0)
-    try:
-        pair.first_through(secondary, time.monotonic())
-    finally:
-        pair.client.stop_watching()
+    reached_through(pair, secondary)
     wait_for("the Primary Passive", lambda: primary.state() == "passive")
     assert secondary.state() == "active"
     # Nothing else moved: the Primary does not preempt.
