@@ -131,6 +131,7 @@ ROUTES: dict[tuple[str, str], Role | None] = {
     ("POST", "/api/v1/peer/revisions"): None,
     ("POST", "/api/v1/peer/users"): None,
     ("POST", "/api/v1/peer/actions"): None,
+    ("POST", "/api/v1/peer/two-factor"): None,
     # Management lockdown: a node setting of Local Configuration's.
     ("GET", "/api/v1/lockdown"): A,
     ("PUT", "/api/v1/lockdown"): A,

@@ -19,10 +19,17 @@ from fastapi.testclient import TestClient
 from balancer import totp, users
 from balancer.front.access import SESSION_COOKIE
 from balancer.front.gate import SIGN_IN, Gate
-from balancer.ha.sync import UsersCopy, from_json, to_json
+from balancer.ha.sync import (
+    RecoveryUsed,
+    SecondFactorsUsed,
+    StepUsed,
+    UsersCopy,
+    from_json,
+    to_json,
+)
 from balancer.model import NodeSettings, Pair
 from balancer.roles import Role
-from balancer.store import ReadOnly, Store, TwoFactor
+from balancer.store import Store, TwoFactor
 from tests.appliance import appliance
 from tests.webapp import PASSWORD, WebApp, csrf_of, sign_in_token, webapp
 
@@ -333,16 +340,47 @@ def test_a_secondary_asks_for_the_same_codes(app: WebApp, tmp_path: Path) -> Non
         assert totp.check(secondary, "loadbalancer", code(secret, app), app.clock.now) == "code"
         # Used there, refused there again: each node keeps its own record of used steps.
         assert totp.check(secondary, "loadbalancer", code(secret, app), app.clock.now) is None
-        # A recovery code is used up where it is typed: on a node of a pair, only on the
-        # Primary, as every change of users (a Secondary's would come back with the next copy).
+        # A Secondary keeps the users as the Primary sent them: a recovery code typed there
+        # counts as used there, aside, and signs in once.
         secondary.save_node_settings(
             NodeSettings(
                 pair=Pair(role="secondary", local_address="127.0.0.1", peer_address="127.0.0.2")
             ),
             author="test",
         )
-        with pytest.raises(ReadOnly):
-            totp.check(secondary, "loadbalancer", codes[0], app.clock.now)
+        now = app.clock.now
+        assert totp.check(secondary, "loadbalancer", codes[0], now) == "recovery"
+        assert totp.check(secondary, "loadbalancer", codes[0], now) is None
+        kept = secondary.two_factor("loadbalancer")
+        assert kept is not None
+        assert len(kept.recovery) == totp.RECOVERY_CODES - 1
+        assert secondary.received_users() == snapshot.mark  # still the Primary's copy
+        assert [e.action for e in secondary.audit_log(limit=1)] == [
+            "two_factor_recovery_on_secondary"
+        ]
+        # What the Primary must refuse too: the step and the recovery code used there.
+        used = secondary.second_factors_used(int(now // totp.STEP) - 2)
+        step = int(now // totp.STEP)
+        digest = totp.recovery_digest(codes[0])
+        assert used == SecondFactorsUsed(
+            (StepUsed("loadbalancer", step),), (RecoveryUsed("loadbalancer", digest),)
+        )
+        assert secondary.second_factors_used(step + 1).steps == ()
+        # Told so, the Primary takes both, uses the code up, and its next copy of the users
+        # no longer lists it: the Secondary forgets it then.
+        assert app.store.learn_second_factors(used) == 2
+        assert app.store.learn_second_factors(used) == 0
+        assert totp.check(app.store, "loadbalancer", code(secret, app), now) is None
+        assert totp.check(app.store, "loadbalancer", codes[0], now) is None
+        audited = app.store.audit_log(action="two_factor_recovery")[0]
+        assert audited.detail == {"left": totp.RECOVERY_CODES - 1, "used_on": "the Secondary"}
+        newer = app.store.users_snapshot()
+        assert newer.version > snapshot.version
+        secondary.receive_users(newer, author="peer")
+        assert secondary.second_factors_used(0).recovery == ()
+        assert secondary.two_factor("loadbalancer") == app.store.two_factor("loadbalancer")
+        assert totp.check(secondary, "loadbalancer", codes[0], now) is None
+        assert totp.check(secondary, "loadbalancer", codes[1], now) == "recovery"
 
 
 def test_a_directory_user_has_no_second_factor_here(app: WebApp) -> None:

@@ -4,7 +4,8 @@ On the Secondary: ``heads`` (what it holds and runs), ``revisions`` (keep a revi
 Primary's under its number and digest, and run it if asked) and ``users`` (the Primary's users
 and API keys, replacing its own). Each answers with ``balancer.ha.sync``'s acknowledgement or
 refusal, the refusal's reason in one line. On the Primary: ``actions``, drain, halt or online
-asked on the Secondary, done here and answered once the Secondary applied it too.
+asked on the Secondary, done here and answered once the Secondary applied it too. On both:
+``two-factor``, the second factors that signed users in on the other node.
 
 They sit under /api/v1/peer/, where only the peer gets in (balancer.api.peer); the messages are
 checked field by field all the same (``sync.from_json``).
@@ -38,6 +39,7 @@ from balancer.ha.sync import (
     MessageError,
     Refusal,
     RevisionCopy,
+    SecondFactorsUsed,
     UsersCopy,
     Verdict,
 )
@@ -106,6 +108,17 @@ def router(controller: Controller, syncer: Callable[[], Syncer | None]) -> APIRo
             else Answer(applied.revision, False, reason="the Primary's sync is not running")
         )
         return {"revision": applied.revision, "secondary": answer_json(answer)}
+
+    @api.post("/two-factor")
+    async def two_factor(request: Request) -> dict[str, int]:
+        """What second factors the peer used (balancer.pair.two_factor), taken here; how many
+        were new. Recovery codes come only to the Primary, which keeps the users."""
+        told = await _message(request, SecondFactorsUsed)
+        if told.recovery:
+            role("primary")
+        elif store.node_settings().pair is None:
+            raise HTTPException(409, "this node is not in an HA pair")
+        return {"new": await run_in_threadpool(store.learn_second_factors, told)}
 
     return api
 

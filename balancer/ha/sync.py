@@ -198,7 +198,41 @@ class Action:
     author: str
 
 
-Message = Heads | RevisionCopy | UsersCopy | Acknowledgement | Refusal | Action
+@dataclass(frozen=True, slots=True)
+class StepUsed:
+    """A TOTP step whose code signed ``user`` in: no code of it, or of an earlier one, again."""
+
+    user: str
+    step: int
+
+    def __post_init__(self) -> None:
+        if self.step < 0:
+            raise MessageError(f"step: {self.step} must be 0 or more")
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryUsed:
+    """A recovery code of ``user``'s, by its digest, used on the Secondary."""
+
+    user: str
+    digest: str
+
+    def __post_init__(self) -> None:
+        if not _DIGEST.match(self.digest):
+            raise MessageError("digest: must be a SHA-256 digest, 64 lower-case hex digits")
+
+
+@dataclass(frozen=True, slots=True)
+class SecondFactorsUsed:
+    """Either node -> the other: what signed users in on it that the other must refuse too
+    (balancer.pair.two_factor): the newest steps still of use, and on a Secondary the recovery
+    codes it used, which only the Primary may strike from the users."""
+
+    steps: tuple[StepUsed, ...]
+    recovery: tuple[RecoveryUsed, ...]
+
+
+Message = Heads | RevisionCopy | UsersCopy | Acknowledgement | Refusal | Action | SecondFactorsUsed
 TYPES: dict[str, type[Message]] = {
     "heads": Heads,
     "revision": RevisionCopy,
@@ -206,6 +240,7 @@ TYPES: dict[str, type[Message]] = {
     "acknowledgement": Acknowledgement,
     "refusal": Refusal,
     "action": Action,
+    "second_factors_used": SecondFactorsUsed,
 }
 _NAMES = {cls: name for name, cls in TYPES.items()}
 

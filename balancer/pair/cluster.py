@@ -50,6 +50,7 @@ from balancer.pair.link import Link, Peer, PeerError
 from balancer.pair.split_brain import Watch
 from balancer.pair.status import NodeView, PairView
 from balancer.pair.syncer import Syncer, forwarding
+from balancer.pair.two_factor import Told
 from balancer.store import Store
 from balancer.validate import parse_as
 
@@ -120,6 +121,8 @@ class Cluster:
         # This node's engine's persistence replication, read every second while paired.
         self.replicated: replication.Watch | None = None
         self.split_brain: Watch | None = None  # while paired
+        # Tells the peer which second factors signed users in here, while paired.
+        self.told: Told | None = None
         # Held by the operator's Restart Heartbeat, switchover (pair.maintenance) and change
         # of the HA settings: one at a time (``operation``).
         self.operating = asyncio.Lock()
@@ -434,6 +437,8 @@ class Cluster:
         self.link.start()
         self.replicated = replication.Watch(self.controller)
         self.replicated.start()
+        self.told = Told(self.store, self.peer)
+        self.told.start()
         if pair.role == "primary":
             self.syncer = Syncer(self.store, self.controller, self.peer)
             await self.syncer.start()
@@ -568,6 +573,9 @@ class Cluster:
         replicated, self.replicated = self.replicated, None
         if replicated is not None:
             await replicated.stop()
+        told, self.told = self.told, None
+        if told is not None:
+            await told.stop()
         peer, self.peer = self.peer, None
         if peer is not None:
             await peer.aclose()

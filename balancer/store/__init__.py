@@ -44,7 +44,10 @@ from balancer.configuration import Missing
 from balancer.ha.sync import (
     KeyRecord,
     Mark,
+    RecoveryUsed,
     Scope,
+    SecondFactorsUsed,
+    StepUsed,
     UserRecord,
     Users,
     peer_at,
@@ -185,6 +188,14 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         # apart so that nothing that shows or audits the settings can carry it.
         """CREATE TABLE directory (id INTEGER PRIMARY KEY CHECK (id = 1),
             settings TEXT NOT NULL, secret TEXT NOT NULL DEFAULT '')""",
+    ),
+    (
+        # Node-local: the recovery codes used on a Secondary, which may not change the users
+        # it keeps for the Primary. They count as used here at once and are told to the
+        # Primary (balancer.pair.two_factor); a row goes once the Primary's users no longer
+        # list its digest.
+        """CREATE TABLE recovery_used (name TEXT NOT NULL, digest TEXT NOT NULL,
+            PRIMARY KEY (name, digest))""",
     ),
 )
 
@@ -603,11 +614,11 @@ class Store:
         return self._clock()
 
     def two_factor(self, name: str) -> TwoFactor | None:
-        """The user's second factor; None if they have none (or there is no such user)."""
-        rows = self._query("SELECT totp, recovery FROM user WHERE name = ?", (name,))
-        if not rows or not rows[0][0]:
-            return None
-        return TwoFactor(rows[0][0], tuple(json.loads(rows[0][1])))
+        """The user's second factor; None if they have none (or there is no such user). Its
+        recovery codes are those not used yet, here or (as far as this node knows) on the
+        Primary."""
+        with self._lock:
+            return _two_factor(self._db, name)
 
     def set_two_factor(
         self, name: str, found: TwoFactor | None, *, author: str, action: str
@@ -623,6 +634,7 @@ class Store:
             ).rowcount:
                 raise Missing("name", f"there is no user {name!r}")
             db.execute("DELETE FROM totp_used WHERE name = ?", (name,))
+            db.execute("DELETE FROM recovery_used WHERE name = ?", (name,))
             _insert_audit(db, self._clock(), author, action, name, {})
 
     def use_totp_step(self, name: str, step: int) -> bool:
@@ -638,19 +650,52 @@ class Store:
                 ).rowcount
             )
 
-    def use_recovery_code(self, name: str, digest: str) -> bool:
-        """Use up the user's recovery code of ``digest``; False if they have none such. On a
-        Secondary, ReadOnly: the code would come back with the Primary's next snapshot."""
-        self._writable()
+    def use_recovery_code(self, name: str, digest: str, *, on_peer: bool = False) -> bool:
+        """Use up the user's recovery code of ``digest``; False if they have none such (left).
+        A Secondary, which keeps the Primary's users as they are, notes it as used here until
+        the Primary's users no longer list it. ``on_peer``: the Secondary used it, and told
+        this node (the audit says so)."""
+        read_only = self.read_only() is not None
         with self._transaction() as db:
-            row = db.execute("SELECT recovery FROM user WHERE name = ?", (name,)).fetchone()
-            left = json.loads(row[0]) if row else []
-            if digest not in left:
+            found = _two_factor(db, name)
+            if found is None or digest not in found.recovery:
                 return False
-            left.remove(digest)
-            db.execute("UPDATE user SET recovery = ? WHERE name = ?", (json.dumps(left), name))
-            _insert_audit(db, self._clock(), name, "two_factor_recovery", name, {"left": len(left)})
+            left = [d for d in found.recovery if d != digest]
+            detail: dict[str, Any] = {"left": len(left)}
+            if read_only:
+                db.execute("INSERT INTO recovery_used (name, digest) VALUES (?, ?)", (name, digest))
+                # Not a change of the users (USER_ACTIONS): they stay the Primary's copy.
+                action = "two_factor_recovery_on_secondary"
+            else:
+                db.execute("UPDATE user SET recovery = ? WHERE name = ?", (json.dumps(left), name))
+                db.execute("DELETE FROM recovery_used WHERE name = ?", (name,))
+                action = "two_factor_recovery"
+                if on_peer:
+                    detail["used_on"] = "the Secondary"
+            _insert_audit(db, self._clock(), name, action, name, detail)
             return True
+
+    def second_factors_used(self, since_step: int) -> SecondFactorsUsed:
+        """What the other node of a pair must refuse: the TOTP steps from ``since_step`` on,
+        and the recovery codes used here that the users still list."""
+        steps = self._query(
+            "SELECT name, step FROM totp_used WHERE step >= ? ORDER BY name", (since_step,)
+        )
+        recovery = self._query("SELECT name, digest FROM recovery_used ORDER BY name, digest", ())
+        return SecondFactorsUsed(
+            tuple(StepUsed(name, step) for name, step in steps),
+            tuple(RecoveryUsed(name, digest) for name, digest in recovery),
+        )
+
+    def learn_second_factors(self, told: SecondFactorsUsed) -> int:
+        """Take what the other node of a pair used (``second_factors_used``): a step newer than
+        this node's for the user, and, where the users may be changed here (the Primary), each
+        recovery code, used up. How many of them were new here."""
+        new = sum(self.use_totp_step(step.user, step.step) for step in told.steps)
+        if self.read_only() is None:
+            for code in told.recovery:
+                new += self.use_recovery_code(code.user, code.digest, on_peer=True)
+        return new
 
     def two_factor_required(self) -> frozenset[Role]:
         rows = self._query("SELECT role FROM two_factor_required", ())
@@ -726,6 +771,13 @@ class Store:
                 "users": len(snapshot.users),
                 "keys": len(snapshot.keys),
             }
+            # The recovery codes used here that the Primary has used up too are its to count.
+            db.execute(
+                """DELETE FROM recovery_used WHERE NOT EXISTS (
+                    SELECT 1 FROM user, json_each(user.recovery)
+                    WHERE user.name = recovery_used.name AND json_each.value = recovery_used.digest
+                )"""
+            )
             _insert_audit(db, self._clock(), author, "receive_users", "", detail)
 
     def received_users(self) -> Mark | None:
@@ -886,6 +938,16 @@ def _keep_an_administrator(db: sqlite3.Connection, name: str, change: str) -> No
 def _rowid(cursor: sqlite3.Cursor) -> int:
     assert cursor.lastrowid is not None  # an INSERT always has one
     return cursor.lastrowid
+
+
+def _two_factor(db: sqlite3.Connection, name: str) -> TwoFactor | None:
+    """``Store.two_factor`` on ``db``: the recovery codes this node used (``recovery_used``)
+    are left out."""
+    row = db.execute("SELECT totp, recovery FROM user WHERE name = ?", (name,)).fetchone()
+    if row is None or not row[0]:
+        return None
+    used = {d for (d,) in db.execute("SELECT digest FROM recovery_used WHERE name = ?", (name,))}
+    return TwoFactor(row[0], tuple(d for d in json.loads(row[1]) if d not in used))
 
 
 def _insert_audit(

@@ -5,7 +5,8 @@ whole module, its tests in this order:
 - each bad input refuses the pairing in one line and changes nothing on either node;
   `balancer ha pair` on the Primary then pairs them;
 - a commit on the Primary runs on the Secondary, a user added on the Primary signs in on the
-  Secondary, and an edit on the Secondary is refused;
+  Secondary, a second factor used on one node is refused on the other, and an edit on the
+  Secondary is refused;
 - the VIPs answer from the Active node alone; a cut link, a dead engine and a graceful stop move
   them to the other node, and the times are printed (the goals are the bench's: ``python -m
   bench --scenarios ha``); Restart Heartbeat and a switchover refuse no connection; each of
@@ -22,9 +23,12 @@ from typing import Any
 
 import pytest
 
+from balancer import totp
 from balancer.client import ApiError
 from balancer.ha import trust
 from balancer.ha.keepalived import KEEPALIVED
+from balancer.ha.sync import StepUsed
+from balancer.store import Store
 from tests.ha.cluster import (
     FAILURES,
     PASSWORD,
@@ -142,6 +146,46 @@ def test_a_user_added_on_the_primary_signs_in_on_the_secondary(pair: Topology) -
     )
     assert pair.client.signs_in(pair.secondary, NEW_USER, NEW_PASSWORD)
     assert not pair.client.signs_in(pair.secondary, NEW_USER, "not the password")
+
+
+def test_second_factors_used_on_one_node_are_refused_on_the_other(pair: Topology) -> None:
+    """Over the pair's own link (balancer.pair.two_factor). Each node's store is opened here
+    beside its management service, as the sign-in pages use it (test_totp signs in through
+    them)."""
+    primary_db, secondary_db = (node.data_dir / "balancer.db" for node in pair.nodes)
+    with Store(primary_db) as primary, Store(secondary_db) as secondary:
+        secret, now = totp.new_secret(), time.time()
+        codes = totp.enrol(
+            primary, NEW_USER, secret, totp.code_at(secret, now), now, author=NEW_USER
+        )
+        try:
+            wait_for("the second factor on the Secondary", lambda: _recovery(secondary) == 10)
+            # A recovery code typed on the Secondary is used up on the Primary.
+            assert totp.check(secondary, NEW_USER, codes[0], time.time()) == "recovery"
+            wait_for("the code used up on the Primary", lambda: _recovery(primary) == 9)
+            assert totp.check(primary, NEW_USER, codes[0], time.time()) is None
+            wait_for(
+                "the Primary's copy on the Secondary",
+                lambda: not secondary.second_factors_used(0).recovery,
+            )
+            assert _recovery(secondary) == 9
+            # An app's code that signed in on the Primary is refused on the Secondary.
+            later = time.time() + totp.STEP
+            code = totp.code_at(secret, later)
+            assert totp.check(primary, NEW_USER, code, later) == "code"
+            used = StepUsed(NEW_USER, int(later // totp.STEP))
+            wait_for(
+                "the step on the Secondary",
+                lambda: used in secondary.second_factors_used(0).steps,
+            )
+            assert totp.check(secondary, NEW_USER, code, later) is None
+        finally:
+            primary.set_two_factor(NEW_USER, None, author="test", action="two_factor_reset")
+
+
+def _recovery(store: Store) -> int | None:
+    found = store.two_factor(NEW_USER)
+    return None if found is None else len(found.recovery)
 
 
 def test_an_edit_on_the_secondary_is_refused_and_points_to_the_primary(pair: Topology) -> None:

@@ -26,13 +26,16 @@ from balancer.ha.sync import (
     Kind,
     Mark,
     MessageError,
+    RecoveryUsed,
     Refusal,
     RevisionCopy,
     Role,
     Route,
     Scope,
+    SecondFactorsUsed,
     Send,
     State,
+    StepUsed,
     Tick,
     Unreachable,
     UserRecord,
@@ -369,6 +372,10 @@ MESSAGES: list[sync.Message] = [
     Acknowledgement(USERS, mark(2), True, 12.25),
     Refusal(CONFIGURATION, 3, "revision 3 is not newer than 4, the newest here", 12),
     Action(RealServerState.DRAIN, "CyberArk-PSM", "PSM1", "alice"),
+    SecondFactorsUsed(
+        (StepUsed("alice", 59_000_000), StepUsed("bob", 59_000_001)),
+        (RecoveryUsed("alice", "ab" * 32),),
+    ),
 ]
 
 
@@ -428,6 +435,10 @@ DROP = object()
         (changed(5, "kind", "routes"), "acknowledgement.kind: 'routes' is not one of"),
         (changed(6, "reason", DROP), "refusal.reason: is missing"),
         (changed(7, "action", "reboot"), "action.action: 'reboot' is not one of online, drain"),
+        (changed(8, "steps.1.step", -3), "second_factors_used.steps[1].step: -3 must be 0 or"),
+        (changed(8, "steps.0.step", 1.5), "second_factors_used.steps[0].step: must be a whole"),
+        (changed(8, "recovery.0.digest", "AB"), "second_factors_used.recovery[0].digest: must be"),
+        (changed(8, "recovery.0.user", None), "second_factors_used.recovery[0].user: must be a"),
     ],
 )
 def test_a_malformed_message_is_one_line_naming_the_field(data: Any, error: str) -> None:
