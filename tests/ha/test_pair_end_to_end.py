@@ -4,9 +4,9 @@ whole module, its tests in this order:
 
 - each bad input refuses the pairing in one line and changes nothing on either node;
   `balancer ha pair` on the Primary then pairs them;
-- a commit on the Primary runs on the Secondary, a user added on the Primary signs in on the
-  Secondary, a second factor used on one node is refused on the other, and an edit on the
-  Secondary is refused;
+- a commit on the Primary runs on the Secondary, a drain asked on the Secondary is done by the
+  Primary on both, a user added on the Primary signs in on the Secondary, a second factor used
+  on one node is refused on the other, and an edit on the Secondary is refused;
 - the VIPs answer from the Active node alone; a cut link, a dead engine and a graceful stop move
   them to the other node, and the times are printed (the goals are the bench's: ``python -m
   bench --scenarios ha``); Restart Heartbeat and a switchover refuse no connection; each of
@@ -136,6 +136,36 @@ def test_a_commit_on_the_primary_is_live_on_the_secondary(pair: Topology) -> Non
     heads = [node.client.get("/revisions")[0] for node in pair.nodes]
     assert heads[0]["id"] == heads[1]["id"] == revision
     assert heads[0]["digest"] == heads[1]["digest"] == told["digest"]
+
+
+def test_a_drain_on_the_secondary_is_done_by_the_primary_and_live_on_both(pair: Topology) -> None:
+    """Drain, halt and online asked on the Secondary go to the Primary over the pair's link,
+    which applies them and answers once the Secondary runs them too."""
+    primary, secondary = pair.primary, pair.secondary
+    drained = secondary.cli("rip", "drain", "CyberArk-PSM", "PSM1")
+    assert drained.returncode == 0, drained.stderr
+    revision = primary.client.get("/status")["engine"]["revision"]
+    assert drained.stdout == f"CyberArk-PSM/PSM1 is now drain (revision {revision})\n"
+    assert [_psm1(node) for node in pair.nodes] == [(revision, "drain")] * 2
+    audited = primary.client.get("/audit", text="drain")
+    assert [e["action"] for e in audited].count("drain") == 1, audited
+    # What the Primary refuses is said on the Secondary in one line, and nothing changes.
+    refused = secondary.cli("rip", "halt", "CyberArk-PSM", "PSM9")
+    assert refused.returncode != 0
+    assert "was not done by the Primary" in refused.stderr, refused.stderr
+    assert "'PSM9'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert [_psm1(node) for node in pair.nodes] == [(revision, "drain")] * 2
+    back = secondary.cli("rip", "online", "CyberArk-PSM", "PSM1")
+    assert back.returncode == 0, back.stderr
+    assert [_psm1(node) for node in pair.nodes] == [(revision + 1, "online")] * 2
+
+
+def _psm1(node: Node) -> tuple[int, str]:
+    """The revision ``node``'s engine runs, and PSM1's state in it."""
+    revision = node.client.get("/status")["engine"]["revision"]
+    servers = node.client.get("/virtual-services/CyberArk-PSM/real-servers")
+    return revision, {s["label"]: s["state"] for s in servers}["PSM1"]
 
 
 def test_a_user_added_on_the_primary_signs_in_on_the_secondary(pair: Topology) -> None:
