@@ -401,11 +401,12 @@ class ClientHost:
         with self.open(vip, port) as session:
             return session.server
 
-    def signs_in(self, node: Node, user: str, password: str) -> bool:
-        """Whether ``user`` signs in to ``node``'s WebUI with ``password`` from this client."""
+    def signs_in(self, node: Node, user: str, password: str, code: str | None = None) -> bool:
+        """Whether ``user`` signs in to ``node``'s WebUI with ``password`` from this client,
+        and ``code`` at the second step if given."""
         url = f"https://{node.address}:{MANAGEMENT_PORT}"
-        said = self.ask({"op": "sign_in", "url": url, "user": user, "password": password})
-        return bool(said["signed_in"])
+        asked = {"op": "sign_in", "url": url, "user": user, "password": password, "code": code}
+        return bool(self.ask(asked)["signed_in"])
 
     def watch(
         self, vip: str = RDP_VIP, port: int = RDP_PORT, timeout: float = 0.2, pause: float = 0.01
@@ -862,7 +863,9 @@ class _Side:
             )  # fmt: skip
             return {"ok": True, "sessions": [self.keep(*one) for one in opened]}
         if op == "sign_in":
-            return await _sign_in(request["url"], request["user"], request["password"])
+            return await _sign_in(
+                request["url"], request["user"], request["password"], request["code"]
+            )
         if op == "close":
             await self.sessions.pop(request["id"]).close()
             return {"ok": True}
@@ -883,8 +886,9 @@ class _Side:
         return {"ok": False, "error": f"op: {op!r} is unknown"}
 
 
-async def _sign_in(url: str, user: str, password: str) -> dict[str, Any]:
-    """Sign in to the WebUI at ``url`` as a browser does: the form, its CSRF token, the post."""
+async def _sign_in(url: str, user: str, password: str, code: str | None) -> dict[str, Any]:
+    """Sign in to the WebUI at ``url`` as a browser does: the form, its CSRF token, the post;
+    then, with ``code``, the second step's form and its post."""
     import httpx
 
     from tests.webapp import csrf_of
@@ -896,6 +900,11 @@ async def _sign_in(url: str, user: str, password: str) -> dict[str, Any]:
             "/lbadmin/sign-in",
             data={"username": user, "password": password, "csrf_token": csrf_of(form.text)},
         )
+        if code is not None:
+            form = await browser.get("/lbadmin/sign-in")
+            posted = await browser.post(
+                "/lbadmin/sign-in", data={"code": code, "csrf_token": csrf_of(form.text)}
+            )
     return {
         "ok": True,
         "status": posted.status_code,

@@ -16,6 +16,7 @@ whole module, its tests in this order:
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -179,9 +180,9 @@ def test_a_user_added_on_the_primary_signs_in_on_the_secondary(pair: Topology) -
 
 
 def test_second_factors_used_on_one_node_are_refused_on_the_other(pair: Topology) -> None:
-    """Over the pair's own link (balancer.pair.two_factor). Each node's store is opened here
-    beside its management service, as the sign-in pages use it (test_totp signs in through
-    them)."""
+    """Over the pair's own link (balancer.pair.two_factor): the user signs in on the WebUI of
+    either node. The second factor is enrolled in the Primary's store, opened here beside its
+    management service (test_totp enrols through the pages)."""
     primary_db, secondary_db = (node.data_dir / "balancer.db" for node in pair.nodes)
     with Store(primary_db) as primary, Store(secondary_db) as secondary:
         secret, now = totp.new_secret(), time.time()
@@ -190,25 +191,28 @@ def test_second_factors_used_on_one_node_are_refused_on_the_other(pair: Topology
         )
         try:
             wait_for("the second factor on the Secondary", lambda: _recovery(secondary) == 10)
+            signs_in = functools.partial(pair.client.signs_in, user=NEW_USER, password=NEW_PASSWORD)
             # A recovery code typed on the Secondary is used up on the Primary.
-            assert totp.check(secondary, NEW_USER, codes[0], time.time()) == "recovery"
+            assert signs_in(pair.secondary, code=codes[0])
+            assert not signs_in(pair.secondary, code=codes[0])
             wait_for("the code used up on the Primary", lambda: _recovery(primary) == 9)
-            assert totp.check(primary, NEW_USER, codes[0], time.time()) is None
+            assert not signs_in(pair.primary, code=codes[0])
             wait_for(
                 "the Primary's copy on the Secondary",
                 lambda: not secondary.second_factors_used(0).recovery,
             )
             assert _recovery(secondary) == 9
-            # An app's code that signed in on the Primary is refused on the Secondary.
+            # The app's code that signed in on the Primary is refused on the Secondary (the
+            # next step's: the enrolment used now's).
             later = time.time() + totp.STEP
             code = totp.code_at(secret, later)
-            assert totp.check(primary, NEW_USER, code, later) == "code"
+            assert signs_in(pair.primary, code=code)
             used = StepUsed(NEW_USER, int(later // totp.STEP))
             wait_for(
                 "the step on the Secondary",
                 lambda: used in secondary.second_factors_used(0).steps,
             )
-            assert totp.check(secondary, NEW_USER, code, later) is None
+            assert not signs_in(pair.secondary, code=code)
         finally:
             primary.set_two_factor(NEW_USER, None, author="test", action="two_factor_reset")
 
