@@ -45,6 +45,7 @@ class State(StrEnum):
 class Cause(StrEnum):
     GAVE_UP = "gave up"
     SILENT = "silent"
+    PREEMPTED = "preempted"  # the peer is Active at a lower priority, and preemption is on
     ENGINE_DOWN = "engine down"
     ENGINE_UP = "engine up"
     LINK_DOWN = "link down"
@@ -77,8 +78,8 @@ TRANSITIONS: dict[tuple[str | None, str], Step] = {
     (None, "BACKUP"): Step(STARTED),
     (None, "FAULT"): Step(f"keepalived started, but {FAULTED}", FAULTS),
     ("BACKUP", "MASTER"): Step(
-        "the peer went silent or gave the floating IPs up",
-        frozenset({Cause.GAVE_UP, Cause.SILENT}),
+        "the peer went silent or gave the floating IPs up, or this node preempted it",
+        frozenset({Cause.GAVE_UP, Cause.PREEMPTED, Cause.SILENT}),
     ),
     ("BACKUP", "FAULT"): Step(FAULTED, FAULTS),
     ("BACKUP", "STOP"): Step(STOPPED, BY_OPERATOR),
@@ -99,6 +100,11 @@ TRANSITIONS: dict[tuple[str | None, str], Step] = {
 _CAUSES: tuple[tuple[re.Pattern[str], Cause, str], ...] = (
     (re.compile(r"\(\S+\) Backup received priority 0 advertisement"), Cause.GAVE_UP,
      "the peer gave the floating IPs up"),
+    # With preemption on, keepalived ignores the Active peer's adverts of a lower priority and
+    # its wait for one runs out as if the peer were silent: this line, before that, says why.
+    (re.compile(r"\(\S+\) received lower priority \((?P<theirs>\d+)\) advert from (?P<peer>\S+) "
+                r"- discarding"), Cause.PREEMPTED,
+     "preemption: the Active peer ({peer}) has a lower priority ({theirs})"),
     (re.compile(r"\(\S+\) Receive advertisement timeout"), Cause.SILENT, "the peer went silent"),
     (re.compile(r"VRRP_Script\(engine\) failed \((?P<detail>[^)]*)\)"), Cause.ENGINE_DOWN,
      "the engine is not answering (its check {detail})"),

@@ -37,7 +37,10 @@ def test_a_takeover_a_fault_and_the_way_back_each_say_why() -> None:
     )
     assert [(c.after.state, c.after.reason) for c in changes] == [
         (State.PASSIVE, "keepalived started; listening for the peer"),
-        (State.ACTIVE, "the peer went silent or gave the floating IPs up"),
+        (
+            State.ACTIVE,
+            "the peer went silent or gave the floating IPs up, or this node preempted it",
+        ),
         (State.FAULT, "the link is down or the engine check fails"),
         (State.PASSIVE, "the link is up and the engine check passes again"),
         (State.FAULT, "keepalived stopped"),
@@ -173,6 +176,18 @@ def test_the_log_says_the_peer_gave_the_floating_ips_up() -> None:
     assert replay("stop-peer.log", ["BACKUP", "MASTER"]) == [
         "keepalived started; listening for the peer",
         "the peer gave the floating IPs up",
+    ]
+
+
+def test_the_log_says_a_primary_that_came_back_preempted_the_peer() -> None:
+    # Its link cut, then healed, with preemption on: the Secondary's adverts are ignored, and
+    # the wait for one runs out after them.
+    assert replay("preempt-owner.log", ["BACKUP", "MASTER", "FAULT", "BACKUP", "MASTER"]) == [
+        "keepalived started; listening for the peer",
+        "the peer went silent",
+        "link eth0 is down",
+        "link eth0 is up again",
+        "preemption: the Active peer (198.18.0.12) has a lower priority (100)",
     ]
 
 
