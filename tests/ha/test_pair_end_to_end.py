@@ -9,8 +9,9 @@ whole module, its tests in this order:
   on one node is refused on the other, and an edit on the Secondary is refused;
 - the VIPs answer from the Active node alone; a cut link, a dead engine and a graceful stop move
   them to the other node, and the times are printed (the goals are the bench's: ``python -m
-  bench --scenarios ha``); Restart Heartbeat and a switchover refuse no connection; each of
-  these leaves the pair with one node Active and the other Passive;
+  bench --scenarios ha``); preemption turned on brings them back to the Primary; Restart
+  Heartbeat and a switchover refuse no connection; each of these leaves the pair with one node
+  Active and the other Passive;
 - breaking the pair leaves both standalone and the VIPs on one node.
 """
 
@@ -259,6 +260,31 @@ def test_a_failed_active_node_hands_the_vips_over(pair: Topology, failure: str) 
         assert pair.owners(vip) == [moved.after]
     with pair.client.open() as session:
         assert pair.carrier(session) is moved.after
+
+
+def test_preemption_turned_on_brings_the_vips_back_to_the_primary(pair: Topology) -> None:
+    """With the Secondary Active (after a failover), ``ha set --preempt`` has the Primary take
+    the VIPs back at once, and its role change says it preempted."""
+    primary, secondary = pair.primary, pair.secondary
+    if pair.settled() is primary:
+        pair.fail_over("link")
+    assert pair.settled() is secondary
+    done = primary.cli("ha", "set", "--preempt")
+    assert done.returncode == 0, done.stderr
+    try:
+        pair.taken_by(primary)
+        reason = f"preemption: the Active peer ({secondary.address}) has a lower priority (100)"
+        wait_for(
+            "the Primary's takeover audited with its reason",
+            lambda: any(
+                entry["action"] == "role_changed" and entry["detail"]["reason"] == reason
+                for entry in primary.client.get("/audit", author="system")
+            ),
+        )
+    finally:
+        undone = primary.cli("ha", "set", "--no-preempt")
+        assert undone.returncode == 0, undone.stderr
+    assert pair.settled() is primary
 
 
 def test_a_graceful_stop_moves_the_vips_and_refuses_nothing(pair: Topology) -> None:
