@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel
 from starlette.routing import Mount, Route
 
 from balancer import users
@@ -255,6 +256,54 @@ def test_users_are_managed_through_the_api(app: WebApp) -> None:
     assert last.status_code == 422
     assert "last user" in last.json()["detail"][0]["reason"]
     assert app.local.delete("/api/v1/users/alice").status_code == 404
+
+
+def test_every_api_body_refuses_a_field_it_does_not_know(app: WebApp) -> None:
+    """A body the API reads as a model of its own forbids what it does not know (a body read as
+    a plain object goes to the configuration's models, which do too). Not the routes between
+    the nodes, where a newer peer may send more."""
+    checked = []
+    for context in iter_route_contexts(app.network.app.routes):  # type: ignore[attr-defined]
+        route, path = context.original_route, context.path or ""
+        if not isinstance(route, APIRoute) or route.body_field is None:
+            continue
+        if not path.startswith("/api/v1/") or path.startswith(("/api/v1/peer/", "/api/v1/ha/j")):
+            continue
+        model = route.body_field.field_info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            assert model.model_config.get("extra") == "forbid", f"{path}: {model.__name__}"
+            checked.append(path)
+    assert {"/api/v1/users", "/api/v1/api-keys", "/api/v1/lockdown"} <= set(checked)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "said"),
+    [
+        # A misspelt role would have made an administrator.
+        ("post", "/api/v1/users", {"name": "bob", "password": "his own pw, 1!", "rol": "viewer"},
+         [{"field": "rol", "reason": "is not a known setting"}]),
+        ("post", "/api/v1/api-keys", {"name": "monitoring", "rol": "viewer"},
+         [{"field": "rol", "reason": "is not a known setting"}]),
+        # A misspelt url would have turned the online check off.
+        ("put", "/api/v1/software/online", {"ulr": "https://198.18.0.1/latest.json"},
+         [{"field": "url", "reason": "is required"},
+          {"field": "ulr", "reason": "is not a known setting"}]),
+        ("put", "/api/v1/lockdown", {"management_allow": [], "managment_allow": ["198.18.0.0/15"]},
+         [{"field": "managment_allow", "reason": "is not a known setting"}]),
+    ],
+)  # fmt: skip
+def test_a_misspelt_field_is_refused_by_name_and_changes_nothing(
+    app: WebApp, method: str, path: str, body: dict[str, object], said: list[dict[str, str]]
+) -> None:
+    before = [app.local.get(shown).json() for shown in SHOWN]
+    refused = getattr(app.local, method)(path, json=body)
+    assert refused.status_code == 422
+    assert refused.json() == {"detail": said}
+    assert [app.local.get(shown).json() for shown in SHOWN] == before
+
+
+# What the refused changes above would have changed.
+SHOWN = ("/api/v1/users", "/api/v1/api-keys", "/api/v1/software", "/api/v1/lockdown")
 
 
 def test_after_signing_in_the_page_asked_for_is_shown_but_never_another_site(

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from balancer import users
 from balancer.front.access import Access
 from balancer.front.account import change_password
+from balancer.front.bodies import RequestBody
 from balancer.front.gate import caller
 
 
-class OwnPassword(BaseModel):
+class OwnPassword(RequestBody):
     current: str = Field(
         description="your password now: a session or a key alone does not change it",
         json_schema_extra={"format": "password"},

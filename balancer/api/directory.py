@@ -8,9 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from balancer import directory
+from balancer.front.bodies import RequestBody
 from balancer.front.gate import Author
 from balancer.store import Store
 
@@ -24,7 +25,7 @@ Document = Annotated[
 ]
 
 
-class Trial(BaseModel):
+class Trial(RequestBody):
     name: str = Field(default="", max_length=256, description="empty: only reach and bind")
     password: str = Field(default="", max_length=1024)
 

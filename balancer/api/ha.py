@@ -21,11 +21,12 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from balancer import defaults, users
 from balancer.api import peer
+from balancer.front.bodies import RequestBody
 from balancer.front.errors import from_message, reply
 from balancer.front.gate import Author, caller
 from balancer.front.throttle import Throttle
@@ -51,7 +52,7 @@ _FIELD = {
 _BODY = {"local": "local_address", "peer": "peer_address", "fingerprint": "fingerprint"}
 
 
-class AddNode(BaseModel):
+class AddNode(RequestBody):
     local_address: str = Field(description="this node's address, the Primary's")
     peer_address: str = Field(description="the new peer's address, the Secondary's")
     peer_port: int = Field(defaults.HTTPS_PORT, ge=1, le=65535, description="its WebUI's port")
@@ -71,10 +72,8 @@ class AddNode(BaseModel):
     )
 
 
-class HaSettings(BaseModel):
+class HaSettings(RequestBody):
     """The pair's HA settings; what is not given stays as it is."""
-
-    model_config = ConfigDict(extra="forbid")
 
     advert_interval: float | None = Field(
         None, description="seconds between VRRP adverts, in hundredths (default 0.2)"

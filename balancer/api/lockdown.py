@@ -4,24 +4,21 @@ address is refused; on the Unix socket every change is taken."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Body, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 
 from balancer.front import lockdown
+from balancer.front.bodies import RequestBody
 from balancer.front.gate import Author
 from balancer.model import NodeSettings
 from balancer.store import Store
 
-Networks = Annotated[
-    list[str],
-    Body(
-        embed=True,
+
+class NewLockdown(RequestBody):
+    management_allow: list[str] = Field(
         description="networks (CIDR, host bits zero) that may reach the WebUI and the API; "
-        "empty: every network",
-    ),
-]
+        "empty: every network"
+    )
 
 
 class LockdownSettings(BaseModel):
@@ -48,8 +45,8 @@ def router(store: Store) -> APIRouter:
         response_model=LockdownSettings,
         summary="Set the networks that may reach the WebUI and the API (empty: every network)",
     )
-    def change(request: Request, user: Author, management_allow: Networks) -> LockdownSettings:
+    def change(request: Request, user: Author, body: NewLockdown) -> LockdownSettings:
         address = lockdown.address_of(request)
-        return shown(lockdown.save(store, management_allow, address, author=user), request)
+        return shown(lockdown.save(store, body.management_allow, address, author=user), request)
 
     return api

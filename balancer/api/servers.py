@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
-from pydantic import BaseModel
 
 from balancer.api.edits import Base, Edits, Saved
 from balancer.controller import Controller
 from balancer.edits import Edit
+from balancer.front.bodies import RequestBody
 from balancer.front.gate import Author
 from balancer.model import RealServer, RealServerState
 
 
-class StateChange(BaseModel):
+class StateChange(RequestBody):
     state: RealServerState
 
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from balancer.api.edits import Base, Edits, Saved
 from balancer.controller import Controller
 from balancer.edits import Edit
+from balancer.front.bodies import RequestBody
 from balancer.front.gate import Author
 from balancer.model import VirtualService
 from balancer.pair.cluster import Cluster
 
 
-class PsmPreset(BaseModel):
+class PsmPreset(RequestBody):
     rdp_vip: str = Field(description="address of VIP 1, CyberArk-PSM (RDP)")
     web_vip: str = Field(description="address of VIP 2, CyberArk-PSM-Web (HTML5 gateway)")
     servers: list[tuple[str, str]] = Field(description="PSM servers as [label, ip] pairs")

@@ -7,14 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from balancer.front.bodies import RequestBody
 from balancer.front.gate import Author
 from balancer.roles import Role
 from balancer.store import Store
 
 
-class Required(BaseModel):
+class Required(RequestBody):
     required: list[Role] = Field(
         description="the roles whose users must sign in with a second factor; a user of one "
         "without it is sent to enrol right after the password"

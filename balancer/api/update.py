@@ -5,14 +5,21 @@ and the online check's URL and answer. A refusal is 422 naming its reason; it ch
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from pydantic import Field
 
 from balancer import management, software, update
+from balancer.front.bodies import RequestBody
 from balancer.front.gate import Author
 from balancer.store import Store
+
+
+class OnlineCheck(RequestBody):
+    # Required, null included: a misspelt name must not turn the check off.
+    url: str | None = Field(max_length=2048, description="a release's latest.json; null: off")
 
 
 def router(store: Store, installer: software.Software) -> APIRouter:
@@ -80,10 +87,8 @@ def router(store: Store, installer: software.Software) -> APIRouter:
         return {"version": version, "restarting": True}
 
     @api.put("/online", summary="The online check's URL (a release's latest.json); null: off")
-    def set_online(
-        user: Author, url: Annotated[str | None, Body(embed=True, max_length=2048)] = None
-    ) -> dict[str, Any]:
-        software.save_url(store, url, user)
+    def set_online(user: Author, body: OnlineCheck) -> dict[str, Any]:
+        software.save_url(store, body.url, user)
         return software.shown(store, installer)["online"]  # type: ignore[no-any-return]
 
     # Left out of the schema: fuzzing it would send requests to whatever URL it saved last.

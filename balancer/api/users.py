@@ -6,9 +6,10 @@ from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from balancer import totp, users
+from balancer.front.bodies import RequestBody
 from balancer.front.gate import Author, caller
 from balancer.roles import Role
 from balancer.store import Store
@@ -18,21 +19,21 @@ KeyId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Password = Field(min_length=1, json_schema_extra={"format": "password"})
 
 
-class NewUser(BaseModel):
+class NewUser(RequestBody):
     name: str
     password: str = Password
     role: Role = Field(Role.ADMINISTRATOR, description="what the user may do")
 
 
-class NewPassword(BaseModel):
+class NewPassword(RequestBody):
     password: str = Password
 
 
-class NewRole(BaseModel):
+class NewRole(RequestBody):
     role: Role
 
 
-class NewApiKey(BaseModel):
+class NewApiKey(RequestBody):
     name: str = Field(description="what the key is for, e.g. 'monitoring'")
     owner: str | None = Field(None, description="whose key it is; default: yours")
     role: Role | None = Field(

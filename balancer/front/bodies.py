@@ -1,9 +1,11 @@
 """Reading a request's body whole, up to a limit, before anything parses it: an oversized body
-is refused with its field named, without filling memory or a disk."""
+is refused with its field named, without filling memory or a disk. And ``RequestBody``, what
+every operator's request body is read as."""
 
 from __future__ import annotations
 
 from fastapi import Request
+from pydantic import BaseModel, ConfigDict
 
 from balancer.validate import Invalid, Problem
 
@@ -31,3 +33,11 @@ async def read(request: Request, limit: int, field: str) -> bytes:
     raise Invalid(
         [Problem(field, f"is too big: it is {shown}, and at most {limit} bytes are taken")]
     )
+
+
+class RequestBody(BaseModel):
+    """A request body of the API's: a field it does not know is refused, named ("is not a known
+    setting"), never passed over. A misspelt ``role`` would otherwise make an administrator.
+    Not for the routes between the nodes, where a newer peer may send more."""
+
+    model_config = ConfigDict(extra="forbid")
