@@ -204,6 +204,9 @@ class Causes:
 
     silence: float | None = None
     _pending: list[tuple[Cause, str]] = field(default_factory=list, init=False)
+    # keepalived has started and entered no state it logged: one that starts in Fault (its
+    # check failing from the first) never logs entering it.
+    _started: bool = field(default=False, init=False)
     # States entered and not yet taken; a notice read late finds its own among them.
     _entered: deque[tuple[str, list[tuple[Cause, str]]]] = field(
         default_factory=lambda: deque(maxlen=KEPT), init=False
@@ -214,7 +217,10 @@ class Causes:
         entered = _ENTERED.fullmatch(message)
         if entered:
             self._entered.append((entered["word"] or "STOP", self._pending))
-            self._pending = []
+            self._pending, self._started = [], False
+            return
+        if message == "Startup complete":
+            self._started = True
             return
         for pattern, cause, said in _CAUSES:
             found = pattern.fullmatch(message)
@@ -230,6 +236,10 @@ class Causes:
         """The causes given before keepalived entered ``word``; none if the log has not said
         so yet. States entered before it are dropped: their notices came and went."""
         if all(entered != word for entered, _ in self._entered):
+            if word == "FAULT" and self._started:
+                self._started = False
+                causes, self._pending = self._pending, []
+                return causes
             return []
         while True:
             entered, causes = self._entered.popleft()

@@ -191,6 +191,14 @@ def test_the_log_says_a_primary_that_came_back_preempted_the_peer() -> None:
     ]
 
 
+def test_the_log_says_why_keepalived_started_in_fault() -> None:
+    # A Primary paired before its first commit: its engine runs no revision, the check fails
+    # from the start, and keepalived logs no entering of the Fault it starts in.
+    assert replay("start-engine-unanswered.log", ["FAULT"]) == [
+        "the engine is not answering (its check exited with status 1)"
+    ]
+
+
 def test_without_the_log_having_said_it_the_reason_is_the_tables() -> None:
     causes = role.Causes()
     causes.feed("Fri Dec  4 12:40:28 2026: Netlink reports eth0 down")
