@@ -6,6 +6,7 @@ the most recently used clients, each on the server it was relayed to."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 
 import pytest
@@ -30,8 +31,8 @@ STICKY = {"mode": "source_ip", "timeout": 600, "table_size": SIZE}
 # README, "Deliberate differences".
 TWO_OLDEST = (
     "a full table below 256 entries makes room only from its two oldest entries (in the order "
-    "they were stored): one a connection still holds (the previous client's, not yet ended) or "
-    "one used since it was stored is skipped, and a new client then gets no server_id"
+    "they were stored): one used since it was stored, or one a connection still holds, is "
+    "skipped, and a new client then gets no server_id"
 )
 OLDEST_HELD = (
     "an entry a connection tracks is not evicted, and while it is the least recently used a "
@@ -58,6 +59,14 @@ async def settled_listing(engine: Engine, label: str, open_connections: int = 0)
     return await listing(engine, label)
 
 
+async def ended_landing(engine: Engine, vip: tuple[str, int], source: str) -> str:
+    """``landing``, returned once the engine has seen the connection end: the next client
+    then finds no entry still held by it, whatever the timing."""
+    landed = await landing(vip, source)
+    await settled_listing(engine, "sticky")
+    return landed
+
+
 def fails_on(request: pytest.FixtureRequest, relay: str, why: str) -> None:
     """What the test asserts from here on is known to fail on ``relay``, for ``why``: an
     expected failure there, which fails the run once it passes."""
@@ -79,11 +88,12 @@ async def test_a_full_table_keeps_the_most_recently_used_and_rebalances_the_evic
         await revisions.apply(virtual_service("sticky", vip, servers, persistence=STICKY))
         sources = [net.ip() for _ in range(CLIENTS + 2)]
         fails_on(request, "haproxy", TWO_OLDEST)  # any landing may find the table full
-        landed = {source: await landing(vip, source) for source in sources[:CLIENTS]}
+        land = functools.partial(ended_landing, engine, vip)
+        landed = {source: await land(source) for source in sources[:CLIENTS]}
         old, back = sources[: CLIENTS - SIZE], sources[CLIENTS - SIZE : CLIENTS - SIZE + 2]
         for source in back:  # still in the table: the server they had, and now the newest
-            assert await landing(vip, source) == landed[source], source
-        landed |= {source: await landing(vip, source) for source in sources[CLIENTS:]}
+            assert await land(source) == landed[source], source
+        landed |= {source: await land(source) for source in sources[CLIENTS:]}
         firsts = [landed[source] for source in sources]
         assert all(x != y for x, y in itertools.pairwise(firsts)), f"round robin: {firsts}"
         # One evicted on the server the last new client got, so round robin gives it the other.
