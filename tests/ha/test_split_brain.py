@@ -169,9 +169,10 @@ def _pid(node: Node, name: str) -> int:
 
 
 def _stop(pids: list[int]) -> list[int]:
+    """Stop ``pids``; a new list of them, for the caller to add to (not ``pids`` itself)."""
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
-    return pids
+    return list(pids)
 
 
 def _resume(pids: list[int]) -> None:
